@@ -1,0 +1,21 @@
+from django.conf import settings
+from django.conf.urls.static import static
+from django.contrib import admin
+from django.urls import include, path
+
+from consultations import views as consultation_views
+
+urlpatterns = [
+    path("", consultation_views.home, name="home"),
+    path("i18n/", include("django.conf.urls.i18n")),
+    path("accounts/", include("allauth.urls")),
+    path("admin/", admin.site.urls),
+    path("causes/", include("causes.urls")),
+    path("c/", include("consultations.urls")),
+    path("partners/", include("partners.urls")),
+]
+if settings.DEBUG:
+    urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
+
+admin.site.site_header = "Concorde"
+admin.site.site_title = "Concorde"

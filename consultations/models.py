@@ -1,0 +1,419 @@
+import uuid
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+
+
+class Consultation(models.Model):
+    """The question asked to citizens, within a cause."""
+
+    class Phase(models.TextChoices):
+        UPCOMING = "upcoming", _("Upcoming")
+        OPEN = "open", _("Open")
+        FINISHED = "finished", _("Finished")
+
+    class Language(models.TextChoices):
+        FR = "fr", _("French")
+        EN = "en", _("English")
+        DE = "de", _("German")
+        ZH = "zh", _("Chinese")
+        OTHER = "other", _("Other")
+
+    cause = models.ForeignKey(
+        "causes.Cause", on_delete=models.PROTECT, related_name="consultations", verbose_name=_("cause")
+    )
+    question = models.CharField(_("question"), max_length=250)
+    slug = models.SlugField(_("slug"), max_length=100, unique=True)
+    description = models.TextField(_("description"), blank=True)
+    language = models.CharField(
+        _("language"), max_length=8, choices=Language.choices, default=Language.FR
+    )
+    countries = models.JSONField(
+        _("countries"), default=list, blank=True, help_text=_("ISO country codes, e.g. [\"FR\", \"BE\"].")
+    )
+    proposal_prefix = models.CharField(_("proposal prefix"), max_length=40, blank=True, default="Il faut")
+    starts_at = models.DateTimeField(_("opens"), default=timezone.now)
+    ends_at = models.DateTimeField(_("closes"), null=True, blank=True)
+    can_propose = models.BooleanField(
+        _("proposals open"), default=True, help_text=_("Untick for a vote-only phase.")
+    )
+    auto_accept = models.BooleanField(
+        _("accept proposals without moderation"), default=False
+    )
+    votes_target = models.PositiveIntegerField(_("votes target"), default=0)
+    proposal_min_length = models.PositiveSmallIntegerField(
+        _("minimum proposal length"), default=12, validators=[MinValueValidator(1)]
+    )
+    proposal_max_length = models.PositiveSmallIntegerField(
+        _("maximum proposal length"), default=140, validators=[MaxValueValidator(1000)]
+    )
+    # Sequence settings (Make.org defaults, see docs and consultations/sequence.py).
+    sequence_size = models.PositiveSmallIntegerField(
+        _("cards per sequence"), default=12, validators=[MinValueValidator(1), MaxValueValidator(50)]
+    )
+    sequence_new_ratio = models.FloatField(
+        _("share of new proposals"), default=0.3, validators=[MinValueValidator(0), MaxValueValidator(1)]
+    )
+    sequence_controversy_ratio = models.FloatField(
+        _("share of controversial proposals"),
+        default=0.1,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+    )
+    sequence_new_votes_threshold = models.PositiveIntegerField(
+        _("votes below which a proposal is new"), default=10
+    )
+    sequence_tested_max_votes = models.PositiveIntegerField(
+        _("votes at which a proposal leaves the sequence"), default=1500
+    )
+    non_sequence_votes_weight = models.FloatField(
+        _("weight of votes cast outside sequences"),
+        default=0.5,
+        validators=[MinValueValidator(0), MaxValueValidator(1)],
+    )
+    current_run = models.ForeignKey(
+        "consensus.EngineRun",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("current engine run"),
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("consultation")
+        verbose_name_plural = _("consultations")
+        ordering = ["-starts_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(ends_at__isnull=True) | Q(ends_at__gt=models.F("starts_at")),
+                name="consultation_ends_after_start",
+            ),
+            models.CheckConstraint(
+                condition=Q(proposal_max_length__gte=models.F("proposal_min_length")),
+                name="consultation_length_bounds",
+            ),
+        ]
+
+    def __str__(self):
+        return self.question
+
+    def get_absolute_url(self):
+        return reverse("consultations:detail", kwargs={"slug": self.slug})
+
+    @property
+    def phase(self):
+        now = timezone.now()
+        if now < self.starts_at:
+            return self.Phase.UPCOMING
+        if self.ends_at and now >= self.ends_at:
+            return self.Phase.FINISHED
+        return self.Phase.OPEN
+
+    @property
+    def is_open(self):
+        return self.phase == self.Phase.OPEN
+
+    @property
+    def accepts_proposals(self):
+        return self.is_open and self.can_propose
+
+
+class Proposal(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Pending")
+        ACCEPTED = "accepted", _("Accepted")
+        REFUSED = "refused", _("Refused")
+        POSTPONED = "postponed", _("Postponed")
+        ARCHIVED = "archived", _("Archived")
+
+    class RefusalReason(models.TextChoices):
+        INCOMPREHENSIBLE = "incomprehensible", _("Incomprehensible")
+        OFF_TOPIC = "off_topic", _("Off topic")
+        PARTISAN = "partisan", _("Partisan")
+        INSULTING = "insulting", _("Insulting or offensive")
+        DUPLICATE = "duplicate", _("Duplicate")
+        SEVERAL_IDEAS = "several_ideas", _("Several ideas")
+        ILLEGAL = "illegal", _("Illegal")
+        PERSONAL_DATA = "personal_data", _("Contains personal data")
+        ADVERTISING = "advertising", _("Advertising")
+        TEST = "test", _("Test")
+        OTHER = "other", _("Other")
+
+    class Origin(models.TextChoices):
+        WEB = "web", _("Web")
+        IMPORT = "import", _("Import")
+        WORKSHOP = "workshop", _("Workshop")
+
+    consultation = models.ForeignKey(
+        Consultation, on_delete=models.CASCADE, related_name="proposals", verbose_name=_("consultation")
+    )
+    content = models.CharField(_("content"), max_length=1000)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="proposals",
+        verbose_name=_("author"),
+    )
+    author_name = models.CharField(_("author's public name"), max_length=60, blank=True)
+    author_age = models.PositiveSmallIntegerField(_("author's age"), null=True, blank=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.PENDING
+    )
+    refusal_reason = models.CharField(
+        _("refusal reason"), max_length=32, choices=RefusalReason.choices, blank=True
+    )
+    origin = models.CharField(_("origin"), max_length=16, choices=Origin.choices, default=Origin.WEB)
+    external_id = models.CharField(
+        _("external id"), max_length=64, blank=True, help_text=_("Identifier in the imported source.")
+    )
+    source_stats = models.JSONField(
+        _("statistics at the source"),
+        default=dict,
+        blank=True,
+        help_text=_("Vote aggregates published by the platform the proposal was imported from."),
+    )
+    # Denormalised total of votes of every trust level, kept by F() increments (see services).
+    votes_total = models.PositiveIntegerField(_("votes"), default=0)
+    moderated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("moderated by"),
+    )
+    moderated_at = models.DateTimeField(_("moderated"), null=True, blank=True)
+    locked_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("locked by"),
+    )
+    locked_until = models.DateTimeField(_("locked until"), null=True, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("proposal")
+        verbose_name_plural = _("proposals")
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["consultation", "status", "created_at"], name="proposal_queue_idx"),
+            models.Index(fields=["consultation", "status", "votes_total"], name="proposal_popular_idx"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["consultation", "external_id"],
+                condition=~Q(external_id=""),
+                name="proposal_unique_external_id",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status="refused") | ~Q(refusal_reason=""),
+                name="proposal_refused_has_reason",
+            ),
+        ]
+
+    def __str__(self):
+        return self.content
+
+    def get_absolute_url(self):
+        return reverse("consultations:proposal", kwargs={"slug": self.consultation.slug, "pk": self.pk})
+
+
+class Participant(models.Model):
+    """One voter identity: a logged-in user, or an anonymous browser session."""
+
+    class AgeRange(models.TextChoices):
+        UNDER_18 = "0-17", _("Under 18")
+        AGE_18_24 = "18-24", "18–24"
+        AGE_25_34 = "25-34", "25–34"
+        AGE_35_49 = "35-49", "35–49"
+        AGE_50_64 = "50-64", "50–64"
+        AGE_65_PLUS = "65+", _("65 and over")
+
+    class Gender(models.TextChoices):
+        FEMALE = "f", _("Woman")
+        MALE = "m", _("Man")
+        OTHER = "o", _("Other")
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="participant",
+        verbose_name=_("user"),
+    )
+    session_key = models.CharField(_("anonymous key"), max_length=64, null=True, blank=True, unique=True)
+    external_id = models.CharField(_("external id"), max_length=64, null=True, blank=True, unique=True)
+    age_range = models.CharField(_("age range"), max_length=8, choices=AgeRange.choices, blank=True)
+    gender = models.CharField(_("gender"), max_length=1, choices=Gender.choices, blank=True)
+    postal_area = models.CharField(_("postal area"), max_length=8, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("participant")
+        verbose_name_plural = _("participants")
+
+    def __str__(self):
+        if self.user_id:
+            return str(self.user)
+        return f"participant #{self.pk}"
+
+
+class VoteKey(models.TextChoices):
+    AGREE = "agree", _("Agree")
+    DISAGREE = "disagree", _("Disagree")
+    NEUTRAL = "neutral", _("Neutral")
+
+
+class QualificationKey(models.TextChoices):
+    LIKE_IT = "like_it", _("Favourite")
+    DOABLE = "doable", _("Realistic")
+    PLATITUDE_AGREE = "platitude_agree", _("Platitude")
+    NO_WAY = "no_way", _("No way!")
+    IMPOSSIBLE = "impossible", _("Impossible")
+    PLATITUDE_DISAGREE = "platitude_disagree", _("Platitude")
+    DO_NOT_UNDERSTAND = "do_not_understand", _("I don't understand")
+    NO_OPINION = "no_opinion", _("No opinion")
+    DO_NOT_CARE = "do_not_care", _("I don't care")
+
+
+QUALIFICATIONS_BY_VOTE = {
+    VoteKey.AGREE: (QualificationKey.LIKE_IT, QualificationKey.DOABLE, QualificationKey.PLATITUDE_AGREE),
+    VoteKey.DISAGREE: (
+        QualificationKey.NO_WAY,
+        QualificationKey.IMPOSSIBLE,
+        QualificationKey.PLATITUDE_DISAGREE,
+    ),
+    VoteKey.NEUTRAL: (
+        QualificationKey.DO_NOT_UNDERSTAND,
+        QualificationKey.NO_OPINION,
+        QualificationKey.DO_NOT_CARE,
+    ),
+}
+
+
+class Trust(models.TextChoices):
+    """How far a vote is trusted (Make.org's levels): only trusted and sequence votes are scored."""
+
+    UNTRUSTED = "untrusted", _("Untrusted")
+    TRUSTED = "trusted", _("Trusted")
+    SEQUENCE = "sequence", _("Sequence")
+
+
+class Vote(models.Model):
+    participant = models.ForeignKey(
+        Participant, on_delete=models.CASCADE, related_name="votes", verbose_name=_("participant")
+    )
+    proposal = models.ForeignKey(
+        Proposal, on_delete=models.CASCADE, related_name="votes", verbose_name=_("proposal")
+    )
+    key = models.CharField(_("vote"), max_length=16, choices=VoteKey.choices)
+    trust = models.CharField(_("trust"), max_length=16, choices=Trust.choices, default=Trust.TRUSTED)
+    in_sequence = models.BooleanField(_("cast in a sequence"), default=False)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("vote")
+        verbose_name_plural = _("votes")
+        constraints = [
+            models.UniqueConstraint(fields=["participant", "proposal"], name="vote_one_per_participant"),
+            models.CheckConstraint(
+                condition=Q(key__in=[choice.value for choice in VoteKey]), name="vote_key_valid"
+            ),
+        ]
+        indexes = [models.Index(fields=["proposal", "key"], name="vote_proposal_key_idx")]
+
+    def __str__(self):
+        return f"{self.participant_id} {self.key} {self.proposal_id}"
+
+
+class Qualification(models.Model):
+    """A qualification on a vote; the vote key is copied so the database checks the pairing."""
+
+    vote = models.ForeignKey(
+        Vote, on_delete=models.CASCADE, related_name="qualifications", verbose_name=_("vote")
+    )
+    vote_key = models.CharField(_("vote"), max_length=16, choices=VoteKey.choices)
+    key = models.CharField(_("qualification"), max_length=32, choices=QualificationKey.choices)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("qualification")
+        verbose_name_plural = _("qualifications")
+        constraints = [
+            models.UniqueConstraint(fields=["vote", "key"], name="qualification_once_per_vote"),
+            models.CheckConstraint(
+                condition=(
+                    Q(vote_key=VoteKey.AGREE, key__in=[k.value for k in QUALIFICATIONS_BY_VOTE[VoteKey.AGREE]])
+                    | Q(
+                        vote_key=VoteKey.DISAGREE,
+                        key__in=[k.value for k in QUALIFICATIONS_BY_VOTE[VoteKey.DISAGREE]],
+                    )
+                    | Q(
+                        vote_key=VoteKey.NEUTRAL,
+                        key__in=[k.value for k in QUALIFICATIONS_BY_VOTE[VoteKey.NEUTRAL]],
+                    )
+                ),
+                name="qualification_matches_vote_key",
+            ),
+        ]
+
+    def __str__(self):
+        return self.key
+
+
+class ProposalCounter(models.Model):
+    """Number of votes (or qualifications) of one key and one trust level on a proposal.
+
+    Rows are only ever changed by SQL upserts that add to ``count`` inside the database, so
+    concurrent votes never lose an update. ``consultations.services.counters_recount`` rebuilds
+    them from the votes table.
+    """
+
+    proposal = models.ForeignKey(Proposal, on_delete=models.CASCADE, related_name="counters")
+    key = models.CharField(_("key"), max_length=32)
+    trust = models.CharField(_("trust"), max_length=16, choices=Trust.choices)
+    count = models.IntegerField(_("count"), default=0)
+
+    class Meta:
+        verbose_name = _("proposal counter")
+        verbose_name_plural = _("proposal counters")
+        constraints = [
+            models.UniqueConstraint(fields=["proposal", "key", "trust"], name="counter_unique_key"),
+        ]
+
+    def __str__(self):
+        return f"{self.proposal_id} {self.key}/{self.trust}={self.count}"
+
+
+class Exposure(models.Model):
+    """A card shown to a participant in a sequence (for the sequence's analyses and trust)."""
+
+    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="exposures")
+    proposal = models.ForeignKey(Proposal, on_delete=models.CASCADE, related_name="exposures")
+    sequence_id = models.UUIDField(_("sequence"), default=uuid.uuid4, db_index=True)
+    position = models.PositiveSmallIntegerField(_("position"))
+    pool = models.CharField(_("pool"), max_length=16, blank=True)
+    created_at = models.DateTimeField(_("shown"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("exposure")
+        verbose_name_plural = _("exposures")
+        indexes = [models.Index(fields=["participant", "proposal"], name="exposure_participant_idx")]
+
+    def __str__(self):
+        return f"{self.sequence_id}#{self.position}"

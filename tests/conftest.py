@@ -1,0 +1,22 @@
+import os
+from pathlib import Path
+
+import pytest
+
+DATA_DIR = Path(os.environ.get("CONCORDE_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
+
+
+@pytest.fixture
+def data_dir():
+    if not DATA_DIR.is_dir():
+        pytest.skip(f"public data folder {DATA_DIR} is absent")
+    return DATA_DIR
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests that need PostgreSQL fail loudly rather than pass on SQLite by accident."""
+    from django.db import connection
+
+    for item in items:
+        if item.get_closest_marker("realservices") and connection.vendor != "postgresql":
+            item.add_marker(pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL)"))

@@ -1,0 +1,131 @@
+import pytest
+from django.urls import reverse
+
+from causes.models import Cause
+from consultations.services import participant_for_session, vote_cast
+
+from .factories import CauseFactory, ConsultationFactory, PartnerFactory, ProposalFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+def test_home_lists_open_consultations_with_counters(client):
+    consultation = ConsultationFactory(votes_target=1000)
+    proposal = ProposalFactory(consultation=consultation)
+    vote_cast(participant=participant_for_session(session_key="a"), proposal=proposal, key="agree")
+    response = client.get(reverse("home"))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert consultation.question in html
+    assert consultation.cause.title in html
+    assert response.context["consultations"][0][1]["votes"] == 1
+
+
+def test_cause_page_shows_consultations_and_partners(client):
+    consultation = ConsultationFactory()
+    partner = PartnerFactory()
+    consultation.cause.cause_partners.create(partner=partner, kind="founder")
+    response = client.get(consultation.cause.get_absolute_url())
+    assert response.status_code == 200
+    assert consultation.question in response.content.decode()
+    assert partner.name in response.content.decode()
+
+
+def test_consultation_page_lists_only_accepted_proposals(client):
+    consultation = ConsultationFactory()
+    accepted = ProposalFactory(consultation=consultation, content="Il faut des bibliothèques ouvertes le dimanche")
+    ProposalFactory(consultation=consultation, content="Il faut un texte en attente", status="pending")
+    response = client.get(consultation.get_absolute_url())
+    html = response.content.decode()
+    assert accepted.content in html
+    assert "texte en attente" not in html
+
+
+def test_consultation_search_and_htmx_partial(client):
+    consultation = ConsultationFactory()
+    ProposalFactory(consultation=consultation, content="Il faut des concerts gratuits en plein air")
+    ProposalFactory(consultation=consultation, content="Il faut baisser le prix des livres")
+    response = client.get(consultation.get_absolute_url(), {"q": "concerts"}, HTTP_HX_REQUEST="true")
+    html = response.content.decode()
+    assert "concerts gratuits" in html
+    assert "prix des livres" not in html
+    assert "<html" not in html  # only the fragment
+    assert "HX-Request" in response["Vary"]
+
+
+def test_random_order_is_stable_per_visitor_and_pages_never_overlap(client):
+    consultation = ConsultationFactory()
+    ProposalFactory.create_batch(45, consultation=consultation)
+    seen = []
+    for page in (1, 2, 3):
+        response = client.get(consultation.get_absolute_url(), {"sort": "random", "page": page})
+        seen += [p.pk for p, _ in response.context["rows"]]
+    assert len(seen) == 45 and len(set(seen)) == 45
+
+
+def test_bad_sort_and_page_fall_back_cleanly(client):
+    consultation = ConsultationFactory()
+    ProposalFactory(consultation=consultation)
+    response = client.get(consultation.get_absolute_url(), {"sort": "<script>", "page": "zzz"})
+    assert response.status_code == 200
+    assert response.context["sort"] == "recent"
+
+
+def test_unknown_consultation_is_404(client):
+    assert client.get("/c/does-not-exist/").status_code == 404
+
+
+def test_private_consultation_is_invisible_to_non_members(client):
+    cause = CauseFactory(kind=Cause.Kind.PRIVATE_CONSULTATION)
+    consultation = ConsultationFactory(cause=cause)
+    member = UserFactory()
+    cause.members.add(member)
+    assert client.get(consultation.get_absolute_url()).status_code == 404
+    assert consultation.question not in client.get(reverse("home")).content.decode()
+    client.force_login(UserFactory())
+    assert client.get(consultation.get_absolute_url()).status_code == 404
+    client.force_login(member)
+    assert client.get(consultation.get_absolute_url()).status_code == 200
+
+
+def test_draft_cause_is_hidden_from_the_public(client):
+    cause = CauseFactory(status=Cause.Status.DRAFT)
+    assert client.get(cause.get_absolute_url()).status_code == 404
+
+
+def test_proposal_page_shows_shares_after_ten_votes(client):
+    proposal = ProposalFactory()
+    for i in range(10):
+        vote_cast(
+            participant=participant_for_session(session_key=f"s{i}"),
+            proposal=proposal,
+            key="agree" if i < 7 else "disagree",
+        )
+    response = client.get(proposal.get_absolute_url())
+    html = response.content.decode()
+    assert proposal.content in html
+    assert "70 %" in html and "30 %" in html
+
+
+def test_admin_pages_render_for_staff(client):
+    admin = UserFactory(is_staff=True, is_superuser=True)
+    ProposalFactory()
+    client.force_login(admin)
+    for name in (
+        "admin:index",
+        "admin:consultations_proposal_changelist",
+        "admin:consultations_consultation_changelist",
+        "admin:causes_cause_changelist",
+        "admin:consultations_vote_changelist",
+        "admin:consensus_enginerun_changelist",
+        "admin:actions_action_changelist",
+        "admin:partners_partner_changelist",
+    ):
+        assert client.get(reverse(name)).status_code == 200, name
+
+
+def test_french_is_the_default_and_english_is_available(client):
+    ConsultationFactory()
+    assert 'lang="fr"' in client.get(reverse("home")).content.decode()
+    response = client.get(reverse("home"), HTTP_ACCEPT_LANGUAGE="en")
+    assert 'lang="en"' in response.content.decode()

@@ -129,3 +129,11 @@ def test_french_is_the_default_and_english_is_available(client):
     assert 'lang="fr"' in client.get(reverse("home")).content.decode()
     response = client.get(reverse("home"), HTTP_ACCEPT_LANGUAGE="en")
     assert 'lang="en"' in response.content.decode()
+
+
+@pytest.mark.parametrize("name", ["account_login", "account_signup", "account_reset_password"])
+def test_account_pages_render_inside_the_site_layout(client, name):
+    response = client.get(reverse(name))
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert 'class="brand"' in html and "<form" in html

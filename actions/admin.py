@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from .models import Action, ActionPlan, Measurement, Objective
+from .models import Action, ActionPlan, ActionUpdate, Follow, Measurement, Objective
 
 
 class ActionInline(admin.TabularInline):
@@ -23,6 +23,15 @@ class ActionPlanAdmin(admin.ModelAdmin):
 
 class ObjectiveInline(admin.TabularInline):
     model = Objective
+    fields = ("indicator", "unit", "baseline", "baseline_on", "target", "due_date")
+    show_change_link = True
+    extra = 0
+
+
+class ActionUpdateInline(admin.TabularInline):
+    model = ActionUpdate
+    fields = ("created_at", "previous_status", "status", "note", "author")
+    readonly_fields = ("created_at", "previous_status", "author")
     extra = 0
 
 
@@ -34,7 +43,7 @@ class ActionAdmin(admin.ModelAdmin):
     search_fields = ("title",)
     autocomplete_fields = ("plan", "owner", "funders")
     raw_id_fields = ("ideas", "proposals")
-    inlines = [ObjectiveInline]
+    inlines = [ObjectiveInline, ActionUpdateInline]
 
 
 class MeasurementInline(admin.TabularInline):
@@ -45,8 +54,15 @@ class MeasurementInline(admin.TabularInline):
 
 @admin.register(Objective)
 class ObjectiveAdmin(admin.ModelAdmin):
-    list_display = ("indicator", "action", "baseline", "target", "unit", "due_date")
+    list_display = ("indicator", "action", "baseline", "baseline_on", "target", "unit", "due_date")
     list_select_related = ("action",)
     search_fields = ("indicator",)
     autocomplete_fields = ("action",)
     inlines = [MeasurementInline]
+
+
+@admin.register(Follow)
+class FollowAdmin(admin.ModelAdmin):
+    list_display = ("user", "action", "created_at")
+    list_select_related = ("user", "action")
+    raw_id_fields = ("user", "action")

@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.db import models
 from django.urls import reverse
 from django.utils.translation import gettext_lazy as _
@@ -12,11 +13,22 @@ class PartnerKind(models.TextChoices):
     SPONSOR = "sponsor", _("Sponsor")
 
 
+# Paths under /partners/ that a partner's slug must not take.
+RESERVED_SLUGS = frozenset({"space"})
+
+
+def validate_partner_slug(value):
+    if value in RESERVED_SLUGS:
+        raise ValidationError(_("This address is reserved; choose another slug."))
+
+
 class Partner(models.Model):
     """An organisation: a company, an association, a media outlet, a sponsor."""
 
     name = models.CharField(_("name"), max_length=150, unique=True)
-    slug = models.SlugField(_("slug"), max_length=100, unique=True)
+    slug = models.SlugField(
+        _("slug"), max_length=100, unique=True, validators=[validate_partner_slug]
+    )
     kind = models.CharField(_("kind"), max_length=32, choices=PartnerKind.choices, default=PartnerKind.ACTOR)
     description = models.TextField(_("description"), blank=True)
     logo = models.ImageField(_("logo"), upload_to="partners/", blank=True)

@@ -221,3 +221,10 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
 }
+
+# Concorde's own settings.
+CONCORDE_SITE_URL = env("CONCORDE_SITE_URL", "http://127.0.0.1:8000")  # absolute links in emails
+CONCORDE_EVIDENCE_MAX_BYTES = env_int("CONCORDE_EVIDENCE_MAX_BYTES", 5 * 1024 * 1024)
+CONCORDE_PROPOSALS_PER_HOUR = env_int("CONCORDE_PROPOSALS_PER_HOUR", 10)
+CONCORDE_MODERATION_LOCK_MINUTES = env_int("CONCORDE_MODERATION_LOCK_MINUTES", 10)
+CONCORDE_SHARES_MIN_VOTES = env_int("CONCORDE_SHARES_MIN_VOTES", 10)

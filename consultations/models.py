@@ -208,9 +208,14 @@ class Proposal(models.Model):
         verbose_name = _("proposal")
         verbose_name_plural = _("proposals")
         ordering = ["-created_at"]
+        permissions = [("moderate_proposal", _("Can moderate proposals"))]
         indexes = [
             models.Index(fields=["consultation", "status", "created_at"], name="proposal_queue_idx"),
             models.Index(fields=["consultation", "status", "votes_total"], name="proposal_popular_idx"),
+            # The moderation queue across all consultations: pending ones, oldest first.
+            models.Index(
+                fields=["created_at"], condition=Q(status="pending"), name="proposal_pending_idx"
+            ),
         ]
         constraints = [
             models.UniqueConstraint(

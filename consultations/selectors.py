@@ -2,13 +2,16 @@
 
 import hashlib
 
+from django.db import connection
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, Least
 from django.http import Http404
 
 from causes.models import Cause
 
-from .models import Consultation, Proposal, ProposalCounter, Vote, VoteKey
+from . import text as proposal_text
+from .models import Consultation, Participant, Proposal, ProposalCounter, Trust, Vote, VoteKey
+from .sequence import Candidate, SequenceSettings
 
 SORTS = ("recent", "popular", "controversial", "random")
 
@@ -99,3 +102,113 @@ def consultation_stats(*, consultation: Consultation) -> dict:
         "target_pct": min(100, round(100 * votes / target)) if target else None,
     }
 
+
+def sequence_settings(consultation: Consultation) -> SequenceSettings:
+    return SequenceSettings(
+        size=consultation.sequence_size,
+        new_ratio=consultation.sequence_new_ratio,
+        controversy_ratio=consultation.sequence_controversy_ratio,
+        new_votes_threshold=consultation.sequence_new_votes_threshold,
+        tested_max_votes=consultation.sequence_tested_max_votes,
+        non_sequence_votes_weight=consultation.non_sequence_votes_weight,
+    )
+
+
+def sequence_candidates(*, consultation: Consultation, exclude_ids=frozenset()) -> list[Candidate]:
+    """The accepted proposals of ``consultation`` as sequence candidates (two queries).
+
+    ``sequence`` counts are the votes and qualifications cast in sequences; ``verified`` adds
+    the trusted ones (Make.org's ``countVerified``). Untrusted votes count in neither. An
+    author's proposals share an author key; imported proposals without an account each have
+    their own. Keywords are the dominant words of the text, for de-duplication.
+    """
+    prefix = consultation.proposal_prefix
+    rows = (
+        Proposal.objects.filter(consultation=consultation, status=Proposal.Status.ACCEPTED)
+        .order_by()
+        .values_list("pk", "author_id", "created_at", "content")
+    )
+    proposals = [row for row in rows if row[0] not in exclude_ids]
+    sequence: dict[int, dict[str, int]] = {pk: {} for pk, *_rest in proposals}
+    verified: dict[int, dict[str, int]] = {pk: {} for pk, *_rest in proposals}
+    counters = ProposalCounter.objects.filter(
+        proposal__consultation=consultation,
+        proposal__status=Proposal.Status.ACCEPTED,
+        trust__in=[Trust.TRUSTED, Trust.SEQUENCE],
+    ).values_list("proposal_id", "key", "trust", "count")
+    for pid, key, trust, count in counters:
+        if pid not in verified or count <= 0:
+            continue
+        verified[pid][key] = verified[pid].get(key, 0) + count
+        if trust == Trust.SEQUENCE:
+            sequence[pid][key] = sequence[pid].get(key, 0) + count
+    return [
+        Candidate(
+            id=pk,
+            author_key=f"u{author_id}" if author_id else f"p{pk}",
+            created_at=created_at,
+            keywords=proposal_text.dominant_keywords(proposal_text.strip_prefix(content, prefix)),
+            verified=verified[pk],
+            sequence=sequence[pk],
+        )
+        for pk, author_id, created_at, content in proposals
+    ]
+
+
+def participant_votes(*, participant: Participant | None, proposal_ids) -> dict[int, Vote]:
+    """The participant's votes on these proposals, with their qualifications (two queries)."""
+    if participant is None:
+        return {}
+    votes = Vote.objects.filter(participant=participant, proposal_id__in=list(proposal_ids))
+    return {v.proposal_id: v for v in votes.prefetch_related("qualifications")}
+
+
+SIMILARITY_THRESHOLD = 0.35
+
+
+def proposal_similar(*, consultation: Consultation, text: str, limit: int = 5) -> list[Proposal]:
+    """Accepted proposals that look like ``text`` (typed in the proposal form), best first.
+
+    On PostgreSQL: pg_trgm's ``word_similarity`` between what the user wrote (without the
+    prefix) and each proposal. On SQLite: the share of the text's significant words that a
+    proposal contains, computed in Python over the 2,000 most recent (word stems, accents ignored).
+    """
+    rest = proposal_text.strip_prefix(text or "", consultation.proposal_prefix)[:300]
+    words = proposal_text.significant_words(rest)
+    if not words:
+        return []
+    qs = Proposal.objects.filter(consultation=consultation, status=Proposal.Status.ACCEPTED)
+    if connection.vendor == "postgresql":
+        from django.contrib.postgres.search import TrigramWordSimilarity
+
+        return list(
+            qs.annotate(similarity=TrigramWordSimilarity(rest, "content"))
+            .filter(similarity__gte=SIMILARITY_THRESHOLD)
+            .order_by("-similarity", "-votes_total", "-pk")[:limit]
+        )
+    wanted = {proposal_text.stem(w) for w in words}
+    scored = []
+    for proposal in qs.order_by("-created_at", "-pk")[:2000]:
+        have = {proposal_text.stem(w) for w in proposal_text.significant_words(proposal.content)}
+        overlap = len(wanted & have) / len(wanted)
+        if overlap >= 0.5:
+            proposal.similarity = overlap
+            scored.append(proposal)
+    scored.sort(key=lambda p: (-p.similarity, -p.votes_total, -p.pk))
+    return scored[:limit]
+
+
+def moderation_pending_count(*, consultation: Consultation | None = None) -> int:
+    qs = Proposal.objects.filter(status=Proposal.Status.PENDING)
+    if consultation is not None:
+        qs = qs.filter(consultation=consultation)
+    return qs.count()
+
+
+def moderation_consultations() -> QuerySet[Consultation]:
+    """Consultations with pending proposals, for the moderation queue's filter."""
+    return (
+        Consultation.objects.filter(proposals__status=Proposal.Status.PENDING)
+        .annotate(pending=Count("proposals"))
+        .order_by("question")
+    )

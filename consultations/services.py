@@ -1,12 +1,27 @@
-"""Writes for consultations: participants, votes, qualifications and their counters."""
+"""Writes for consultations: participants, votes, sequences, proposals and moderation."""
 
+import logging
+import secrets
+import uuid
 from collections import Counter
+from dataclasses import dataclass
+from datetime import timedelta
 
+from django.conf import settings
+from django.core.cache import cache
+from django.core.mail import send_mail
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F
+from django.db.models import F, Q
+from django.utils import timezone, translation
+from django.utils.crypto import constant_time_compare, salted_hmac
+from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
+from . import text as proposal_text
 from .models import (
     QUALIFICATIONS_BY_VOTE,
+    Consultation,
+    Exposure,
     Participant,
     Proposal,
     ProposalCounter,
@@ -15,6 +30,14 @@ from .models import (
     Vote,
     VoteKey,
 )
+from .selectors import sequence_candidates, sequence_settings
+from .sequence import select_sequence
+
+logger = logging.getLogger(__name__)
+
+# Session key holding an anonymous participant's random key (``Participant.session_key``).
+# Our own key rather than Django's session key, which changes at login (``cycle_key``).
+SESSION_PARTICIPANT = "concorde_participant"
 
 
 class VoteError(ValueError):
@@ -40,12 +63,12 @@ def counters_add(deltas: dict[tuple[int, str, str], int]) -> None:
 
 
 def participant_for_user(*, user) -> Participant:
-    participant, _ = Participant.objects.get_or_create(user=user)
+    participant, _created = Participant.objects.get_or_create(user=user)
     return participant
 
 
 def participant_for_session(*, session_key: str) -> Participant:
-    participant, _ = Participant.objects.get_or_create(session_key=session_key)
+    participant, _created = Participant.objects.get_or_create(session_key=session_key)
     return participant
 
 
@@ -99,11 +122,11 @@ def vote_cast(
     concurrent requests from one participant end with one vote.
     """
     if key not in VoteKey.values:
-        raise VoteError(f"Unknown vote key {key!r}.")
+        raise VoteError(_("Unknown vote key %(key)r.") % {"key": key})
     if trust not in Trust.values:
-        raise VoteError(f"Unknown trust level {trust!r}.")
+        raise VoteError(_("Unknown trust level %(trust)r.") % {"trust": trust})
     if proposal.status != Proposal.Status.ACCEPTED:
-        raise VoteError("This proposal is not open to votes.")
+        raise VoteError(_("This proposal is not open to votes."))
     with transaction.atomic():
         vote = Vote.objects.select_for_update().filter(participant=participant, proposal=proposal).first()
         if vote is None:
@@ -137,18 +160,25 @@ def vote_cast(
 def qualification_toggle(*, vote: Vote, key: str) -> bool:
     """Switch a qualification on or off on ``vote``; returns whether it is now on."""
     if key not in QUALIFICATIONS_BY_VOTE.get(vote.key, ()):
-        raise VoteError(f"Qualification {key!r} does not go with a {vote.key!r} vote.")
+        raise _qualification_mismatch(key, vote.key)
     with transaction.atomic():
         vote = Vote.objects.select_for_update().get(pk=vote.pk)
         if key not in QUALIFICATIONS_BY_VOTE[vote.key]:
-            raise VoteError(f"Qualification {key!r} does not go with a {vote.key!r} vote.")
-        deleted, _ = Qualification.objects.filter(vote=vote, key=key).delete()
+            raise _qualification_mismatch(key, vote.key)
+        deleted, _rows = Qualification.objects.filter(vote=vote, key=key).delete()
         if deleted:
             counters_add({(vote.proposal_id, key, vote.trust): -1})
             return False
         Qualification.objects.create(vote=vote, vote_key=vote.key, key=key)
         counters_add({(vote.proposal_id, key, vote.trust): 1})
         return True
+
+
+def _qualification_mismatch(key: str, vote_key: str) -> VoteError:
+    return VoteError(
+        _("Qualification %(key)r does not go with a %(vote)r vote.")
+        % {"key": key, "vote": vote_key}
+    )
 
 
 def counters_recount(*, proposal_ids=None) -> dict:
@@ -190,3 +220,504 @@ def counters_recount(*, proposal_ids=None) -> dict:
                     votes_total=totals.get(proposal.pk, 0)
                 )
     return {"counters_fixed": len(drift), "totals_fixed": changed_totals}
+
+
+def counters_rebuild(*, consultation: Consultation) -> dict:
+    """Set every counter and vote total of ``consultation`` from its votes, in the database.
+
+    Set-based (GROUP BY) statements rather than a loop in Python, so that the importers can
+    call it after writing 100,000s of votes. The result is exact for the votes committed when
+    it runs: call it when no votes are being cast on the consultation (an import, a repair),
+    because a vote counted by ``counters_add`` between the statements would be lost.
+    """
+    qn = connection.ops.quote_name
+    counter, vote = qn(ProposalCounter._meta.db_table), qn(Vote._meta.db_table)
+    qualification, proposal = qn(Qualification._meta.db_table), qn(Proposal._meta.db_table)
+    key, count = qn("key"), qn("count")
+    of_consultation = f"SELECT id FROM {proposal} WHERE consultation_id = %s"
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            f"DELETE FROM {counter} WHERE proposal_id IN ({of_consultation})", [consultation.pk]
+        )
+        cursor.execute(
+            f"INSERT INTO {counter} (proposal_id, {key}, trust, {count}) "
+            f"SELECT v.proposal_id, v.{key}, v.trust, COUNT(*) FROM {vote} v "
+            f"WHERE v.proposal_id IN ({of_consultation}) GROUP BY v.proposal_id, v.{key}, v.trust",
+            [consultation.pk],
+        )
+        counters = cursor.rowcount
+        cursor.execute(
+            f"INSERT INTO {counter} (proposal_id, {key}, trust, {count}) "
+            f"SELECT v.proposal_id, q.{key}, v.trust, COUNT(*) FROM {qualification} q "
+            f"INNER JOIN {vote} v ON v.id = q.vote_id "
+            f"WHERE v.proposal_id IN ({of_consultation}) GROUP BY v.proposal_id, q.{key}, v.trust",
+            [consultation.pk],
+        )
+        counters += cursor.rowcount
+        total = f"(SELECT COUNT(*) FROM {vote} v WHERE v.proposal_id = {proposal}.id)"
+        cursor.execute(
+            f"UPDATE {proposal} SET votes_total = {total} "
+            f"WHERE consultation_id = %s AND votes_total <> {total}",
+            [consultation.pk],
+        )
+        totals = cursor.rowcount
+    return {"counters": counters, "totals_changed": totals}
+
+
+# Participants of a request -------------------------------------------------------------------
+
+
+def participant_peek(request) -> Participant | None:
+    """The request's participant when it already exists; creates nothing (for GET pages)."""
+    if request.user.is_authenticated:
+        return Participant.objects.filter(user=request.user).first()
+    key = request.session.get(SESSION_PARTICIPANT)
+    if not key:
+        return None
+    return Participant.objects.filter(session_key=key, user__isnull=True).first()
+
+
+def participant_from_request(request) -> Participant:
+    """The logged-in user's participant, or the anonymous participant of this browser session.
+
+    An anonymous visitor gets a random key in their session (which creates the session). It
+    survives login, where ``participant_login`` hands its votes to the user.
+    """
+    if request.user.is_authenticated:
+        return participant_for_user(user=request.user)
+    key = request.session.get(SESSION_PARTICIPANT)
+    if not key:
+        key = secrets.token_urlsafe(24)
+        request.session[SESSION_PARTICIPANT] = key
+    return participant_for_session(session_key=key)
+
+
+def participant_login(*, session, user) -> Participant | None:
+    """Give the session's anonymous participant to ``user`` who just logged in or signed up.
+
+    A user without a participant adopts the anonymous one (same id, so the sequence tokens
+    already handed out stay valid); otherwise its votes are merged with ``participant_merge``.
+    Returns the user's participant, or None when the session had none.
+    """
+    key = session.pop(SESSION_PARTICIPANT, None)
+    if not key:
+        return None
+    source = Participant.objects.filter(session_key=key, user__isnull=True).first()
+    if source is None:
+        return None
+    with transaction.atomic():
+        target = Participant.objects.select_for_update().filter(user=user).first()
+        if target is None:
+            try:
+                with transaction.atomic():
+                    Participant.objects.filter(pk=source.pk).update(user=user, session_key=None)
+            except IntegrityError:
+                # The user's participant was created by a concurrent request: merge instead.
+                target = Participant.objects.get(user=user)
+            else:
+                source.refresh_from_db()
+                return source
+    participant_merge(source=source, target=target)
+    return target
+
+
+def _on_user_logged_in(sender, request, user, **kwargs):
+    """``user_logged_in`` receiver (Django's signal, which allauth's logins send too)."""
+    session = getattr(request, "session", None)
+    if session is not None:
+        participant_login(session=session, user=user)
+
+
+# Votes in and out of sequences ---------------------------------------------------------------
+
+TOKEN_SALT = "concorde.consultations.exposure"
+
+
+def exposure_token(*, proposal_id: int, participant_id: int, sequence_id) -> str:
+    """The proposal key sent with a sequence card: ``<sequence>.<participant>.<HMAC>``.
+
+    The HMAC (SECRET_KEY, SHA-256) binds proposal, participant and sequence, so a token
+    cannot be forged, nor reused by another participant or for another proposal.
+    """
+    mac = salted_hmac(
+        TOKEN_SALT, f"{proposal_id}:{participant_id}:{sequence_id}", algorithm="sha256"
+    ).hexdigest()[:40]
+    return f"{sequence_id}.{participant_id}.{mac}"
+
+
+def exposure_token_valid(*, token: str, proposal: Proposal, participant: Participant) -> bool:
+    try:
+        sequence_id, participant_id, mac = token.split(".")
+        sequence_id = str(uuid.UUID(sequence_id))
+        participant_id = int(participant_id)
+    except (ValueError, AttributeError):
+        return False
+    expected = exposure_token(
+        proposal_id=proposal.pk, participant_id=participant_id, sequence_id=sequence_id
+    )
+    if not constant_time_compare(token, expected):
+        return False
+    if participant_id == participant.pk:
+        return True
+    # A participant merged into this one at login handed its exposures over with its votes.
+    return Exposure.objects.filter(
+        participant=participant, proposal=proposal, sequence_id=sequence_id
+    ).exists()
+
+
+def vote_trust(
+    *, participant: Participant, proposal: Proposal, token: str = ""
+) -> tuple[str, bool]:
+    """The trust of a vote, and whether it was cast in a sequence (Make.org's ``proposalKey``).
+
+    - a valid sequence token for this participant and proposal: ``sequence`` (scored in both
+      the general and the sequence scores);
+    - no token (the proposal page, a shared link): ``trusted``, the voter being a logged-in user
+      or a browser session (scored in the general score only);
+    - a token that does not check (forged, another participant's, another proposal's):
+      ``untrusted``; the vote counts in the displayed totals, never in the scores.
+    """
+    token = (token or "").strip()
+    if not token:
+        return Trust.TRUSTED, False
+    if exposure_token_valid(token=token, proposal=proposal, participant=participant):
+        return Trust.SEQUENCE, True
+    logger.warning("untrusted vote: bad token for proposal %s", proposal.pk)
+    return Trust.UNTRUSTED, False
+
+
+def vote_submit(
+    *, participant: Participant, proposal: Proposal, key: str, token: str = ""
+) -> tuple[Vote, bool]:
+    """A vote from the web: checks that the consultation is open, resolves the trust, casts it."""
+    if key not in VoteKey.values:
+        raise VoteError(_("Unknown vote key %(key)r.") % {"key": key})
+    if not proposal.consultation.is_open:
+        raise VoteError(_("This consultation is not open to votes."))
+    trust, in_sequence = vote_trust(participant=participant, proposal=proposal, token=token)
+    return vote_cast(
+        participant=participant, proposal=proposal, key=key, trust=trust, in_sequence=in_sequence
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class SequenceItem:
+    proposal_id: int
+    position: int  # from 1
+    pool: str  # why it was chosen: new, top, controversy, included, fallback
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class StartedSequence:
+    id: uuid.UUID
+    items: list[SequenceItem]
+
+
+def sequence_start(
+    *,
+    consultation: Consultation,
+    participant: Participant,
+    included_ids=(),
+    rng=None,
+) -> StartedSequence:
+    """Choose the cards of a new sequence, log them as exposures and sign a token per card.
+
+    Proposals the participant already voted on are never chosen. Five queries: votes,
+    proposals, counters, the exposures' bulk insert (one statement) and nothing else.
+    """
+    if not consultation.is_open:
+        raise VoteError(_("This consultation is not open to votes."))
+    voted = set(
+        Vote.objects.filter(
+            participant=participant, proposal__consultation=consultation
+        ).values_list("proposal_id", flat=True)
+    )
+    candidates = sequence_candidates(consultation=consultation, exclude_ids=voted)
+    cards = select_sequence(
+        candidates=candidates,
+        voted_ids=voted,
+        included_ids=[pk for pk in included_ids if pk not in voted],
+        settings=sequence_settings(consultation),
+        rng=rng,
+    )
+    sequence_id = uuid.uuid4()
+    now = timezone.now()
+    Exposure.objects.bulk_create(
+        [
+            Exposure(
+                participant=participant,
+                proposal_id=card.id,
+                sequence_id=sequence_id,
+                position=position,
+                pool=card.reason,
+                created_at=now,
+            )
+            for position, card in enumerate(cards, start=1)
+        ]
+    )
+    items = [
+        SequenceItem(
+            proposal_id=card.id,
+            position=position,
+            pool=card.reason,
+            token=exposure_token(
+                proposal_id=card.id, participant_id=participant.pk, sequence_id=sequence_id
+            ),
+        )
+        for position, card in enumerate(cards, start=1)
+    ]
+    return StartedSequence(id=sequence_id, items=items)
+
+
+# Proposals -----------------------------------------------------------------------------------
+
+
+class ProposalError(ValueError):
+    """A proposal that cannot be accepted as written; its message is safe to show."""
+
+
+DEFAULT_PROPOSALS_PER_HOUR = 10
+
+
+def proposal_clean_content(*, consultation: Consultation, text: str) -> str:
+    """The content to store: the consultation's prefix, a space, then what the user wrote.
+
+    The prefix is added back when the user removed it. Raises ``ProposalError`` when the text
+    is blank, holds HTML, or is too short or too long (counted after the prefix).
+    """
+    text = text or ""
+    if proposal_text.contains_html(text):
+        raise ProposalError(_("Write plain text: HTML tags are not allowed."))
+    prefix = consultation.proposal_prefix.strip()
+    rest = proposal_text.strip_prefix(text, prefix)
+    if not rest:
+        raise ProposalError(_("Write your proposal."))
+    low, high = consultation.proposal_min_length, consultation.proposal_max_length
+    if len(rest) < low:
+        raise ProposalError(
+            ngettext(
+                "Your proposal is too short: write at least %(n)d character after “%(prefix)s”.",
+                "Your proposal is too short: write at least %(n)d characters after “%(prefix)s”.",
+                low,
+            )
+            % {"n": low, "prefix": prefix}
+        )
+    content = proposal_text.with_prefix(rest, prefix)
+    if len(rest) > high or len(content) > Proposal._meta.get_field("content").max_length:
+        raise ProposalError(
+            ngettext(
+                "Your proposal is too long: write at most %(n)d character after “%(prefix)s”.",
+                "Your proposal is too long: write at most %(n)d characters after “%(prefix)s”.",
+                high,
+            )
+            % {"n": high, "prefix": prefix}
+        )
+    return content
+
+
+def _proposal_rate_hit(user) -> int:
+    """Count one proposal in the user's current one-hour window; returns the count."""
+    key = f"concorde:proposals-per-hour:{user.pk}"
+    cache.add(key, 0, timeout=3600)
+    try:
+        return cache.incr(key)
+    except ValueError:  # the window expired between add and incr
+        cache.set(key, 1, timeout=3600)
+        return 1
+
+
+def proposal_submit(*, consultation: Consultation, user, text: str) -> Proposal:
+    """Create ``user``'s proposal: pending, or accepted when the consultation auto-accepts.
+
+    Validation as ``proposal_clean_content``; the consultation must be open to proposals and
+    ``user`` logged in. At most ``settings.CONCORDE_PROPOSALS_PER_HOUR`` (default 10)
+    proposals per account and hour, counted in the cache.
+    """
+    if user is None or not user.is_authenticated:
+        raise ProposalError(_("Log in to propose."))
+    if not consultation.accepts_proposals:
+        raise ProposalError(_("This consultation does not accept proposals at the moment."))
+    content = proposal_clean_content(consultation=consultation, text=text)
+    limit = getattr(settings, "CONCORDE_PROPOSALS_PER_HOUR", DEFAULT_PROPOSALS_PER_HOUR)
+    if _proposal_rate_hit(user) > limit:
+        raise ProposalError(
+            ngettext(
+                "You have sent %(n)d proposal in the last hour, the most we accept. "
+                "Please come back a little later.",
+                "You have sent %(n)d proposals in the last hour, the most we accept. "
+                "Please come back a little later.",
+                limit,
+            )
+            % {"n": limit}
+        )
+    status = Proposal.Status.ACCEPTED if consultation.auto_accept else Proposal.Status.PENDING
+    return Proposal.objects.create(
+        consultation=consultation,
+        content=content,
+        author=user,
+        author_name=(user.display_name or user.first_name or "")[:60],
+        author_age=user.age,
+        status=status,
+        origin=Proposal.Origin.WEB,
+    )
+
+
+# Moderation ----------------------------------------------------------------------------------
+
+
+class ModerationError(ValueError):
+    """A moderation decision that cannot be applied; its message is safe to show."""
+
+
+DEFAULT_MODERATION_LOCK_MINUTES = 5
+
+
+def moderation_lock_duration() -> timedelta:
+    minutes = getattr(settings, "CONCORDE_MODERATION_LOCK_MINUTES", DEFAULT_MODERATION_LOCK_MINUTES)
+    return timedelta(minutes=minutes)
+
+
+def moderation_next(*, moderator, consultation: Consultation | None = None) -> Proposal | None:
+    """Lock and return the oldest pending proposal that nobody else is working on.
+
+    The lock is taken by a conditional UPDATE (``locked_until`` empty or past, or already
+    ours), so two moderators asking at the same time never get the same proposal: the
+    database serialises the two updates of a row and the second finds the condition false.
+    A moderator who asks again gets back the proposal they hold, with a fresh lock.
+    """
+    now = timezone.now()
+    free = Q(locked_until__isnull=True) | Q(locked_until__lt=now) | Q(locked_by=moderator)
+    queue = Proposal.objects.filter(status=Proposal.Status.PENDING)
+    if consultation is not None:
+        queue = queue.filter(consultation=consultation)
+    for _attempt in range(5):
+        ids = list(
+            queue.filter(free).order_by("created_at", "pk").values_list("pk", flat=True)[:20]
+        )
+        if not ids:
+            return None
+        for pk in ids:
+            locked = queue.filter(free, pk=pk).update(
+                locked_by=moderator, locked_until=now + moderation_lock_duration()
+            )
+            if locked:
+                return Proposal.objects.select_related("consultation", "author", "locked_by").get(
+                    pk=pk
+                )
+    return None
+
+
+class Decision:
+    ACCEPT = "accept"
+    REFUSE = "refuse"
+    POSTPONE = "postpone"
+    ALL = (ACCEPT, REFUSE, POSTPONE)
+
+
+def moderation_decide(
+    *, moderator, proposal: Proposal, decision: str, reason: str = "", base_url: str = ""
+) -> Proposal:
+    """Accept, refuse (``reason`` from ``Proposal.RefusalReason``, required) or postpone.
+
+    Releases the lock. Archived proposals cannot be moderated, an accepted one cannot be
+    accepted again, nor a refused one refused again, and a proposal locked by another
+    moderator is left alone. On accept or refuse the author is e-mailed (after the commit;
+    a mail failure is logged, the decision stays). The e-mail's links start with ``base_url``
+    ("https://host"), by default ``settings.CONCORDE_SITE_URL``.
+    """
+    if decision not in Decision.ALL:
+        raise ModerationError(_("Unknown decision."))
+    if decision == Decision.REFUSE and reason not in Proposal.RefusalReason.values:
+        raise ModerationError(_("Choose a reason to refuse a proposal."))
+    now = timezone.now()
+    with transaction.atomic():
+        proposal = Proposal.objects.select_for_update().get(pk=proposal.pk)
+        if (
+            proposal.locked_by_id not in (None, moderator.pk)
+            and proposal.locked_until
+            and (proposal.locked_until > now)
+        ):
+            raise ModerationError(_("Another moderator is working on this proposal."))
+        if proposal.status == Proposal.Status.ARCHIVED:
+            raise ModerationError(_("An archived proposal cannot be moderated."))
+        if decision == Decision.ACCEPT and proposal.status == Proposal.Status.ACCEPTED:
+            raise ModerationError(_("This proposal is already accepted."))
+        if decision == Decision.REFUSE and proposal.status == Proposal.Status.REFUSED:
+            raise ModerationError(_("This proposal is already refused."))
+        proposal.status = {
+            Decision.ACCEPT: Proposal.Status.ACCEPTED,
+            Decision.REFUSE: Proposal.Status.REFUSED,
+            Decision.POSTPONE: Proposal.Status.POSTPONED,
+        }[decision]
+        proposal.refusal_reason = reason if decision == Decision.REFUSE else ""
+        proposal.moderated_by = moderator
+        proposal.moderated_at = now
+        proposal.locked_by = None
+        proposal.locked_until = None
+        proposal.save(
+            update_fields=[
+                "status",
+                "refusal_reason",
+                "moderated_by",
+                "moderated_at",
+                "locked_by",
+                "locked_until",
+                "updated_at",
+            ]
+        )
+        if decision in (Decision.ACCEPT, Decision.REFUSE):
+            proposal_id = proposal.pk
+            transaction.on_commit(lambda: _moderation_notify(proposal_id, base_url))
+    return proposal
+
+
+def _moderation_notify(proposal_id: int, base_url: str = "") -> None:
+    """E-mail the author the decision, in the consultation's language when we have it."""
+    proposal = Proposal.objects.select_related("author", "consultation").get(pk=proposal_id)
+    base_url = (base_url or getattr(settings, "CONCORDE_SITE_URL", "")).rstrip("/")
+    author = proposal.author
+    if author is None or not author.email:
+        return
+    consultation = proposal.consultation
+    languages = {code for code, _name in settings.LANGUAGES}
+    language = (
+        consultation.language if consultation.language in languages else settings.LANGUAGE_CODE
+    )
+    with translation.override(language):
+        values = {
+            "name": author.display_name or author.first_name or _("citizen"),
+            "content": proposal.content,
+            "question": consultation.question,
+            "url": f"{base_url}{proposal.get_absolute_url()}",
+            "consultation_url": f"{base_url}{consultation.get_absolute_url()}",
+        }
+        if proposal.status == Proposal.Status.ACCEPTED:
+            subject = _("Your proposal is published")
+            body = (
+                _(
+                    "Hello %(name)s,\n\n"
+                    "Your proposal “%(content)s” to the consultation “%(question)s” has been "
+                    "accepted by the moderators. Other citizens can now vote on it:\n%(url)s\n\n"
+                    "Thank you for taking part.\nConcorde"
+                )
+                % values
+            )
+        else:
+            values["reason"] = Proposal.RefusalReason(proposal.refusal_reason).label
+            subject = _("Your proposal was not published")
+            body = (
+                _(
+                    "Hello %(name)s,\n\n"
+                    "Your proposal “%(content)s” to the consultation “%(question)s” was not "
+                    "published. Reason: %(reason)s.\n\n"
+                    "Our moderation charter accepts one concrete idea per proposal, without insults, "
+                    "advertising or partisan content. You are welcome to write a new one:\n"
+                    "%(consultation_url)s\n\nConcorde"
+                )
+                % values
+            )
+    try:
+        send_mail(str(subject), str(body), None, [author.email])
+    except Exception:  # the decision is made; a mail server outage must not undo it
+        logger.exception("could not e-mail the author of proposal %s", proposal.pk)

@@ -1,22 +1,96 @@
+import functools
 import secrets
+from urllib.parse import urlencode
 
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.views import redirect_to_login
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.shortcuts import get_object_or_404, render
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.cache import patch_vary_headers
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.translation import gettext as _
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseClientRedirect
 
 from causes.selectors import cause_visible_list
 
-from .models import Proposal
+from . import text as proposal_text
+from .forms import ModerationForm, ProposalForm
+from .models import QUALIFICATIONS_BY_VOTE, Consultation, Proposal, Vote, VoteKey
 from .selectors import (
     SORTS,
     consultation_get_for_user,
     consultation_stats,
     consultation_visible_list,
+    moderation_consultations,
+    moderation_pending_count,
+    participant_votes,
     proposal_public_list,
+    proposal_similar,
     proposal_vote_shares,
+)
+from .services import (
+    ModerationError,
+    ProposalError,
+    VoteError,
+    moderation_decide,
+    moderation_lock_duration,
+    moderation_next,
+    participant_from_request,
+    participant_peek,
+    proposal_submit,
+    qualification_toggle,
+    sequence_start,
+    vote_submit,
 )
 
 PAGE_SIZE = 20
+DEFAULT_SHARES_MIN_VOTES = 10
+
+
+def _shares_min_votes() -> int:
+    return getattr(settings, "CONCORDE_SHARES_MIN_VOTES", DEFAULT_SHARES_MIN_VOTES)
+
+
+def _render(request, template, context, *, partial=None, status=200):
+    """Render the page, or only ``partial`` of it for an HTMX request (Vary: HX-Request)."""
+    name = f"{template}#{partial}" if (partial and request.htmx) else template
+    response = render(request, name, context, status=status)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+def _bad_request(request, message, *, back_url=None, status=400):
+    """A clear error: a page for a plain request, an alert fragment for an HTMX one.
+
+    HTMX requests get the alert swapped into the page's ``#htmx-alerts`` region, so the card or
+    form the user was on stays where it was.
+    """
+    if back_url is None:
+        referer = request.META.get("HTTP_REFERER", "")
+        safe = url_has_allowed_host_and_scheme(
+            referer, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+        )
+        back_url = referer if safe else "/"
+    context = {"message": message, "back_url": back_url}
+    if request.htmx:
+        response = render(request, "consultations/error.html#alert", context, status=status)
+        response["HX-Retarget"] = "#htmx-alerts"
+        response["HX-Reswap"] = "innerHTML"
+    else:
+        response = render(request, "consultations/error.html", context, status=status)
+    patch_vary_headers(response, ["HX-Request"])
+    return response
+
+
+def _login_redirect(request, next_url):
+    url = f"{reverse('account_login')}?{urlencode({'next': next_url})}"
+    if request.htmx:
+        return HttpResponseClientRedirect(url)
+    return redirect(url)
 
 
 def home(request):
@@ -39,8 +113,11 @@ def _visitor_seed(request) -> str:
     return seed
 
 
-def consultation_detail(request, slug):
-    consultation = consultation_get_for_user(slug=slug, user=request.user)
+def _draft_key(consultation) -> str:
+    return f"concorde_draft:{consultation.pk}"
+
+
+def _detail_context(request, consultation, *, form=None, similar=None):
     query = request.GET.get("q", "").strip()[:100]
     sort = request.GET.get("sort", "recent")
     if sort not in SORTS:
@@ -54,7 +131,10 @@ def consultation_detail(request, slug):
     else:
         items = list(page.object_list)
     shares = proposal_vote_shares(proposal_ids=[p.pk for p in items])
-    context = {
+    if form is None:
+        # A draft written before the login redirect comes back in the form.
+        form = ProposalForm(initial={"content": request.session.get(_draft_key(consultation), "")})
+    return {
         "consultation": consultation,
         "stats": consultation_stats(consultation=consultation),
         "page": page,
@@ -62,23 +142,398 @@ def consultation_detail(request, slug):
         "query": query,
         "sort": sort,
         "sorts": SORTS,
+        "form": form,
+        "similar": similar,
+        # Room for the prefix too, in case the user types it; the service counts exactly.
+        "content_maxlength": consultation.proposal_max_length
+        + len(consultation.proposal_prefix)
+        + 1,
     }
-    template = "consultations/consultation_detail.html"
-    if request.htmx:
-        template += "#proposal-list"
-    response = render(request, template, context)
-    patch_vary_headers(response, ["HX-Request"])
-    return response
 
 
-def proposal_detail(request, slug, pk):
+@require_GET
+def consultation_detail(request, slug):
     consultation = consultation_get_for_user(slug=slug, user=request.user)
-    proposal = get_object_or_404(
-        Proposal, pk=pk, consultation=consultation, status=Proposal.Status.ACCEPTED
+    return _render(
+        request,
+        "consultations/consultation_detail.html",
+        _detail_context(request, consultation),
+        partial="proposal-list",
     )
-    shares = proposal_vote_shares(proposal_ids=[proposal.pk])[proposal.pk]
-    return render(
+
+
+# Proposing -----------------------------------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+def proposal_create(request, slug):
+    """POST a proposal. Anonymous visitors keep their draft in the session and log in first."""
+    consultation = consultation_get_for_user(slug=slug, user=request.user)
+    back = f"{consultation.get_absolute_url()}#propose"
+    if request.method == "GET":
+        return redirect(back)
+    if not consultation.accepts_proposals:
+        return _bad_request(
+            request,
+            _("This consultation does not accept proposals at the moment."),
+            back_url=consultation.get_absolute_url(),
+        )
+    form = ProposalForm(request.POST)
+    if not form.is_valid():
+        return _render(
+            request,
+            "consultations/consultation_detail.html",
+            _detail_context(request, consultation, form=form),
+            status=400,
+        )
+    text = form.cleaned_data["content"]
+    if not request.user.is_authenticated:
+        request.session[_draft_key(consultation)] = text
+        messages.info(
+            request, _("Log in or sign up to send your proposal: we kept what you wrote.")
+        )
+        return _login_redirect(request, back)
+    try:
+        proposal = proposal_submit(consultation=consultation, user=request.user, text=text)
+    except ProposalError as error:
+        form.add_error("content", str(error))
+        return _render(
+            request,
+            "consultations/consultation_detail.html",
+            _detail_context(request, consultation, form=form),
+        )
+    request.session.pop(_draft_key(consultation), None)
+    back = consultation.get_absolute_url()  # the message shows at the top of the page
+    if proposal.status == Proposal.Status.ACCEPTED:
+        messages.success(request, _("Thank you! Your proposal is published."))
+    else:
+        messages.success(
+            request,
+            _(
+                "Thank you! Moderators will read your proposal within 48 hours; "
+                "we will e-mail you when it is published."
+            ),
+        )
+    return redirect(back)
+
+
+@require_GET
+def proposal_similar_list(request, slug):
+    """Accepted proposals like the text being typed (HTMX), or the page with them (no JS)."""
+    consultation = consultation_get_for_user(slug=slug, user=request.user)
+    text = request.GET.get("content", "")[:2000]
+    rest = proposal_text.strip_prefix(text, consultation.proposal_prefix)
+    # Nothing to compare yet (a few letters typed): show nothing rather than "no match".
+    similar = (
+        proposal_similar(consultation=consultation, text=text)
+        if proposal_text.significant_words(rest)
+        else None
+    )
+    if request.htmx:
+        return _render(
+            request,
+            "consultations/consultation_detail.html",
+            {"consultation": consultation, "similar": similar},
+            partial="similar",
+        )
+    form = ProposalForm(initial={"content": text})
+    return _render(
+        request,
+        "consultations/consultation_detail.html",
+        _detail_context(request, consultation, form=form, similar=similar),
+    )
+
+
+# The sequence --------------------------------------------------------------------------------
+
+
+def _sequence_key(consultation) -> str:
+    return f"concorde_sequence:{consultation.pk}"
+
+
+VOTE_SHORTCUTS = {VoteKey.AGREE: "A", VoteKey.DISAGREE: "D", VoteKey.NEUTRAL: "N"}
+
+
+def _vote_choices(vote=None):
+    return [
+        {
+            "key": key.value,
+            "label": key.label,
+            "shortcut": VOTE_SHORTCUTS[key],
+            "on": bool(vote and vote.key == key),
+        }
+        for key in VoteKey
+    ]
+
+
+def _qualification_choices(vote):
+    on = {q.key for q in vote.qualifications.all()}
+    return [
+        {"key": key.value, "label": key.label, "shortcut": str(i), "on": key.value in on}
+        for i, key in enumerate(QUALIFICATIONS_BY_VOTE[VoteKey(vote.key)], start=1)
+    ]
+
+
+def _sequence_card(request, consultation, participant):
+    """The context of the sequence's current card, from the session's sequence state.
+
+    States: ``intro`` (no sequence yet), ``vote``, ``qualify`` (voted, qualifications and
+    "next"), ``end``, ``empty`` (nothing left to vote on) and ``closed``.
+    """
+    context = {"consultation": consultation, "size": consultation.sequence_size}
+    if not consultation.is_open:
+        return {**context, "card": "closed"}
+    state = request.session.get(_sequence_key(consultation))
+    if not state or participant is None:
+        return {**context, "card": "intro"}
+    items = state["items"]
+    if not items:
+        return {**context, "card": "empty"}
+    position = state["pos"]
+    while position < len(items):
+        proposal_id, token, _pool = items[position]
+        proposal = Proposal.objects.filter(
+            pk=proposal_id, consultation=consultation, status=Proposal.Status.ACCEPTED
+        ).first()
+        if proposal is not None:
+            break
+        position += 1  # refused or archived since the sequence started: skip it
+    if position != state["pos"]:
+        state["pos"] = position
+        request.session.modified = True
+    if position >= len(items):
+        return {**context, "card": "end", "total": len(items)}
+    vote = participant_votes(participant=participant, proposal_ids=[proposal.pk]).get(proposal.pk)
+    context.update(
+        proposal=proposal,
+        token=token,
+        position=position + 1,
+        total=len(items),
+        vote=vote,
+        votes=_vote_choices(vote),
+    )
+    if vote is None:
+        return {**context, "card": "vote"}
+    return {**context, "card": "qualify", "qualifications": _qualification_choices(vote)}
+
+
+def _sequence_response(request, consultation, participant, *, status=200):
+    return _render(
+        request,
+        "consultations/sequence.html",
+        _sequence_card(request, consultation, participant),
+        partial="card",
+        status=status,
+    )
+
+
+@require_http_methods(["GET", "POST"])
+def sequence(request, slug):
+    """GET: the current card (or the intro). POST: start a new sequence."""
+    consultation = consultation_get_for_user(slug=slug, user=request.user)
+    if request.method == "GET":
+        return _sequence_response(request, consultation, participant_peek(request))
+    if not consultation.is_open:
+        return _bad_request(request, _("This consultation is not open to votes."))
+    participant = participant_from_request(request)
+    started = sequence_start(consultation=consultation, participant=participant)
+    request.session[_sequence_key(consultation)] = {
+        "id": str(started.id),
+        "items": [[item.proposal_id, item.token, item.pool] for item in started.items],
+        "pos": 0,
+    }
+    if not request.htmx:
+        return redirect("consultations:sequence", slug=consultation.slug)
+    return _sequence_response(request, consultation, participant)
+
+
+@require_POST
+def sequence_next(request, slug):
+    """Move to the next card. ``position`` (1-based) makes a double submit move only once."""
+    consultation = consultation_get_for_user(slug=slug, user=request.user)
+    state = request.session.get(_sequence_key(consultation))
+    try:
+        position = int(request.POST.get("position", ""))
+    except ValueError:
+        return _bad_request(request, _("Bad card position."))
+    if state and state["pos"] == position - 1 and state["pos"] < len(state["items"]):
+        state["pos"] += 1
+        request.session.modified = True
+    if not request.htmx:
+        return redirect("consultations:sequence", slug=consultation.slug)
+    return _sequence_response(request, consultation, participant_peek(request))
+
+
+def _after_vote(request, consultation, proposal, participant):
+    """Back to where the vote came from (``from``): the sequence or the proposal's page."""
+    if request.POST.get("from") == "sequence":
+        if not request.htmx:
+            return redirect("consultations:sequence", slug=consultation.slug)
+        return _sequence_response(request, consultation, participant)
+    if not request.htmx:
+        return redirect(proposal.get_absolute_url())
+    return _render(
         request,
         "consultations/proposal_detail.html",
-        {"consultation": consultation, "proposal": proposal, "shares": shares},
+        _proposal_context(proposal, participant),
+        partial="vote-box",
     )
+
+
+def _voting_proposal(request, slug, pk):
+    consultation = consultation_get_for_user(slug=slug, user=request.user)
+    proposal = get_object_or_404(
+        Proposal.objects.select_related("consultation"),
+        pk=pk,
+        consultation=consultation,
+        status=Proposal.Status.ACCEPTED,
+    )
+    return consultation, proposal
+
+
+@require_POST
+def proposal_vote(request, slug, pk):
+    """POST key (agree/disagree/neutral) and, from a sequence, the card's token."""
+    consultation, proposal = _voting_proposal(request, slug, pk)
+    key = request.POST.get("key", "")
+    if key not in VoteKey.values:
+        return _bad_request(request, _("Choose agree, disagree or neutral."))
+    if not consultation.is_open:
+        return _bad_request(request, _("This consultation is not open to votes."))
+    participant = participant_from_request(request)
+    try:
+        vote_submit(
+            participant=participant,
+            proposal=proposal,
+            key=key,
+            token=request.POST.get("token", "")[:200],
+        )
+    except VoteError as error:
+        return _bad_request(request, str(error))
+    return _after_vote(request, consultation, proposal, participant)
+
+
+@require_POST
+def proposal_qualify(request, slug, pk):
+    """Toggle a qualification on the participant's vote on this proposal."""
+    consultation, proposal = _voting_proposal(request, slug, pk)
+    if not consultation.is_open:
+        return _bad_request(request, _("This consultation is not open to votes."))
+    participant = participant_peek(request)
+    vote = (
+        Vote.objects.filter(participant=participant, proposal=proposal).first()
+        if participant
+        else None
+    )
+    if vote is None:
+        return _bad_request(request, _("Vote on the proposal before qualifying your vote."))
+    try:
+        qualification_toggle(vote=vote, key=request.POST.get("key", ""))
+    except VoteError:
+        return _bad_request(request, _("This qualification does not go with your vote."))
+    return _after_vote(request, consultation, proposal, participant)
+
+
+def _proposal_context(proposal, participant):
+    shares = proposal_vote_shares(proposal_ids=[proposal.pk])[proposal.pk]
+    vote = participant_votes(participant=participant, proposal_ids=[proposal.pk]).get(proposal.pk)
+    return {
+        "consultation": proposal.consultation,
+        "proposal": proposal,
+        "shares": shares,
+        "shares_min_votes": _shares_min_votes(),
+        "vote": vote,
+        "votes": _vote_choices(vote),
+        "qualifications": _qualification_choices(vote) if vote else [],
+    }
+
+
+@require_GET
+def proposal_detail(request, slug, pk):
+    consultation, proposal = _voting_proposal(request, slug, pk)
+    return _render(
+        request,
+        "consultations/proposal_detail.html",
+        _proposal_context(proposal, participant_peek(request)),
+        partial="vote-box",
+    )
+
+
+# Moderation ----------------------------------------------------------------------------------
+
+
+def moderator_required(view):
+    """Moderators only: anonymous visitors go to the login page, other users get a 403."""
+
+    @functools.wraps(view)
+    def wrapper(request, *args, **kwargs):
+        if not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path(), reverse("account_login"))
+        if not request.user.has_perm("consultations.moderate_proposal"):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
+def _moderation_filter(request):
+    slug = request.GET.get("c") or request.POST.get("c") or ""
+    if not slug:
+        return None
+    return get_object_or_404(Consultation, slug=slug)
+
+
+def _moderation_context(request, consultation):
+    proposal = moderation_next(moderator=request.user, consultation=consultation)
+    return {
+        "proposal": proposal,
+        "filter": consultation,
+        "consultations": moderation_consultations(),
+        "pending": moderation_pending_count(consultation=consultation),
+        "lock_minutes": int(moderation_lock_duration().total_seconds() // 60),
+        "reasons": Proposal.RefusalReason.choices,
+    }
+
+
+@require_GET
+@moderator_required
+def moderation_queue(request):
+    """The oldest pending proposal, locked for this moderator, with the decision buttons."""
+    consultation = _moderation_filter(request)
+    return _render(
+        request,
+        "consultations/moderation.html",
+        _moderation_context(request, consultation),
+        partial="queue",
+    )
+
+
+@require_POST
+@moderator_required
+def moderation_decision(request, pk):
+    consultation = _moderation_filter(request)
+    proposal = get_object_or_404(Proposal, pk=pk)
+    form = ModerationForm(request.POST)
+    if not form.is_valid():
+        return _bad_request(request, _("Choose accept, refuse or postpone."))
+    try:
+        moderation_decide(
+            moderator=request.user,
+            proposal=proposal,
+            decision=form.cleaned_data["decision"],
+            reason=form.cleaned_data["reason"],
+        )
+    except ModerationError as error:
+        return _bad_request(request, str(error))
+    labels = {"accept": _("Accepted"), "refuse": _("Refused"), "postpone": _("Postponed")}
+    done = f"{labels[form.cleaned_data['decision']]}: {proposal.content}"
+    if request.htmx:
+        context = _moderation_context(request, consultation)
+        return _render(
+            request, "consultations/moderation.html", {**context, "done": done}, partial="queue"
+        )
+    messages.success(request, done)
+    url = reverse("moderation:queue")
+    if consultation is not None:
+        url += f"?{urlencode({'c': consultation.slug})}"
+    return redirect(url)

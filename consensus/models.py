@@ -257,6 +257,7 @@ class ProposalScore(models.Model):
         REJECTION = "rejection", _("Rejection")
         LIMBO = "limbo", _("Limbo")
         CONTROVERSY = "controversy", _("Controversy")
+        UNSCORED = "unscored", _("Not enough votes yet")
 
     run = models.ForeignKey(
         EngineRun, on_delete=models.CASCADE, related_name="proposal_scores", db_index=False

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Count, F, Max, Q, Sum
 from django.utils import timezone
@@ -925,6 +926,11 @@ def _proposal_columns(run: EngineRun) -> np.ndarray:
     return np.frombuffer(ids, dtype=np.int64).copy() if ids else np.zeros(0, np.int64)
 
 
+def min_zone_votes() -> int:
+    """Trusted votes a proposal needs before it is placed in a zone (setting CONSENSUS_MIN_ZONE_VOTES)."""
+    return int(getattr(settings, "CONSENSUS_MIN_ZONE_VOTES", 10))
+
+
 def _load_counters(consultation_id: int, pids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(verified, sequence) count matrices (n_proposals, len(KEYS)) from ProposalCounter rows."""
     from .engine.scores import KEY_INDEX, KEYS
@@ -1105,6 +1111,9 @@ def _votes_stage(run: EngineRun, base: EngineRun | None) -> None:
         counts = result.counts
         seen_any = counts.seen.sum(axis=0) > 0
 
+    # With too few trusted votes the smoothing priors alone decide the zone: say so instead.
+    scored = verified[:, :3].sum(axis=1) >= min_zone_votes()
+
     def score_rows():
         for j, pid in enumerate(pids):
             group_counts = (
@@ -1118,7 +1127,7 @@ def _votes_stage(run: EngineRun, base: EngineRun | None) -> None:
             yield (
                 run.pk,
                 int(pid),
-                zone_names[int(scores.zone[j])],
+                zone_names[int(scores.zone[j])] if scored[j] else ProposalScore.Zone.UNSCORED,
                 int(verified[j, :3].sum()),
                 int(sequence[j, :3].sum()),
                 float(agree.score[j]),
@@ -1191,11 +1200,12 @@ def _votes_stage(run: EngineRun, base: EngineRun | None) -> None:
             )
     timings["write_scores"] = time.perf_counter() - t0
     zone_counts = (
-        np.bincount(scores.zone.astype(np.int64), minlength=len(zone_names))
+        np.bincount(scores.zone[scored].astype(np.int64), minlength=len(zone_names))
         if pids.shape[0]
         else np.zeros(len(zone_names), int)
     )
     metrics["zones"] = {name: int(zone_counts[i]) for i, name in enumerate(zone_names)}
+    metrics["zones"][ProposalScore.Zone.UNSCORED.value] = int((~scored).sum())
     if result is not None:
         metrics.update(
             n_groups=int(len(result.group_ids)),
@@ -1360,8 +1370,8 @@ def _idea_aggregates(run: EngineRun) -> None:
             "agreement": round(float(pooled.keys["agree"].score[idx]), 4),
             "disagreement": round(float(pooled.keys["disagree"].score[idx]), 4),
             "top_score": round(float(pooled.composites["top_score"].score[idx]), 4),
-            # no vote yet: the smoothed rates alone would read as "controversy"
-            "zone": engine_scores.ZONES[int(pooled.zone[idx])] if ver[idx, :3].sum() else None,
+            # too few votes: the smoothed rates alone would read as "controversy"
+            "zone": engine_scores.ZONES[int(pooled.zone[idx])] if ver[idx, :3].sum() >= min_zone_votes() else None,
             "group_consensus": None if gic is None else round(gic, 6),
             "consensus_share": round(float(consensus_members[idx] / members_per_idea[idx]), 4)
             if members_per_idea[idx]

@@ -398,3 +398,13 @@ def test_a_run_with_the_real_multilingual_model_groups_the_themes(
     assert run.metrics["n_ideas"] >= 3
     keywords = [set(idea.keywords) for idea in Idea.objects.filter(run=run)]
     assert any(words & {"cyclables", "pistes", "vélo"} for words in keywords), keywords
+
+
+def test_proposals_without_enough_trusted_votes_get_no_zone(django_capture_on_commit_callbacks):
+    consultation = consultation_with_themes()
+    run = start(consultation, django_capture_on_commit_callbacks)
+    assert run.status == EngineRun.Status.DONE
+    assert set(ProposalScore.objects.filter(run=run).values_list("zone", flat=True)) == {"unscored"}
+    assert run.metrics["zones"]["controversy"] == 0
+    assert run.metrics["zones"]["unscored"] == ProposalScore.objects.filter(run=run).count()
+    assert all(idea.scores.get("zone") is None for idea in Idea.objects.filter(run=run))

@@ -4,9 +4,6 @@ Runs headless Chromium from the system (/usr/bin/chromium) through Playwright's 
 pytest-django's live server. Screenshots of each step go to tests/artifacts/ (git-ignored).
 """
 
-import os
-from pathlib import Path
-
 import pytest
 from django.contrib.auth.models import Permission
 from django.core import mail
@@ -14,28 +11,13 @@ from django.core import mail
 from consultations.models import Proposal, Qualification, Trust, Vote
 
 from ..factories import ConsultationFactory, ProposalFactory, UserFactory
-
-# Playwright's sync API runs an event loop in this thread; the ORM calls of the test are fine.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+from .conftest import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PASSWORD = "correct horse battery"
 SIZE = 3
 GOOD = "ouvrir les musées gratuitement le premier dimanche du mois"
-
-
-@pytest.fixture
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is absent")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -5,10 +5,8 @@ pytest-django's live server. Screenshots go to tests/artifacts/ (git-ignored).
 """
 
 import datetime
-import os
 import re
 from decimal import Decimal
-from pathlib import Path
 
 import pytest
 from django.utils import timezone
@@ -21,26 +19,11 @@ from ..actions.factories import (
     ObjectiveFactory,
 )
 from ..factories import CauseFactory, PartnerFactory, ProposalFactory, UserFactory
-
-# Playwright's sync API runs an event loop in this thread; the ORM calls of the test are fine.
-os.environ["DJANGO_ALLOW_ASYNC_UNSAFE"] = "true"
+from .conftest import ARTIFACTS
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
-CHROMIUM = "/usr/bin/chromium"
-ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 PASSWORD = "correct horse battery"
-
-
-@pytest.fixture
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api")
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"{CHROMIUM} is absent")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

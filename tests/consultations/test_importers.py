@@ -9,7 +9,6 @@ from itertools import islice
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.utils import translation
 
 from causes.models import Cause
 from consultations.importers import (
@@ -32,14 +31,7 @@ from consultations.models import (
 from consultations.services import counters_rebuild, counters_recount
 from tests.factories import ConsultationFactory, ParticipantFactory, ProposalFactory
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def english():
-    """The reports are translated; these tests read them in English (French is the default)."""
-    with translation.override("en"):
-        yield
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
 
 MAKEORG = "opentext/makeorg_monde_dapres_2020/proposals.csv"
 GRANDDEBAT = "opentext/granddebat_2019_answers/answers.csv"

@@ -8,22 +8,15 @@ from django.contrib.auth.models import Permission
 from django.core import mail
 from django.db import connection
 from django.urls import reverse
-from django.utils import timezone, translation
+from django.utils import timezone
 
 from consultations.models import Proposal
 from consultations.services import ModerationError, moderation_decide, moderation_next
 
 from ..factories import ConsultationFactory, ProposalFactory, UserFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
 
-
-@pytest.fixture(autouse=True)
-def _english(settings):
-    """Messages are checked in English, the source language, whatever the catalogues say."""
-    settings.LANGUAGE_CODE = "en"
-    with translation.override("en"):
-        yield
 
 
 QUEUE = "/moderation/"

@@ -7,7 +7,7 @@ from django.contrib.auth.models import AnonymousUser
 from django.contrib.sessions.backends.db import SessionStore
 from django.core.cache import cache
 from django.test import RequestFactory
-from django.utils import timezone, translation
+from django.utils import timezone
 
 from consultations.models import Exposure, Participant, Proposal, Trust, Vote
 from consultations.selectors import proposal_similar, sequence_candidates
@@ -31,15 +31,8 @@ from consultations.text import contains_html, dominant_keywords, strip_prefix, w
 
 from ..factories import ConsultationFactory, ProposalFactory, UserFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
 
-
-@pytest.fixture(autouse=True)
-def _english(settings):
-    """Messages are checked in English, the source language, whatever the catalogues say."""
-    settings.LANGUAGE_CODE = "en"
-    with translation.override("en"):
-        yield
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ from datetime import timedelta
 import pytest
 from django.core.cache import cache
 from django.urls import reverse
-from django.utils import timezone, translation
+from django.utils import timezone
 
 from causes.models import Cause
 from consultations.models import Exposure, Participant, Proposal, Qualification, Trust, Vote
@@ -13,15 +13,8 @@ from consultations.services import SESSION_PARTICIPANT, participant_for_session,
 
 from ..factories import CauseFactory, ConsultationFactory, ProposalFactory, UserFactory
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
 
-
-@pytest.fixture(autouse=True)
-def _english(settings):
-    """Messages are checked in English, the source language, whatever the catalogues say."""
-    settings.LANGUAGE_CODE = "en"
-    with translation.override("en"):
-        yield
 
 
 HX = {"HTTP_HX_REQUEST": "true"}

@@ -10,12 +10,17 @@ Pipeline (`find_ideas` runs all of it):
    punctuation, no leading "Il faut"), then near-duplicates with cosine >=
    `near_threshold`, compared by blocked matrix products (within k-means buckets
    above `exact_block_max` unique texts, so it stays sub-quadratic at 2 M).
-2. `cluster_vectors` on the unique texts, weighted by duplicate counts:
-   * up to `small_max` (300) unique texts: PCA to `pca_dims`, then HDBSCAN
-     (or agglomerative clustering);
-   * more: PCA, MiniBatchKMeans micro-clusters (k about 20x the expected number
-     of ideas), HDBSCAN/agglomerative on the micro-cluster centroids, members
-     mapped back. Ideas smaller than `min_points` (counting duplicates) become noise.
+2. `cluster_vectors` on the unique texts, weighted by duplicate counts. Default
+   (`method="graph"`): PCA to 128 dims; up to `graph_max_nodes` (10,000) unique
+   texts each is a node, above that MiniBatchKMeans micro-clusters (min(5,000, n/4))
+   are; a k-nearest-neighbour graph (k = 15, cosine) in which a node weighs as the
+   proposals it stands for; Louvain communities (networkx) at a resolution growing
+   like sqrt(n) (see `ClusterParams.resolution`). Ideas smaller than `min_points`
+   (counting duplicates) become noise, and noise joins the nearest idea when it is
+   as close to it as the idea's own members are (`noise_reassign_threshold="auto"`);
+   only truly isolated texts stay noise. Linear in n: 2 M x 512 in ~2.5 min on
+   2 cores. `method="hdbscan"` / `"agglomerative"` keep the earlier path
+   (micro-clusters, then HDBSCAN or average linkage on their centroids).
    Label -1 is noise. Same seed, same input -> same labels.
 3. `label_ideas`: class-based TF-IDF keywords (French + English stop words), the
    3 members nearest to the centroid, size and share.
@@ -322,17 +327,19 @@ def _kmeans_buckets(x: np.ndarray, idx: np.ndarray, k: int, seed: int) -> np.nda
 class ClusterParams:
     """Knobs of `cluster_vectors`. Defaults suit French proposals embedded with USE-m3.
 
-    None means "pick from the data size" (see `cluster_vectors`).
+    None means "pick from the data size" (see `cluster_vectors`). The defaults were
+    chosen on half of the Grand Débat questions and checked on the other half and on
+    République numérique (docs/bench_engine_quality.md).
     """
 
     seed: int = 0
-    method: Literal["hdbscan", "agglomerative"] = "hdbscan"
-    # Up to this many unique texts: HDBSCAN directly. Above: micro-clusters first.
-    # Measured: the two-stage path already wins at 1,300 Grand Débat answers (ARI
-    # 0.26 vs 0.10, far less noise) and at 692 République numérique opinions (ARI
-    # 0.02-0.04 vs -0.01), so the direct path is kept for tiny sets only.
+    # "graph" (default): k-nearest-neighbour graph + Louvain communities.
+    # "hdbscan" / "agglomerative": the earlier density / linkage paths, kept for comparison.
+    method: Literal["graph", "hdbscan", "agglomerative"] = "graph"
+    # hdbscan/agglomerative only: up to this many unique texts, cluster the points
+    # directly; above, micro-clusters first.
     small_max: int = 300
-    pca_dims: int = 50  # small path; the large path uses large_pca_dims
+    pca_dims: int = 50  # hdbscan/agglomerative small path; the others use large_pca_dims
     large_pca_dims: int = 128
     # HDBSCAN on points (small path). None: max(3, min(50, round(sqrt(n) / 2))).
     min_cluster_size: int | None = None
@@ -340,15 +347,32 @@ class ClusterParams:
     cluster_selection_epsilon: float = 0.0
     # Agglomerative (average linkage, cosine) cut distance, 1 - cosine.
     agglomerative_distance: float = 0.55
-    # Large path: micro-clusters. None: 20 x expected_ideas, or n/20 capped to [50, 5000].
+    # Micro-clusters (MiniBatchKMeans). graph: used above `graph_max_nodes` unique texts,
+    # k = micro_k or min(graph_max_nodes / 2, n / 4). hdbscan/agglomerative: above small_max,
+    # k = micro_k, or 20 x expected_ideas, or n/20 capped to [50, 5000].
     expected_ideas: int | None = None
     micro_k: int | None = None
     micro_min_cluster_size: int = 3  # HDBSCAN over centroids
     micro_min_samples: int = 2
+    # graph: neighbours per node (UMAP/BERTopic's default 15), Louvain resolution and
+    # the most nodes the graph gets before micro-clusters stand for the texts.
+    # resolution 1 is plain modularity; higher gives more, smaller ideas. "auto":
+    # max(1, sqrt(min(n, graph_max_nodes) / 1000)) with n the proposals (duplicates
+    # counted), so 1 to 3.16 by default. Plain modularity
+    # cannot resolve communities below ~sqrt(edges) (its resolution limit), so the more
+    # proposals, the coarser its ideas; the sqrt(n) growth offsets part of that while
+    # keeping plain modularity at one question's worth (~1,000 answers).
+    graph_neighbors: int = 15
+    resolution: float | Literal["auto"] = "auto"
+    graph_max_nodes: int = 10_000
     # An idea needs at least this many rows (duplicates counted). None: max(3, n / 10000).
     min_points: int | None = None
-    # Put a noise point into the nearest idea when cosine to its centroid >= this (None: keep noise).
-    noise_reassign_threshold: float | None = None
+    # Noise rows (ideas too small, or HDBSCAN noise) join the nearest idea when their
+    # cosine to its centroid is >= this. "auto": the 5th percentile of the cosines of
+    # clustered rows to their own idea's centroid, i.e. a row joins an idea when it is
+    # at least as close as the loosest 5 % of its members; rows farther from every
+    # idea stay noise. None keeps all noise.
+    noise_reassign_threshold: float | Literal["auto"] | None = "auto"
     n_jobs: int = 1
 
 
@@ -431,7 +455,8 @@ def cluster_vectors(
     """Cluster L2-normalised rows into ideas; return labels (n,), -1 = noise.
 
     weights: how many proposals each row stands for (duplicate counts from
-    `dedupe`); they count in micro-cluster fitting and in `min_points`.
+    `dedupe`); they count in the graph (a node weighs as its copies), in
+    micro-cluster fitting and in `min_points`.
     Idea ids are 0..k-1 by decreasing weighted size. Deterministic for a seed.
     Raises ValueError on malformed input; n = 0 gives an empty array, and fewer
     than 3 rows are all noise (nothing to group).
@@ -453,7 +478,9 @@ def cluster_vectors(
     if n < 3:
         return np.full(n, -1, dtype=np.int64)
 
-    if n <= params.small_max:
+    if params.method == "graph":
+        raw = _cluster_graph(x, w, params)
+    elif n <= params.small_max:
         z = _pca(x, params.pca_dims, params.seed)
         if params.method == "agglomerative":
             raw = _agglomerative(z, params.agglomerative_distance)
@@ -464,27 +491,56 @@ def cluster_vectors(
     else:
         raw = _cluster_large(x, w, params)
     labels = _relabel_by_size(raw, w, min_points)
-    if params.noise_reassign_threshold is not None and (labels >= 0).any() and (labels < 0).any():
-        cents = idea_centroids(x, labels, weights=w)
-        noise = np.flatnonzero(labels < 0)
-        got = assign_to_ideas(x[noise], cents, threshold=params.noise_reassign_threshold)
-        labels[noise] = got.labels
+    if (
+        isinstance(params.noise_reassign_threshold, str)
+        and params.noise_reassign_threshold != "auto"
+    ):
+        raise ValueError(
+            "noise_reassign_threshold must be a float, 'auto' or None, "
+            f"not {params.noise_reassign_threshold!r}"
+        )
+    if params.noise_reassign_threshold is not None:
+        labels = _reassign_noise(x, labels, w, params.noise_reassign_threshold)
     return labels
 
 
-def _cluster_large(x: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.ndarray:
-    """PCA -> MiniBatchKMeans micro-clusters -> cluster the centroids -> map back."""
+def _reassign_noise(
+    x: np.ndarray, labels: np.ndarray, w: np.ndarray, threshold: float | str
+) -> np.ndarray:
+    """Noise rows join the nearest idea when their cosine to its centroid reaches `threshold`."""
+    if not (labels >= 0).any() or not (labels < 0).any():
+        return labels
+    cents = idea_centroids(x, labels, weights=w)
+    if threshold == "auto":
+        member = np.flatnonzero(labels >= 0)
+        sims = np.empty(member.shape[0], dtype=np.float32)
+        step = 100_000
+        for lo in range(0, member.shape[0], step):
+            rows = member[lo : lo + step]
+            v = _normalize(_rows_f32(x[rows], 0, rows.shape[0]))
+            sims[lo : lo + step] = np.einsum("ij,ij->i", v, cents[labels[rows]])
+        threshold = float(np.quantile(sims, 0.05))
+    elif isinstance(threshold, str):
+        raise ValueError(
+            f"noise_reassign_threshold must be a float, 'auto' or None, not {threshold!r}"
+        )
+    labels = labels.copy()
+    noise = np.flatnonzero(labels < 0)
+    labels[noise] = assign_to_ideas(x[noise], cents, threshold=float(threshold)).labels
+    return labels
+
+
+def _micro_clusters(
+    z: np.ndarray, w: np.ndarray, k: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """MiniBatchKMeans on rows z: (micro label per row 0..m-1, centroids (m, d) normalised, weights (m,)).
+
+    Empty micro-clusters are dropped. Costs O(n k d) per epoch; ~200 mini-batch steps.
+    """
     from sklearn.cluster import MiniBatchKMeans
 
-    n = x.shape[0]
-    if params.micro_k:
-        k = params.micro_k
-    elif params.expected_ideas:
-        k = 20 * params.expected_ideas
-    else:
-        k = int(min(5000, max(50, n // 20)))
-    k = max(2, min(k, n // 2))
-    z = _pca(x, params.large_pca_dims, params.seed)
+    n = z.shape[0]
+    k = max(2, min(k, n))
     batch = int(min(4096, max(1024, n // 8)))
     # Aim for ~200 mini-batch steps: one epoch is enough at millions of rows.
     epochs = int(min(20, max(1, math.ceil(200 * batch / n))))
@@ -493,7 +549,7 @@ def _cluster_large(x: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.nd
         batch_size=batch,
         n_init=1,
         max_iter=epochs,
-        random_state=params.seed,
+        random_state=seed,
         compute_labels=False,
         max_no_improvement=10,
     )
@@ -504,7 +560,135 @@ def _cluster_large(x: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.nd
         micro[lo : lo + step] = km.predict(z[lo : lo + step])
     micro_w = np.bincount(micro, weights=w, minlength=k)
     used = np.flatnonzero(micro_w > 0)
-    cents = _normalize(km.cluster_centers_[used])
+    remap = np.full(k, -1, dtype=np.int64)
+    remap[used] = np.arange(used.shape[0])
+    return remap[micro], _normalize(km.cluster_centers_[used]), micro_w[used]
+
+
+def _knn_graph(z: np.ndarray, k: int, node_w: np.ndarray | None = None):
+    """Symmetric k-nearest-neighbour graph of unit rows, edge weight = cosine (>= 0).
+
+    Returns (graph as scipy CSR, cosine of each node to its nearest other node).
+    node_w: how many rows each node stands for (duplicates, micro-clusters); edges are
+    scaled by sqrt(w_i w_j).
+    Exact, blocked: O(m^2 d) time, O(block x m) memory.
+    """
+    from scipy.sparse import csr_matrix
+
+    m = z.shape[0]
+    k = max(1, min(k, m - 1))
+    nbr = np.empty((m, k), dtype=np.int64)
+    sim = np.empty((m, k), dtype=np.float32)
+    step = _block_rows(m)
+    for lo in range(0, m, step):
+        hi = min(m, lo + step)
+        s = z[lo:hi] @ z.T
+        s[np.arange(hi - lo), np.arange(lo, hi)] = -np.inf  # no self loops
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        nbr[lo:hi] = part
+        sim[lo:hi] = np.take_along_axis(s, part, axis=1)
+    vals = np.maximum(sim, 0.0).astype(np.float64).ravel()
+    rows = np.repeat(np.arange(m), k)
+    cols = nbr.ravel()
+    if node_w is not None:
+        vals = vals * np.sqrt(node_w[rows] * node_w[cols])
+    g = csr_matrix((vals, (rows, cols)), shape=(m, m))
+    g = g.maximum(g.T).tocsr()
+    g.eliminate_zeros()
+    return g, sim.max(axis=1)
+
+
+def _louvain(
+    graph, resolution: float, seed: int, self_loops: np.ndarray | None = None
+) -> np.ndarray:
+    """Louvain communities of a weighted sparse graph (networkx); label per node."""
+    import networkx as nx
+
+    m = graph.shape[0]
+    g = nx.Graph()
+    g.add_nodes_from(range(m))
+    coo = graph.tocoo()
+    upper = coo.row < coo.col
+    g.add_weighted_edges_from(
+        zip(coo.row[upper].tolist(), coo.col[upper].tolist(), coo.data[upper].tolist(), strict=True)
+    )
+    if self_loops is not None:
+        idx = np.flatnonzero(self_loops > 0)
+        g.add_weighted_edges_from(
+            zip(idx.tolist(), idx.tolist(), self_loops[idx].tolist(), strict=True)
+        )
+    comms = nx.community.louvain_communities(g, weight="weight", resolution=resolution, seed=seed)
+    labels = np.empty(m, dtype=np.int64)
+    for c, members in enumerate(sorted(comms, key=min)):
+        labels[list(members)] = c
+    return labels
+
+
+def _cluster_graph(x: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.ndarray:
+    """PCA -> (micro-clusters above graph_max_nodes) -> kNN graph -> Louvain -> map back.
+
+    Cost with n rows, d dims, p = large_pca_dims, m graph nodes (n up to graph_max_nodes,
+    else min(graph_max_nodes / 2, n / 4) micro-clusters): PCA O(n d p) (fitted on 50k
+    rows), MiniBatchKMeans O(n m p) for about one epoch at millions of rows, plus one
+    assignment pass O(n m p); graph O(m^2 p) in blocks; Louvain about O(m k) per pass
+    in pure Python. Linear in n; memory O(n p) besides the vectors.
+    """
+    n = x.shape[0]
+    z = _pca(x, params.large_pca_dims, params.seed)
+    micro = None
+    node_w = w
+    if params.micro_k or n > params.graph_max_nodes:
+        # At least ~4 texts per micro-cluster: k-means with k close to n is slow (k-means++
+        # init and reassignments) for no gain over the direct graph.
+        k = params.micro_k or min(params.graph_max_nodes // 2, n // 4)
+        micro, z, node_w = _micro_clusters(z, w, k, params.seed)
+    # Nodes stand for several proposals (duplicates, micro-clusters): build the graph as
+    # if every proposal were its own node. Its k neighbours are then mostly its own
+    # copies (a self-loop of w * min(w - 1, k) / 2 unit edges) and edges to other
+    # nodes count sqrt(w_i w_j) times. Without this, 300 copies of "aucun" weigh as
+    # much as one answer and Louvain merges unrelated frequent answers.
+    k = params.graph_neighbors
+    graph, nearest = _knn_graph(z, k, node_w)
+    loops = node_w * np.minimum(node_w - 1, k) / 2
+    # A node far from everything (its nearest neighbour an outlier by Tukey's far-out
+    # fence, q1 - 3 IQR, the IQR at least 0.05 in cosine so that near-identical data
+    # flags nothing) still has k neighbours in a kNN graph; keep it out of the
+    # communities. Flags no row on the benchmark sets.
+    q1, q3 = np.quantile(nearest, [0.25, 0.75])
+    isolated = nearest < q1 - 3.0 * max(q3 - q1, 0.05)
+    if isolated.any():
+        keep = (~isolated).astype(np.float64)
+        graph = graph.multiply(keep[:, None]).multiply(keep[None, :]).tocsr()
+        loops = loops * keep
+    resolution = params.resolution
+    if resolution == "auto":
+        # Capped at graph_max_nodes proposals (sqrt(10) by default): past that the graph
+        # has micro-clusters for nodes, and a finer resolution splits homogeneous groups
+        # (synthetic 2M x 512, 300 blobs: uncapped 45 gave ARI 0.51, capped 0.9).
+        n_eff = min(float(w.sum()), float(params.graph_max_nodes))
+        resolution = max(1.0, math.sqrt(n_eff / _RESOLUTION_N0))
+    labels = _louvain(graph, float(resolution), params.seed, loops)
+    # Each isolated node is an idea of its own: one with enough duplicates stays an idea,
+    # a lone text becomes noise (min_points) and joins an idea only if close enough.
+    labels[isolated] = labels.max() + 1 + np.arange(int(isolated.sum()))
+    return labels if micro is None else labels[micro]
+
+
+_RESOLUTION_N0 = 1000.0
+
+
+def _cluster_large(x: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.ndarray:
+    """PCA -> MiniBatchKMeans micro-clusters -> HDBSCAN/agglomerative on the centroids -> map back."""
+    n = x.shape[0]
+    if params.micro_k:
+        k = params.micro_k
+    elif params.expected_ideas:
+        k = 20 * params.expected_ideas
+    else:
+        k = int(min(5000, max(50, n // 20)))
+    k = max(2, min(k, n // 2))
+    z = _pca(x, params.large_pca_dims, params.seed)
+    micro, cents, _ = _micro_clusters(z, w, k, params.seed)
     if params.method == "agglomerative":
         cl = _agglomerative(cents, params.agglomerative_distance)
     else:
@@ -515,9 +699,7 @@ def _cluster_large(x: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.nd
             params.cluster_selection_epsilon,
             params.n_jobs,
         )
-    lut = np.full(k, -1, dtype=np.int64)
-    lut[used] = cl
-    return lut[micro]
+    return cl[micro]
 
 
 def idea_centroids(

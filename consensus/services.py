@@ -30,6 +30,7 @@ from django.utils.text import Truncator
 from django.utils.translation import gettext as _
 
 from consultations.models import Consultation, Proposal, ProposalCounter, Trust, Vote, VoteKey
+from consultations.selectors import stats_cache_delete
 
 from .models import (
     EngineChunk,
@@ -423,6 +424,7 @@ def engine_run_make_current(*, run: EngineRun) -> None:
         if locked is None:
             raise EngineStateError(_("Only a finished run can be made current."))
         Consultation.objects.filter(pk=locked.consultation_id).update(current_run=locked)
+    stats_cache_delete(locked.consultation_id, locked.pk)
 
 
 def engine_run_fail(*, run_id: int, error: str) -> bool:
@@ -1463,6 +1465,7 @@ def _finalize(run: EngineRun) -> dict:
             return {"skipped": "not running"}
         if run.parameters.get("make_current", True):
             Consultation.objects.filter(pk=run.consultation_id).update(current_run_id=run_id)
+            stats_cache_delete(run.consultation_id, run_id)
     return {"status": "done", "run": run_id}
 
 

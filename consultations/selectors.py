@@ -1,7 +1,10 @@
 """Reads for consultations: visibility, proposal lists and live counters."""
 
 import hashlib
+import logging
 
+from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, Least
@@ -12,6 +15,8 @@ from causes.models import Cause
 from . import text as proposal_text
 from .models import Consultation, Participant, Proposal, ProposalCounter, Trust, Vote, VoteKey
 from .sequence import Candidate, SequenceSettings
+
+logger = logging.getLogger(__name__)
 
 SORTS = ("recent", "popular", "controversial", "random")
 
@@ -83,8 +88,46 @@ def proposal_vote_shares(*, proposal_ids) -> dict[int, dict]:
     return shares
 
 
+def stats_cache_key(consultation: Consultation) -> str:
+    """The cache key of ``consultation_stats``: it changes when a run becomes current."""
+    return f"consultation-stats:{consultation.pk}:{consultation.current_run_id or 0}"
+
+
+def stats_cache_delete(consultation_id: int, *run_ids) -> None:
+    """Forget cached stats of a consultation (for the given current-run ids); never raises."""
+    keys = [f"consultation-stats:{consultation_id}:{run_id or 0}" for run_id in run_ids or (None,)]
+    try:
+        cache.delete_many(keys)
+    except Exception:  # noqa: BLE001 - a cache outage must not break the caller
+        logger.warning("stats cache delete failed", exc_info=True)
+
+
 def consultation_stats(*, consultation: Consultation) -> dict:
-    """Live counters for a consultation's page: proposals, participants, votes, target."""
+    """Counters for a consultation's page: proposals, participants, votes, target.
+
+    Cached for ``CONCORDE_STATS_CACHE_SECONDS`` (0: not cached) because counting distinct
+    participants reads every vote. Any cache error falls back to computing.
+    """
+    ttl = getattr(settings, "CONCORDE_STATS_CACHE_SECONDS", 30)
+    if not ttl:
+        return _consultation_stats(consultation)
+    key = stats_cache_key(consultation)
+    try:
+        cached = cache.get(key)
+    except Exception:  # noqa: BLE001 - Redis down: compute
+        logger.warning("stats cache get failed", exc_info=True)
+        cached = None
+    if cached is not None:
+        return cached
+    stats = _consultation_stats(consultation)
+    try:
+        cache.set(key, stats, ttl)
+    except Exception:  # noqa: BLE001
+        logger.warning("stats cache set failed", exc_info=True)
+    return stats
+
+
+def _consultation_stats(consultation: Consultation) -> dict:
     proposals = Proposal.objects.filter(consultation=consultation).aggregate(
         accepted=Count("pk", filter=Q(status=Proposal.Status.ACCEPTED)),
         votes=Sum("votes_total", filter=Q(status=Proposal.Status.ACCEPTED)),

@@ -30,3 +30,13 @@ def english(settings):
     settings.LANGUAGE_CODE = "en"
     with translation.override("en"):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    """Cached figures (e.g. consultation stats) never leak from one test into another."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()

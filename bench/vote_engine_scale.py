@@ -214,6 +214,196 @@ def red_dwarf_compare() -> None:
         print(f"| `{name}` | {t_rd:.2f} | {t_us:.2f} | {k_rd} / {len(res.group_ids)} |")
 
 
+PG_DB = "concorde_vote_bench"
+
+
+def _template(model, connection, **fixed):
+    """(columns, db values) for one row of ``model`` with its Python defaults, id included."""
+    obj = model(**fixed)
+    cols, vals = [], []
+    for f in model._meta.concrete_fields:
+        if f.primary_key:
+            continue
+        cols.append(f.column)
+        vals.append(f.get_db_prep_save(f.pre_save(obj, True), connection))
+    return cols, vals
+
+
+def _copy(connection, model, rows_cols: list[str], rows, **fixed) -> int:
+    """COPY rows into ``model``'s table; ``rows`` give ``rows_cols`` (plus "id"), the rest is fixed."""
+    cols, vals = _template(model, connection, **fixed)
+    other = [i for i, c in enumerate(cols) if c not in rows_cols]
+    names = ["id", *rows_cols, *[cols[i] for i in other]]
+    tail = [vals[i] for i in other]
+    qn = connection.ops.quote_name
+    sql = f"COPY {qn(model._meta.db_table)} ({', '.join(qn(n) for n in names)}) FROM STDIN"
+    n = 0
+    with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
+        for row in rows:
+            copy.write_row([*row, *tail])
+            n += 1
+    return n
+
+
+def run_postgres(n_participants: int, n_votes: int, seed: int) -> dict:
+    """Write the synthetic votes into a scratch database, then load and score them back."""
+    import dj_database_url
+    import psycopg
+
+    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    cfg = dj_database_url.parse(base)
+    admin = psycopg.connect(
+        host=cfg["HOST"],
+        port=cfg["PORT"] or 5432,
+        user=cfg["USER"],
+        password=cfg["PASSWORD"],
+        dbname="postgres",
+        autocommit=True,
+    )
+    admin.execute(f"DROP DATABASE IF EXISTS {PG_DB}")
+    admin.execute(f"CREATE DATABASE {PG_DB}")
+    os.environ["DATABASE_URL"] = base.rsplit("/", 1)[0] + "/" + PG_DB
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection, transaction
+
+    from consensus import services
+    from consensus.models import EngineRun, ProposalScore
+    from consultations.models import Participant, Proposal, ProposalCounter, Vote
+    from tests.factories import ConsultationFactory
+
+    out = {"participants": n_participants, "target_votes": n_votes, "stages": []}
+
+    def stage(name, fn):
+        t = time.perf_counter()
+        result = fn()
+        out["stages"].append({"stage": name, "s": time.perf_counter() - t, "rss_peak_mb": rss_mb()})
+        return result
+
+    try:
+        vm, _ = synthesise(n_participants, n_votes, seed)
+        coo = vm.votes.tocoo()
+        out["votes"] = int(coo.nnz)
+        stage("migrate", lambda: call_command("migrate", verbosity=0))
+        consultation = ConsultationFactory()
+        cid = consultation.pk
+        keys = np.array(["disagree", "neutral", "agree"])
+
+        def write():
+            with transaction.atomic():
+                _copy(
+                    connection,
+                    Participant,
+                    ["session_key"],
+                    ((i + 1, f"bench-{i}") for i in range(n_participants)),
+                )
+                _copy(
+                    connection,
+                    Proposal,
+                    ["content"],
+                    ((j + 1, f"proposal {j}") for j in range(N_STATEMENTS)),
+                    consultation_id=cid,
+                    status=Proposal.Status.ACCEPTED,
+                )
+                vals = coo.data.astype(np.int64) + 1
+                _copy(
+                    connection,
+                    Vote,
+                    ["participant_id", "proposal_id", "key"],
+                    zip(
+                        range(1, coo.nnz + 1),
+                        (coo.row + 1).tolist(),
+                        (coo.col + 1).tolist(),
+                        keys[vals].tolist(),
+                        strict=True,
+                    ),
+                    participant_id=1,
+                    proposal_id=1,
+                    key="agree",
+                    trust="trusted",
+                )
+                counts = np.bincount(coo.col * 3 + vals, minlength=N_STATEMENTS * 3)
+                nz = np.flatnonzero(counts)
+                _copy(
+                    connection,
+                    ProposalCounter,
+                    ["proposal_id", "key", "count"],
+                    zip(
+                        range(1, nz.size + 1),
+                        (nz // 3 + 1).tolist(),
+                        keys[nz % 3].tolist(),
+                        counts[nz].tolist(),
+                        strict=True,
+                    ),
+                    proposal_id=1,
+                    key="agree",
+                    trust="trusted",
+                )
+                with connection.cursor() as cur:
+                    for model in (Participant, Proposal, Vote, ProposalCounter):
+                        t = model._meta.db_table
+                        cur.execute(
+                            f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), "
+                            f"(SELECT MAX(id) FROM {t}))"
+                        )
+                    cur.execute("ANALYZE")
+
+        stage("write votes (COPY)", write)
+        pids = np.arange(1, N_STATEMENTS + 1, dtype=np.int64)
+        loaded, _ids = stage("_load_vote_matrix", lambda: services._load_vote_matrix(cid, pids))
+        out["loaded_votes"] = int(loaded.votes.nnz)
+        stage("_load_counters", lambda: services._load_counters(cid, pids))
+        run = EngineRun.objects.create(consultation_id=cid)
+        cols = [
+            "run_id",
+            "proposal_id",
+            "zone",
+            "agreement",
+            "disagreement",
+            "neutral",
+            "top_score",
+            "top_score_lower",
+            "top_score_upper",
+            "controversy",
+            "rejection",
+        ]
+        stage(
+            "write ProposalScore (COPY)",
+            lambda: _copy(
+                connection,
+                ProposalScore,
+                cols,
+                (
+                    (int(p), run.pk, int(p), "limbo", 0.5, 0.3, 0.2, 0.4, 0.3, 0.5, 0.1, 0.2)
+                    for p in pids
+                ),
+                run_id=run.pk,
+                proposal_id=1,
+                zone="limbo",
+            ),
+        )
+    finally:
+        connection.close()
+        admin.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+        admin.close()
+    out["peak_rss_mb"] = rss_mb()
+    return out
+
+
+def print_postgres(r: dict) -> None:
+    print(
+        f"\n### PostgreSQL stage: {r['participants']:,} participants, {r['votes']:,} votes "
+        f"(loaded back {r['loaded_votes']:,})\n"
+    )
+    print("| stage | wall s | process peak RSS MB |")
+    print("|---|---|---|")
+    for s in r["stages"]:
+        print(f"| {s['stage']} | {s['s']:.2f} | {s['rss_peak_mb']:.0f} |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="vote engine scale benchmark")
     ap.add_argument(
@@ -222,7 +412,30 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--red-dwarf", action="store_true")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--postgres",
+        action="store_true",
+        help=f"only the PostgreSQL stage: COPY into a scratch {PG_DB} database, load back, write scores",
+    )
+    ap.add_argument("--pg-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.pg_child:
+        n, v = parse_size(args.pg_child)
+        print(json.dumps(run_postgres(n, v, args.seed)))
+        return
+    if args.postgres:
+        for size in args.sizes:
+            proc = subprocess.run(
+                [sys.executable, __file__, "--pg-child", size, "--seed", str(args.seed)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if proc.returncode != 0:
+                print(f"{size}: failed\n{proc.stderr[-2000:]}")
+                continue
+            print_postgres(json.loads(proc.stdout.strip().splitlines()[-1]))
+        return
     if args.child:
         n, v = parse_size(args.child)
         print(json.dumps(run_one(n, v, args.seed)))

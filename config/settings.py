@@ -171,6 +171,7 @@ CELERY_TASK_DEFAULT_QUEUE = "web"
 CONSENSUS_CHUNK_TIME_LIMIT = env_int("CONSENSUS_CHUNK_TIME_LIMIT", 900)
 CONSENSUS_FINALIZE_TIME_LIMIT = env_int("CONSENSUS_FINALIZE_TIME_LIMIT", 3 * 3600)
 CONSENSUS_MIN_ZONE_VOTES = env_int("CONSENSUS_MIN_ZONE_VOTES", 10)  # trusted votes before a zone is given
+CONSENSUS_MIN_SEGMENT_SIZE = env_int("CONSENSUS_MIN_SEGMENT_SIZE", 10)  # k-anonymity of segment cuts
 if CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
     # A Redis broker hands an unacknowledged message to another worker after the visibility
     # timeout (1 h by default). Engine tasks are acks_late and the final step may run for

@@ -179,3 +179,121 @@ def run_timing_rows(*, run: EngineRun) -> list[tuple[str, float]]:
     rows = [(TIMING_LABELS[k], timings[k]) for k in TIMING_LABELS if k in timings]
     rows += [(k, v) for k, v in timings.items() if k not in TIMING_LABELS]
     return rows
+
+
+SEGMENT_DIMENSIONS = ("age_range", "gender", "postal_area")
+
+
+def segment_scores(*, run_or_consultation, dimension: str, k: int | None = None) -> dict:
+    """Per-proposal, per-segment agreement from trusted and sequence votes.
+
+    Returns ``{proposal_id: {segment_value: cell}}`` where ``cell`` is ``None`` when fewer
+    than ``k`` distinct participants of that segment voted on the proposal (k-anonymity),
+    else a dict of agree/disagree/neutral/participants counts and smoothed ``agreement``.
+    Participants with an empty value for ``dimension`` are left out of every segment.
+    """
+    from array import array
+
+    import numpy as np
+    from django.conf import settings
+
+    from consultations.models import Vote
+
+    from .engine.segments import segment_cells
+    from .services import SCORED_TRUST, VOTE_VALUE
+
+    if dimension not in SEGMENT_DIMENSIONS:
+        raise ValueError(
+            f"unknown segment dimension {dimension!r}; expected one of {', '.join(SEGMENT_DIMENSIONS)}"
+        )
+    if k is None:
+        k = int(getattr(settings, "CONSENSUS_MIN_SEGMENT_SIZE", 10))
+    consultation_id = (
+        getattr(run_or_consultation, "consultation_id", None) or run_or_consultation.pk
+    )
+    rows = (
+        Vote.objects.filter(
+            proposal__consultation_id=consultation_id,
+            proposal__status=Proposal.Status.ACCEPTED,
+            trust__in=SCORED_TRUST,
+        )
+        .exclude(**{f"participant__{dimension}": ""})
+        .values_list("participant_id", "proposal_id", "key", f"participant__{dimension}")
+        .iterator(chunk_size=50_000)
+    )
+    part, prop, value, seg = array("q"), array("q"), array("b"), array("q")
+    codes: dict[str, int] = {}
+    for participant_id, proposal_id, key, segment in rows:
+        part.append(participant_id)
+        prop.append(proposal_id)
+        value.append(VOTE_VALUE.get(key, 0))
+        seg.append(codes.setdefault(segment, len(codes)))
+    if not part:
+        return {}
+    part_np = np.frombuffer(part, dtype=np.int64)
+    prop_np = np.frombuffer(prop, dtype=np.int64)
+    seg_np = np.frombuffer(seg, dtype=np.int64)
+    participant_ids, p_idx = np.unique(part_np, return_inverse=True)
+    segment_of = np.empty(participant_ids.shape[0], dtype=np.int64)
+    segment_of[p_idx] = seg_np
+    proposal_ids, s_idx = np.unique(prop_np, return_inverse=True)
+    cells = segment_cells(
+        s_idx,
+        p_idx,
+        np.frombuffer(value, dtype=np.int8),
+        segment_of,
+        n_statements=proposal_ids.shape[0],
+        n_segments=len(codes),
+        k=k,
+    )
+    labels = sorted(codes, key=codes.get)
+    out: dict = {}
+    for j, pid in enumerate(proposal_ids.tolist()):
+        per = {}
+        for s, label in enumerate(labels):
+            if cells.suppressed[s, j]:
+                per[label] = None
+            else:
+                per[label] = {
+                    "agree": int(cells.agree[s, j]),
+                    "disagree": int(cells.disagree[s, j]),
+                    "neutral": int(cells.neutral[s, j]),
+                    "participants": int(cells.participants[s, j]),
+                    "agreement": round(float(cells.agreement[s, j]), 4),
+                }
+        out[pid] = per
+    return out
+
+
+def key_ideas(*, consultation: Consultation, limit: int = 20) -> dict[str, list[Idea]]:
+    """The current run's ideas split by zone: consensual, controversial and rejected.
+
+    Idea.scores stores no lower confidence bound, so consensual ideas are ranked by
+    ``top_score`` (then ``agreement``); controversial ones by trusted votes and rejected
+    ones by ``disagreement``. One query for the ideas, whatever their number.
+    """
+    empty = {"consensual": [], "controversial": [], "rejected": []}
+    run = consultation_current_run(consultation=consultation)
+    if run is None:
+        return empty
+    Zone = ProposalScore.Zone
+    ideas = list(
+        Idea.objects.filter(
+            run=run, scores__zone__in=[Zone.CONSENSUS, Zone.CONTROVERSY, Zone.REJECTION]
+        )
+    )
+
+    def get(idea, name):
+        value = (idea.scores or {}).get(name)
+        return value if value is not None else float("-inf")
+
+    def pick(zone, *keys):
+        chosen = [i for i in ideas if i.scores.get("zone") == zone]
+        chosen.sort(key=lambda i: tuple(-get(i, key) for key in keys) + (i.pk,))
+        return chosen[:limit]
+
+    return {
+        "consensual": pick(Zone.CONSENSUS, "top_score", "agreement"),
+        "controversial": pick(Zone.CONTROVERSY, "trusted_votes"),
+        "rejected": pick(Zone.REJECTION, "disagreement"),
+    }

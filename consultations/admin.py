@@ -1,7 +1,15 @@
 from django.contrib import admin
 from django.utils.translation import gettext_lazy as _
 
-from .models import Consultation, Exposure, Participant, Proposal, ProposalCounter, Qualification, Vote
+from .models import (
+    Consultation,
+    Exposure,
+    Participant,
+    Proposal,
+    ProposalCounter,
+    Qualification,
+    Vote,
+)
 
 
 @admin.register(Consultation)

@@ -4,7 +4,13 @@ from django.urls import reverse
 from causes.models import Cause
 from consultations.services import participant_for_session, vote_cast
 
-from .factories import CauseFactory, ConsultationFactory, PartnerFactory, ProposalFactory, UserFactory
+from .factories import (
+    CauseFactory,
+    ConsultationFactory,
+    PartnerFactory,
+    ProposalFactory,
+    UserFactory,
+)
 
 pytestmark = pytest.mark.django_db
 

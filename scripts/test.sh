@@ -4,10 +4,14 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh || exit 1
 bash scripts/services.sh || exit 1
-if ! command -v chromium >/dev/null 2>&1; then
-  echo "Installing Chromium for the browser tests..."
-  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-    || echo "warning: chromium could not be installed; browser tests will fail" >&2
+# Chromium for the browser tests, gettext for the catalogue check (Debian packages).
+missing=()
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+command -v xgettext >/dev/null 2>&1 || missing+=(gettext)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "Installing ${missing[*]}..."
+  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null) \
+    || echo "warning: could not install ${missing[*]}; the tests that need them will fail or skip" >&2
 fi
 export DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/concorde}
 export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}

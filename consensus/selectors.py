@@ -265,22 +265,26 @@ def segment_scores(*, run_or_consultation, dimension: str, k: int | None = None)
     return out
 
 
-def key_ideas(*, consultation: Consultation, limit: int = 20) -> dict[str, list[Idea]]:
-    """The current run's ideas split by zone: consensual, controversial and rejected.
+def key_ideas(
+    *, consultation: Consultation | None = None, run: EngineRun | None = None, limit: int = 20
+) -> dict[str, list[Idea]]:
+    """Ideas split by zone: consensual, controversial and rejected.
 
-    Idea.scores stores no lower confidence bound, so consensual ideas are ranked by
-    ``top_score`` (then ``agreement``); controversial ones by trusted votes and rejected
-    ones by ``disagreement``. One query for the ideas, whatever their number.
+    Of ``run``, or else of the consultation's current run. Idea.scores stores no lower
+    confidence bound, so consensual ideas are ranked by ``top_score`` (then ``agreement``);
+    controversial ones by trusted votes and rejected ones by ``disagreement``. One query for
+    the ideas, whatever their number.
     """
     empty = {"consensual": [], "controversial": [], "rejected": []}
-    run = consultation_current_run(consultation=consultation)
+    if run is None:
+        run = consultation_current_run(consultation=consultation)
     if run is None:
         return empty
     Zone = ProposalScore.Zone
     ideas = list(
         Idea.objects.filter(
             run=run, scores__zone__in=[Zone.CONSENSUS, Zone.CONTROVERSY, Zone.REJECTION]
-        )
+        ).defer("centroid")
     )
 
     def get(idea, name):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import results_views, views
 
 app_name = "consensus"
 
@@ -9,5 +9,6 @@ urlpatterns = [
     path("<slug:slug>/runs/<int:pk>/", views.run_detail, name="run"),
     path("<slug:slug>/runs/<int:pk>/current/", views.run_make_current, name="make_current"),
     path("<slug:slug>/runs/<int:pk>/resume/", views.run_resume, name="resume"),
+    path("<slug:slug>/results/", results_views.results, name="results"),
     path("<slug:slug>/runs/<int:pk>/cancel/", views.run_cancel, name="cancel"),
 ]

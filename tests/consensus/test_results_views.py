@@ -15,7 +15,7 @@ from consultations.models import Participant
 from ..factories import CauseFactory, ConsultationFactory, UserFactory
 from .engine_data import HASHING, add_votes, consultation_with_themes
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
 
 
 def results_url(consultation):

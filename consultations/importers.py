@@ -275,6 +275,25 @@ class _Item:
         return self.values["external_id"]
 
 
+def _unique_items(items, report, *, shown=lambda eid: eid) -> list[_Item]:
+    """``items`` without repeated external ids; each repeat is reported as a bad row."""
+    first_row: dict[str, int] = {}
+    unique = []
+    for item in items:
+        eid = item.external_id
+        if eid in first_row:
+            report.add_bad(
+                item.row,
+                item.line,
+                _("duplicate id %(id)s (first at row %(first)d)")
+                % {"id": shown(eid), "first": first_row[eid]},
+            )
+            continue
+        first_row[eid] = item.row
+        unique.append(item)
+    return unique
+
+
 def _analyze(model) -> None:
     """Refresh PostgreSQL's statistics of ``model``'s table.
 
@@ -352,21 +371,8 @@ def _save_proposals(*, consultation, items, report, run_started, update, update_
     A batch that the database refuses as a whole is retried row by row, so that one bad row
     (a value the checks missed) is reported and the others are kept.
     """
-    first_row: dict[str, int] = {}
-    unique = []
-    for item in items:
-        eid = item.external_id
-        if eid in first_row:
-            report.add_bad(
-                item.row,
-                item.line,
-                _("duplicate id %(id)s (first at row %(first)d)")
-                % {"id": eid, "first": first_row[eid]},
-            )
-            continue
-        first_row[eid] = item.row
-        unique.append(item)
-    existing = _existing_proposals(consultation, first_row)
+    unique = _unique_items(items, report)
+    existing = _existing_proposals(consultation, [item.external_id for item in unique])
     new, to_update = [], []
     for item in unique:
         found = existing.get(item.external_id)
@@ -816,20 +822,7 @@ def _polis_comments(*, consultation, rows, prefix, unmoderated, skip_moderated_o
         }
         items.append(_Item(row, line, values))
     # Comments carry their own dates, so duplicates are caught here rather than by run time.
-    seen: dict[str, int] = {}
-    unique = []
-    for item in items:
-        eid = item.external_id
-        if eid in seen:
-            report.add_bad(
-                item.row,
-                item.line,
-                _("duplicate id %(id)s (first at row %(first)d)")
-                % {"id": eid[len(prefix) :], "first": seen[eid]},
-            )
-        else:
-            seen[eid] = item.row
-            unique.append(item)
+    unique = _unique_items(items, report, shown=lambda eid: eid[len(prefix) :])
     for batch in _batches(unique, DEFAULT_BATCH_SIZE):
         _save_proposals(
             consultation=consultation,

@@ -134,11 +134,11 @@ def measure(n: int, votes_per: int) -> dict:
             [participants, consultation.pk, votes_per, str(n)],
         )
         cur.execute(
-            "INSERT INTO consultations_proposalcounter (proposal_id, key, trust, count) "
-            "SELECT v.proposal_id, v.key, v.trust, count(*) FROM consultations_vote v "
+            "INSERT INTO consultations_proposalcounter (proposal_id, consultation_id, key, trust, "
+            "count) SELECT v.proposal_id, %s, v.key, v.trust, count(*) FROM consultations_vote v "
             "JOIN consultations_proposal p ON p.id = v.proposal_id WHERE p.consultation_id = %s "
-            "GROUP BY 1, 2, 3",
-            [consultation.pk],
+            "GROUP BY 1, 2, 3, 4",
+            [consultation.pk, consultation.pk],
         )
         for table in ("proposal", "vote", "proposalcounter", "participant"):
             cur.execute(f"ANALYZE consultations_{table}")
@@ -167,6 +167,33 @@ def measure(n: int, votes_per: int) -> dict:
     t = time.perf_counter()
     selectors.consultation_stats(consultation=consultation)
     timings["consultation_stats"] = time.perf_counter() - t
+
+    # The whole sequence_start (participant's votes, candidates, selection, exposures written),
+    # without the pool cache (every start builds: the baseline) and with a warm cached pool.
+    from django.test import override_settings
+
+    from consultations import sequence_cache
+    from consultations.models import Participant
+    from consultations.services import sequence_start
+
+    people = list(Participant.objects.filter(session_key__startswith=f"b{n}-").order_by("pk")[:14])
+
+    def starts(group):
+        wall, cpu = [], []
+        for person in group:
+            t, c = time.perf_counter(), time.process_time()
+            sequence_start(consultation=consultation, participant=person, rng=person.pk)
+            wall.append(time.perf_counter() - t)
+            cpu.append(time.process_time() - c)
+        return statistics.mean(wall), statistics.mean(cpu)
+
+    with override_settings(CONCORDE_SEQUENCE_POOL_SECONDS=0):
+        timings["start_uncached"], timings["start_uncached_cpu"] = starts(people[:3])
+    with override_settings(CONCORDE_SEQUENCE_POOL_SECONDS=600):
+        sequence_cache.sequence_pools_clear()
+        sequence_start(consultation=consultation, participant=people[3])  # builds the pool
+        timings["start_cached"], timings["start_cached_cpu"] = starts(people[4:14])
+        sequence_cache.sequence_pools_clear()
     return {"n": n, "votes": n_votes, "setup_s": round(setup, 1),
             **{k: round(v * 1000, 1) for k, v in timings.items()}}  # fmt: skip
 
@@ -174,13 +201,16 @@ def measure(n: int, votes_per: int) -> dict:
 def report(rows, args):
     lines = [
         "| accepted proposals | votes | sequence_candidates ms | pool build ms | "
-        "select_sequence on a built pool ms | consultation_stats ms |",
-        "|---:|---:|---:|---:|---:|---:|",
+        "select_sequence on a built pool ms | consultation_stats ms | "
+        "sequence_start, no pool cache: wall / CPU ms | sequence_start, cached pool: wall / CPU ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['n']:,} | {r['votes']:,} | {r['sequence_candidates']:,} | {r['pool_build']:,} "
-            f"| {r['select_on_pool']:,} | {r['consultation_stats']:,} |"
+            f"| {r['select_on_pool']:,} | {r['consultation_stats']:,} "
+            f"| {r['start_uncached']:,} / {r['start_uncached_cpu']:,} "
+            f"| {r['start_cached']:,} / {r['start_cached_cpu']:,} |"
         )
     head = (
         f"`python bench/sequence_scale.py --sizes {' '.join(map(str, args.sizes))} "

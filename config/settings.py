@@ -61,6 +61,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "django.contrib.sites",
     "django_htmx",
+    "csp",
     "template_partials",
     "allauth",
     "allauth.account",
@@ -79,10 +80,12 @@ MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
+    "config.badinput.RejectNulBytesMiddleware",  # 400 for NUL characters in parameters
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",  # Content-Security-Policy (settings below)
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
 ]
@@ -140,9 +143,24 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 REDIS_URL = env("REDIS_URL")
 CACHE_URL = env("CACHE_URL", REDIS_URL)
 if CACHE_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}}
+    # Django's RedisCache behind a circuit breaker: with Redis down, cache calls answer as misses
+    # after at most CACHE_SOCKET_TIMEOUT, then skip Redis for CACHE_RETRY_SECONDS (config/cache.py).
+    CACHES = {
+        "default": {
+            "BACKEND": "config.cache.ResilientRedisCache",
+            "LOCATION": CACHE_URL,
+            "OPTIONS": {
+                "socket_connect_timeout": float(env("CACHE_SOCKET_TIMEOUT", "0.5")),
+                "socket_timeout": float(env("CACHE_SOCKET_TIMEOUT", "0.5")),
+                "retry_seconds": float(env("CACHE_RETRY_SECONDS", "5")),
+            },
+        }
+    }
 else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+# django-ratelimit reads a failed count (the cache down, see above) as "limit": fail open instead,
+# so that a Redis outage never refuses votes (config/ratelimit.py, docs/reliability.md).
+RATELIMIT_FAIL_OPEN = env_bool("RATELIMIT_FAIL_OPEN", True)
 
 # Sessions: in the database by default. SESSION_ENGINE=django.contrib.sessions.backends.cache (or
 # .cached_db) keeps them in Redis and takes one write per vote off PostgreSQL (docs/scaling.md).
@@ -159,6 +177,20 @@ else:
     CELERY_RESULT_BACKEND = "cache+memory://"
     CELERY_TASK_ALWAYS_EAGER = True
     CELERY_TASK_EAGER_PROPAGATES = True
+# A broker that does not answer must not hold a request: give up publishing quickly; tasks
+# enqueued after a commit then wait in the database outbox (config/outbox.py) until it is back.
+CELERY_BROKER_CONNECTION_TIMEOUT = float(env("CELERY_BROKER_CONNECTION_TIMEOUT", "2"))
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": env_int("CELERY_PUBLISH_MAX_RETRIES", 2),
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+# Same for the Redis result backend, which subscribes to a task's result when it is sent
+# (its default retry policy waits ~20 s before giving up).
+CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {
+    "retry_policy": {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+}
 CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -205,7 +237,14 @@ def _crontab(spec):
     )
 
 
-CELERY_BEAT_SCHEDULE = {}
+CELERY_BEAT_SCHEDULE = {
+    # Tasks that could not reach the broker after their commit (config/outbox.py).
+    "outbox-flush": {
+        "task": "config.outbox.outbox_flush_task",
+        "schedule": float(env_int("OUTBOX_FLUSH_SECONDS", 60)),
+        "options": {"expires": 55},
+    },
+}
 if ENGINE_NIGHTLY_CRON.strip().lower() not in {"", "off", "none", "false", "0"}:
     # A FULL engine run on every open consultation whose proposals or votes changed.
     CELERY_BEAT_SCHEDULE["engine-nightly"] = {
@@ -236,7 +275,15 @@ ACCOUNT_USER_MODEL_USERNAME_FIELD = None
 ACCOUNT_UNIQUE_EMAIL = True
 ACCOUNT_EMAIL_VERIFICATION = env("ACCOUNT_EMAIL_VERIFICATION", "optional")
 ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
-ACCOUNT_RATE_LIMITS = {"login_failed": "10/m/ip,5/5m/key"}
+# allauth's limits (login, failed logins per IP and per e-mail, sign-ups, password resets), counted
+# in the cache like ours; the adapter keys them on the hashed IP (config/ratelimit.py).
+ACCOUNT_ADAPTER = "config.ratelimit.HashedIpAccountAdapter"
+ACCOUNT_RATE_LIMITS = {
+    "login": env("CONCORDE_RATELIMIT_LOGIN", "30/m/ip"),
+    "login_failed": env("CONCORDE_RATELIMIT_LOGIN_FAILED", "10/m/ip,5/5m/key"),
+    "signup": env("CONCORDE_RATELIMIT_SIGNUP", "20/m/ip"),
+    "reset_password": env("CONCORDE_RATELIMIT_RESET_PASSWORD", "20/m/ip,5/m/key"),
+}
 
 EMAIL_BACKEND = env(
     "EMAIL_BACKEND",
@@ -281,6 +328,63 @@ if PRODUCTION:
     SECURE_REDIRECT_EXEMPT = [r"^health/$"]
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+SECURE_REFERRER_POLICY = "same-origin"
+SECURE_CROSS_ORIGIN_OPENER_POLICY = "same-origin"
+# Content-Security-Policy (django-csp): only our own files run or style the pages. No inline
+# <script>, <style>, style="" or on*="" in templates: behaviour lives in static/js, looks in
+# static/css (tests/test_security.py checks every page). CONCORDE_CSP_REPORT_ONLY=1 sends it as
+# Content-Security-Policy-Report-Only, to try a change on a live site first.
+_CSP_SELF = "'self'"
+_CSP_POLICY = {
+    "DIRECTIVES": {
+        "default-src": [_CSP_SELF],
+        "script-src": [_CSP_SELF],
+        "style-src": [_CSP_SELF],
+        "img-src": [_CSP_SELF, "data:"],
+        "font-src": [_CSP_SELF],
+        "connect-src": [_CSP_SELF],
+        "form-action": [_CSP_SELF],
+        "frame-ancestors": ["'none'"],
+        "base-uri": [_CSP_SELF],
+        "object-src": ["'none'"],
+    }
+}
+if env_bool("CONCORDE_CSP_REPORT_ONLY", False):
+    CONTENT_SECURITY_POLICY_REPORT_ONLY = _CSP_POLICY
+else:
+    CONTENT_SECURITY_POLICY = _CSP_POLICY
+
+# Abuse (config/ratelimit.py, consultations/abuse.py, docs/reliability.md). Rates are
+# "<count>/<period>" (s, m, h, d, or e.g. 5m); an empty value turns a limit off. "ip" counts per
+# hashed client IP (keep it generous: many people share one IP behind a mobile carrier's NAT),
+# "user" per account, or per anonymous session.
+CONCORDE_RATELIMIT_IPV6_PREFIX = env_int("CONCORDE_RATELIMIT_IPV6_PREFIX", 64)  # one subscriber's block
+CONCORDE_RATELIMITS = {
+    "vote": {
+        "ip": env("CONCORDE_RATELIMIT_VOTE", "300/m"),
+        "user": env("CONCORDE_RATELIMIT_VOTE_USER", "60/m"),
+    },
+    "qualify": {
+        "ip": env("CONCORDE_RATELIMIT_QUALIFY", "600/m"),
+        "user": env("CONCORDE_RATELIMIT_QUALIFY_USER", "120/m"),
+    },
+    "sequence": {  # starting a sequence writes a dozen exposure rows
+        "ip": env("CONCORDE_RATELIMIT_SEQUENCE", "120/m"),
+        "user": env("CONCORDE_RATELIMIT_SEQUENCE_USER", "20/m"),
+    },
+    "propose": {
+        "ip": env("CONCORDE_RATELIMIT_PROPOSE", "60/h"),
+        "user": env("CONCORDE_RATELIMIT_PROPOSE_USER", "20/h"),
+    },
+}
+# Bot protection of the proposal form: a signed timestamp (refused when sent sooner than
+# MIN_SECONDS after the form was shown, or later than MAX_SECONDS) and a honeypot field.
+CONCORDE_PROPOSE_MIN_SECONDS = env_int("CONCORDE_PROPOSE_MIN_SECONDS", 0 if TESTING else 3)
+CONCORDE_PROPOSE_MAX_SECONDS = env_int("CONCORDE_PROPOSE_MAX_SECONDS", 6 * 3600)
+# Vote bursts: more than N votes in M seconds from one participant or one hashed IP are flagged
+# for moderators ("N/M"); later votes of a flagged participant are untrusted (not scored).
+CONCORDE_VOTE_BURST = env("CONCORDE_VOTE_BURST", "30/60")
+CONCORDE_VOTE_BURST_IP = env("CONCORDE_VOTE_BURST_IP", "200/60")
 
 # Where the importers look for the public data sets shipped beside the checkout.
 CONCORDE_DATA_DIR = Path(env("CONCORDE_DATA_DIR", BASE_DIR.parent / "shared" / "data"))
@@ -318,3 +422,40 @@ CONCORDE_PROPOSALS_PER_HOUR = env_int("CONCORDE_PROPOSALS_PER_HOUR", 10)
 CONCORDE_MODERATION_LOCK_MINUTES = env_int("CONCORDE_MODERATION_LOCK_MINUTES", 10)
 CONCORDE_SHARES_MIN_VOTES = env_int("CONCORDE_SHARES_MIN_VOTES", 10)
 CONCORDE_STATS_CACHE_SECONDS = env_int("CONCORDE_STATS_CACHE_SECONDS", 30)  # live counters; 0 = no cache
+# The sequence candidate pool of a consultation, cached per web process (consultations/
+# sequence_cache.py): rebuilt after this many seconds (0: every sequence start, the default under
+# pytest), on a moderation decision, or after REBUILD_VOTES votes (0: the pool's size, >= 500).
+CONCORDE_SEQUENCE_POOL_SECONDS = env_int("CONCORDE_SEQUENCE_POOL_SECONDS", 0 if TESTING else 30)
+CONCORDE_SEQUENCE_POOL_REBUILD_VOTES = env_int("CONCORDE_SEQUENCE_POOL_REBUILD_VOTES", 0)
+# Rendered results sections, keyed by the current run (consensus/results_views.py); 0 = no cache.
+CONCORDE_RESULTS_CACHE_SECONDS = env_int("CONCORDE_RESULTS_CACHE_SECONDS", 600)
+CONCORDE_RESULTS_POLL_SECONDS = env_int("CONCORDE_RESULTS_POLL_SECONDS", 15)  # live counters
+# Personal data (accounts/privacy.py, docs/privacy.md). IPs are only kept as keyed hashes; the key
+# changes every UTC day unless CONCORDE_IP_HASH_DAILY_SALT is off. CONCORDE_TRUSTED_PROXIES: how many
+# reverse proxies append to X-Forwarded-For in front of the app (0: the connecting address).
+CONCORDE_IP_HASH_DAILY_SALT = env_bool("CONCORDE_IP_HASH_DAILY_SALT", True)
+CONCORDE_TRUSTED_PROXIES = env_int("CONCORDE_TRUSTED_PROXIES", 0)
+# Accounts with no login (nor sign-up) for this many days are anonymised by the nightly
+# `accounts.tasks.anonymise_inactive_accounts` task (0 disables it).
+CONCORDE_INACTIVE_ACCOUNT_DAYS = env_int("CONCORDE_INACTIVE_ACCOUNT_DAYS", 3 * 365)
+ACCOUNTS_ANONYMISE_CRON = env("ACCOUNTS_ANONYMISE_CRON", "15 3 * * *")  # crontab, or "off"
+if CONCORDE_INACTIVE_ACCOUNT_DAYS > 0 and ACCOUNTS_ANONYMISE_CRON.strip().lower() not in {
+    "", "off", "none", "false", "0",
+}:
+    CELERY_BEAT_SCHEDULE["accounts-anonymise-inactive"] = {
+        "task": "accounts.tasks.anonymise_inactive_accounts",
+        "schedule": _crontab(ACCOUNTS_ANONYMISE_CRON),
+        "options": {"queue": "web", "expires": 6 * 3600},
+    }
+# Celery task metrics (config/metrics.py): GET /metrics for staff or with
+# "Authorization: Bearer $CONCORDE_METRICS_TOKEN"; CONCORDE_METRICS_PORT also serves them from each
+# worker's main process. Queue lengths are read for CONCORDE_METRICS_QUEUES (default: every queue
+# named in the routes). PROMETHEUS_MULTIPROC_DIR (read by prometheus_client) for prefork workers.
+CONCORDE_METRICS_TOKEN = env("CONCORDE_METRICS_TOKEN", "")
+CONCORDE_METRICS_PORT = env_int("CONCORDE_METRICS_PORT", 0)
+CONCORDE_METRICS_ADDR = env("CONCORDE_METRICS_ADDR", "0.0.0.0")
+CONCORDE_METRICS_QUEUES = env_list("CONCORDE_METRICS_QUEUES")
+# Imports and open data (consultations/imports.py, consultations/api.py, docs/open_data.md).
+CONCORDE_IMPORT_MAX_BYTES = env_int("CONCORDE_IMPORT_MAX_BYTES", 200 * 1024 * 1024)  # one uploaded file
+CONCORDE_IMPORT_MAX_UNZIPPED_BYTES = env_int("CONCORDE_IMPORT_MAX_UNZIPPED_BYTES", 800 * 1024 * 1024)
+CONCORDE_API_CACHE_SECONDS = env_int("CONCORDE_API_CACHE_SECONDS", 60)  # JSON API bodies; 0 = no cache

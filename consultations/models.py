@@ -151,8 +151,13 @@ class Proposal(models.Model):
         IMPORT = "import", _("Import")
         WORKSHOP = "workshop", _("Workshop")
 
+    # Not indexed alone: proposal_queue_idx (consultation, status, created_at) covers it.
     consultation = models.ForeignKey(
-        Consultation, on_delete=models.CASCADE, related_name="proposals", verbose_name=_("consultation")
+        Consultation,
+        on_delete=models.CASCADE,
+        related_name="proposals",
+        verbose_name=_("consultation"),
+        db_index=False,
     )
     content = models.CharField(_("content"), max_length=1000)
     author = models.ForeignKey(
@@ -216,6 +221,9 @@ class Proposal(models.Model):
             models.Index(
                 fields=["created_at"], condition=Q(status="pending"), name="proposal_pending_idx"
             ),
+            # No trigram (GIN) index on content: every vote rewrites the proposal row (votes_total
+            # is indexed, no HOT update), and a GIN index made that update ~60 % slower
+            # (docs/scaling.md section 2, items 4 and 7). Add it once votes_total leaves the row.
         ]
         constraints = [
             models.UniqueConstraint(
@@ -319,11 +327,21 @@ class Trust(models.TextChoices):
 
 
 class Vote(models.Model):
+    # Neither foreign key is indexed alone: vote_one_per_participant (participant, proposal) and
+    # vote_proposal_key_idx (proposal, key) cover them, two index writes less per vote.
     participant = models.ForeignKey(
-        Participant, on_delete=models.CASCADE, related_name="votes", verbose_name=_("participant")
+        Participant,
+        on_delete=models.CASCADE,
+        related_name="votes",
+        verbose_name=_("participant"),
+        db_index=False,
     )
     proposal = models.ForeignKey(
-        Proposal, on_delete=models.CASCADE, related_name="votes", verbose_name=_("proposal")
+        Proposal,
+        on_delete=models.CASCADE,
+        related_name="votes",
+        verbose_name=_("proposal"),
+        db_index=False,
     )
     key = models.CharField(_("vote"), max_length=16, choices=VoteKey.choices)
     trust = models.CharField(_("trust"), max_length=16, choices=Trust.choices, default=Trust.TRUSTED)
@@ -389,7 +407,21 @@ class ProposalCounter(models.Model):
     them from the votes table.
     """
 
-    proposal = models.ForeignKey(Proposal, on_delete=models.CASCADE, related_name="counters")
+    # counter_unique_key (proposal, key, trust) covers the foreign key.
+    proposal = models.ForeignKey(
+        Proposal, on_delete=models.CASCADE, related_name="counters", db_index=False
+    )
+    # The proposal's consultation, copied by ``counters_add`` so that the counters of one
+    # consultation have an index path (counter_consultation_idx) without a join on proposals.
+    # Null only on rows written by hand (tests); ``counters_recount`` fills it.
+    consultation = models.ForeignKey(
+        Consultation,
+        on_delete=models.CASCADE,
+        related_name="+",
+        null=True,
+        blank=True,
+        db_index=False,
+    )
     key = models.CharField(_("key"), max_length=32)
     trust = models.CharField(_("trust"), max_length=16, choices=Trust.choices)
     count = models.IntegerField(_("count"), default=0)
@@ -400,6 +432,7 @@ class ProposalCounter(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["proposal", "key", "trust"], name="counter_unique_key"),
         ]
+        indexes = [models.Index(fields=["consultation", "trust"], name="counter_consultation_idx")]
 
     def __str__(self):
         return f"{self.proposal_id} {self.key}/{self.trust}={self.count}"
@@ -408,7 +441,10 @@ class ProposalCounter(models.Model):
 class Exposure(models.Model):
     """A card shown to a participant in a sequence (for the sequence's analyses and trust)."""
 
-    participant = models.ForeignKey(Participant, on_delete=models.CASCADE, related_name="exposures")
+    # exposure_participant_idx (participant, proposal) covers the participant foreign key.
+    participant = models.ForeignKey(
+        Participant, on_delete=models.CASCADE, related_name="exposures", db_index=False
+    )
     proposal = models.ForeignKey(Proposal, on_delete=models.CASCADE, related_name="exposures")
     sequence_id = models.UUIDField(_("sequence"), default=uuid.uuid4, db_index=True)
     position = models.PositiveSmallIntegerField(_("position"))
@@ -422,3 +458,330 @@ class Exposure(models.Model):
 
     def __str__(self):
         return f"{self.sequence_id}#{self.position}"
+
+
+# Moderation at scale (consultations/moderation.py) -----------------------------------------
+
+
+class ModeratorAssignment(models.Model):
+    """A moderator may moderate this consultation's proposals (superusers moderate them all)."""
+
+    consultation = models.ForeignKey(
+        Consultation,
+        on_delete=models.CASCADE,
+        related_name="moderator_assignments",
+        verbose_name=_("consultation"),
+    )
+    moderator = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="moderator_assignments",
+        verbose_name=_("moderator"),
+    )
+    assigned_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("assigned by"),
+    )
+    assigned_at = models.DateTimeField(_("assigned"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("moderator assignment")
+        verbose_name_plural = _("moderator assignments")
+        constraints = [
+            models.UniqueConstraint(
+                fields=["moderator", "consultation"], name="moderator_assignment_unique"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.moderator} → {self.consultation}"
+
+
+class ProposalEdit(models.Model):
+    """A spelling correction made by a moderator: who, when, the text before and after."""
+
+    proposal = models.ForeignKey(
+        Proposal, on_delete=models.CASCADE, related_name="edits", verbose_name=_("proposal")
+    )
+    editor = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("editor"),
+    )
+    before = models.TextField(_("before"))
+    after = models.TextField(_("after"))
+    distance = models.PositiveIntegerField(_("characters changed"), default=0)
+    created_at = models.DateTimeField(_("edited"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("proposal edit")
+        verbose_name_plural = _("proposal edits")
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self):
+        return f"{self.proposal_id}: {self.before} → {self.after}"
+
+
+class ModerationClassifier(models.Model):
+    """A text classifier trained on one consultation's past decisions (see consultations/classifier.py).
+
+    ``model`` is the pickled scikit-learn pipeline; only the latest row of a consultation is used.
+    """
+
+    consultation = models.ForeignKey(
+        Consultation,
+        on_delete=models.CASCADE,
+        related_name="moderation_classifiers",
+        verbose_name=_("consultation"),
+    )
+    model = models.BinaryField(_("model"), editable=False)
+    classes = models.JSONField(_("classes"), default=list)
+    n_samples = models.PositiveIntegerField(_("decisions learnt from"), default=0)
+    metrics = models.JSONField(_("quality metrics"), default=dict, blank=True)
+    trained_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("trained by"),
+    )
+    created_at = models.DateTimeField(_("trained"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("moderation classifier")
+        verbose_name_plural = _("moderation classifiers")
+        ordering = ["-created_at", "-pk"]
+        get_latest_by = ["created_at", "pk"]
+
+    def __str__(self):
+        return f"{self.consultation} #{self.pk}"
+
+
+class ProposalPrediction(models.Model):
+    """The classifier's guess for a pending proposal: probability of a refusal and the likely reason."""
+
+    proposal = models.OneToOneField(
+        Proposal, on_delete=models.CASCADE, related_name="prediction", verbose_name=_("proposal")
+    )
+    classifier = models.ForeignKey(
+        ModerationClassifier,
+        on_delete=models.CASCADE,
+        related_name="predictions",
+        verbose_name=_("classifier"),
+    )
+    refuse_probability = models.FloatField(_("probability of a refusal"))
+    reason = models.CharField(
+        _("likely reason"), max_length=32, choices=Proposal.RefusalReason.choices, blank=True
+    )
+    reason_probability = models.FloatField(_("probability of the reason"), default=0.0)
+    created_at = models.DateTimeField(_("predicted"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("proposal prediction")
+        verbose_name_plural = _("proposal predictions")
+        indexes = [models.Index(fields=["-refuse_probability"], name="prediction_refuse_idx")]
+
+    def __str__(self):
+        return f"{self.proposal_id}: {self.refuse_probability:.2f} {self.reason}"
+
+
+# Tasks that could not reach the broker (config/outbox.py) -------------------------------------
+
+
+class PendingTask(models.Model):
+    """A Celery task that was to be sent after a commit while the broker was unreachable.
+
+    ``config.outbox.outbox_flush`` sends these again (every minute from beat, when a worker
+    starts, and with ``manage.py tasks_requeue``) and deletes each one it sent. Delivery is at
+    least once: tasks are idempotent (docs/STYLE), so a task sent twice does no harm.
+    """
+
+    name = models.CharField(_("task"), max_length=200)
+    args = models.JSONField(_("arguments"), default=list, blank=True)
+    kwargs = models.JSONField(_("keyword arguments"), default=dict, blank=True)
+    options = models.JSONField(_("options"), default=dict, blank=True)
+    attempts = models.PositiveIntegerField(_("attempts"), default=0)
+    last_error = models.CharField(_("last error"), max_length=500, blank=True)
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("pending task")
+        verbose_name_plural = _("pending tasks")
+        ordering = ["pk"]
+
+    def __str__(self):
+        return f"{self.name} {self.args}"
+
+
+# Import jobs (consultations/imports.py) ------------------------------------------------------
+
+
+class ImportJob(models.Model):
+    """One uploaded file imported into a consultation by a Celery task, with its progress.
+
+    The file is kept in the default storage; ``errors`` holds the first skipped rows (row,
+    line, reason), ``rows_skipped`` counts them all.
+    """
+
+    class Kind(models.TextChoices):
+        MAKEORG = "makeorg", _("Make.org open-data CSV")
+        POLIS = "polis", _("Polis export (ZIP of its CSV files)")
+        CSV = "csv", _("Generic CSV of open answers")
+
+    class Status(models.TextChoices):
+        PENDING = "pending", _("Waiting")
+        RUNNING = "running", _("Running")
+        DONE = "done", _("Done")
+        FAILED = "failed", _("Failed")
+
+    ACTIVE_STATUSES = (Status.PENDING, Status.RUNNING)
+
+    consultation = models.ForeignKey(
+        Consultation,
+        on_delete=models.CASCADE,
+        related_name="import_jobs",
+        verbose_name=_("consultation"),
+    )
+    kind = models.CharField(_("format"), max_length=16, choices=Kind.choices)
+    file = models.FileField(_("file"), upload_to="imports/%Y/%m/", max_length=255)
+    original_name = models.CharField(_("file name"), max_length=255)
+    size = models.PositiveBigIntegerField(_("size (bytes)"), default=0)
+    sha256 = models.CharField(_("SHA-256"), max_length=64)
+    options = models.JSONField(_("options"), default=dict, blank=True)
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    rows_total = models.PositiveIntegerField(_("rows in the file"), default=0)
+    rows_done = models.PositiveIntegerField(_("rows read"), default=0)
+    rows_skipped = models.PositiveIntegerField(_("rows skipped"), default=0)
+    created_count = models.PositiveIntegerField(_("proposals created"), default=0)
+    existing_count = models.PositiveIntegerField(_("proposals already there"), default=0)
+    updated_count = models.PositiveIntegerField(_("proposals updated"), default=0)
+    details = models.JSONField(_("other counts"), default=dict, blank=True)
+    errors = models.JSONField(_("first skipped rows"), default=list, blank=True)
+    error = models.TextField(_("error"), blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("uploaded by"),
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    started_at = models.DateTimeField(_("started"), null=True, blank=True)
+    finished_at = models.DateTimeField(_("finished"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("import job")
+        verbose_name_plural = _("import jobs")
+        ordering = ["-created_at"]
+        constraints = [
+            # The same file uploaded twice at once (a double click) is imported once.
+            models.UniqueConstraint(
+                fields=["consultation", "sha256"],
+                condition=Q(status__in=["pending", "running"]),
+                name="import_job_one_active_per_file",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.original_name} → {self.consultation_id} ({self.status})"
+
+    @property
+    def is_active(self):
+        return self.status in self.ACTIVE_STATUSES
+
+    @property
+    def progress_percent(self):
+        if self.status == self.Status.DONE:
+            return 100
+        if not self.rows_total:
+            return 0
+        return min(100, round(100 * self.rows_done / self.rows_total))
+
+
+class VoteBurstFlag(models.Model):
+    """Too many votes in a short window from one participant or one (hashed) IP, for moderators.
+
+    Written by ``consultations.abuse.vote_burst_record``; one row per source and window. While a
+    participant has an open or confirmed flag, their new votes are untrusted (counted in the
+    displayed totals, never in the scores); confirming also distrusts the votes of the burst.
+    """
+
+    class Scope(models.TextChoices):
+        PARTICIPANT = "participant", _("Participant")
+        IP = "ip", _("IP address (hashed)")
+
+    class Status(models.TextChoices):
+        OPEN = "open", _("To review")
+        CONFIRMED = "confirmed", _("Confirmed: votes distrusted")
+        DISMISSED = "dismissed", _("Dismissed")
+
+    scope = models.CharField(_("source"), max_length=16, choices=Scope.choices)
+    source_key = models.CharField(
+        _("source key"), max_length=64, help_text=_("The participant's id or the hashed IP.")
+    )
+    participant = models.ForeignKey(
+        Participant,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="burst_flags",
+        verbose_name=_("participant"),
+    )
+    ip_hash = models.CharField(_("hashed IP"), max_length=64, blank=True)
+    consultation = models.ForeignKey(
+        Consultation,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("consultation"),
+    )
+    window_start = models.DateTimeField(_("window start"))
+    window_seconds = models.PositiveIntegerField(_("window (seconds)"))
+    threshold = models.PositiveIntegerField(_("votes allowed in the window"))
+    count = models.PositiveIntegerField(_("votes in the window"))
+    status = models.CharField(
+        _("status"), max_length=16, choices=Status.choices, default=Status.OPEN
+    )
+    votes_distrusted = models.PositiveIntegerField(_("votes distrusted"), default=0)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("reviewed by"),
+    )
+    reviewed_at = models.DateTimeField(_("reviewed"), null=True, blank=True)
+    created_at = models.DateTimeField(_("flagged"), default=timezone.now, db_index=True)
+
+    class Meta:
+        verbose_name = _("vote burst")
+        verbose_name_plural = _("vote bursts")
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["scope", "source_key", "window_start"], name="burst_flag_once_per_window"
+            ),
+        ]
+        indexes = [
+            models.Index(
+                fields=["participant"],
+                condition=~Q(status="dismissed"),
+                name="burst_flag_active_idx",
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.get_scope_display()} {self.source_key[:12]}: {self.count}/{self.window_seconds}s"

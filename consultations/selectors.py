@@ -5,7 +5,7 @@ import logging
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, Least
 from django.http import Http404
@@ -174,10 +174,10 @@ def sequence_candidates(*, consultation: Consultation, exclude_ids=frozenset()) 
     proposals = [row for row in rows if row[0] not in exclude_ids]
     sequence: dict[int, dict[str, int]] = {pk: {} for pk, *_rest in proposals}
     verified: dict[int, dict[str, int]] = {pk: {} for pk, *_rest in proposals}
+    # counter_consultation_idx: counters of one consultation without a join on proposals (the
+    # counters of proposals that are not accepted are skipped below).
     counters = ProposalCounter.objects.filter(
-        proposal__consultation=consultation,
-        proposal__status=Proposal.Status.ACCEPTED,
-        trust__in=[Trust.TRUSTED, Trust.SEQUENCE],
+        consultation=consultation, trust__in=[Trust.TRUSTED, Trust.SEQUENCE]
     ).values_list("proposal_id", "key", "trust", "count")
     for pid, key, trust, count in counters:
         if pid not in verified or count <= 0:
@@ -224,11 +224,20 @@ def proposal_similar(*, consultation: Consultation, text: str, limit: int = 5) -
     if connection.vendor == "postgresql":
         from django.contrib.postgres.search import TrigramWordSimilarity
 
-        return list(
-            qs.annotate(similarity=TrigramWordSimilarity(rest, "content"))
-            .filter(similarity__gte=SIMILARITY_THRESHOLD)
-            .order_by("-similarity", "-votes_total", "-pk")[:limit]
-        )
+        # ``content %> text`` is pg_trgm's indexable form of word_similarity(text, content) >=
+        # threshold (set for this transaction only): a trigram GIN index on content would answer
+        # it, once votes no longer rewrite the proposal row (docs/scaling.md section 2, item 7).
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT set_config('pg_trgm.word_similarity_threshold', %s, true)",
+                [str(SIMILARITY_THRESHOLD)],
+            )
+            return list(
+                qs.extra(where=["consultations_proposal.content %%> %s"], params=[rest])
+                .annotate(similarity=TrigramWordSimilarity(rest, "content"))
+                .filter(similarity__gte=SIMILARITY_THRESHOLD)
+                .order_by("-similarity", "-votes_total", "-pk")[:limit]
+            )
     wanted = {proposal_text.stem(w) for w in words}
     scored = []
     for proposal in qs.order_by("-created_at", "-pk")[:2000]:
@@ -239,19 +248,3 @@ def proposal_similar(*, consultation: Consultation, text: str, limit: int = 5) -
             scored.append(proposal)
     scored.sort(key=lambda p: (-p.similarity, -p.votes_total, -p.pk))
     return scored[:limit]
-
-
-def moderation_pending_count(*, consultation: Consultation | None = None) -> int:
-    qs = Proposal.objects.filter(status=Proposal.Status.PENDING)
-    if consultation is not None:
-        qs = qs.filter(consultation=consultation)
-    return qs.count()
-
-
-def moderation_consultations() -> QuerySet[Consultation]:
-    """Consultations with pending proposals, for the moderation queue's filter."""
-    return (
-        Consultation.objects.filter(proposals__status=Proposal.Status.PENDING)
-        .annotate(pending=Count("proposals"))
-        .order_by("question")
-    )

@@ -1,18 +1,16 @@
-"""Writes for consultations: participants, votes, sequences, proposals and moderation."""
+"""Writes for consultations: participants, votes, sequences, proposals (moderation: moderation.py)."""
 
 import logging
 import secrets
 import uuid
 from collections import Counter
 from dataclasses import dataclass
-from datetime import timedelta
 
 from django.conf import settings
 from django.core.cache import cache
-from django.core.mail import send_mail
 from django.db import IntegrityError, connection, transaction
-from django.db.models import F, Q
-from django.utils import timezone, translation
+from django.db.models import F
+from django.utils import timezone
 from django.utils.crypto import constant_time_compare, salted_hmac
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
@@ -30,8 +28,9 @@ from .models import (
     Vote,
     VoteKey,
 )
-from .selectors import sequence_candidates, sequence_settings
+from .selectors import sequence_settings
 from .sequence import select_sequence
+from .sequence_cache import sequence_pool_get, sequence_pool_invalidate, sequence_pool_note_vote
 
 logger = logging.getLogger(__name__)
 
@@ -49,13 +48,18 @@ def counters_add(deltas: dict[tuple[int, str, str], int]) -> None:
 
     One upsert per changed counter: ``count = count + delta`` is computed by the database, so
     concurrent votes never overwrite each other's increments (no read-modify-write in Python).
+    A new row copies its proposal's consultation (read by primary key in the same statement),
+    which gives the counters of a consultation their own index (``counter_consultation_idx``).
+    Call it in the transaction that writes the votes: votes and counters commit together.
     """
     table = ProposalCounter._meta.db_table
-    rows = [(pid, key, trust, delta) for (pid, key, trust), delta in sorted(deltas.items()) if delta]
+    proposals = Proposal._meta.db_table
+    rows = [(key, trust, delta, pid) for (pid, key, trust), delta in sorted(deltas.items()) if delta]
     if not rows:
         return
     sql = (
-        f"INSERT INTO {table} (proposal_id, key, trust, count) VALUES (%s, %s, %s, %s) "
+        f"INSERT INTO {table} (proposal_id, consultation_id, key, trust, count) "
+        f"SELECT p.id, p.consultation_id, %s, %s, %s FROM {proposals} p WHERE p.id = %s "
         f"ON CONFLICT (proposal_id, key, trust) DO UPDATE SET count = {table}.count + EXCLUDED.count"
     )
     with connection.cursor() as cursor:
@@ -145,16 +149,29 @@ def vote_cast(
             else:
                 counters_add({(proposal.pk, key, trust): 1})
                 Proposal.objects.filter(pk=proposal.pk).update(votes_total=F("votes_total") + 1)
+                _note_vote_on_commit(proposal, {(key, trust): 1})
                 return vote, True
         if vote.key == key:
             return vote, False
+        old = (vote.key, vote.trust)
         _withdraw(vote)
         vote.qualifications.all().delete()
         vote.key, vote.trust, vote.in_sequence = key, trust, in_sequence
         vote.save(update_fields=["key", "trust", "in_sequence", "updated_at"])
         counters_add({(proposal.pk, key, trust): 1})
         Proposal.objects.filter(pk=proposal.pk).update(votes_total=F("votes_total") + 1)
+        _note_vote_on_commit(proposal, {old: -1, (key, trust): 1})
         return vote, True
+
+
+def _note_vote_on_commit(proposal: Proposal, changes: dict[tuple[str, str], int]) -> None:
+    """Tell the sequence pool cache about a vote once it is committed (never fails the vote)."""
+    consultation_id, proposal_id = proposal.consultation_id, proposal.pk
+    transaction.on_commit(
+        lambda: sequence_pool_note_vote(
+            consultation_id=consultation_id, proposal_id=proposal_id, changes=changes
+        )
+    )
 
 
 def qualification_toggle(*, vote: Vote, key: str) -> bool:
@@ -181,19 +198,23 @@ def _qualification_mismatch(key: str, vote_key: str) -> VoteError:
     )
 
 
-def counters_recount(*, proposal_ids=None) -> dict:
-    """Rebuild counters and vote totals from the votes table; returns the drift found.
+def counters_drift(*, proposal_ids=None) -> dict:
+    """What the counters and vote totals should be changed by, from a recount of the votes.
 
-    Used after a crash between writing votes and counters, and by the import commands.
+    Returns ``{"counters": {(proposal_id, key, trust): recount - stored}, "totals":
+    {proposal_id: recount - stored votes_total}}``, only the entries that differ. Reads only;
+    ``manage.py counters_recount --check`` prints it.
     """
     votes = Vote.objects.all()
     qualifications = Qualification.objects.all()
     proposals = Proposal.objects.all()
+    counters = ProposalCounter.objects.all()
     if proposal_ids is not None:
         proposal_ids = list(proposal_ids)
         votes = votes.filter(proposal_id__in=proposal_ids)
         qualifications = qualifications.filter(vote__proposal_id__in=proposal_ids)
         proposals = proposals.filter(pk__in=proposal_ids)
+        counters = counters.filter(proposal_id__in=proposal_ids)
     truth: Counter = Counter()
     for pid, key, trust in votes.values_list("proposal_id", "key", "trust").iterator(chunk_size=10000):
         truth[(pid, key, trust)] += 1
@@ -201,25 +222,52 @@ def counters_recount(*, proposal_ids=None) -> dict:
         "vote__proposal_id", "key", "vote__trust"
     ).iterator(chunk_size=10000):
         truth[(pid, key, trust)] += 1
-    counters = ProposalCounter.objects.all()
-    if proposal_ids is not None:
-        counters = counters.filter(proposal_id__in=proposal_ids)
-    stored = {(c.proposal_id, c.key, c.trust): c.count for c in counters.iterator(chunk_size=10000)}
+    stored = {
+        (pid, key, trust): count
+        for pid, key, trust, count in counters.values_list(
+            "proposal_id", "key", "trust", "count"
+        ).iterator(chunk_size=10000)
+    }
     drift = {k: truth.get(k, 0) - stored.get(k, 0) for k in set(truth) | set(stored)}
-    drift = {k: d for k, d in drift.items() if d}
     totals: Counter = Counter()
     for (pid, key, _trust), n in truth.items():
         if key in VoteKey.values:
             totals[pid] += n
+    totals_drift = {
+        pk: totals.get(pk, 0) - stored_total
+        for pk, stored_total in proposals.values_list("pk", "votes_total").iterator(chunk_size=10000)
+        if stored_total != totals.get(pk, 0)
+    }
+    return {"counters": {k: d for k, d in drift.items() if d}, "totals": totals_drift}
+
+
+def counters_recount(*, proposal_ids=None) -> dict:
+    """Rebuild counters and vote totals from the votes table; returns the drift found.
+
+    Used after a crash or a manual change of the votes table (``manage.py counters_recount``)
+    and by the import commands. The fixes are added as deltas (``count + d``), so votes cast
+    while it runs keep their own increments; the drift itself comes from one read of the
+    votes, so run it on a quiet consultation for an exact answer. Counters written without
+    their consultation get it back.
+    """
+    if proposal_ids is not None:
+        proposal_ids = list(proposal_ids)
+    found = counters_drift(proposal_ids=proposal_ids)
     with transaction.atomic():
-        counters_add(drift)
-        changed_totals = 0
-        for proposal in proposals.only("pk", "votes_total").iterator(chunk_size=10000):
-            if proposal.votes_total != totals.get(proposal.pk, 0):
-                changed_totals += Proposal.objects.filter(pk=proposal.pk).update(
-                    votes_total=totals.get(proposal.pk, 0)
+        counters_add(found["counters"])
+        for pk, delta in found["totals"].items():
+            Proposal.objects.filter(pk=pk).update(votes_total=F("votes_total") + delta)
+        orphans = ProposalCounter.objects.filter(consultation__isnull=True)
+        if proposal_ids is not None:
+            orphans = orphans.filter(proposal_id__in=proposal_ids)
+        if orphans.exists():
+            table, proposals = ProposalCounter._meta.db_table, Proposal._meta.db_table
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {table} SET consultation_id = (SELECT p.consultation_id FROM "
+                    f"{proposals} p WHERE p.id = {table}.proposal_id) WHERE consultation_id IS NULL"
                 )
-    return {"counters_fixed": len(drift), "totals_fixed": changed_totals}
+    return {"counters_fixed": len(found["counters"]), "totals_fixed": len(found["totals"])}
 
 
 def counters_rebuild(*, consultation: Consultation) -> dict:
@@ -240,18 +288,18 @@ def counters_rebuild(*, consultation: Consultation) -> dict:
             f"DELETE FROM {counter} WHERE proposal_id IN ({of_consultation})", [consultation.pk]
         )
         cursor.execute(
-            f"INSERT INTO {counter} (proposal_id, {key}, trust, {count}) "
-            f"SELECT v.proposal_id, v.{key}, v.trust, COUNT(*) FROM {vote} v "
+            f"INSERT INTO {counter} (proposal_id, consultation_id, {key}, trust, {count}) "
+            f"SELECT v.proposal_id, %s, v.{key}, v.trust, COUNT(*) FROM {vote} v "
             f"WHERE v.proposal_id IN ({of_consultation}) GROUP BY v.proposal_id, v.{key}, v.trust",
-            [consultation.pk],
+            [consultation.pk, consultation.pk],
         )
         counters = cursor.rowcount
         cursor.execute(
-            f"INSERT INTO {counter} (proposal_id, {key}, trust, {count}) "
-            f"SELECT v.proposal_id, q.{key}, v.trust, COUNT(*) FROM {qualification} q "
+            f"INSERT INTO {counter} (proposal_id, consultation_id, {key}, trust, {count}) "
+            f"SELECT v.proposal_id, %s, q.{key}, v.trust, COUNT(*) FROM {qualification} q "
             f"INNER JOIN {vote} v ON v.id = q.vote_id "
             f"WHERE v.proposal_id IN ({of_consultation}) GROUP BY v.proposal_id, q.{key}, v.trust",
-            [consultation.pk],
+            [consultation.pk, consultation.pk],
         )
         counters += cursor.rowcount
         total = f"(SELECT COUNT(*) FROM {vote} v WHERE v.proposal_id = {proposal}.id)"
@@ -423,8 +471,9 @@ def sequence_start(
 ) -> StartedSequence:
     """Choose the cards of a new sequence, log them as exposures and sign a token per card.
 
-    Proposals the participant already voted on are never chosen. Five queries: votes,
-    proposals, counters, the exposures' bulk insert (one statement) and nothing else.
+    Proposals the participant already voted on are never chosen. The candidates come from the
+    consultation's cached pool (``sequence_cache``): with a warm pool, two queries (the
+    participant's votes, the exposures' bulk insert); a cold one adds the two of the build.
     """
     if not consultation.is_open:
         raise VoteError(_("This consultation is not open to votes."))
@@ -433,9 +482,8 @@ def sequence_start(
             participant=participant, proposal__consultation=consultation
         ).values_list("proposal_id", flat=True)
     )
-    candidates = sequence_candidates(consultation=consultation, exclude_ids=voted)
     cards = select_sequence(
-        candidates=candidates,
+        candidates=sequence_pool_get(consultation),
         voted_ids=voted,
         included_ids=[pk for pk in included_ids if pk not in voted],
         settings=sequence_settings(consultation),
@@ -552,6 +600,8 @@ def proposal_submit(*, consultation: Consultation, user, text: str) -> Proposal:
             % {"n": limit}
         )
     status = Proposal.Status.ACCEPTED if consultation.auto_accept else Proposal.Status.PENDING
+    if status == Proposal.Status.ACCEPTED:  # a new sequence candidate (sequence_cache)
+        transaction.on_commit(lambda: sequence_pool_invalidate(consultation.pk))
     return Proposal.objects.create(
         consultation=consultation,
         content=content,
@@ -561,163 +611,3 @@ def proposal_submit(*, consultation: Consultation, user, text: str) -> Proposal:
         status=status,
         origin=Proposal.Origin.WEB,
     )
-
-
-# Moderation ----------------------------------------------------------------------------------
-
-
-class ModerationError(ValueError):
-    """A moderation decision that cannot be applied; its message is safe to show."""
-
-
-DEFAULT_MODERATION_LOCK_MINUTES = 5
-
-
-def moderation_lock_duration() -> timedelta:
-    minutes = getattr(settings, "CONCORDE_MODERATION_LOCK_MINUTES", DEFAULT_MODERATION_LOCK_MINUTES)
-    return timedelta(minutes=minutes)
-
-
-def moderation_next(*, moderator, consultation: Consultation | None = None) -> Proposal | None:
-    """Lock and return the oldest pending proposal that nobody else is working on.
-
-    The lock is taken by a conditional UPDATE (``locked_until`` empty or past, or already
-    ours), so two moderators asking at the same time never get the same proposal: the
-    database serialises the two updates of a row and the second finds the condition false.
-    A moderator who asks again gets back the proposal they hold, with a fresh lock.
-    """
-    now = timezone.now()
-    free = Q(locked_until__isnull=True) | Q(locked_until__lt=now) | Q(locked_by=moderator)
-    queue = Proposal.objects.filter(status=Proposal.Status.PENDING)
-    if consultation is not None:
-        queue = queue.filter(consultation=consultation)
-    for _attempt in range(5):
-        ids = list(
-            queue.filter(free).order_by("created_at", "pk").values_list("pk", flat=True)[:20]
-        )
-        if not ids:
-            return None
-        for pk in ids:
-            locked = queue.filter(free, pk=pk).update(
-                locked_by=moderator, locked_until=now + moderation_lock_duration()
-            )
-            if locked:
-                return Proposal.objects.select_related("consultation", "author", "locked_by").get(
-                    pk=pk
-                )
-    return None
-
-
-class Decision:
-    ACCEPT = "accept"
-    REFUSE = "refuse"
-    POSTPONE = "postpone"
-    ALL = (ACCEPT, REFUSE, POSTPONE)
-
-
-def moderation_decide(
-    *, moderator, proposal: Proposal, decision: str, reason: str = "", base_url: str = ""
-) -> Proposal:
-    """Accept, refuse (``reason`` from ``Proposal.RefusalReason``, required) or postpone.
-
-    Releases the lock. Archived proposals cannot be moderated, an accepted one cannot be
-    accepted again, nor a refused one refused again, and a proposal locked by another
-    moderator is left alone. On accept or refuse the author is e-mailed (after the commit;
-    a mail failure is logged, the decision stays). The e-mail's links start with ``base_url``
-    ("https://host"), by default ``settings.CONCORDE_SITE_URL``.
-    """
-    if decision not in Decision.ALL:
-        raise ModerationError(_("Unknown decision."))
-    if decision == Decision.REFUSE and reason not in Proposal.RefusalReason.values:
-        raise ModerationError(_("Choose a reason to refuse a proposal."))
-    now = timezone.now()
-    with transaction.atomic():
-        proposal = Proposal.objects.select_for_update().get(pk=proposal.pk)
-        if (
-            proposal.locked_by_id not in (None, moderator.pk)
-            and proposal.locked_until
-            and (proposal.locked_until > now)
-        ):
-            raise ModerationError(_("Another moderator is working on this proposal."))
-        if proposal.status == Proposal.Status.ARCHIVED:
-            raise ModerationError(_("An archived proposal cannot be moderated."))
-        if decision == Decision.ACCEPT and proposal.status == Proposal.Status.ACCEPTED:
-            raise ModerationError(_("This proposal is already accepted."))
-        if decision == Decision.REFUSE and proposal.status == Proposal.Status.REFUSED:
-            raise ModerationError(_("This proposal is already refused."))
-        proposal.status = {
-            Decision.ACCEPT: Proposal.Status.ACCEPTED,
-            Decision.REFUSE: Proposal.Status.REFUSED,
-            Decision.POSTPONE: Proposal.Status.POSTPONED,
-        }[decision]
-        proposal.refusal_reason = reason if decision == Decision.REFUSE else ""
-        proposal.moderated_by = moderator
-        proposal.moderated_at = now
-        proposal.locked_by = None
-        proposal.locked_until = None
-        proposal.save(
-            update_fields=[
-                "status",
-                "refusal_reason",
-                "moderated_by",
-                "moderated_at",
-                "locked_by",
-                "locked_until",
-                "updated_at",
-            ]
-        )
-        if decision in (Decision.ACCEPT, Decision.REFUSE):
-            proposal_id = proposal.pk
-            transaction.on_commit(lambda: _moderation_notify(proposal_id, base_url))
-    return proposal
-
-
-def _moderation_notify(proposal_id: int, base_url: str = "") -> None:
-    """E-mail the author the decision, in the consultation's language when we have it."""
-    proposal = Proposal.objects.select_related("author", "consultation").get(pk=proposal_id)
-    base_url = (base_url or getattr(settings, "CONCORDE_SITE_URL", "")).rstrip("/")
-    author = proposal.author
-    if author is None or not author.email:
-        return
-    consultation = proposal.consultation
-    languages = {code for code, _name in settings.LANGUAGES}
-    language = (
-        consultation.language if consultation.language in languages else settings.LANGUAGE_CODE
-    )
-    with translation.override(language):
-        values = {
-            "name": author.display_name or author.first_name or _("citizen"),
-            "content": proposal.content,
-            "question": consultation.question,
-            "url": f"{base_url}{proposal.get_absolute_url()}",
-            "consultation_url": f"{base_url}{consultation.get_absolute_url()}",
-        }
-        if proposal.status == Proposal.Status.ACCEPTED:
-            subject = _("Your proposal is published")
-            body = (
-                _(
-                    "Hello %(name)s,\n\n"
-                    "Your proposal “%(content)s” to the consultation “%(question)s” has been "
-                    "accepted by the moderators. Other citizens can now vote on it:\n%(url)s\n\n"
-                    "Thank you for taking part.\nConcorde"
-                )
-                % values
-            )
-        else:
-            values["reason"] = Proposal.RefusalReason(proposal.refusal_reason).label
-            subject = _("Your proposal was not published")
-            body = (
-                _(
-                    "Hello %(name)s,\n\n"
-                    "Your proposal “%(content)s” to the consultation “%(question)s” was not "
-                    "published. Reason: %(reason)s.\n\n"
-                    "Our moderation charter accepts one concrete idea per proposal, without insults, "
-                    "advertising or partisan content. You are welcome to write a new one:\n"
-                    "%(consultation_url)s\n\nConcorde"
-                )
-                % values
-            )
-    try:
-        send_mail(str(subject), str(body), None, [author.email])
-    except Exception:  # the decision is made; a mail server outage must not undo it
-        logger.exception("could not e-mail the author of proposal %s", proposal.pk)

@@ -1,11 +1,8 @@
-import functools
 import secrets
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.views import redirect_to_login
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
@@ -16,35 +13,30 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseClientRedirect
 
 from causes.selectors import cause_visible_list
+from config.ratelimit import rate_limited
 
+from . import abuse
 from . import text as proposal_text
-from .forms import ModerationForm, ProposalForm
-from .models import QUALIFICATIONS_BY_VOTE, Consultation, Proposal, Vote, VoteKey
+from .forms import ProposalForm
+from .models import QUALIFICATIONS_BY_VOTE, Proposal, Vote, VoteKey
 from .selectors import (
     SORTS,
     consultation_get_for_user,
     consultation_stats,
     consultation_visible_list,
-    moderation_consultations,
-    moderation_pending_count,
     participant_votes,
     proposal_public_list,
     proposal_similar,
     proposal_vote_shares,
 )
 from .services import (
-    ModerationError,
     ProposalError,
     VoteError,
-    moderation_decide,
-    moderation_lock_duration,
-    moderation_next,
     participant_from_request,
     participant_peek,
     proposal_submit,
     qualification_toggle,
     sequence_start,
-    vote_submit,
 )
 
 PAGE_SIZE = 20
@@ -166,8 +158,14 @@ def consultation_detail(request, slug):
 
 
 @require_http_methods(["GET", "POST"])
+@rate_limited("propose")
 def proposal_create(request, slug):
-    """POST a proposal. Anonymous visitors keep their draft in the session and log in first."""
+    """POST a proposal. Anonymous visitors keep their draft in the session and log in first.
+
+    Rate-limited per hashed IP and per account (429), and refused with a clear message when the
+    bot protection (honeypot, signed form timestamp) trips: nothing is stored then, not even
+    the anonymous draft (consultations/abuse.py).
+    """
     consultation = consultation_get_for_user(slug=slug, user=request.user)
     back = f"{consultation.get_absolute_url()}#propose"
     if request.method == "GET":
@@ -180,6 +178,15 @@ def proposal_create(request, slug):
         )
     form = ProposalForm(request.POST)
     if not form.is_valid():
+        return _render(
+            request,
+            "consultations/consultation_detail.html",
+            _detail_context(request, consultation, form=form),
+            status=400,
+        )
+    bot_error = abuse.proposal_bot_check(request.POST)
+    if bot_error:
+        form.add_error("content", bot_error)
         return _render(
             request,
             "consultations/consultation_detail.html",
@@ -328,6 +335,7 @@ def _sequence_response(request, consultation, participant, *, status=200):
 
 
 @require_http_methods(["GET", "POST"])
+@rate_limited("sequence")
 def sequence(request, slug):
     """GET: the current card (or the intro). POST: start a new sequence."""
     consultation = consultation_get_for_user(slug=slug, user=request.user)
@@ -392,8 +400,13 @@ def _voting_proposal(request, slug, pk):
 
 
 @require_POST
+@rate_limited("vote")
 def proposal_vote(request, slug, pk):
-    """POST key (agree/disagree/neutral) and, from a sequence, the card's token."""
+    """POST key (agree/disagree/neutral) and, from a sequence, the card's token.
+
+    Rate-limited per hashed IP and per account or session (429); bursts are flagged for
+    moderators and a flagged participant's votes are untrusted (consultations/abuse.py).
+    """
     consultation, proposal = _voting_proposal(request, slug, pk)
     key = request.POST.get("key", "")
     if key not in VoteKey.values:
@@ -402,7 +415,8 @@ def proposal_vote(request, slug, pk):
         return _bad_request(request, _("This consultation is not open to votes."))
     participant = participant_from_request(request)
     try:
-        vote_submit(
+        abuse.vote_submit_watched(
+            request=request,
             participant=participant,
             proposal=proposal,
             key=key,
@@ -414,6 +428,7 @@ def proposal_vote(request, slug, pk):
 
 
 @require_POST
+@rate_limited("qualify")
 def proposal_qualify(request, slug, pk):
     """Toggle a qualification on the participant's vote on this proposal."""
     consultation, proposal = _voting_proposal(request, slug, pk)
@@ -457,83 +472,3 @@ def proposal_detail(request, slug, pk):
         _proposal_context(proposal, participant_peek(request)),
         partial="vote-box",
     )
-
-
-# Moderation ----------------------------------------------------------------------------------
-
-
-def moderator_required(view):
-    """Moderators only: anonymous visitors go to the login page, other users get a 403."""
-
-    @functools.wraps(view)
-    def wrapper(request, *args, **kwargs):
-        if not request.user.is_authenticated:
-            return redirect_to_login(request.get_full_path(), reverse("account_login"))
-        if not request.user.has_perm("consultations.moderate_proposal"):
-            raise PermissionDenied
-        return view(request, *args, **kwargs)
-
-    return wrapper
-
-
-def _moderation_filter(request):
-    slug = request.GET.get("c") or request.POST.get("c") or ""
-    if not slug:
-        return None
-    return get_object_or_404(Consultation, slug=slug)
-
-
-def _moderation_context(request, consultation):
-    proposal = moderation_next(moderator=request.user, consultation=consultation)
-    return {
-        "proposal": proposal,
-        "filter": consultation,
-        "consultations": moderation_consultations(),
-        "pending": moderation_pending_count(consultation=consultation),
-        "lock_minutes": int(moderation_lock_duration().total_seconds() // 60),
-        "reasons": Proposal.RefusalReason.choices,
-    }
-
-
-@require_GET
-@moderator_required
-def moderation_queue(request):
-    """The oldest pending proposal, locked for this moderator, with the decision buttons."""
-    consultation = _moderation_filter(request)
-    return _render(
-        request,
-        "consultations/moderation.html",
-        _moderation_context(request, consultation),
-        partial="queue",
-    )
-
-
-@require_POST
-@moderator_required
-def moderation_decision(request, pk):
-    consultation = _moderation_filter(request)
-    proposal = get_object_or_404(Proposal, pk=pk)
-    form = ModerationForm(request.POST)
-    if not form.is_valid():
-        return _bad_request(request, _("Choose accept, refuse or postpone."))
-    try:
-        moderation_decide(
-            moderator=request.user,
-            proposal=proposal,
-            decision=form.cleaned_data["decision"],
-            reason=form.cleaned_data["reason"],
-        )
-    except ModerationError as error:
-        return _bad_request(request, str(error))
-    labels = {"accept": _("Accepted"), "refuse": _("Refused"), "postpone": _("Postponed")}
-    done = f"{labels[form.cleaned_data['decision']]}: {proposal.content}"
-    if request.htmx:
-        context = _moderation_context(request, consultation)
-        return _render(
-            request, "consultations/moderation.html", {**context, "done": done}, partial="queue"
-        )
-    messages.success(request, done)
-    url = reverse("moderation:queue")
-    if consultation is not None:
-        url += f"?{urlencode({'c': consultation.slug})}"
-    return redirect(url)

@@ -17,6 +17,7 @@ export DATABASE_URL=${TEST_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/conc
 export TEST_REDIS_URL=${TEST_REDIS_URL:-redis://127.0.0.1:6379/15}
 unset CELERY_BROKER_URL REDIS_URL DJANGO_ENV
 .venv/bin/ruff check . || exit 1
+.venv/bin/python scripts/audit.py || exit 1  # pip-audit; an unreachable database warns, never passes silently
 .venv/bin/python -m pytest --create-db -q "$@"
 rc=$?
 if [ "$rc" -eq 5 ]; then

@@ -1,19 +1,63 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.utils.translation import gettext_lazy as _
+
+from accounts.admin_audit import AuditedAdminMixin
 
 from .models import (
     Consultation,
     Exposure,
+    ModerationClassifier,
+    ModeratorAssignment,
     Participant,
     Proposal,
     ProposalCounter,
+    ProposalEdit,
+    ProposalPrediction,
     Qualification,
     Vote,
+    VoteBurstFlag,
 )
 
 
+class ModeratorAssignmentInline(admin.TabularInline):
+    """Who moderates this consultation (superusers moderate every consultation)."""
+
+    model = ModeratorAssignment
+    fk_name = "consultation"
+    extra = 0
+    raw_id_fields = ("moderator",)
+    readonly_fields = ("assigned_by", "assigned_at")
+    verbose_name_plural = _("moderators (need the “Can moderate proposals” permission)")
+
+
 @admin.register(Consultation)
-class ConsultationAdmin(admin.ModelAdmin):
+class ConsultationAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    inlines = [ModeratorAssignmentInline]
+    actions = ("train_moderation_classifier",)
+
+    def save_formset(self, request, form, formset, change):
+        if formset.model is ModeratorAssignment:
+            for inline_form in formset.forms:
+                if inline_form.instance.pk is None and not inline_form.instance.assigned_by_id:
+                    inline_form.instance.assigned_by = request.user
+        super().save_formset(request, form, formset, change)
+
+    @admin.action(description=_("Train the moderation classifier on past decisions"))
+    def train_moderation_classifier(self, request, queryset):
+        from .classifier import ClassifierUnavailable, classifier_train
+
+        for consultation in queryset:
+            try:
+                classifier = classifier_train(consultation=consultation, actor=request.user)
+            except ClassifierUnavailable as error:
+                self.message_user(request, f"{consultation}: {error}", level=messages.WARNING)
+            else:
+                self.message_user(
+                    request,
+                    _("%(consultation)s: classifier trained on %(n)d decisions.")
+                    % {"consultation": consultation, "n": classifier.n_samples},
+                )
+
     list_display = ("question", "cause", "language", "starts_at", "ends_at", "can_propose")
     list_filter = ("language", "can_propose", "cause")
     list_select_related = ("cause",)
@@ -46,8 +90,25 @@ class ConsultationAdmin(admin.ModelAdmin):
     )
 
 
+class ProposalEditInline(admin.TabularInline):
+    """Spelling corrections by moderators: read only, the history is never rewritten."""
+
+    model = ProposalEdit
+    extra = 0
+    can_delete = False
+    fields = ("created_at", "editor", "before", "after", "distance")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Proposal)
-class ProposalAdmin(admin.ModelAdmin):
+class ProposalAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    inlines = [ProposalEditInline]
     list_display = ("content", "consultation", "status", "votes_total", "origin", "created_at")
     list_filter = ("status", "origin", "refusal_reason", "consultation")
     list_select_related = ("consultation",)
@@ -60,7 +121,7 @@ class ProposalAdmin(admin.ModelAdmin):
 
 
 @admin.register(Participant)
-class ParticipantAdmin(admin.ModelAdmin):
+class ParticipantAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("__str__", "age_range", "gender", "postal_area", "created_at")
     list_filter = ("age_range", "gender")
     list_select_related = ("user",)
@@ -75,7 +136,7 @@ class QualificationInline(admin.TabularInline):
 
 
 @admin.register(Vote)
-class VoteAdmin(admin.ModelAdmin):
+class VoteAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("proposal", "participant", "key", "trust", "in_sequence", "created_at")
     list_filter = ("key", "trust", "in_sequence")
     list_select_related = ("proposal", "participant__user")
@@ -85,7 +146,7 @@ class VoteAdmin(admin.ModelAdmin):
 
 
 @admin.register(ProposalCounter)
-class ProposalCounterAdmin(admin.ModelAdmin):
+class ProposalCounterAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("proposal", "key", "trust", "count")
     list_filter = ("trust", "key")
     list_select_related = ("proposal",)
@@ -94,8 +155,174 @@ class ProposalCounterAdmin(admin.ModelAdmin):
 
 
 @admin.register(Exposure)
-class ExposureAdmin(admin.ModelAdmin):
+class ExposureAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("sequence_id", "position", "proposal", "participant", "pool", "created_at")
     list_select_related = ("proposal", "participant")
     raw_id_fields = ("participant", "proposal")
     show_full_result_count = False
+
+
+@admin.register(VoteBurstFlag)
+class VoteBurstFlagAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """Vote bursts flagged by consultations/abuse.py, for moderators to confirm or dismiss."""
+
+    list_display = (
+        "created_at",
+        "scope",
+        "short_source",
+        "consultation",
+        "count",
+        "threshold",
+        "window_seconds",
+        "status",
+        "votes_distrusted",
+        "reviewed_by",
+    )
+    list_filter = ("status", "scope", "consultation")
+    list_select_related = ("consultation", "reviewed_by")
+    raw_id_fields = ("participant", "consultation", "reviewed_by")
+    readonly_fields = [field.name for field in VoteBurstFlag._meta.fields]
+    actions = ("confirm_bursts", "dismiss_bursts")
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("source"))
+    def short_source(self, flag):
+        return flag.source_key[:12]
+
+    @admin.action(description=_("Confirm: distrust the votes of these bursts"), permissions=["change"])
+    def confirm_bursts(self, request, queryset):
+        from .abuse import burst_flag_confirm
+
+        for flag in queryset:
+            burst_flag_confirm(flag=flag, actor=request.user)
+        self.message_user(request, _("Bursts confirmed: their votes no longer count in scores."))
+
+    @admin.action(description=_("Dismiss: these were genuine voters"), permissions=["change"])
+    def dismiss_bursts(self, request, queryset):
+        from .abuse import burst_flag_dismiss
+
+        for flag in queryset:
+            burst_flag_dismiss(flag=flag, actor=request.user)
+        self.message_user(request, _("Bursts dismissed: later votes are trusted again."))
+
+
+@admin.register(ModeratorAssignment)
+class ModeratorAssignmentAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    list_display = ("moderator", "consultation", "assigned_by", "assigned_at")
+    list_filter = ("consultation",)
+    list_select_related = ("moderator", "consultation", "assigned_by")
+    search_fields = ("moderator__email", "consultation__question")
+    raw_id_fields = ("moderator",)
+    autocomplete_fields = ("consultation",)
+    readonly_fields = ("assigned_by", "assigned_at")
+
+    def save_model(self, request, obj, form, change):
+        if not change and not obj.assigned_by_id:
+            obj.assigned_by = request.user
+        super().save_model(request, obj, form, change)
+
+
+@admin.register(ProposalEdit)
+class ProposalEditAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """The history of spelling corrections (read only)."""
+
+    list_display = ("created_at", "proposal", "editor", "before", "after", "distance")
+    list_select_related = ("proposal", "editor")
+    list_filter = ("proposal__consultation",)
+    search_fields = ("before", "after", "editor__email")
+    readonly_fields = [field.name for field in ProposalEdit._meta.fields]
+    date_hierarchy = "created_at"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(ModerationClassifier)
+class ModerationClassifierAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """Trained classifiers (see consultations/classifier.py); train them from the consultations."""
+
+    list_display = ("consultation", "created_at", "n_samples", "classes", "trained_by")
+    list_select_related = ("consultation", "trained_by")
+    list_filter = ("consultation",)
+    exclude = ("model",)
+    readonly_fields = ("consultation", "classes", "n_samples", "metrics", "trained_by", "created_at")
+
+    def has_add_permission(self, request):
+        return False
+
+
+@admin.register(ProposalPrediction)
+class ProposalPredictionAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    list_display = ("proposal", "refuse_probability", "reason", "reason_probability", "classifier")
+    list_select_related = ("proposal", "classifier")
+    list_filter = ("reason",)
+    raw_id_fields = ("proposal", "classifier")
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+# Import jobs (consultations/imports.py): uploaded on the staff page, listed and retried here.
+from .models import ImportJob  # noqa: E402
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    list_display = (
+        "pk",
+        "original_name",
+        "consultation",
+        "kind",
+        "status",
+        "rows_done",
+        "rows_total",
+        "created_count",
+        "rows_skipped",
+        "created_by",
+        "created_at",
+    )
+    list_filter = ("status", "kind")
+    list_select_related = ("consultation", "created_by")
+    search_fields = ("original_name", "sha256", "consultation__slug")
+    readonly_fields = [field.name for field in ImportJob._meta.fields] + ["progress_page"]
+    actions = ("retry_jobs",)
+    date_hierarchy = "created_at"
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    @admin.display(description=_("progress page"))
+    def progress_page(self, job):
+        from django.urls import reverse
+        from django.utils.html import format_html
+
+        return format_html('<a href="{}">{}</a>', reverse("imports:detail", args=[job.pk]), _("open"))
+
+    def add_view(self, request, form_url="", extra_context=None):
+        # Uploads go through the staff page, which checks the file and runs it as a job.
+        from django.shortcuts import redirect
+
+        return redirect("imports:list")
+
+    @admin.action(description=_("Retry the failed imports"), permissions=["add"])
+    def retry_jobs(self, request, queryset):
+        from .imports import import_job_retry
+
+        retried = sum(import_job_retry(job=job, user=request.user) for job in queryset)
+        self.message_user(request, _("%(n)d import(s) queued again.") % {"n": retried})

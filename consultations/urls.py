@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import moderation_views, views
 
 app_name = "consultations"
 
@@ -13,4 +13,7 @@ urlpatterns = [
     path("<slug:slug>/p/<int:pk>/", views.proposal_detail, name="proposal"),
     path("<slug:slug>/p/<int:pk>/vote/", views.proposal_vote, name="vote"),
     path("<slug:slug>/p/<int:pk>/qualify/", views.proposal_qualify, name="qualify"),
+    path(
+        "<slug:slug>/moderation/", moderation_views.moderation_stats, name="moderation_stats"
+    ),  # public moderation statistics
 ]

@@ -1,4 +1,8 @@
-"""Moderation: the locked queue, decisions, e-mails to authors, and who may moderate."""
+"""Moderation: the locked queue, decisions, e-mails to authors, and who may moderate.
+
+Moderators here are assigned to every consultation the tests make (``moderator()``); the
+per-consultation scope has its own tests in test_moderation_scope.py.
+"""
 
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
@@ -10,21 +14,47 @@ from django.db import connection
 from django.urls import reverse
 from django.utils import timezone
 
-from consultations.models import Proposal
-from consultations.services import ModerationError, moderation_decide, moderation_next
+from consultations.models import ModeratorAssignment, Proposal
+from consultations.moderation import ModerationError, moderation_decide, moderation_next
 
 from ..factories import ConsultationFactory, ProposalFactory, UserFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
 
 
-
 QUEUE = "/moderation/"
 
 
+@pytest.fixture(autouse=True)
+def _moderators_see_every_consultation(db):
+    """Assign every moderator of these tests to every consultation, whenever either is made."""
+    from django.db.models.signals import post_save
+
+    from consultations.models import Consultation
+
+    def assign(sender, instance, created, **kwargs):
+        if created:
+            for user in MODERATORS:
+                ModeratorAssignment.objects.get_or_create(moderator=user, consultation=instance)
+
+    post_save.connect(assign, sender=Consultation, dispatch_uid="test-moderation-assign")
+    yield
+    post_save.disconnect(sender=Consultation, dispatch_uid="test-moderation-assign")
+    MODERATORS.clear()
+
+
+MODERATORS = []
+
+
 def moderator(**kwargs):
+    from consultations.models import Consultation
+
     user = UserFactory(is_staff=True, **kwargs)
     user.user_permissions.add(Permission.objects.get(codename="moderate_proposal"))
+    MODERATORS.append(user)
+    ModeratorAssignment.objects.bulk_create(
+        [ModeratorAssignment(moderator=user, consultation=c) for c in Consultation.objects.all()]
+    )
     return user
 
 

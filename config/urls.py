@@ -4,12 +4,15 @@ from django.contrib import admin
 from django.urls import include, path
 
 from config.health import health
+from config.metrics import metrics_view
 from consultations import views as consultation_views
 
 urlpatterns = [
     path("", consultation_views.home, name="home"),
     path("health/", health, name="health"),
     path("i18n/", include("django.conf.urls.i18n")),
+    path("metrics", metrics_view, name="metrics"),
+    path("accounts/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),
     path("admin/", admin.site.urls),
     path("causes/", include("causes.urls")),
@@ -18,6 +21,8 @@ urlpatterns = [
     path("partners/", include("partners.urls")),
     path("engine/", include("consensus.urls")),
     path("actions/", include("actions.urls")),
+    path("api/", include("consultations.api_urls")),
+    path("staff/imports/", include("consultations.import_urls")),
 ]
 if settings.DEBUG:
     urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)

@@ -414,8 +414,13 @@ def _save_proposals(*, consultation, items, report, run_started, update, update_
             )
 
 
-def _import_proposal_rows(*, consultation, rows, build, batch_size, update, update_fields, report):
-    """Feed ``rows`` (from ``_CsvRows``) through ``build(fields) -> values`` in batches."""
+def _import_proposal_rows(
+    *, consultation, rows, build, batch_size, update, update_fields, report, progress=None
+):
+    """Feed ``rows`` (from ``_CsvRows``) through ``build(fields) -> values`` in batches.
+
+    ``progress(rows_read)`` is called after each batch (e.g. by an import job).
+    """
     run_started = timezone.now()
 
     def items():
@@ -442,6 +447,8 @@ def _import_proposal_rows(*, consultation, rows, build, batch_size, update, upda
             update=update,
             update_fields=update_fields,
         )
+        if progress is not None:
+            progress(report.rows)
         if report.created >= next_analyze:
             _analyze(Proposal)
             next_analyze *= 2
@@ -457,6 +464,7 @@ def import_makeorg(
     limit: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     update: bool = False,
+    progress=None,
 ) -> ImportReport:
     """Import Make.org's open-data ``proposals.csv`` as accepted, imported proposals.
 
@@ -493,6 +501,7 @@ def import_makeorg(
             update=update,
             update_fields=["content", "author_age", "source_stats"],
             report=report,
+            progress=progress,
         )
     report.elapsed = time.monotonic() - started
     return report
@@ -510,6 +519,7 @@ def import_csv(
     limit: int | None = None,
     batch_size: int = DEFAULT_BATCH_SIZE,
     update: bool = False,
+    progress=None,
 ) -> ImportReport:
     """Import a CSV of open answers: one proposal per row, keyed on ``id_column``.
 
@@ -549,6 +559,7 @@ def import_csv(
             update=update,
             update_fields=["content", "source_stats"],
             report=report,
+            progress=progress,
         )
     report.elapsed = time.monotonic() - started
     return report
@@ -676,6 +687,7 @@ def import_polis(
     batch_size: int = DEFAULT_BATCH_SIZE,
     update: bool = False,
     conversation: str | None = None,
+    progress=None,
 ) -> ImportReport:
     """Import a Polis export folder: its comments as proposals, its voters and their votes.
 
@@ -739,6 +751,8 @@ def import_polis(
             update=update,
             report=report,
         )
+    if progress is not None:
+        progress(report.rows)
     # Vote rows are reported in the same report, numbered within their own file.
     vote_report = votes.report
     with votes:
@@ -751,6 +765,8 @@ def import_polis(
             events = _polis_vote_events(votes, comment_pk, skipped, report)
         for batch in _batches(events, batch_size):
             writer.write(batch)
+            if progress is not None:
+                progress(report.rows + vote_report.rows)
         writer.finish()
     report.rows += vote_report.rows
     report.bad_count += vote_report.bad_count

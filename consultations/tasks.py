@@ -1,0 +1,12 @@
+"""Celery entry points of the consultations app: they take ids and call a service."""
+
+from celery import shared_task
+
+
+@shared_task(name="consultations.import_job_run", time_limit=3 * 3600, soft_time_limit=3 * 3600 - 60)
+def import_job_run(job_id: int) -> str:
+    """Run an uploaded import (consultations.imports); a job that is not pending is left alone."""
+    from .imports import import_job_run as run
+
+    job = run(job_id=job_id)
+    return "skipped" if job is None else job.status

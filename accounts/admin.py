@@ -2,11 +2,13 @@ from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 from django.utils.translation import gettext_lazy as _
 
+from . import services
+from .admin_audit import AuditedAdminMixin
 from .models import AuditEntry, User
 
 
 @admin.register(User)
-class UserAdmin(BaseUserAdmin):
+class UserAdmin(AuditedAdminMixin, BaseUserAdmin):
     ordering = ("email",)
     list_display = ("email", "display_name", "is_staff", "is_active", "date_joined")
     list_filter = ("is_staff", "is_superuser", "is_active")
@@ -21,6 +23,15 @@ class UserAdmin(BaseUserAdmin):
         (_("Important dates"), {"fields": ("last_login", "date_joined")}),
     )
     add_fieldsets = ((None, {"classes": ("wide",), "fields": ("email", "password1", "password2")}),)
+
+    # Deleting a user in the admin is an erasure (accounts/services.py): their votes stay counted,
+    # anonymised, and the audit entry ("account.erase") names the account by id only.
+    def delete_model(self, request, obj):
+        services.account_erase(user=obj, actor=request.user, reason="staff")
+
+    def delete_queryset(self, request, queryset):
+        for user in queryset.order_by("pk"):
+            services.account_erase(user=user, actor=request.user, reason="staff")
 
 
 @admin.register(AuditEntry)

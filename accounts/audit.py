@@ -33,9 +33,24 @@ def _jsonable(value):
     return json.loads(json.dumps(value, cls=DjangoJSONEncoder))
 
 
-def audit_record(*, actor, action, target=None, before=None, after=None, note=""):
+def audit_record(
+    *,
+    actor,
+    action,
+    target=None,
+    before=None,
+    after=None,
+    note="",
+    target_type="",
+    target_id="",
+    target_label=None,
+    actor_label=None,
+):
     """Write one audit entry. `actor` is a User (or None for the system), `action` a short dotted verb
-    such as "proposal.accept", `target` the model instance acted on."""
+    such as "proposal.accept", `target` the model instance acted on. `target_type` names the kind of
+    object when there is no single target (a bulk action on "consultations.proposal");
+    `target_label` replaces `str(target)` and `actor_label` the actor's email where those would be
+    personal data (an erased account: docs/privacy.md)."""
     entry = AuditEntry(
         actor=actor if getattr(actor, "pk", None) else None,
         actor_label=(getattr(actor, "email", "") or "")[:254] if actor is not None else "system",
@@ -48,5 +63,12 @@ def audit_record(*, actor, action, target=None, before=None, after=None, note=""
         entry.target_type = target._meta.label_lower
         entry.target_id = str(target.pk)
         entry.target_label = str(target)[:255]
+    elif target_type:
+        entry.target_type = target_type[:100]
+        entry.target_id = str(target_id)[:64]
+    if target_label is not None:
+        entry.target_label = str(target_label)[:255]
+    if actor_label is not None:
+        entry.actor_label = str(actor_label)[:254]
     entry.save()
     return entry

@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from accounts.admin_audit import AuditedAdminMixin
+
 from .models import Action, ActionPlan, ActionUpdate, Follow, Measurement, Objective
 
 
@@ -12,7 +14,7 @@ class ActionInline(admin.TabularInline):
 
 
 @admin.register(ActionPlan)
-class ActionPlanAdmin(admin.ModelAdmin):
+class ActionPlanAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("title", "cause", "status", "created_at")
     list_filter = ("status",)
     list_select_related = ("cause",)
@@ -36,7 +38,7 @@ class ActionUpdateInline(admin.TabularInline):
 
 
 @admin.register(Action)
-class ActionAdmin(admin.ModelAdmin):
+class ActionAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("title", "plan", "owner", "status")
     list_filter = ("status",)
     list_select_related = ("plan", "owner")
@@ -53,7 +55,7 @@ class MeasurementInline(admin.TabularInline):
 
 
 @admin.register(Objective)
-class ObjectiveAdmin(admin.ModelAdmin):
+class ObjectiveAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("indicator", "action", "baseline", "baseline_on", "target", "unit", "due_date")
     list_select_related = ("action",)
     search_fields = ("indicator",)
@@ -62,7 +64,7 @@ class ObjectiveAdmin(admin.ModelAdmin):
 
 
 @admin.register(Follow)
-class FollowAdmin(admin.ModelAdmin):
+class FollowAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("user", "action", "created_at")
     list_select_related = ("user", "action")
     raw_id_fields = ("user", "action")

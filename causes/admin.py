@@ -1,5 +1,6 @@
 from django.contrib import admin
 
+from accounts.admin_audit import AuditedAdminMixin
 from consultations.models import Consultation
 from partners.models import CausePartner
 
@@ -20,7 +21,7 @@ class CausePartnerInline(admin.TabularInline):
 
 
 @admin.register(Cause)
-class CauseAdmin(admin.ModelAdmin):
+class CauseAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("title", "kind", "status", "created_at")
     list_filter = ("status", "kind")
     search_fields = ("title", "summary")

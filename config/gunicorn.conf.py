@@ -7,8 +7,8 @@ WEB_THREADS (threads per worker, default 1 = sync workers; above 1 = gthread wor
 DB_POOL_MAX_SIZE >= WEB_THREADS), WEB_TIMEOUT (seconds, default 30), WEB_MAX_REQUESTS (recycle a
 worker after N requests, default 2000, 0 = never), FORWARDED_ALLOW_IPS (proxies trusted for
 X-Forwarded-*, default 127.0.0.1), WEB_CONTROL_SOCKET (path of gunicorn's control socket; off
-by default). Access logs go to stdout, as JSON lines when LOG_FORMAT=json,
-with the request id (X-Request-ID response header) either way. Command-line flags override these.
+by default). Access logs go to stdout, as JSON lines when LOG_FORMAT=json, with the client IP
+replaced by its keyed hash (accounts/privacy.py) and the request id (X-Request-ID response header) either way. Command-line flags override these.
 """
 
 import json
@@ -40,10 +40,34 @@ if os.path.isdir("/dev/shm"):
     worker_tmp_dir = "/dev/shm"  # heartbeat file off the (possibly slow) disk
 
 accesslog = "-"
-if os.environ.get("LOG_FORMAT", "plain").strip().lower() == "json":
-    from gunicorn.glogging import Logger
+from gunicorn.glogging import Logger  # noqa: E402
 
-    class JsonAccessLogger(Logger):
+
+def _client_ip_hash(environ):
+    """The client's keyed IP hash (accounts/privacy.py): access logs never hold an IP in clear."""
+    try:
+        from types import SimpleNamespace
+
+        from accounts.privacy import ip_hash
+
+        return ip_hash(SimpleNamespace(META=environ)) or "-"
+    except Exception:  # Django not set up in this process: log nothing rather than the IP
+        return "-"
+
+
+class PrivateAccessLogger(Logger):
+    """The "h" atom (remote address) is replaced by the client's IP hash."""
+
+    def atoms(self, resp, req, environ, request_time):
+        atoms = super().atoms(resp, req, environ, request_time)
+        atoms["h"] = _client_ip_hash(environ)
+        return atoms
+
+
+logger_class = PrivateAccessLogger
+if os.environ.get("LOG_FORMAT", "plain").strip().lower() == "json":
+
+    class JsonAccessLogger(PrivateAccessLogger):
         """Escapes every atom for JSON, so that a quote in a path or user agent stays valid."""
 
         def atoms(self, resp, req, environ, request_time):
@@ -56,7 +80,7 @@ if os.environ.get("LOG_FORMAT", "plain").strip().lower() == "json":
 
     logger_class = JsonAccessLogger
     access_log_format = (
-        '{"time":"%(t)s","level":"INFO","logger":"gunicorn.access","remote":"%(h)s",'
+        '{"time":"%(t)s","level":"INFO","logger":"gunicorn.access","client_ip_hash":"%(h)s",'
         '"method":"%(m)s","path":"%(U)s","query":"%(q)s","status":%(s)s,"bytes":"%(B)s",'
         '"duration_ms":%(M)s,"user_agent":"%(a)s","request_id":"%({x-request-id}o)s"}'
     )

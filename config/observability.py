@@ -5,7 +5,8 @@
 and sends it back in the response's ``X-Request-ID`` header. ``RequestIdFilter`` copies it onto
 every record (``record.request_id``, "-" outside a request). ``JsonFormatter`` writes one JSON
 object per line: time, level, logger, message, request id, and inside a Celery task its name and
-id; the ``extra={...}`` fields of a call are kept.
+id; the ``extra={...}`` fields of a call are kept. Inside a request, records also carry
+``client_ip_hash`` (``accounts.privacy.ip_hash``): no log line holds a client IP.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ import traceback
 import uuid
 from datetime import UTC, datetime
 
+from accounts.privacy import ip_hash
+
 _request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+# The client's keyed IP hash (accounts/privacy.py); logs never hold the IP itself.
+_client_ip_hash: contextvars.ContextVar[str] = contextvars.ContextVar("client_ip_hash", default="")
 _SAFE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 HEADER = "HTTP_X_REQUEST_ID"
 
@@ -38,9 +43,12 @@ class RequestIdMiddleware:
         request_id = incoming if _SAFE_ID.match(incoming) else uuid.uuid4().hex
         request.request_id = request_id
         token = _request_id.set(request_id)
+        request.client_ip_hash = ip_hash(request)
+        client_token = _client_ip_hash.set(request.client_ip_hash)
         try:
             response = self.get_response(request)
         finally:
+            _client_ip_hash.reset(client_token)
             _request_id.reset(token)
         response.headers.setdefault("X-Request-ID", request_id)
         return response
@@ -50,6 +58,10 @@ class RequestIdFilter(logging.Filter):
     def filter(self, record):
         if not hasattr(record, "request_id"):
             record.request_id = _request_id.get()
+        # django.request logs a 4xx/5xx after the middleware returned, with extra={"request": …}
+        client = _client_ip_hash.get() or getattr(getattr(record, "request", None), "client_ip_hash", "")
+        if client and not hasattr(record, "client_ip_hash"):
+            record.client_ip_hash = client  # a JSON field of the line (never the IP)
         return True
 
 

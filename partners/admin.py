@@ -1,5 +1,7 @@
 from django.contrib import admin
 
+from accounts.admin_audit import AuditedAdminMixin
+
 from .models import CausePartner, Partner, PartnerMembership
 
 
@@ -10,7 +12,7 @@ class PartnerMembershipInline(admin.TabularInline):
 
 
 @admin.register(Partner)
-class PartnerAdmin(admin.ModelAdmin):
+class PartnerAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("name", "kind", "weight", "link")
     list_filter = ("kind",)
     search_fields = ("name",)
@@ -19,7 +21,7 @@ class PartnerAdmin(admin.ModelAdmin):
 
 
 @admin.register(CausePartner)
-class CausePartnerAdmin(admin.ModelAdmin):
+class CausePartnerAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("partner", "cause", "kind", "weight")
     list_filter = ("kind",)
     list_select_related = ("partner", "cause")

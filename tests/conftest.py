@@ -40,3 +40,21 @@ def _clear_cache():
     cache.clear()
     yield
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def _celery_pools_open():
+    """Tests that run a real worker may close the Celery app's connection pools on teardown;
+    eager ``delay()`` still takes a producer from them, so reopen them for the next test."""
+    from kombu import pools
+
+    from config.celery import app
+
+    amqp = app.__dict__.get("amqp")
+    producers = getattr(amqp, "_producer_pool", None) if amqp is not None else None
+    if getattr(app._pool, "_closed", False) or getattr(producers, "_closed", False):
+        app._pool = None
+        if amqp is not None:
+            amqp._producer_pool = None
+        pools.reset()  # kombu keeps its own registry of producer pools per connection
+    yield

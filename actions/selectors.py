@@ -401,3 +401,27 @@ def action_followable_by(*, action: Action, user) -> bool:
 
 def follow_exists(*, action: Action, user) -> bool:
     return user.is_authenticated and Follow.objects.filter(action=action, user=user).exists()
+
+
+def action_public_by_idea(*, consultation, idea_ids) -> dict[int, list[Action]]:
+    """Public actions that build on the given ideas, by idea id: one query.
+
+    For the consultation's results page: only actions of the consultation's own cause, in a
+    published or closed plan and not drafts. Whoever may see the consultation may see its cause,
+    so the answer is the same for every visitor of the page (and can be cached with it).
+    """
+    through = Action.ideas.through
+    rows = (
+        through.objects.filter(
+            idea_id__in=list(idea_ids),
+            action__plan__cause_id=consultation.cause_id,
+            action__plan__status__in=PUBLIC_PLAN_STATUSES,
+        )
+        .exclude(action__status=Action.Status.DRAFT)
+        .select_related("action", "action__owner")
+        .order_by("action__created_at", "action_id")
+    )
+    out: dict[int, list[Action]] = {}
+    for row in rows:
+        out.setdefault(row.idea_id, []).append(row.action)
+    return out

@@ -1,31 +1,52 @@
 """Public results of a consultation's current engine run: ideas, opinion groups, method, CSV, segments.
 
-Visibility follows ``consultation_get_for_user`` (private consultations are 404 for outsiders).
-The page reads a bounded number of queries whatever the size of the consultation; the segment
-cut (which scans the votes) is only computed when a dimension is asked for.
+Visibility follows ``consultation_get_for_user`` (private consultations are 404 for outsiders),
+checked on every request, partials included, before anything is read from the cache.
+
+Caching: the sections computed from a run (ideas with their charts, opinion groups with their
+map, method card) and each segment table are rendered once and kept in the cache (Redis in
+production) under a key made of the consultation, its *current run id*, the section, the
+segment and the language. Publishing another run changes the key, so nothing needs deleting;
+``CONCORDE_RESULTS_CACHE_SECONDS`` bounds how long an entry lives (the vote shares and segment
+cells read live counters). A warm page costs one query (the consultation, with its current run
+id); a cache outage falls back to computing. The live counters come from the cached
+``consultation_stats``: the page only peeks at the cache (counting distinct voters reads every
+vote), the ``?part=counters`` partial computes them, and HTMX polls it while the consultation is
+open.
 """
 
 import csv
+import logging
+import re
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db.models import prefetch_related_objects
 from django.db.models.query import Prefetch
 from django.http import HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import render
+from django.template.loader import render_to_string
+from django.utils import translation
 from django.utils.cache import patch_vary_headers
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET
 
+from actions.selectors import action_public_by_idea
 from consultations.models import Participant
-from consultations.selectors import consultation_get_for_user
+from consultations.selectors import consultation_get_for_user, consultation_stats, stats_cache_key
 
-from . import selectors
+from . import charts, selectors
 from .models import Idea, IdeaMembership
 
+logger = logging.getLogger(__name__)
+
+RESULTS_CACHE_VERSION = 1
+PARTS = ("counters",)
+
 CENTRAL_PER_IDEA = 3
-IDEAS_PER_ZONE = 20
+IDEAS_PER_ZONE = 10  # the CSV lists every idea
 SEGMENT_TOP_IDEAS = 5
 
 DIMENSION_LABELS = {
@@ -123,8 +144,11 @@ def _csv_response(consultation, run):
 def _segment_table(run, zoned, dimension: str) -> dict:
     """Per-segment agreement of the top ideas' central proposals; suppressed cells stay None."""
     k = int(getattr(settings, "CONSENSUS_MIN_SEGMENT_SIZE", 10))
-    scores = selectors.segment_scores(run_or_consultation=run, dimension=dimension, k=k)
     top = [i for group in zoned.values() for i in group][:SEGMENT_TOP_IDEAS]
+    proposal_ids = [m.proposal_id for idea in top for m in idea.central]
+    scores = selectors.segment_scores(
+        run_or_consultation=run, dimension=dimension, k=k, proposal_ids=proposal_ids
+    )
     segments = sorted({seg for per in scores.values() for seg in per})
     value_labels = SEGMENT_VALUE_LABELS.get(dimension, {})
     columns = [(seg, value_labels.get(seg, seg)) for seg in segments]
@@ -142,70 +166,199 @@ def _segment_table(run, zoned, dimension: str) -> dict:
     return {"columns": columns, "rows": rows, "k": k}
 
 
-@require_GET
-def results(request, slug):
-    consultation = consultation_get_for_user(slug=slug, user=request.user)
-    run = selectors.consultation_current_run(consultation=consultation)
-    dimension = request.GET.get("dimension", "")
-    if dimension and dimension not in selectors.SEGMENT_DIMENSIONS:
-        response = HttpResponseBadRequest(
-            _("Unknown segment “%(dimension)s”: choose one of %(choices)s.")
-            % {"dimension": dimension[:40], "choices": ", ".join(selectors.SEGMENT_DIMENSIONS)},
-            content_type="text/plain; charset=utf-8",
-        )
-        patch_vary_headers(response, ("HX-Request",))
-        return response
+# Cache ------------------------------------------------------------------------------------------
 
-    if run is None:
-        response = render(
-            request, "consensus/results.html", {"consultation": consultation, "run": None}
-        )
-        patch_vary_headers(response, ("HX-Request",))
-        return response
 
-    if request.GET.get("format") == "csv":
-        return _csv_response(consultation, run)
+def results_cache_key(*, consultation_id: int, run_id: int, section: str, extra: str = "") -> str:
+    """Key of a rendered results section: a new current run (or language) is a new key."""
+    language = translation.get_language() or settings.LANGUAGE_CODE
+    return (
+        f"results:v{RESULTS_CACHE_VERSION}:{consultation_id}:{run_id}:{section}:{extra}:{language}"
+    )
 
+
+_SPACES = re.compile(r"\s+")
+
+
+def _compact(html: str) -> str:
+    """Runs of whitespace as one space: the browser renders them alike (no <pre> here), and the
+    cached sections are about a third smaller."""
+    return _SPACES.sub(" ", html)
+
+
+def _cached(key: str, build):
+    """``build()`` through the cache; a cache error (Redis down) computes and logs."""
+    ttl = int(getattr(settings, "CONCORDE_RESULTS_CACHE_SECONDS", 600))
+    if ttl:
+        try:
+            value = cache.get(key)
+        except Exception:  # noqa: BLE001 - a cache outage must not break the page
+            logger.warning("results cache get failed", exc_info=True)
+            value = None
+        if value is not None:
+            return value
+    value = build()
+    if ttl:
+        try:
+            cache.set(key, value, ttl)
+        except Exception:  # noqa: BLE001
+            logger.warning("results cache set failed", exc_info=True)
+    return value
+
+
+ZONES = (
+    ("consensual", gettext_lazy("Key ideas"), gettext_lazy("Most participants agree.")),
+    (
+        "controversial",
+        gettext_lazy("Controversial ideas"),
+        gettext_lazy("Participants are divided."),
+    ),
+    ("rejected", gettext_lazy("Rejected ideas"), gettext_lazy("Most participants disagree.")),
+)
+
+
+def _build_sections(consultation, run) -> dict[str, str]:
+    """The run's sections rendered to HTML: ideas (with vote-share bars), groups (with map), method."""
     zoned = _zoned_ideas(run)
+    ideas = [i for group in zoned.values() for i in group]
+    counts = selectors.run_idea_vote_counts(run=run, idea_ids=[i.pk for i in ideas])
+    actions = action_public_by_idea(consultation=consultation, idea_ids=[i.pk for i in ideas])
+    for idea in ideas:
+        idea.shares = charts.share_bar(counts.get(idea.pk))
+        idea.public_actions = actions.get(idea.pk, [])
+    groups = selectors.run_opinion_groups(run=run)
+    for group in groups:
+        group.style = charts.group_style(group.number)
+        group.swatch = charts.marker_path(group.style["shape"], 8, 8, 5)
+    opinion_map = (
+        charts.opinion_map(selectors.run_opinion_map(run=run, grid=charts.MAP_GRID), groups)
+        if groups
+        else None
+    )
+    metrics = run.metrics or {}
     context = {
         "consultation": consultation,
         "run": run,
+        "zones": [(zone, title, help_text, zoned[zone]) for zone, title, help_text in ZONES],
+        "groups": groups,
+        "map": opinion_map,
+        "n_votes": metrics.get("n_votes"),
+        "n_participants": metrics.get("n_participants"),
+    }
+    template = "consensus/_results_sections.html"
+    return {
+        name: _compact(render_to_string(f"{template}#{name}", context))
+        for name in ("ideas", "groups", "method")
+    }
+
+
+def results_sections(*, consultation, run_id: int) -> dict[str, str] | None:
+    """Cached HTML of the run's sections; None when the run is not (or no longer) published."""
+
+    def build():
+        run = selectors.consultation_current_run(consultation=consultation)
+        if run is None or run.pk != run_id:
+            return None
+        return _build_sections(consultation, run)
+
+    key = results_cache_key(consultation_id=consultation.pk, run_id=run_id, section="sections")
+    return _cached(key, build)
+
+
+def results_segment_html(*, consultation, run_id: int, dimension: str) -> str:
+    """Cached HTML of the segment table of ``dimension`` (k-anonymous cells)."""
+
+    def build():
+        run = selectors.consultation_current_run(consultation=consultation)
+        segment = _segment_table(run, _zoned_ideas(run), dimension) if run else None
+        return _compact(
+            render_to_string("consensus/_results_sections.html#segment_table", {"segment": segment})
+        )
+
+    key = results_cache_key(
+        consultation_id=consultation.pk, run_id=run_id, section="segment", extra=dimension
+    )
+    return _cached(key, build)
+
+
+# Views ------------------------------------------------------------------------------------------
+
+
+def _bad_request(message: str):
+    response = HttpResponseBadRequest(message, content_type="text/plain; charset=utf-8")
+    patch_vary_headers(response, ("HX-Request",))
+    return response
+
+
+def _counters_context(consultation, *, peek: bool = False) -> dict:
+    """Live counters. ``peek``: only what the cache holds (None otherwise), for the page.
+
+    Counting distinct voters reads every vote (about a second on 2M votes): the page never
+    waits for it; when the cached figures have expired it loads them by HTMX instead.
+    """
+    if peek and getattr(settings, "CONCORDE_STATS_CACHE_SECONDS", 30):
+        try:
+            stats = cache.get(stats_cache_key(consultation))
+        except Exception:  # noqa: BLE001 - Redis down: let the partial compute them
+            logger.warning("stats cache peek failed", exc_info=True)
+            stats = None
+    else:
+        stats = consultation_stats(consultation=consultation)
+    return {
+        "consultation": consultation,
+        "stats": stats,
+        "poll_seconds": int(getattr(settings, "CONCORDE_RESULTS_POLL_SECONDS", 15)),
+    }
+
+
+@require_GET
+def results(request, slug):
+    consultation = consultation_get_for_user(slug=slug, user=request.user)
+    dimension = request.GET.get("dimension", "")
+    part = request.GET.get("part", "")
+    if dimension and dimension not in selectors.SEGMENT_DIMENSIONS:
+        return _bad_request(
+            _("Unknown segment “%(dimension)s”: choose one of %(choices)s.")
+            % {"dimension": dimension[:40], "choices": ", ".join(selectors.SEGMENT_DIMENSIONS)}
+        )
+    if part and part not in PARTS:
+        return _bad_request(
+            _("Unknown part “%(part)s”: choose one of %(choices)s.")
+            % {"part": part[:40], "choices": ", ".join(PARTS)}
+        )
+    htmx = getattr(request, "htmx", False)
+
+    if part == "counters":
+        response = render(
+            request, "consensus/results.html#counters", _counters_context(consultation)
+        )
+        patch_vary_headers(response, ("HX-Request",))
+        return response
+
+    run_id = consultation.current_run_id
+    if run_id and request.GET.get("format") == "csv":
+        run = selectors.consultation_current_run(consultation=consultation)
+        if run is not None:
+            return _csv_response(consultation, run)
+
+    segment_html = (
+        results_segment_html(consultation=consultation, run_id=run_id, dimension=dimension)
+        if run_id and dimension
+        else ""
+    )
+    context = {
+        "consultation": consultation,
         "dimension": dimension,
         "dimensions": list(DIMENSION_LABELS.items()),
-        "segment": _segment_table(run, zoned, dimension) if dimension else None,
+        "segment_html": segment_html,
     }
-    htmx = getattr(request, "htmx", False)
-    if htmx:
+    if htmx and "dimension" in request.GET:
         response = render(request, "consensus/results.html#segments", context)
     else:
-        metrics = run.metrics or {}
-        context.update(
-            {
-                "zones": [
-                    (
-                        "consensual",
-                        _("Key ideas"),
-                        _("Most participants agree."),
-                        zoned["consensual"],
-                    ),
-                    (
-                        "controversial",
-                        _("Controversial ideas"),
-                        _("Participants are divided."),
-                        zoned["controversial"],
-                    ),
-                    (
-                        "rejected",
-                        _("Rejected ideas"),
-                        _("Most participants disagree."),
-                        zoned["rejected"],
-                    ),
-                ],
-                "groups": selectors.run_opinion_groups(run=run),
-                "n_votes": metrics.get("n_votes"),
-                "n_participants": metrics.get("n_participants"),
-            }
-        )
+        sections = results_sections(consultation=consultation, run_id=run_id) if run_id else None
+        context.update(_counters_context(consultation, peek=True))
+        context["sections"] = sections
+        context["per_zone"] = IDEAS_PER_ZONE
         response = render(request, "consensus/results.html", context)
     patch_vary_headers(response, ("HX-Request",))
     return response

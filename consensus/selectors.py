@@ -184,13 +184,17 @@ def run_timing_rows(*, run: EngineRun) -> list[tuple[str, float]]:
 SEGMENT_DIMENSIONS = ("age_range", "gender", "postal_area")
 
 
-def segment_scores(*, run_or_consultation, dimension: str, k: int | None = None) -> dict:
+def segment_scores(
+    *, run_or_consultation, dimension: str, k: int | None = None, proposal_ids=None
+) -> dict:
     """Per-proposal, per-segment agreement from trusted and sequence votes.
 
     Returns ``{proposal_id: {segment_value: cell}}`` where ``cell`` is ``None`` when fewer
     than ``k`` distinct participants of that segment voted on the proposal (k-anonymity),
     else a dict of agree/disagree/neutral/participants counts and smoothed ``agreement``.
     Participants with an empty value for ``dimension`` are left out of every segment.
+    ``proposal_ids`` (optional) limits the scan to those proposals' votes: the results page
+    only compares its top ideas, and reading every vote of a large consultation takes seconds.
     """
     from array import array
 
@@ -217,6 +221,7 @@ def segment_scores(*, run_or_consultation, dimension: str, k: int | None = None)
             proposal__status=Proposal.Status.ACCEPTED,
             trust__in=SCORED_TRUST,
         )
+        .filter(**({"proposal_id__in": list(proposal_ids)} if proposal_ids is not None else {}))
         .exclude(**{f"participant__{dimension}": ""})
         .values_list("participant_id", "proposal_id", "key", f"participant__{dimension}")
         .iterator(chunk_size=50_000)
@@ -236,19 +241,19 @@ def segment_scores(*, run_or_consultation, dimension: str, k: int | None = None)
     participant_ids, p_idx = np.unique(part_np, return_inverse=True)
     segment_of = np.empty(participant_ids.shape[0], dtype=np.int64)
     segment_of[p_idx] = seg_np
-    proposal_ids, s_idx = np.unique(prop_np, return_inverse=True)
+    statement_ids, s_idx = np.unique(prop_np, return_inverse=True)
     cells = segment_cells(
         s_idx,
         p_idx,
         np.frombuffer(value, dtype=np.int8),
         segment_of,
-        n_statements=proposal_ids.shape[0],
+        n_statements=statement_ids.shape[0],
         n_segments=len(codes),
         k=k,
     )
     labels = sorted(codes, key=codes.get)
     out: dict = {}
-    for j, pid in enumerate(proposal_ids.tolist()):
+    for j, pid in enumerate(statement_ids.tolist()):
         per = {}
         for s, label in enumerate(labels):
             if cells.suppressed[s, j]:
@@ -301,3 +306,78 @@ def key_ideas(
         "controversial": pick(Zone.CONTROVERSY, "trusted_votes"),
         "rejected": pick(Zone.REJECTION, "disagreement"),
     }
+
+
+def run_opinion_map(*, run: EngineRun, grid: tuple[int, int] = (40, 26)) -> dict:
+    """The run's participant projection binned on a square grid: two queries, bounded output.
+
+    Returns {"total", "x0", "y0", "cell" (side of a cell, in projection units), "cols", "rows",
+    "cells": [(col, row, group or None, participants), ...]}. The grid is at most ``grid``
+    cells whatever the number of participants, so the map's size does not grow with them.
+    """
+    import math
+
+    from django.db.models import Count, F, FloatField, IntegerField, Max, Min, Value
+    from django.db.models.functions import Cast, Floor, Least
+
+    from .models import ParticipantProjection
+
+    qs = ParticipantProjection.objects.filter(run=run)
+    box = qs.aggregate(total=Count("pk"), x0=Min("x"), x1=Max("x"), y0=Min("y"), y1=Max("y"))
+    if not box["total"]:
+        return {"total": 0, "cells": []}
+    max_cols, max_rows = grid
+    span_x = max(box["x1"] - box["x0"], 1e-9)
+    span_y = max(box["y1"] - box["y0"], 1e-9)
+    cell = max(span_x / max_cols, span_y / max_rows)
+    cols = min(max_cols, max(1, math.ceil(span_x / cell)))
+    rows = min(max_rows, max(1, math.ceil(span_y / cell)))
+
+    def index(field, origin, last):
+        scaled = (F(field) - Value(origin, output_field=FloatField())) / Value(
+            cell, output_field=FloatField()
+        )
+        return Least(Cast(Floor(scaled), IntegerField()), Value(last))
+
+    cells = (
+        qs.annotate(col=index("x", box["x0"], cols - 1), row=index("y", box["y0"], rows - 1))
+        .values_list("col", "row", "group")
+        .annotate(n=Count("pk"))
+        .order_by()
+    )
+    return {
+        "total": box["total"],
+        "x0": box["x0"],
+        "y0": box["y0"],
+        "cell": cell,
+        "cols": cols,
+        "rows": rows,
+        "cells": [(int(c), int(r), g, n) for c, r, g, n in cells],
+    }
+
+
+def run_idea_vote_counts(*, run: EngineRun, idea_ids) -> dict[int, dict[str, int]]:
+    """Trusted and sequence votes and qualifications on the ideas' proposals, by key: one query.
+
+    Read from the live counters (``ProposalCounter``), over the proposals the run put in each idea.
+    """
+    from django.db.models import Sum
+
+    from consultations.models import ProposalCounter
+
+    from .services import SCORED_TRUST
+
+    out: dict[int, dict[str, int]] = {idea_id: {} for idea_id in idea_ids}
+    rows = (
+        ProposalCounter.objects.filter(
+            trust__in=SCORED_TRUST,
+            proposal__idea_memberships__run=run,
+            proposal__idea_memberships__idea_id__in=list(idea_ids),
+        )
+        .values_list("proposal__idea_memberships__idea_id", "key")
+        .annotate(n=Sum("count"))
+        .order_by()
+    )
+    for idea_id, key, n in rows:
+        out.setdefault(idea_id, {})[key] = int(n or 0)
+    return out

@@ -2,17 +2,26 @@
 
 import csv
 import io
+import random
+import re
+from unittest import mock
 
 import pytest
+from django.core.cache import cache
 from django.urls import reverse
+from django.utils import timezone, translation
 from django.utils.html import escape
 
+from actions.models import Action
 from causes.models import Cause
-from consensus import services
-from consensus.models import EngineRun, Idea
+from consensus import charts, results_views, selectors, services
+from consensus.models import EngineRun, Idea, OpinionGroup, ParticipantProjection
 from consultations.models import Participant
+from consultations.selectors import consultation_stats
+from partners.models import PartnerMembership
 
-from ..factories import CauseFactory, ConsultationFactory, UserFactory
+from ..actions.factories import ActionFactory, ActionPlanFactory
+from ..factories import CauseFactory, ConsultationFactory, PartnerFactory, UserFactory
 from .engine_data import HASHING, add_votes, consultation_with_themes
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
@@ -52,7 +61,9 @@ def test_results_page_shows_real_ideas_groups_and_method(
     client, published, django_assert_max_num_queries
 ):
     consultation, run = published
-    with django_assert_max_num_queries(6):
+    # cold cache: consultation, run, ideas, central proposals, vote shares, actions, groups and
+    # their proposals, map (2); the live counters are only peeked at in the cache
+    with django_assert_max_num_queries(10):
         response = client.get(results_url(consultation))
     assert response.status_code == 200
     assert "HX-Request" in response["Vary"]
@@ -149,3 +160,374 @@ def test_bad_dimension_is_400(client, published):
     )
     assert response.status_code == 400
     assert "age_range" in response.content.decode()
+
+
+# Opinion map, vote-share charts, live counters, cache, query counts, permissions -----------------
+
+
+@pytest.fixture
+def results_cache(settings):
+    settings.CONCORDE_RESULTS_CACHE_SECONDS = 600
+    settings.CONCORDE_STATS_CACHE_SECONDS = 30
+    cache.clear()
+    yield
+    cache.clear()
+
+
+def test_page_draws_the_opinion_map_with_legend_and_text_alternative(client, published):
+    consultation, run = published
+    groups = list(OpinionGroup.objects.filter(run=run).order_by("number"))
+    assert len(groups) >= 2, "two voting camps should give two opinion groups"
+    placed = ParticipantProjection.objects.filter(run=run).count()
+    body = client.get(results_url(consultation)).content.decode()
+    svg = body.split('<figure class="chart opinion-map">', 1)[1].split("</figure>", 1)[0]
+    assert 'role="img"' in svg and 'aria-labelledby="map-title map-desc"' in svg
+    desc = svg.split('<desc id="map-desc">', 1)[1].split("</desc>", 1)[0]
+    assert f"{placed} participants placed" in " ".join(desc.split())
+    for g in groups:
+        assert f"Group {g.number + 1}: {g.size} participants" in " ".join(desc.split())
+        # legend names each group with its size, with its own shape and colour class
+        assert f"Group {g.number + 1} ({g.size} participants)" in " ".join(svg.split())
+        assert f'class="{charts.group_style(g.number)["css"]}"' in svg
+    # one path per group (plus the ungrouped), one closed shape per occupied cell
+    drawing = svg.split("</desc>", 1)[1].split("</svg>", 1)[0]
+    layers = re.findall(r'<path class="(?:g\d|g-none)" d="([^"]+)"', drawing)
+    assert 0 < len(layers) <= len(groups) + 1
+    n_marks = sum(d.count("z") for d in layers)
+    cols, rows = charts.MAP_GRID
+    assert 0 < n_marks <= min(placed, cols * rows)
+    # what each group stands for: its representative proposals, below the map
+    cards = body.split('<ul class="cards group-cards">', 1)[1].split("</ul>\n</section>", 1)[0]
+    for g in groups:
+        for item in g.representatives:
+            content = consultation.proposals.get(pk=item["proposal"]).content
+            assert escape(content) in cards
+
+
+def test_each_idea_has_a_vote_share_bar_with_its_percentages_in_text(client, published):
+    consultation, run = published
+    body = client.get(results_url(consultation)).content.decode()
+    zoned = selectors.key_ideas(run=run)
+    idea = next(i for group in zoned.values() for i in group)
+    counts = selectors.run_idea_vote_counts(run=run, idea_ids=[idea.pk])[idea.pk]
+    total = counts.get("agree", 0) + counts.get("neutral", 0) + counts.get("disagree", 0)
+    assert total > 0
+    card = body.split(f'aria-labelledby="shares-{idea.pk}"', 1)[1].split("</figure>", 1)[0]
+    agree = round(100 * counts.get("agree", 0) / total)
+    assert f"Agree {agree} %" in card  # the text alternative (title)
+    assert f"Agree <strong>{agree}&nbsp;%</strong>" in card  # the visible legend
+    assert f"of {total} votes" in card
+
+
+def test_share_bar_adds_up_and_gives_qualifications_per_side():
+    bar = charts.share_bar(
+        {"agree": 6, "neutral": 1, "disagree": 3, "doable": 3, "like_it": 1, "no_way": 3}
+    )
+    assert bar["total"] == 10
+    assert [s["percent"] for s in bar["segments"]] == [60, 10, 30]
+    assert abs(sum(float(s["width"]) for s in bar["segments"]) - charts.SHARE_WIDTH) < 0.5
+    by_key = {q["key"]: q for q in bar["qualifications"]}
+    assert by_key["doable"]["percent"] == 50  # 3 of the 6 agree votes
+    assert by_key["no_way"]["percent"] == 100
+    assert charts.share_bar({}) is None and charts.share_bar(None) is None
+
+
+def test_group_styles_are_okabe_ito_with_distinct_shapes():
+    styles = [charts.group_style(n) for n in range(len(charts.OKABE_ITO))]
+    assert {s["colour"] for s in styles} <= set(charts.OKABE_ITO)
+    assert len({s["shape"] for s in styles}) == len(styles)
+    assert len({s["colour"] for s in styles}) == len(styles)
+    for shape in charts.SHAPES:
+        assert charts.marker_path(shape, 10, 10, 4).endswith("z")
+
+
+def test_opinion_map_output_is_bounded_whatever_the_number_of_participants(published):
+    _consultation, run = published
+    groups = list(OpinionGroup.objects.filter(run=run))
+    n_groups = len(groups)
+    # 20,000 scattered cells from 3 groups + ungrouped: the grid caps the marks
+    cells = [(i % 200, i // 200, (i % 4) if i % 4 < 3 else None, 1 + i % 5) for i in range(20_000)]
+    bins = {"total": sum(c[3] for c in cells), "x0": 0.0, "y0": 0.0, "cell": 1.0}
+    bins.update(cols=200, rows=100, cells=cells)
+    drawn = charts.opinion_map(bins, groups)
+    assert drawn["total"] == bins["total"]
+    # one mark per occupied cell, one path per group
+    assert drawn["marks"] == len({(c, r) for c, r, _g, _n in cells})
+    assert len(drawn["layers"]) == 4
+    real = selectors.run_opinion_map(run=run, grid=charts.MAP_GRID)
+    cols, rows = charts.MAP_GRID
+    assert real["cols"] <= cols and real["rows"] <= rows
+    assert len(real["cells"]) <= cols * rows * (n_groups + 1)
+    assert sum(c[3] for c in real["cells"]) == real["total"]
+    assert real["total"] == ParticipantProjection.objects.filter(run=run).count()
+
+
+def test_binning_a_large_projection_keeps_the_svg_small(published):
+    consultation, run = published
+    rng = random.Random(3)
+    participants = Participant.objects.bulk_create(
+        [Participant(session_key=f"map-{i}") for i in range(5_000)]
+    )
+    ParticipantProjection.objects.bulk_create(
+        [
+            ParticipantProjection(
+                run=run,
+                participant=p,
+                x=rng.gauss(-1 if i % 2 else 1, 0.5),
+                y=rng.gauss(0, 0.7),
+                group=i % 2,
+                in_conv=True,
+            )
+            for i, p in enumerate(participants)
+        ]
+    )
+    cols, rows = charts.MAP_GRID
+    bins = selectors.run_opinion_map(run=run, grid=charts.MAP_GRID)
+    assert bins["total"] >= 5_000
+    drawn = charts.opinion_map(bins, list(OpinionGroup.objects.filter(run=run)))
+    assert drawn["marks"] <= cols * rows
+    html = results_views._build_sections(consultation, run)["groups"]
+    assert len(html) < 60_000
+
+
+def test_counters_partial_polls_while_open_and_matches_the_stats(
+    client, published, results_cache, django_assert_max_num_queries
+):
+    consultation, _run = published
+    with django_assert_max_num_queries(3):
+        response = client.get(
+            results_url(consultation), {"part": "counters"}, HTTP_HX_REQUEST="true"
+        )
+    assert response.status_code == 200
+    assert "HX-Request" in response["Vary"]
+    body = response.content.decode()
+    assert body.lstrip().startswith('<section id="live-counters"')
+    assert 'hx-trigger="every 15s"' in body
+    stats = consultation_stats(consultation=consultation)
+    assert f'data-counter="votes">{stats["votes"]:,}<' in body.replace("\u202f", ",")
+    assert f'data-counter="participants">{stats["participants"]}<' in body
+    # warm: one query, the consultation itself
+    with django_assert_max_num_queries(1):
+        client.get(results_url(consultation), {"part": "counters"}, HTTP_HX_REQUEST="true")
+
+
+def test_page_never_waits_for_the_counters_it_loads_them_when_not_cached(
+    client, published, results_cache, django_assert_max_num_queries
+):
+    consultation, _run = published
+    url = results_url(consultation)
+    body = client.get(url).content.decode()
+    counters = body.split('<section id="live-counters"', 1)[1].split("</section>", 1)[0]
+    assert 'hx-trigger="load"' in counters and "data-counter" not in counters
+    assert f'{url}?part=counters"' in counters
+    client.get(url, {"part": "counters"}, HTTP_HX_REQUEST="true")  # fills the stats cache
+    with django_assert_max_num_queries(1):
+        body = client.get(url).content.decode()
+    counters = body.split('<section id="live-counters"', 1)[1].split("</section>", 1)[0]
+    stats = consultation_stats(consultation=consultation)
+    assert 'hx-trigger="every 15s"' in counters
+    assert f'data-counter="participants">{stats["participants"]}<' in counters
+
+
+def test_counters_stop_polling_once_the_consultation_is_closed(client, published):
+    consultation, _run = published
+    consultation.ends_at = timezone.now() - timezone.timedelta(hours=1)
+    consultation.save(update_fields=["ends_at"])
+    body = client.get(results_url(consultation), {"part": "counters"}).content.decode()
+    assert "hx-trigger" not in body
+    assert "final figures" in body
+
+
+def test_counters_show_before_the_first_run(client):
+    consultation = ConsultationFactory()
+    body = client.get(results_url(consultation)).content.decode()
+    assert 'id="live-counters"' in body and "not available yet" in body
+
+
+def test_bad_part_is_400(client, published):
+    consultation, _run = published
+    response = client.get(results_url(consultation), {"part": "everything"})
+    assert response.status_code == 400
+    assert "counters" in response.content.decode()
+
+
+def test_warm_page_and_partials_cost_one_query(
+    client, published, results_cache, django_assert_max_num_queries
+):
+    consultation, _run = published
+    url = results_url(consultation)
+    with django_assert_max_num_queries(10):  # cold: run, ideas, central, shares, groups, map...
+        cold = client.get(url).content.decode()
+    with django_assert_max_num_queries(1):
+        warm = client.get(url).content.decode()
+
+    def main(body):  # the CSRF token in <body> changes between requests
+        return body.split('<main id="main"', 1)[1]
+
+    assert main(cold) == main(warm)
+    with django_assert_max_num_queries(6):
+        client.get(url, {"dimension": "age_range"}, HTTP_HX_REQUEST="true")
+    with django_assert_max_num_queries(1):
+        client.get(url, {"dimension": "age_range"}, HTTP_HX_REQUEST="true")
+    with django_assert_max_num_queries(1):
+        client.get(url, {"dimension": "age_range"})
+    with django_assert_max_num_queries(3):
+        response = client.get(url, {"format": "csv"})
+        b"".join(response.streaming_content)
+
+
+def test_a_logged_in_visitor_adds_only_the_session_and_user(
+    client, published, results_cache, django_assert_max_num_queries
+):
+    consultation, _run = published
+    client.force_login(UserFactory())
+    client.get(results_url(consultation))
+    # session, user, the header's partner-space link, the consultation
+    with django_assert_max_num_queries(4):
+        client.get(results_url(consultation))
+
+
+def test_another_current_run_is_a_new_cache_key(
+    client, published, results_cache, django_capture_on_commit_callbacks
+):
+    consultation, run = published
+    first = client.get(results_url(consultation)).content.decode()
+    assert f"Run #{run.pk}," in first
+    key = results_views.results_cache_key(
+        consultation_id=consultation.pk, run_id=run.pk, section="sections"
+    )
+    assert cache.get(key) is not None
+    with django_capture_on_commit_callbacks(execute=True):
+        second_run = services.engine_run_start(consultation=consultation, kind="votes", **HASHING)
+    second_run.refresh_from_db()
+    assert second_run.status == EngineRun.Status.DONE, second_run.error
+    body = client.get(results_url(consultation)).content.decode()
+    assert f"Run #{second_run.pk}," in body and f"Run #{run.pk}," not in body
+    assert (
+        cache.get(
+            results_views.results_cache_key(
+                consultation_id=consultation.pk, run_id=second_run.pk, section="sections"
+            )
+        )
+        is not None
+    )
+
+
+def test_the_cache_is_per_language(client, published, results_cache):
+    consultation, _run = published
+    english = client.get(results_url(consultation)).content.decode()
+    assert "Key ideas" in english
+    with translation.override("fr"):
+        french = client.get(results_url(consultation), HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "Key ideas" not in french.split("<main", 1)[1]
+
+
+def test_a_cache_outage_still_renders_the_page(client, published, results_cache):
+    consultation, _run = published
+    with (
+        mock.patch.object(cache, "get", side_effect=ConnectionError("redis down")),
+        mock.patch.object(cache, "set", side_effect=ConnectionError("redis down")),
+    ):
+        response = client.get(results_url(consultation))
+    assert response.status_code == 200
+    assert "opinion-map" in response.content.decode()
+
+
+# Who sees what ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def private_published(django_capture_on_commit_callbacks):
+    cause = CauseFactory(kind=Cause.Kind.PRIVATE_CONSULTATION)
+    consultation = consultation_with_themes(cause=cause)
+    add_votes(consultation)
+    run = start(consultation, django_capture_on_commit_callbacks)
+    member = UserFactory()
+    cause.members.add(member)
+    partner_a, partner_b = PartnerFactory(), PartnerFactory()
+    user_a, user_b = UserFactory(), UserFactory()
+    PartnerMembership.objects.create(partner=partner_a, user=user_a)
+    PartnerMembership.objects.create(partner=partner_b, user=user_b)
+    cause.members.add(user_a)  # partner A works on this private consultation, B does not
+    staff = UserFactory(is_staff=True)
+    return (
+        consultation,
+        run,
+        {
+            "anonymous": None,
+            "citizen": UserFactory(),
+            "member": member,
+            "partner_a": user_a,
+            "partner_b": user_b,
+            "staff": staff,
+        },
+    )
+
+
+@pytest.mark.parametrize(
+    ("who", "allowed"),
+    [
+        ("anonymous", False),
+        ("citizen", False),
+        ("member", True),
+        ("partner_a", True),
+        ("partner_b", False),
+        ("staff", True),
+    ],
+)
+def test_private_results_page_and_every_partial_follow_membership(
+    client, private_published, results_cache, who, allowed
+):
+    consultation, run, users = private_published
+    if users[who] is not None:
+        client.force_login(users[who])
+    url = results_url(consultation)
+    requests = [
+        ({}, {}),
+        ({"dimension": "age_range"}, {"HTTP_HX_REQUEST": "true"}),
+        ({"part": "counters"}, {"HTTP_HX_REQUEST": "true"}),
+        ({"format": "csv"}, {}),
+    ]
+    for params, headers in requests:
+        response = client.get(url, params, **headers)
+        assert response.status_code == (200 if allowed else 404), (who, params)
+        if not allowed:
+            content = b"" if response.streaming else response.content
+            assert escape(run.model_name) not in content.decode()
+            assert b"Group 1" not in content
+
+
+def test_a_cached_private_page_is_not_served_to_outsiders(client, private_published, results_cache):
+    consultation, _run, users = private_published
+    client.force_login(users["member"])
+    assert client.get(results_url(consultation)).status_code == 200  # now cached
+    client.logout()
+    assert client.get(results_url(consultation)).status_code == 404
+    client.force_login(users["partner_b"])
+    assert client.get(results_url(consultation)).status_code == 404
+
+
+def test_results_of_a_draft_cause_are_hidden_except_from_staff(client, published):
+    consultation, _run = published
+    consultation.cause.status = Cause.Status.DRAFT
+    consultation.cause.save(update_fields=["status"])
+    assert client.get(results_url(consultation)).status_code == 404
+    client.force_login(UserFactory())
+    assert client.get(results_url(consultation)).status_code == 404
+    client.force_login(UserFactory(is_staff=True))
+    assert client.get(results_url(consultation)).status_code == 200
+
+
+def test_ideas_link_to_the_public_actions_that_build_on_them(client, published):
+    consultation, run = published
+    idea = next(i for group in selectors.key_ideas(run=run).values() for i in group)
+    plan = ActionPlanFactory(cause=consultation.cause)
+    public = ActionFactory(plan=plan, title="Ouvrir des pistes la nuit")
+    draft = ActionFactory(plan=plan, title="Brouillon secret", status=Action.Status.DRAFT)
+    elsewhere = ActionFactory(title="Action d'une autre cause")
+    for action in (public, draft, elsewhere):
+        action.ideas.add(idea)
+    body = client.get(results_url(consultation)).content.decode()
+    card = body.split(f'aria-labelledby="shares-{idea.pk}"', 1)[1].split("</li> </ol>", 1)[0]
+    assert f'href="{public.get_absolute_url()}"' in card and "Ouvrir des pistes la nuit" in card
+    assert "Brouillon secret" not in body and "autre cause" not in body

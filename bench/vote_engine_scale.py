@@ -245,6 +245,72 @@ def _copy(connection, model, rows_cols: list[str], rows, **fixed) -> int:
     return n
 
 
+def _write_synthetic(connection, coo, cid: int) -> None:
+    """COPY the synthetic participants, proposals, votes and counters (ids from 1)."""
+    from django.db import transaction
+
+    from consultations.models import Participant, Proposal, ProposalCounter, Vote
+
+    n_participants = coo.shape[0]
+    keys = np.array(["disagree", "neutral", "agree"])
+    with transaction.atomic():
+        _copy(
+            connection,
+            Participant,
+            ["session_key"],
+            ((i + 1, f"bench-{i}") for i in range(n_participants)),
+        )
+        _copy(
+            connection,
+            Proposal,
+            ["content"],
+            ((j + 1, f"proposal {j}") for j in range(N_STATEMENTS)),
+            consultation_id=cid,
+            status=Proposal.Status.ACCEPTED,
+        )
+        vals = coo.data.astype(np.int64) + 1
+        _copy(
+            connection,
+            Vote,
+            ["participant_id", "proposal_id", "key"],
+            zip(
+                range(1, coo.nnz + 1),
+                (coo.row + 1).tolist(),
+                (coo.col + 1).tolist(),
+                keys[vals].tolist(),
+                strict=True,
+            ),
+            participant_id=1,
+            proposal_id=1,
+            key="agree",
+            trust="trusted",
+        )
+        counts = np.bincount(coo.col * 3 + vals, minlength=N_STATEMENTS * 3)
+        nz = np.flatnonzero(counts)
+        _copy(
+            connection,
+            ProposalCounter,
+            ["proposal_id", "key", "count"],
+            zip(
+                range(1, nz.size + 1),
+                (nz // 3 + 1).tolist(),
+                keys[nz % 3].tolist(),
+                counts[nz].tolist(),
+                strict=True,
+            ),
+            proposal_id=1,
+            key="agree",
+            trust="trusted",
+        )
+        with connection.cursor() as cur:
+            for model in (Participant, Proposal, Vote, ProposalCounter):
+                t = model._meta.db_table
+                cur.execute(
+                    f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), (SELECT MAX(id) FROM {t}))"
+                )
+            cur.execute("ANALYZE")
+
+
 def run_postgres(n_participants: int, n_votes: int, seed: int) -> dict:
     """Write the synthetic votes into a scratch database, then load and score them back."""
     import dj_database_url
@@ -268,11 +334,10 @@ def run_postgres(n_participants: int, n_votes: int, seed: int) -> dict:
 
     django.setup()
     from django.core.management import call_command
-    from django.db import connection, transaction
+    from django.db import connection
 
     from consensus import services
     from consensus.models import EngineRun, ProposalScore
-    from consultations.models import Participant, Proposal, ProposalCounter, Vote
     from tests.factories import ConsultationFactory
 
     out = {"participants": n_participants, "target_votes": n_votes, "stages": []}
@@ -290,68 +355,8 @@ def run_postgres(n_participants: int, n_votes: int, seed: int) -> dict:
         stage("migrate", lambda: call_command("migrate", verbosity=0))
         consultation = ConsultationFactory()
         cid = consultation.pk
-        keys = np.array(["disagree", "neutral", "agree"])
 
-        def write():
-            with transaction.atomic():
-                _copy(
-                    connection,
-                    Participant,
-                    ["session_key"],
-                    ((i + 1, f"bench-{i}") for i in range(n_participants)),
-                )
-                _copy(
-                    connection,
-                    Proposal,
-                    ["content"],
-                    ((j + 1, f"proposal {j}") for j in range(N_STATEMENTS)),
-                    consultation_id=cid,
-                    status=Proposal.Status.ACCEPTED,
-                )
-                vals = coo.data.astype(np.int64) + 1
-                _copy(
-                    connection,
-                    Vote,
-                    ["participant_id", "proposal_id", "key"],
-                    zip(
-                        range(1, coo.nnz + 1),
-                        (coo.row + 1).tolist(),
-                        (coo.col + 1).tolist(),
-                        keys[vals].tolist(),
-                        strict=True,
-                    ),
-                    participant_id=1,
-                    proposal_id=1,
-                    key="agree",
-                    trust="trusted",
-                )
-                counts = np.bincount(coo.col * 3 + vals, minlength=N_STATEMENTS * 3)
-                nz = np.flatnonzero(counts)
-                _copy(
-                    connection,
-                    ProposalCounter,
-                    ["proposal_id", "key", "count"],
-                    zip(
-                        range(1, nz.size + 1),
-                        (nz // 3 + 1).tolist(),
-                        keys[nz % 3].tolist(),
-                        counts[nz].tolist(),
-                        strict=True,
-                    ),
-                    proposal_id=1,
-                    key="agree",
-                    trust="trusted",
-                )
-                with connection.cursor() as cur:
-                    for model in (Participant, Proposal, Vote, ProposalCounter):
-                        t = model._meta.db_table
-                        cur.execute(
-                            f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), "
-                            f"(SELECT MAX(id) FROM {t}))"
-                        )
-                    cur.execute("ANALYZE")
-
-        stage("write votes (COPY)", write)
+        stage("write votes (COPY)", lambda: _write_synthetic(connection, coo, cid))
         pids = np.arange(1, N_STATEMENTS + 1, dtype=np.int64)
         loaded, _ids = stage("_load_vote_matrix", lambda: services._load_vote_matrix(cid, pids))
         out["loaded_votes"] = int(loaded.votes.nnz)
@@ -393,6 +398,325 @@ def run_postgres(n_participants: int, n_votes: int, seed: int) -> dict:
     return out
 
 
+def _admin_connection():
+    import dj_database_url
+    import psycopg
+
+    base = os.environ.get("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/postgres")
+    cfg = dj_database_url.parse(base)
+    admin = psycopg.connect(
+        host=cfg["HOST"],
+        port=cfg["PORT"] or 5432,
+        user=cfg["USER"],
+        password=cfg["PASSWORD"],
+        dbname="postgres",
+        autocommit=True,
+    )
+    return admin, base.rsplit("/", 1)[0] + "/" + PG_DB
+
+
+def e2e_prepare(n_participants: int, n_votes: int, seed: int) -> dict:
+    """Process 1 of the end-to-end run: synthesise, migrate and COPY into the scratch database."""
+    admin, url = _admin_connection()
+    admin.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+    admin.execute(f"CREATE DATABASE {PG_DB}")
+    admin.close()
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    from tests.factories import ConsultationFactory
+
+    out = {"participants": n_participants}
+    t = time.perf_counter()
+    vm, _ = synthesise(n_participants, n_votes, seed)
+    coo = vm.votes.tocoo()
+    out["votes"] = int(coo.nnz)
+    out["synth_s"] = time.perf_counter() - t
+    t = time.perf_counter()
+    call_command("migrate", verbosity=0)
+    out["migrate_s"] = time.perf_counter() - t
+    consultation = ConsultationFactory()
+    t = time.perf_counter()
+    _write_synthetic(connection, coo, consultation.pk)
+    out["copy_s"] = time.perf_counter() - t
+    out["consultation"] = consultation.pk
+    connection.close()
+    return out
+
+
+# EngineRun.phase set by consensus.services when each stage of the votes run starts
+E2E_STAGES = {
+    "": "load counters (PostgreSQL)",
+    "scores": "Make.org scores + zones",
+    "loading votes": "load votes (PostgreSQL, binary COPY)",
+    "opinion groups": "opinion groups (PCA, clustering, repness, GIC)",
+    "bridging": "bridging (MF + min over groups)",
+    "writing scores": "write back (scores, groups, 1 projection per participant)",
+    "idea scores": "idea scores",
+}
+E2E_TIMINGS = {
+    "": ("load_counters",),
+    "scores": ("scores",),
+    "loading votes": ("load_votes",),
+    "opinion groups": ("opinion",),
+    "bridging": ("bridging",),
+    "writing scores": ("write_scores",),
+    "idea scores": ("idea_scores",),
+}
+
+
+def _rss_now_mb() -> float:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def e2e_engine(consultation_id: int) -> dict:
+    """Process 2: the engine alone, as its Celery task runs it: load, compute, write back.
+
+    Calls ``consensus.services.engine_run_finalize`` on a RUNNING votes run; an RSS sampler
+    thread (every 20 ms) attributes the process's resident memory to the stage in progress.
+    """
+    import threading
+
+    _admin, url = _admin_connection()
+    _admin.close()
+    os.environ["DATABASE_URL"] = url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    import django
+
+    django.setup()
+    from django.db.models import Max
+    from django.utils import timezone
+
+    from consensus import services
+    from consensus.models import EngineRun, OpinionGroup, ParticipantProjection, ProposalScore
+    from consultations.models import Consultation, Proposal
+
+    rss_start = _rss_now_mb()
+    current = {"phase": ""}
+    peaks: dict[str, float] = {}
+    stop = threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            phase = current["phase"]
+            peaks[phase] = max(peaks.get(phase, 0.0), _rss_now_mb())
+            time.sleep(0.02)
+
+    record = services._record
+
+    def tracking_record(run_id, *, phase=None, **kwargs):
+        if phase is not None:
+            peaks[current["phase"]] = max(peaks.get(current["phase"], 0.0), _rss_now_mb())
+            current["phase"] = phase
+        return record(run_id, phase=phase, **kwargs)
+
+    services._record = tracking_record
+    consultation = Consultation.objects.get(pk=consultation_id)
+    agg = Proposal.objects.filter(consultation=consultation).aggregate(n=Max("pk"))
+    run = EngineRun.objects.create(
+        consultation=consultation,
+        kind=EngineRun.Kind.VOTES,
+        parameters=services.engine_parameters_validate({}),
+        status=EngineRun.Status.RUNNING,
+        started_at=timezone.now(),
+        input_max_id=agg["n"],
+        input_count=Proposal.objects.filter(consultation=consultation).count(),
+    )
+    load_start = os.getloadavg()[0]
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    t = time.perf_counter()
+    result = services.engine_run_finalize(run_id=run.pk)
+    wall = time.perf_counter() - t
+    stop.set()
+    thread.join()
+    services._record = record
+    run.refresh_from_db()
+    consultation.refresh_from_db()
+    m = run.metrics
+    return {
+        "result": result,
+        "wall_s": wall,
+        "load": [load_start, os.getloadavg()[0]],
+        "rss_start_mb": rss_start,
+        "peak_rss_mb": rss_mb(),
+        "timings": run.timings,
+        "peaks": peaks,
+        "published": consultation.current_run_id == run.pk,
+        "n_participants": m.get("n_participants"),
+        "n_votes": m.get("n_votes"),
+        "group_sizes": m.get("group_sizes"),
+        "zones": m.get("zones"),
+        "bridging": m.get("bridging"),
+        "rows": {
+            "ProposalScore": ProposalScore.objects.filter(run=run).count(),
+            "OpinionGroup": OpinionGroup.objects.filter(run=run).count(),
+            "ParticipantProjection": ParticipantProjection.objects.filter(run=run).count(),
+        },
+    }
+
+
+def _prepared_consultation(size: str) -> int | None:
+    """The consultation of a scratch database kept by ``--keep-db`` for this size, if any."""
+    admin, _url = _admin_connection()
+    try:
+        if not admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [PG_DB]).fetchone():
+            return None
+    finally:
+        admin.close()
+    import psycopg
+
+    with psycopg.connect(_url) as conn:
+        row = conn.execute(
+            "SELECT c.id, (SELECT count(*) FROM consultations_participant) "
+            "FROM consultations_consultation c ORDER BY c.id LIMIT 1"
+        ).fetchone()
+        if row is None or row[1] != parse_size(size)[0]:
+            return None
+        # forget the earlier runs of the engine stage, dependants first
+        conn.execute("UPDATE consultations_consultation SET current_run_id = NULL")
+        for table in (
+            "consensus_participantprojection", "consensus_proposalscore", "consensus_opiniongroup",
+            "consensus_ideamembership", "consensus_idea", "consensus_enginechunk",
+            "consensus_proposalembedding", "consensus_enginerun",
+        ):  # fmt: skip
+            conn.execute(f"DELETE FROM {table}")
+    return row[0]
+
+
+def run_end_to_end(size: str, seed: int, *, keep_db: bool = False) -> None:
+    print(f"\n### End to end, one engine process: {size}")
+    consultation_id = _prepared_consultation(size) if keep_db else None
+    if consultation_id is None:
+        prep = subprocess.run(
+            [sys.executable, __file__, "--e2e-prepare", size, "--seed", str(seed)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if prep.returncode != 0:
+            print(f"preparation failed\n{prep.stderr[-3000:]}")
+            return
+        p = json.loads(prep.stdout.strip().splitlines()[-1])
+        consultation_id = p["consultation"]
+        print(
+            f"preparation (process 1, not the engine): synthesis {p['synth_s']:.1f} s, migrate "
+            f"{p['migrate_s']:.1f} s, COPY of {p['participants']:,} participants / "
+            f"{p['votes']:,} votes / {N_STATEMENTS:,} proposals {p['copy_s']:.1f} s"
+        )
+    else:
+        print(f"preparation: reusing the scratch database {PG_DB} kept by --keep-db")
+    try:
+        eng = subprocess.run(
+            [sys.executable, __file__, "--e2e-engine", str(consultation_id)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if eng.returncode != 0:
+            print(f"engine failed\n{eng.stderr[-3000:]}")
+            return
+        r = json.loads(eng.stdout.strip().splitlines()[-1])
+    finally:
+        if not keep_db:
+            admin, _url = _admin_connection()
+            admin.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
+            admin.close()
+    print(
+        f"load average (1 min) at the engine's start / end: {r['load'][0]:.1f} / "
+        f"{r['load'][1]:.1f} on {os.cpu_count()} CPUs (the machine is shared)"
+    )
+    print(
+        f"engine (process 2): {r['n_participants']:,} participants, {r['n_votes']:,} votes loaded; "
+        f"groups {r['group_sizes']}; zones {r['zones']}; bridging {r['bridging']}; "
+        f"rows written {r['rows']}; published {r['published']}\n"
+    )
+    print("| stage | wall s | peak RSS during stage MB |")
+    print("|---|---|---|")
+    for phase, label in E2E_STAGES.items():
+        secs = sum(r["timings"].get(k, 0.0) for k in E2E_TIMINGS.get(phase, ()))
+        peak = r["peaks"].get(phase)
+        secs_txt = f"{secs:.2f}" if phase in E2E_TIMINGS else "-"
+        print(f"| {label} | {secs_txt} | {peak:.0f} |" if peak else f"| {label} | {secs_txt} | - |")
+    print(
+        f"| **total (engine_run_finalize, wall)** | **{r['wall_s']:.2f}** | "
+        f"**{r['peak_rss_mb']:.0f}** (process peak, ru_maxrss) |"
+    )
+    print(
+        f"\nRSS of the engine process before the run (Django, numpy, scipy, sklearn loaded): "
+        f"{r['rss_start_mb']:.0f} MB"
+    )
+
+
+def red_dwarf_synthetic(size: str, seed: int, timeout: int) -> None:
+    """red-dwarf's pipeline and Concorde's on the same synthetic matrix, each in its own process."""
+    print(f"\n### red-dwarf vs Concorde on the synthetic {size} (opinion groups only)\n")
+    rows = {}
+    for who in ("concorde", "red-dwarf"):
+        try:
+            proc = subprocess.run(
+                [sys.executable, __file__, "--rd-child", size, "--rd-who", who,
+                 "--seed", str(seed)],
+                capture_output=True, text=True, check=False, timeout=timeout,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired:
+            rows[who] = None
+            print(f"{who}: no result within {timeout} s")
+            continue
+        if proc.returncode != 0:
+            rows[who] = None
+            print(f"{who}: failed (exit {proc.returncode})\n{proc.stderr[-1500:]}")
+            continue
+        rows[who] = json.loads(proc.stdout.strip().splitlines()[-1])
+    print("| implementation | wall s | peak RSS MB | groups |")
+    print("|---|---|---|---|")
+    for who, r in rows.items():
+        if r:
+            print(f"| {who} | {r['s']:.2f} | {r['rss_mb']:.0f} | {r['groups']} |")
+    if rows.get("concorde") and rows.get("red-dwarf"):
+        print(
+            f"\nratio red-dwarf / Concorde: {rows['red-dwarf']['s'] / rows['concorde']['s']:.1f}x "
+            f"time, {rows['red-dwarf']['rss_mb'] / rows['concorde']['rss_mb']:.1f}x memory"
+        )
+
+
+def rd_child(size: str, who: str, seed: int) -> dict:
+    n, v = parse_size(size)
+    vm, moderated = synthesise(n, v, seed)
+    if who == "concorde":
+        t = time.perf_counter()
+        res = op.compute_opinion_groups(vm, moderated_out=moderated, seed=seed)
+        return {"s": time.perf_counter() - t, "rss_mb": rss_mb(), "groups": len(res.group_ids)}
+    import warnings
+
+    from reddwarf.implementations.polis import run_pipeline
+
+    warnings.filterwarnings("ignore")
+    m = vm.votes.tocoo()
+    votes = [
+        {"participant_id": int(r), "statement_id": int(c), "vote": int(x), "modified": 0}
+        for r, c, x in zip(m.row, m.col, m.data, strict=True)
+    ]
+    del m, vm
+    mod = [int(j) for j in np.flatnonzero(moderated)]
+    t = time.perf_counter()
+    rd = run_pipeline(
+        votes=votes,
+        mod_out_statement_ids=mod,
+        min_user_vote_threshold=7,
+        max_group_count=5,
+        random_state=seed,
+    )
+    k = getattr(rd.clusterer, "n_clusters_", getattr(rd.clusterer, "n_clusters", "?"))
+    return {"s": time.perf_counter() - t, "rss_mb": rss_mb(), "groups": k}
+
+
 def print_postgres(r: dict) -> None:
     print(
         f"\n### PostgreSQL stage: {r['participants']:,} participants, {r['votes']:,} votes "
@@ -418,7 +742,44 @@ def main() -> None:
         help=f"only the PostgreSQL stage: COPY into a scratch {PG_DB} database, load back, write scores",
     )
     ap.add_argument("--pg-child", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--end-to-end",
+        metavar="SIZE",
+        help="one engine process on PostgreSQL: load, compute everything, write back (e.g. 1M:10M)",
+    )
+    ap.add_argument(
+        "--red-dwarf-size",
+        metavar="SIZE",
+        help="red-dwarf and Concorde on the same synthetic matrix (e.g. 100k:2M)",
+    )
+    ap.add_argument("--red-dwarf-timeout", type=int, default=900)
+    ap.add_argument(
+        "--keep-db",
+        action="store_true",
+        help=f"keep the scratch {PG_DB} database and reuse it next time (same size)",
+    )
+    ap.add_argument("--e2e-prepare", help=argparse.SUPPRESS)
+    ap.add_argument("--e2e-engine", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--rd-child", help=argparse.SUPPRESS)
+    ap.add_argument("--rd-who", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.e2e_prepare:
+        n, v = parse_size(args.e2e_prepare)
+        print(json.dumps(e2e_prepare(n, v, args.seed)))
+        return
+    if args.e2e_engine:
+        print(json.dumps(e2e_engine(args.e2e_engine), default=str))
+        return
+    if args.rd_child:
+        print(json.dumps(rd_child(args.rd_child, args.rd_who, args.seed), default=str))
+        return
+    if args.end_to_end or args.red_dwarf_size:
+        print(f"machine: {os.cpu_count()} CPUs; numpy {np.__version__}; statements {N_STATEMENTS}")
+        if args.end_to_end:
+            run_end_to_end(args.end_to_end, args.seed, keep_db=args.keep_db)
+        if args.red_dwarf_size:
+            red_dwarf_synthetic(args.red_dwarf_size, args.seed, args.red_dwarf_timeout)
+        return
     if args.pg_child:
         n, v = parse_size(args.pg_child)
         print(json.dumps(run_postgres(n, v, args.seed)))

@@ -1,6 +1,13 @@
+from django import forms
 from django.contrib import admin, messages
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import reverse
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
+
+from accounts.admin_audit import AuditedAdminMixin
+from consultations.models import Consultation
 
 from . import services
 from .models import (
@@ -14,8 +21,15 @@ from .models import (
 )
 
 
+class _PickConsultationForm(forms.Form):
+    consultation = forms.ModelChoiceField(
+        label=_("Consultation"),
+        queryset=Consultation.objects.order_by("-starts_at", "-pk"),
+    )
+
+
 @admin.register(EngineRun)
-class EngineRunAdmin(admin.ModelAdmin):
+class EngineRunAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = (
         "id",
         "consultation",
@@ -33,8 +47,28 @@ class EngineRunAdmin(admin.ModelAdmin):
         "created_at", "started_at", "finished_at", "finalizing_since", "input_hash", "input_count",
         "input_max_id", "total_chunks", "done_chunks", "timings", "metrics", "error",
     )  # fmt: skip
-    raw_id_fields = ("consultation", "created_by")
+    raw_id_fields = ("consultation", "created_by", "replaced_run")
     actions = ["start_again", "resume"]
+
+    def view_on_site(self, obj):
+        return reverse("consensus:run", args=[obj.consultation.slug, obj.pk])
+
+    def add_view(self, request, form_url="", extra_context=None):
+        """Runs are started through the engine (validated parameters, one active run): pick the
+        consultation here, then the staff page's start form does the rest."""
+        form = _PickConsultationForm(request.POST or request.GET or None)
+        if form.is_bound and form.is_valid():
+            consultation = form.cleaned_data["consultation"]
+            return redirect(reverse("consensus:runs", args=[consultation.slug]) + "#start-run")
+        context = {
+            **self.admin_site.each_context(request),
+            "title": gettext("Start an engine run"),
+            "form": form,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(
+            request, "admin/consensus/enginerun/pick_consultation.html", context
+        )
 
     @admin.action(description=_("Start a new run with the same settings"))
     def start_again(self, request, queryset):
@@ -65,7 +99,7 @@ class EngineRunAdmin(admin.ModelAdmin):
     def resume(self, request, queryset):
         for run in queryset:
             try:
-                services.engine_run_resume(run=run)
+                services.engine_run_resume(run=run, actor=request.user)
             except services.EngineError as exc:
                 self.message_user(request, f"#{run.pk}: {exc}", messages.ERROR)
             else:
@@ -75,7 +109,7 @@ class EngineRunAdmin(admin.ModelAdmin):
 
 
 @admin.register(EngineChunk)
-class EngineChunkAdmin(admin.ModelAdmin):
+class EngineChunkAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = (
         "run",
         "number",
@@ -93,7 +127,7 @@ class EngineChunkAdmin(admin.ModelAdmin):
 
 
 @admin.register(Idea)
-class IdeaAdmin(admin.ModelAdmin):
+class IdeaAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("label", "consultation", "run", "size", "share")
     list_select_related = ("consultation", "run")
     search_fields = ("label",)
@@ -103,7 +137,7 @@ class IdeaAdmin(admin.ModelAdmin):
 
 
 @admin.register(IdeaMembership)
-class IdeaMembershipAdmin(admin.ModelAdmin):
+class IdeaMembershipAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("proposal", "idea", "similarity", "is_central")
     list_select_related = ("proposal", "idea")
     raw_id_fields = ("run", "idea", "proposal")
@@ -111,7 +145,7 @@ class IdeaMembershipAdmin(admin.ModelAdmin):
 
 
 @admin.register(ProposalScore)
-class ProposalScoreAdmin(admin.ModelAdmin):
+class ProposalScoreAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = (
         "proposal",
         "run",
@@ -128,13 +162,13 @@ class ProposalScoreAdmin(admin.ModelAdmin):
 
 
 @admin.register(OpinionGroup)
-class OpinionGroupAdmin(admin.ModelAdmin):
+class OpinionGroupAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("run", "number", "size")
     raw_id_fields = ("run",)
 
 
 @admin.register(ParticipantProjection)
-class ParticipantProjectionAdmin(admin.ModelAdmin):
+class ParticipantProjectionAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("run", "participant", "group", "x", "y", "in_conv")
     raw_id_fields = ("run", "participant")
     show_full_result_count = False

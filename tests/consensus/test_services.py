@@ -3,6 +3,7 @@
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import pytest
 from django.db import connection
 from django.utils import translation
@@ -303,3 +304,56 @@ def test_prune_keeps_recent_current_and_active_runs(consultation):
     assert services.engine_runs_prune(consultation=consultation, keep=2) == 1
     left = set(EngineRun.objects.values_list("pk", flat=True))
     assert left == {runs[0].pk, runs[2].pk, runs[3].pk, active.pk}
+
+
+def test_the_binary_copy_loader_reads_the_same_votes_as_the_orm():
+    from .engine_data import add_votes
+
+    if connection.vendor != "postgresql":
+        pytest.skip("binary COPY needs PostgreSQL")
+    themed = consultation_with_themes()
+    add_votes(themed, n_participants=30, untrusted=4)
+    fast = services._vote_triples_copy(themed.pk)
+    slow = services._vote_triples_orm(themed.pk)
+    assert fast[0].shape[0] == slow[0].shape[0] > 0
+    order_fast = np.lexsort((fast[1], fast[0]))
+    order_slow = np.lexsort((slow[1], slow[0]))
+    for a, b in zip(fast, slow, strict=True):
+        np.testing.assert_array_equal(a[order_fast], b[order_slow])
+    assert set(np.unique(fast[2])) <= {-1, 0, 1}
+
+
+def test_the_binary_projection_copy_writes_groups_nulls_and_positions():
+    from types import SimpleNamespace
+
+    from consensus.models import ParticipantProjection
+
+    from ..factories import ParticipantFactory
+
+    if connection.vendor != "postgresql":
+        pytest.skip("binary COPY needs PostgreSQL")
+    themed = consultation_with_themes()
+    run = EngineRun.objects.create(consultation=themed, kind="votes", status="running")
+    people = [ParticipantFactory() for _ in range(5)]
+    ids = np.array([p.pk for p in people], dtype=np.int64)
+    result = SimpleNamespace(
+        labels=np.array([0, -1, 3, 1, -1]),
+        positions=np.array([[0.5, -1.25], [1e-9, 2.0], [-3.5, 0.0], [7.0, 8.0], [0.0, -0.0]]),
+        in_conv=np.array([True, False, True, True, False]),
+    )
+    services._copy_projections(run.pk, ids, result)
+    got = {
+        row[0]: row[1:]
+        for row in ParticipantProjection.objects.filter(run=run).values_list(
+            "participant_id", "x", "y", "group", "in_conv"
+        )
+    }
+    assert got == {
+        int(ids[i]): (
+            float(result.positions[i, 0]),
+            float(result.positions[i, 1]),
+            None if result.labels[i] < 0 else int(result.labels[i]),
+            bool(result.in_conv[i]),
+        )
+        for i in range(5)
+    }

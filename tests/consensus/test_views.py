@@ -6,11 +6,13 @@ from django.urls import reverse
 from django.utils import translation
 from django.utils.html import escape
 
+from accounts.models import AuditEntry
 from consensus import services
-from consensus.models import EngineRun
+from consensus.models import EngineRun, Idea, IdeaMembership
 from consensus.selectors import METRIC_LABELS, TIMING_LABELS
+from partners.models import PartnerMembership
 
-from ..factories import ConsultationFactory, ProposalFactory, UserFactory
+from ..factories import ConsultationFactory, PartnerFactory, ProposalFactory, UserFactory
 from .engine_data import HASHING
 
 pytestmark = pytest.mark.django_db
@@ -233,3 +235,337 @@ def test_admin_actions_start_again_and_resume(
         failed.parameters,
     )
     assert len(callbacks) == 1
+    audited = AuditEntry.objects.exclude(actor=None).values_list("action", "target_id")
+    assert set(audited) >= {("engine_run.resume", str(failed.pk)), ("engine_run.start", str(new.pk))}
+
+
+# --- who may do what ---------------------------------------------------------------------------
+
+
+def _citizen():
+    return UserFactory()
+
+
+def _partner_editor():
+    user = UserFactory()
+    PartnerMembership.objects.create(partner=PartnerFactory(), user=user, role="editor")
+    return user
+
+
+def _every_url(consultation, run):
+    """(method, url, data) of every engine staff page, partial and action."""
+    slug = consultation.slug
+    return [
+        ("get", runs_url(consultation), {}),
+        ("post", runs_url(consultation), {"kind": "votes", "seed": "0", "chunk_size": "100"}),
+        ("get", run_url(run), {}),
+        ("post", run_url(run, "consensus:cancel"), {}),
+        ("post", run_url(run, "consensus:resume"), {}),
+        ("post", run_url(run, "consensus:make_current"), {}),
+        ("post", reverse("consensus:rollback", args=[slug]), {}),
+        ("get", reverse("consensus:compare", args=[slug]), {"a": run.pk, "b": run.pk}),
+    ]
+
+
+@pytest.mark.parametrize("who", [_citizen, _partner_editor], ids=["citizen", "partner"])
+def test_citizens_and_partners_are_denied_every_page_partial_and_action(client, consultation, who):
+    client.force_login(who())
+    run = make_run(consultation, EngineRun.Status.DONE)
+    for method, url, data in _every_url(consultation, run):
+        for headers in ({}, HTMX):
+            response = getattr(client, method)(url, data, **headers)
+            assert response.status_code == 404, (method, url, headers)
+    consultation.refresh_from_db()
+    assert consultation.current_run_id is None and EngineRun.objects.count() == 1
+    assert not AuditEntry.objects.filter(action__startswith="engine_run.").exclude(
+        action="engine_run.start"
+    ).exists()
+
+
+def test_anonymous_visitors_are_denied_every_page_partial_and_action(client, consultation):
+    run = make_run(consultation, EngineRun.Status.DONE)
+    for method, url, data in _every_url(consultation, run):
+        response = getattr(client, method)(url, data)
+        assert response.status_code == 302 and reverse("account_login") in response["Location"]
+        response = getattr(client, method)(url, data, **HTMX)
+        assert reverse("account_login") in response["HX-Redirect"]
+    consultation.refresh_from_db()
+    assert consultation.current_run_id is None and EngineRun.objects.count() == 1
+
+
+def test_staff_may_use_every_page(client, staff, consultation):
+    run = make_run(consultation, EngineRun.Status.DONE)
+    assert client.get(runs_url(consultation)).status_code == 200
+    assert client.get(run_url(run)).status_code == 200
+    assert client.get(reverse("consensus:compare", args=[consultation.slug])).status_code == 200
+    assert client.post(run_url(run, "consensus:make_current")).status_code == 302
+
+
+# --- start with parameters ----------------------------------------------------------------------
+
+
+def test_the_start_form_passes_clustering_and_group_parameters(
+    client, staff, consultation, django_capture_on_commit_callbacks
+):
+    data = {
+        "kind": "full", "model_name": "hashing", "seed": "11", "chunk_size": "100",
+        "cluster_method": "hdbscan", "min_cluster_size": "4", "expected_ideas": "12", "resolution": "",
+        "near_threshold": "", "max_groups": "3", "publish": "manual",
+    }  # fmt: skip
+    with django_capture_on_commit_callbacks():
+        response = client.post(runs_url(consultation), data)
+    run = EngineRun.objects.get()
+    assert response.status_code == 302
+    p = run.parameters
+    assert (p["method"], p["min_cluster_size"], p["expected_ideas"]) == ("hdbscan", 4, 12)
+    assert p["resolution"] is None and p["near_threshold"] is None  # empty: default / folding off
+    assert (p["max_groups"], p["make_current"], run.seed) == (3, False, 11)
+    entry = AuditEntry.objects.get(action="engine_run.start")
+    assert entry.actor == staff and entry.target_id == str(run.pk)
+    assert entry.after["parameters"]["method"] == "hdbscan"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"cluster_method": "kmeans"},
+        {"min_cluster_size": "1"},
+        {"resolution": "-1"},
+        {"near_threshold": "2"},
+        {"max_groups": "9"},
+        {"publish": "later"},
+    ],
+)
+def test_bad_clustering_parameters_are_form_errors(client, staff, consultation, bad):
+    data = {"kind": "full", "model_name": "hashing", "seed": "0", "chunk_size": "100", **bad}
+    response = client.post(runs_url(consultation), data)
+    assert response.status_code == 400 and "errorlist" in response.content.decode()
+    assert not EngineRun.objects.exists() and not AuditEntry.objects.exists()
+
+
+def test_the_runs_table_polls_while_a_run_is_active_and_stops_after(client, staff, consultation):
+    run = make_run(consultation, EngineRun.Status.RUNNING)
+    page = client.get(runs_url(consultation)).content.decode()
+    assert 'id="runs-table"' in page and 'hx-trigger="every 2s"' in page
+    partial = client.get(runs_url(consultation), **HTMX)
+    assert partial.status_code == 200 and "<html" not in partial.content.decode()
+    assert partial.content.decode().lstrip().startswith('<div id="runs-table"')
+    EngineRun.objects.filter(pk=run.pk).update(status=EngineRun.Status.DONE)
+    partial = client.get(runs_url(consultation), **HTMX)
+    assert partial.status_code == 286 and "hx-trigger" not in partial.content.decode()
+
+
+# --- publish, roll back, audit --------------------------------------------------------------------
+
+
+def test_actions_are_written_to_the_audit_log(client, staff, consultation):
+    run = make_run(consultation, EngineRun.Status.RUNNING)
+    client.post(run_url(run, "consensus:cancel"))
+    client.post(run_url(run, "consensus:resume"))
+    EngineRun.objects.filter(pk=run.pk).update(status=EngineRun.Status.DONE)
+    client.post(run_url(run, "consensus:make_current"))
+    actions = list(AuditEntry.objects.order_by("pk").values_list("action", "actor_id"))
+    assert actions == [
+        ("engine_run.start", None),  # make_run starts without a user: the system
+        ("engine_run.cancel", staff.pk),
+        ("engine_run.resume", staff.pk),
+        ("engine_run.make_current", staff.pk),
+    ]
+    cancel = AuditEntry.objects.get(action="engine_run.cancel")
+    assert (cancel.before["status"], cancel.after["status"]) == ("running", "cancelled")
+    publish = AuditEntry.objects.get(action="engine_run.make_current")
+    assert (publish.before["current_run"], publish.after["current_run"]) == (None, run.pk)
+
+
+def test_roll_back_walks_back_through_the_published_runs(client, staff, consultation):
+    first, second, third = (make_run(consultation, EngineRun.Status.DONE) for _ in range(3))
+    for run in (first, second, third):
+        client.post(run_url(run, "consensus:make_current"))
+    page = client.get(runs_url(consultation)).content.decode()
+    assert reverse("consensus:rollback", args=[consultation.slug]) in page
+    rollback = reverse("consensus:rollback", args=[consultation.slug])
+
+    assert client.post(rollback).status_code == 302
+    consultation.refresh_from_db()
+    assert consultation.current_run_id == second.pk
+    client.post(rollback)
+    consultation.refresh_from_db()
+    assert consultation.current_run_id == first.pk
+    response = client.post(rollback, follow=True)  # nothing before the first
+    consultation.refresh_from_db()
+    assert consultation.current_run_id == first.pk
+    assert list(response.context["messages"])[-1].level_tag == "error"
+    entries = AuditEntry.objects.filter(action="engine_run.rollback").order_by("pk")
+    assert [(e.before["current_run"], e.after["current_run"]) for e in entries] == [
+        (third.pk, second.pk),
+        (second.pk, first.pk),
+    ]
+    assert all(e.actor == staff for e in entries)
+    assert client.get(rollback).status_code == 405
+
+
+def test_roll_back_skips_nothing_when_the_previous_run_was_pruned(client, staff, consultation):
+    first, second = (make_run(consultation, EngineRun.Status.DONE) for _ in range(2))
+    for run in (first, second):
+        client.post(run_url(run, "consensus:make_current"))
+    first.delete()
+    client.post(reverse("consensus:rollback", args=[consultation.slug]))
+    consultation.refresh_from_db()
+    assert consultation.current_run_id == second.pk
+
+
+def test_a_finished_run_publishes_itself_and_remembers_the_run_it_replaced(
+    staff, consultation, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        first = services.engine_run_start(consultation=consultation, kind="ideas", **HASHING)
+    with django_capture_on_commit_callbacks(execute=True):
+        second = services.engine_run_start(
+            consultation=consultation, kind="ideas", model_name="hashing", seed=5,
+            parameters={"chunk_size": 10},
+        )  # fmt: skip
+    second.refresh_from_db()
+    consultation.refresh_from_db()
+    assert second.status == "done" and consultation.current_run_id == second.pk
+    assert second.replaced_run_id == first.pk and second.published_at is not None
+    assert services.engine_run_rollback_target(consultation=consultation) == first
+
+
+# --- compare two runs -----------------------------------------------------------------------------
+
+
+def _ideas(run, groups):
+    """Ideas of ``run`` with the given members: {number: [proposal, ...]}."""
+    for number, proposals in groups.items():
+        idea = Idea.objects.create(
+            run=run, consultation=run.consultation, number=number, label=f"idea {run.pk}-{number}",
+            size=len(proposals),
+        )  # fmt: skip
+        for p in proposals:
+            IdeaMembership.objects.create(run=run, idea=idea, proposal=p)
+
+
+def test_compare_names_ideas_that_split_merged_appeared_and_disappeared(
+    client, staff, consultation
+):
+    props = [ProposalFactory(consultation=consultation) for _ in range(40)]
+    a = make_run(consultation, EngineRun.Status.DONE)
+    b = make_run(consultation, EngineRun.Status.DONE)
+    EngineRun.objects.filter(pk__in=[a.pk, b.pk]).update(input_max_id=props[-1].pk)
+    _ideas(a, {0: props[0:10], 1: props[10:15], 2: props[15:20], 3: props[20:30]})
+    _ideas(b, {5: props[0:5], 6: props[5:10], 7: props[10:20], 8: props[30:40]})
+    url = reverse("consensus:compare", args=[consultation.slug])
+    response = client.get(url, {"a": a.pk, "b": b.pk})
+    assert response.status_code == 200
+    result = response.context["comparison"].result
+    assert result.counts == {"kept": 0, "split": 1, "merged": 1, "appeared": 1, "disappeared": 1}
+    body = response.content.decode()
+    for label in (f"idea {a.pk}-0", f"idea {b.pk}-7", f"idea {b.pk}-8", f"idea {a.pk}-3"):
+        assert label in body
+    partial = client.get(url, {"a": a.pk, "b": b.pk}, **HTMX)
+    assert partial.content.decode().lstrip().startswith('<section id="compare-result"')
+    assert "HX-Request" in partial["Vary"]
+
+
+@pytest.mark.parametrize("case", ["same", "other_consultation", "not_done", "garbage"])
+def test_compare_refuses_bad_choices(client, staff, consultation, case):
+    a = make_run(consultation, EngineRun.Status.DONE)
+    b = make_run(consultation, EngineRun.Status.FAILED)
+    other = ConsultationFactory()
+    ProposalFactory(consultation=other)
+    foreign = make_run(other, EngineRun.Status.DONE)
+    params = {
+        "same": {"a": a.pk, "b": a.pk},
+        "other_consultation": {"a": a.pk, "b": foreign.pk},
+        "not_done": {"a": a.pk, "b": b.pk},
+        "garbage": {"a": "x", "b": "1; drop", "min_share": "lots"},
+    }[case]
+    response = client.get(reverse("consensus:compare", args=[consultation.slug]), params)
+    assert response.status_code == 400 and "errorlist" in response.content.decode()
+    assert response.context["comparison"] is None
+
+
+def test_the_admin_add_page_leads_to_the_start_form(admin_client, consultation):
+    url = reverse("admin:consensus_enginerun_add")
+    assert admin_client.get(url).status_code == 200
+    response = admin_client.get(url, {"consultation": consultation.pk})
+    assert response.status_code == 302 and response["Location"].startswith(runs_url(consultation))
+    assert not EngineRun.objects.exists()
+
+
+# --- a real Polis conversation, imported then run from the staff page ----------------------------
+
+
+def test_an_imported_polis_conversation_run_from_the_staff_page_shows_groups_consensus_and_bridging(
+    client, staff, data_dir, django_capture_on_commit_callbacks
+):
+    from django.core.management import call_command
+    from sklearn.metrics import adjusted_rand_score
+
+    from consensus.engine.opinion import load_polis_export
+    from consensus.models import OpinionGroup, ParticipantProjection, ProposalScore
+    from consultations.models import Consultation, Participant
+
+    folder = data_dir / "polis" / "brexit-consensus"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is absent")
+    call_command(
+        "import_polis", str(folder), "--consultation", "brexit", "--create",
+        "--accept-unmoderated", stdout=open("/dev/null", "w"),
+    )  # fmt: skip
+    consultation = Consultation.objects.get(slug="brexit")
+    ex = load_polis_export(folder)
+
+    data = {"kind": "full", "model_name": "hashing", "seed": "0", "chunk_size": "100",
+            "publish": "auto"}  # fmt: skip
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(runs_url(consultation), data)
+    run = EngineRun.objects.get(consultation=consultation)
+    assert response.status_code == 302, response.content.decode()[:2000]
+    run.refresh_from_db()
+    assert run.status == EngineRun.Status.DONE, run.error
+    consultation.refresh_from_db()
+    assert consultation.current_run_id == run.pk
+    assert run.metrics["n_votes"] == ex.matrix.n_votes - int(
+        ex.matrix.votes[:, ex.moderated_out].nnz
+    )  # every vote on a kept comment
+
+    groups = list(OpinionGroup.objects.filter(run=run).order_by("number"))
+    assert len(groups) >= 2 and all(g.representatives for g in groups)
+
+    # the run's groups agree with the groups Polis exported (ARI over the grouped participants)
+    polis_group = dict(zip(ex.participant_ids.tolist(), ex.exported_group.tolist(), strict=True))
+    ours = {}
+    for external_id, group in ParticipantProjection.objects.filter(
+        run=run, group__isnull=False
+    ).values_list("participant__external_id", "group"):
+        ours[int(external_id.rsplit(":", 1)[1])] = group
+    both = [p for p in ours if polis_group.get(p, -1) >= 0]
+    ari = adjusted_rand_score([polis_group[p] for p in both], [ours[p] for p in both])
+    print(f"brexit-consensus imported and run from the staff page: ARI vs Polis {ari:.3f}")
+    assert ari >= 0.75  # the floor of the array-level test (test_engine_opinion.ARI_FLOOR)
+    assert Participant.objects.filter(external_id__startswith="polis:").count() == len(
+        ex.participant_ids
+    )
+
+    body = client.get(run_url(run)).content.decode()
+    for group in groups:
+        assert f"{group.size} participant" in body
+        first = group.representatives[0]["proposal"]
+        assert escape(consultation.proposals.get(pk=first).content) in body
+    best_gic = (
+        ProposalScore.objects.filter(run=run, group_consensus__isnull=False)
+        .order_by("-group_consensus", "proposal_id")
+        .select_related("proposal")
+        .first()
+    )
+    best_bridge = (
+        ProposalScore.objects.filter(run=run, bridging__isnull=False)
+        .order_by("-bridging", "proposal_id")
+        .select_related("proposal")
+        .first()
+    )
+    gic_section = body[body.index('id="group-consensus"') : body.index('id="bridging"')]
+    bridge_section = body[body.index('id="bridging"') :]
+    assert escape(best_gic.proposal.content) in gic_section.split("</tr>")[1]
+    assert escape(best_bridge.proposal.content) in bridge_section.split("</tr>")[1]

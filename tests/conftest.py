@@ -50,11 +50,10 @@ def _celery_pools_open():
 
     from config.celery import app
 
-    amqp = app.__dict__.get("amqp")
-    producers = getattr(amqp, "_producer_pool", None) if amqp is not None else None
-    if getattr(app._pool, "_closed", False) or getattr(producers, "_closed", False):
+    producers = app.producer_pool
+    closed = [app._pool, producers, getattr(producers, "connections", None)]
+    if any(getattr(pool, "_closed", False) for pool in closed):
         app._pool = None
-        if amqp is not None:
-            amqp._producer_pool = None
-        pools.reset()  # kombu keeps its own registry of producer pools per connection
+        app.amqp._producer_pool = None
+        pools.reset()  # kombu keeps its own registry of connection and producer pools
     yield

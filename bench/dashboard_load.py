@@ -39,17 +39,17 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from bench.vote_load import admin_execute, free_port, percentile, with_database  # noqa: E402
 
 SCRATCH_DB = "concorde_dashboard_bench"
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/concorde"
@@ -66,37 +66,6 @@ THEMES = [
     "des bibliothèques ouvertes le soir",
     "des concerts gratuits en plein air",
 ]
-
-
-def with_database(url: str, name: str) -> str:
-    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
-
-
-def psycopg_url(url: str) -> str:
-    return url.replace("postgres://", "postgresql://", 1)
-
-
-def admin_execute(url: str, sql: str) -> None:
-    import psycopg
-
-    with psycopg.connect(psycopg_url(with_database(url, "postgres")), autocommit=True) as conn:
-        conn.execute(sql)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
-
-
-# Data -------------------------------------------------------------------------------------------
 
 
 def seed(n_proposals: int, n_participants: int, n_votes: int, rng_seed: int = 11) -> dict:

@@ -230,6 +230,11 @@ class Decision:
     ALL = (ACCEPT, REFUSE, POSTPONE)
 
 
+def _proposal_locked(pk: int) -> Proposal:
+    """The proposal row, locked until the end of the transaction (call inside atomic)."""
+    return Proposal.objects.select_for_update(of=("self",)).select_related("consultation").get(pk=pk)
+
+
 def _check_scope(moderator, proposal: Proposal) -> None:
     if not moderation_in_scope(moderator=moderator, consultation_id=proposal.consultation_id):
         raise ModerationError(_("You do not moderate this consultation."))
@@ -312,11 +317,7 @@ def moderation_decide(
     _check_scope(moderator, proposal)
     now = timezone.now()
     with transaction.atomic():
-        proposal = (
-            Proposal.objects.select_for_update(of=("self",))
-            .select_related("consultation")
-            .get(pk=proposal.pk)
-        )
+        proposal = _proposal_locked(proposal.pk)
         _apply_decision(
             moderator=moderator,
             proposal=proposal,
@@ -362,11 +363,7 @@ def moderation_bulk_accept(*, moderator, proposal_ids, base_url: str = "") -> Bu
         now = timezone.now()
         try:
             with transaction.atomic():
-                proposal = (
-                    Proposal.objects.select_for_update(of=("self",))
-                    .select_related("consultation")
-                    .get(pk=pk)
-                )
+                proposal = _proposal_locked(pk)
                 if proposal.status != Proposal.Status.PENDING:
                     raise ModerationError(_("This proposal is no longer pending."))
                 _apply_decision(
@@ -427,11 +424,7 @@ def moderation_edit(*, moderator, proposal: Proposal, content: str) -> ProposalE
     _check_scope(moderator, proposal)
     now = timezone.now()
     with transaction.atomic():
-        proposal = (
-            Proposal.objects.select_for_update(of=("self",))
-            .select_related("consultation")
-            .get(pk=proposal.pk)
-        )
+        proposal = _proposal_locked(proposal.pk)
         if (
             proposal.locked_by_id not in (None, moderator.pk)
             and proposal.locked_until

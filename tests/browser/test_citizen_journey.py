@@ -146,6 +146,8 @@ def test_citizen_journey(browser, live_server, world):
     assert "montres" in page.locator("#queue").inner_text()  # the oldest first
     shot(page, "10-moderation")
     press(page, "r")  # the reasons open, the first one takes the focus
+    # The details "toggle" event that moves the focus is queued, so wait for it rather than read at once.
+    page.wait_for_selector('button[name="reason"]:focus', timeout=5000)
     assert page.evaluate("document.activeElement.name") == "reason"
     press(page, page.get_attribute('button[name="reason"][value="advertising"]', "aria-keyshortcuts"))
     page.wait_for_selector(f'#queue blockquote:has-text("{GOOD}")')

@@ -176,6 +176,7 @@ def test_moderate_ten_proposals_with_the_keyboard(browser, live_server, world):
     press(page, "e")
     field = page.locator('#queue input[name="content"]')
     field.wait_for(state="visible")
+    page.wait_for_selector('#queue input[name="content"]:focus', timeout=5000)  # the focus moves on "toggle"
     assert page.evaluate("document.activeElement.name") == "content"
     field.fill("Il faut des pistes cyclables entre les villages")
     shot(page, "03-spelling")

@@ -728,6 +728,20 @@ def print_postgres(r: dict) -> None:
         print(f"| {s['stage']} | {s['s']:.2f} | {s['rss_peak_mb']:.0f} |")
 
 
+def run_in_child(flag: str, size: str, seed: int) -> dict | None:
+    """Run one size in a fresh process (so peak RSS is per size); its last stdout line is JSON."""
+    proc = subprocess.run(
+        [sys.executable, __file__, flag, size, "--seed", str(seed)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        print(f"{size}: failed\n{proc.stderr[-2000:]}")
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description="vote engine scale benchmark")
     ap.add_argument(
@@ -786,16 +800,9 @@ def main() -> None:
         return
     if args.postgres:
         for size in args.sizes:
-            proc = subprocess.run(
-                [sys.executable, __file__, "--pg-child", size, "--seed", str(args.seed)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode != 0:
-                print(f"{size}: failed\n{proc.stderr[-2000:]}")
-                continue
-            print_postgres(json.loads(proc.stdout.strip().splitlines()[-1]))
+            result = run_in_child("--pg-child", size, args.seed)
+            if result is not None:
+                print_postgres(result)
         return
     if args.child:
         n, v = parse_size(args.child)
@@ -804,16 +811,9 @@ def main() -> None:
 
     print(f"machine: {os.cpu_count()} CPUs; numpy {np.__version__}; statements {N_STATEMENTS}")
     for size in args.sizes:
-        proc = subprocess.run(
-            [sys.executable, __file__, "--child", size, "--seed", str(args.seed)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            print(f"{size}: failed\n{proc.stderr[-2000:]}")
+        r = run_in_child("--child", size, args.seed)
+        if r is None:
             continue
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
         print(
             f"\n### {r['participants']:,} participants x {r['statements']:,} statements, "
             f"{r['votes']:,} votes"

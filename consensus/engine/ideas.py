@@ -536,6 +536,8 @@ def cluster_vectors(
     than 3 rows are all noise (nothing to group).
     """
     params = params or ClusterParams()
+    if params.merge_ratio is not None and not 0.0 < params.merge_ratio <= 1.0:
+        raise ValueError(f"merge_ratio must be in (0, 1], not {params.merge_ratio!r}")
     x = _as_matrix(vectors)
     n = x.shape[0]
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -576,8 +578,6 @@ def cluster_vectors(
     if params.noise_reassign_threshold is not None:
         labels = _reassign_noise(x, labels, w, params.noise_reassign_threshold)
     if params.method == "graph" and params.merge_ratio is not None:
-        if not 0.0 < params.merge_ratio <= 1.0:
-            raise ValueError(f"merge_ratio must be in (0, 1], not {params.merge_ratio!r}")
         labels = _merge_similar_ideas(x, labels, w, params.merge_ratio)
     return labels
 

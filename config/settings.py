@@ -447,6 +447,15 @@ if CONCORDE_INACTIVE_ACCOUNT_DAYS > 0 and ACCOUNTS_ANONYMISE_CRON.strip().lower(
         "schedule": _crontab(ACCOUNTS_ANONYMISE_CRON),
         "options": {"queue": "web", "expires": 6 * 3600},
     }
+# Moderation classifiers (consultations/classifier.py) of open consultations with new
+# decisions are retrained nightly.
+MODERATION_CLASSIFIER_CRON = env("MODERATION_CLASSIFIER_CRON", "45 3 * * *")  # crontab, or "off"
+if MODERATION_CLASSIFIER_CRON.strip().lower() not in {"", "off", "none", "false", "0"}:
+    CELERY_BEAT_SCHEDULE["moderation-classifiers-retrain"] = {
+        "task": "consultations.moderation_classifiers_retrain",
+        "schedule": _crontab(MODERATION_CLASSIFIER_CRON),
+        "options": {"queue": "web", "expires": 6 * 3600},
+    }
 # Celery task metrics (config/metrics.py): GET /metrics for staff or with
 # "Authorization: Bearer $CONCORDE_METRICS_TOKEN"; CONCORDE_METRICS_PORT also serves them from each
 # worker's main process. Queue lengths are read for CONCORDE_METRICS_QUEUES (default: every queue

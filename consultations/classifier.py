@@ -217,6 +217,36 @@ def classifier_train(*, consultation: Consultation, actor=None) -> ModerationCla
     return classifier
 
 
+def classifiers_retrain_open() -> dict:
+    """Retrain the classifier of every open consultation decided on since its latest one.
+
+    What the nightly beat task runs. Idempotent: a consultation with no proposal accepted
+    or refused after its latest classifier was trained is skipped, so a repeated or
+    retried call trains nothing twice. Too few decisions: skipped with the reason.
+    Returns ``{"trained": [slug, ...], "skipped": {slug: reason}}``.
+    """
+    trained: list[str] = []
+    skipped: dict[str, str] = {}
+    for consultation in Consultation.objects.order_by("pk"):
+        if not consultation.is_open:
+            continue
+        latest = classifier_latest(consultation=consultation)
+        decided = Proposal.objects.filter(
+            consultation=consultation,
+            status__in=[Proposal.Status.ACCEPTED, Proposal.Status.REFUSED],
+        )
+        if latest is not None and not decided.filter(moderated_at__gt=latest.created_at).exists():
+            skipped[consultation.slug] = "no new decision since the latest classifier"
+            continue
+        try:
+            classifier_train(consultation=consultation)
+        except ClassifierUnavailable as error:
+            skipped[consultation.slug] = str(error)
+            continue
+        trained.append(consultation.slug)
+    return {"trained": trained, "skipped": skipped}
+
+
 def classifier_latest(*, consultation: Consultation) -> ModerationClassifier | None:
     return (
         ModerationClassifier.objects.filter(consultation=consultation)

@@ -1,6 +1,7 @@
 """Celery entry points of the consultations app: they take ids and call a service."""
 
 from celery import shared_task
+from django.db import OperationalError
 
 
 @shared_task(name="consultations.import_job_run", time_limit=3 * 3600, soft_time_limit=3 * 3600 - 60)
@@ -10,3 +11,23 @@ def import_job_run(job_id: int) -> str:
 
     job = run(job_id=job_id)
     return "skipped" if job is None else job.status
+
+
+@shared_task(
+    name="consultations.moderation_classifiers_retrain",
+    autoretry_for=(OperationalError,),
+    retry_backoff=True,
+    max_retries=5,
+    acks_late=True,
+    soft_time_limit=3300,
+    time_limit=3600,
+)
+def moderation_classifiers_retrain() -> dict:
+    """Nightly (Celery beat): retrain the moderation classifiers that have new decisions.
+
+    Idempotent (`classifiers_retrain_open` skips a consultation with no decision since its
+    latest classifier), so `acks_late` and retries are safe.
+    """
+    from .classifier import classifiers_retrain_open
+
+    return classifiers_retrain_open()

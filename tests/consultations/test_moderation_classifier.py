@@ -190,3 +190,33 @@ def test_trained_on_real_polis_moderation_it_beats_chance(data_dir):
     assert classifier.n_samples == len(rows)
     assert classifier.metrics["auc"] > 0.5, classifier.metrics
     assert "held-out AUC" in out.getvalue()
+
+
+def test_nightly_retrain_trains_once_per_batch_of_new_decisions():
+    from django.conf import settings
+    from django.utils import timezone
+
+    from consultations.tasks import moderation_classifiers_retrain
+
+    consultation = ConsultationFactory()
+    assert consultation.is_open
+    decided(consultation)
+    Proposal.objects.filter(consultation=consultation).update(moderated_at=timezone.now())
+    sparse = ConsultationFactory()  # open, with too few decisions
+    first = moderation_classifiers_retrain.delay().get()
+    assert first["trained"] == [consultation.slug]
+    assert "decisions" in first["skipped"][sparse.slug]
+    # A repeated (or retried) run finds nothing new: nothing is trained twice.
+    again = moderation_classifiers_retrain.delay().get()
+    assert again["trained"] == [] and consultation.slug in again["skipped"]
+    assert ModerationClassifier.objects.filter(consultation=consultation).count() == 1
+    ProposalFactory(
+        consultation=consultation,
+        content="Il faut encore plus de bancs publics",
+        status="accepted",
+        moderated_at=timezone.now(),
+    )
+    assert moderation_classifiers_retrain.delay().get()["trained"] == [consultation.slug]
+    assert ModerationClassifier.objects.filter(consultation=consultation).count() == 2
+    entry = settings.CELERY_BEAT_SCHEDULE["moderation-classifiers-retrain"]
+    assert entry["task"] == moderation_classifiers_retrain.name

@@ -1,19 +1,13 @@
 """Celery entry points for accounts (eager in development and tests)."""
 
 from celery import shared_task
-from django.db import OperationalError
+
+from config.celery import NIGHTLY_TASK_OPTIONS
 
 from . import services
 
 
-@shared_task(
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=5,
-    acks_late=True,
-    soft_time_limit=3300,
-    time_limit=3600,
-)
+@shared_task(**NIGHTLY_TASK_OPTIONS)
 def anonymise_inactive_accounts(days: int | None = None) -> dict:
     """Erase the accounts inactive for CONCORDE_INACTIVE_ACCOUNT_DAYS (or `days`) days.
 

@@ -1,6 +1,7 @@
 import os
 
 from celery import Celery
+from django.db import OperationalError
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
@@ -9,6 +10,17 @@ app = Celery("concorde", task_cls="config.outbox:OutboxTask")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 app.autodiscover_tasks(["config"], related_name="outbox")
+
+# Options of the nightly maintenance tasks run by beat: they are idempotent, so a task lost with
+# its worker is delivered again (acks_late) and a database hiccup is retried with backoff.
+NIGHTLY_TASK_OPTIONS = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": True,
+    "max_retries": 5,
+    "acks_late": True,
+    "soft_time_limit": 3300,
+    "time_limit": 3600,
+}
 
 # Task metrics for Prometheus (config/metrics.py, docs/operations.md).
 from config.metrics import connect_signals  # noqa: E402

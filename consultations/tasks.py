@@ -1,7 +1,8 @@
 """Celery entry points of the consultations app: they take ids and call a service."""
 
 from celery import shared_task
-from django.db import OperationalError
+
+from config.celery import NIGHTLY_TASK_OPTIONS
 
 
 @shared_task(name="consultations.import_job_run", time_limit=3 * 3600, soft_time_limit=3 * 3600 - 60)
@@ -13,15 +14,7 @@ def import_job_run(job_id: int) -> str:
     return "skipped" if job is None else job.status
 
 
-@shared_task(
-    name="consultations.moderation_classifiers_retrain",
-    autoretry_for=(OperationalError,),
-    retry_backoff=True,
-    max_retries=5,
-    acks_late=True,
-    soft_time_limit=3300,
-    time_limit=3600,
-)
+@shared_task(name="consultations.moderation_classifiers_retrain", **NIGHTLY_TASK_OPTIONS)
 def moderation_classifiers_retrain() -> dict:
     """Nightly (Celery beat): retrain the moderation classifiers that have new decisions.
 

@@ -547,7 +547,7 @@ def _assistance_trigram(proposal: Proposal, limit: int) -> Assistance:
 def _assistance_embeddings(proposal: Proposal, limit: int) -> Assistance | None:
     import numpy as np
 
-    from consensus.engine.embedders import get_embedder
+    from consensus.engine.embedders import StaticEmbedder, get_embedder
     from consensus.engine.ideas import nearest_neighbors
     from consensus.models import EngineRun, Idea, IdeaMembership, ProposalEmbedding
     from consensus.services import PARAMETERS
@@ -560,7 +560,12 @@ def _assistance_embeddings(proposal: Proposal, limit: int) -> Assistance | None:
     model_name = (run.metrics or {}).get("ideas_model") or run.model_name
     if not model_name:
         return None
-    vector = get_embedder(model_name).encode([proposal.content])[0]
+    embedder = get_embedder(model_name)
+    if isinstance(embedder, StaticEmbedder) and not embedder.built:
+        # Distilling it takes ~20 s: not in a moderator's request. Trigrams until
+        # `manage.py embedder_build_static` (or an engine run) builds it on this machine.
+        return None
+    vector = embedder.encode([proposal.content])[0]
     ideas = [idea for idea in Idea.objects.filter(run=run).order_by("number") if idea.centroid]
     nearest_ideas: list[tuple[object, float]] = []
     if ideas:

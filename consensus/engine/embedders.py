@@ -260,14 +260,19 @@ class StaticEmbedder(SentenceTransformerEmbedder):
         self.path = Path(path) if path else static_model_dir()
         super().__init__(str(self.path), name="static", batch_size=1024, **kwargs)
 
+    @property
+    def built(self) -> bool:
+        """Whether the distilled model is on this machine (else the first encode builds it)."""
+        return (self.path / "modules.json").exists()
+
     def _load(self):
-        if self._model is None and not (self.path / "modules.json").exists():
+        if self._model is None and not self.built:
             import fcntl
 
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with open(self.path.parent / f".{self.path.name}.lock", "w") as lock:
                 fcntl.flock(lock, fcntl.LOCK_EX)
-                if not (self.path / "modules.json").exists():
+                if not self.built:
                     build_static_model(self.path)
         return super()._load()
 

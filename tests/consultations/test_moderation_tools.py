@@ -282,6 +282,20 @@ def test_assistance_without_engine_run_uses_trigrams(consultation):
     assert assistance.idea is None
 
 
+def test_assistance_never_distils_the_static_model_in_a_request(consultation, monkeypatch, tmp_path):
+    from consensus.engine import embedders
+
+    run = run_with_ideas(consultation, [("Trees", ["Il faut planter des arbres en ville"] * 3)])
+    run.metrics = {"ideas_model": "static"}
+    run.save()
+    monkeypatch.setenv("CONCORDE_STATIC_MODEL_DIR", str(tmp_path / "static"))
+    monkeypatch.setitem(embedders._CACHE, "static", embedders.StaticEmbedder())
+    proposal = pending(consultation, content="Il faut planter des arbres en ville demain")
+    assistance = moderation_assistance(proposal=proposal)
+    assert assistance.method == "trigram"  # fell back, quickly
+    assert not (tmp_path / "static").exists()  # nothing was built
+
+
 def test_assistance_with_an_engine_run_uses_embeddings_and_names_the_idea(client, consultation):
     run_with_ideas(
         consultation,

@@ -973,7 +973,9 @@ class _VoteWriter:
         missing = {v for v in voters if v not in self.participants}
         if not missing:
             return
-        by_external = {f"{self.prefix}{v}": v for v in missing}
+        # Sorted: a set of strings iterates in an order that changes with each process's hash
+        # seed, and participants' pks (the engine's row order) must not.
+        by_external = {f"{self.prefix}{v}": v for v in sorted(missing)}
         found = {}
         for chunk in _chunks(by_external):
             found.update(

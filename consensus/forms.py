@@ -13,7 +13,7 @@ MODEL_CHOICES = [
 ]
 
 METHOD_LABELS = {
-    "graph": _("Neighbour graph + Louvain communities (default)"),
+    "graph": _("Neighbour graph + Leiden communities (default)"),
     "hdbscan": _("HDBSCAN (density)"),
     "agglomerative": _("Agglomerative (average linkage)"),
 }

@@ -25,6 +25,7 @@ from consensus.engine.embedders import (
 from consensus.engine.ideas import (
     STOP_WORDS,
     ClusterParams,
+    _leiden,
     _merge_similar_ideas,
     assign_to_ideas,
     cluster_vectors,
@@ -177,7 +178,7 @@ def test_grand_debat_answers_group_by_question_with_hashing_vectors(hashing, gra
 
 
 def test_merge_joins_the_pieces_of_one_idea_and_keeps_distinct_ideas_apart():
-    # Three tight, distinct directions; Louvain labels cut the first one in two halves.
+    # Three tight, distinct directions; the community labels cut the first one in two halves.
     rng = np.random.default_rng(0)
     centres = np.eye(3, 16)
     x = np.vstack([c + rng.normal(scale=0.05, size=(40, 16)) for c in centres])
@@ -494,3 +495,28 @@ def test_micro_cluster_path_weights_duplicates_and_keeps_an_outlier_apart():
     )
     assert adjusted_rand_score(truth, labels[:-1]) > 0.9
     assert labels[-1] == -1 or (labels == labels[-1]).sum() == 1
+
+
+def test_leiden_finds_connected_communities_numbered_by_first_node():
+    from scipy.sparse import csr_matrix
+
+    # Two 5-cliques joined by one weak edge; nodes interleaved so that the library's own
+    # community order (largest first) differs from the first-node order.
+    a, b = [1, 3, 5, 7, 9], [0, 2, 4, 6, 8]
+    rows, cols, vals = [], [], []
+    for clique in (a, b):
+        for i in clique:
+            for j in clique:
+                if i != j:
+                    rows.append(i), cols.append(j), vals.append(1.0)
+    rows += [1, 0]
+    cols += [0, 1]
+    vals += [0.05, 0.05]
+    graph = csr_matrix((vals, (rows, cols)), shape=(10, 10))
+    labels = _leiden(graph, 1.0, seed=0, self_loops=np.zeros(10))
+    assert labels.tolist() == [0, 1, 0, 1, 0, 1, 0, 1, 0, 1]
+    assert (_leiden(graph, 1.0, seed=0) == labels).all()
+    # A heavy self-loop on a node does not pull it out of its clique.
+    loops = np.zeros(10)
+    loops[4] = 3.0
+    assert (_leiden(graph, 1.0, seed=0, self_loops=loops) == labels).all()

@@ -427,6 +427,9 @@ CONCORDE_STATS_CACHE_SECONDS = env_int("CONCORDE_STATS_CACHE_SECONDS", 30)  # li
 # pytest), on a moderation decision, or after REBUILD_VOTES votes (0: the pool's size, >= 500).
 CONCORDE_SEQUENCE_POOL_SECONDS = env_int("CONCORDE_SEQUENCE_POOL_SECONDS", 0 if TESTING else 30)
 CONCORDE_SEQUENCE_POOL_REBUILD_VOTES = env_int("CONCORDE_SEQUENCE_POOL_REBUILD_VOTES", 0)
+# A stale pool keeps serving while a background thread of the process rebuilds it (off: the
+# request that finds it stale rebuilds it).
+CONCORDE_SEQUENCE_POOL_BACKGROUND = env_bool("CONCORDE_SEQUENCE_POOL_BACKGROUND", True)
 # Rendered results sections, keyed by the current run (consensus/results_views.py); 0 = no cache.
 CONCORDE_RESULTS_CACHE_SECONDS = env_int("CONCORDE_RESULTS_CACHE_SECONDS", 600)
 CONCORDE_RESULTS_POLL_SECONDS = env_int("CONCORDE_RESULTS_POLL_SECONDS", 15)  # live counters

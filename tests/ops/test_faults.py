@@ -289,8 +289,9 @@ def test_sequence_pool_is_reused_and_rebuilt_on_invalidation(django_capture_on_c
     assert sequence_cache.sequence_pool_get(consultation) is first
     assert sequence_cache.stats["builds"] == builds + 1
     added = ProposalFactory(consultation=consultation)
-    sequence_cache.sequence_pool_invalidate(consultation.pk)
-    rebuilt = sequence_cache.sequence_pool_get(consultation)
+    with override_settings(CONCORDE_SEQUENCE_POOL_BACKGROUND=False):
+        sequence_cache.sequence_pool_invalidate(consultation.pk)
+        rebuilt = sequence_cache.sequence_pool_get(consultation)
     assert rebuilt is not first and added.pk in rebuilt.index
     # A vote recorded by this process moves its own pool's counts at once.
     row = rebuilt.index[added.pk]

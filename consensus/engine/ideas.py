@@ -15,7 +15,7 @@ Pipeline (`find_ideas` runs all of it):
    texts each is a node, above that micro-clusters (min(5,000, n/4)) are: two-level
    spherical k-means (sqrt(k) cells, then k x share inside each), with edges that sum
    the texts' own kNN graph so the granularity matches the direct path; a
-   k-nearest-neighbour graph (k = 15, cosine) in which a node weighs as the
+   k-nearest-neighbour graph (k = 15, cosine cubed) in which a node weighs as the
    proposals it stands for; Leiden communities (leidenalg) at a resolution growing
    like sqrt(n) (see `ClusterParams.resolution`). Ideas smaller than `min_points`
    (counting duplicates) become noise, and noise joins the nearest idea when it is
@@ -404,6 +404,11 @@ class ClusterParams:
     # coarser its ideas; the sqrt(n) growth offsets part of that while keeping plain
     # modularity at one question's worth (~1,000 answers).
     graph_neighbors: int = 15
+    # graph: an edge weighs cosine ** edge_power. Above 1 the nearest neighbours count far
+    # more than the 15th, so a community follows the dense core of an idea instead of the
+    # weak links between ideas; 3 was chosen on the tuning half (1, 2, 3, 4, 6, 8 tried;
+    # docs/bench_engine_quality.md). Identical texts (cosine 1) weigh 1 whatever the power.
+    edge_power: float = 3.0
     resolution: float | Literal["auto"] = "auto"
     resolution_n0: float = 1000.0
     graph_max_nodes: int = 10_000
@@ -538,6 +543,8 @@ def cluster_vectors(
     params = params or ClusterParams()
     if params.merge_ratio is not None and not 0.0 < params.merge_ratio <= 1.0:
         raise ValueError(f"merge_ratio must be in (0, 1], not {params.merge_ratio!r}")
+    if not (math.isfinite(params.edge_power) and params.edge_power > 0):
+        raise ValueError(f"edge_power must be a positive number, not {params.edge_power!r}")
     x = _as_matrix(vectors)
     n = x.shape[0]
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64)
@@ -891,6 +898,7 @@ def _micro_point_graph(
     k: int,
     seed: int,
     *,
+    power: float = 1.0,
     per_micro: int = 64,
     candidates: int = 8,
 ):
@@ -956,6 +964,7 @@ def _micro_point_graph(
     src_a, dst_a = np.concatenate(src), np.concatenate(dst)
     vals = np.maximum(np.concatenate(sim_l), 0.0).astype(np.float64)
     vals[~np.isfinite(vals)] = 0.0
+    vals **= power
     vals *= np.sqrt(pw[src_a] * pw[dst_a])
     n_p = pts.shape[0]
     g = csr_matrix((vals, (src_a, dst_a)), shape=(n_p, n_p))
@@ -978,8 +987,8 @@ def _micro_point_graph(
     return agg, loops, isolated
 
 
-def _knn_graph(z: np.ndarray, k: int, node_w: np.ndarray | None = None):
-    """Symmetric k-nearest-neighbour graph of unit rows, edge weight = cosine (>= 0).
+def _knn_graph(z: np.ndarray, k: int, node_w: np.ndarray | None = None, power: float = 1.0):
+    """Symmetric k-nearest-neighbour graph of unit rows, edge weight = cosine ** power (>= 0).
 
     Returns (graph as scipy CSR, cosine of each node to its nearest other node).
     node_w: how many rows each node stands for (duplicates, micro-clusters); edges are
@@ -1000,7 +1009,7 @@ def _knn_graph(z: np.ndarray, k: int, node_w: np.ndarray | None = None):
         part = np.argpartition(-s, k - 1, axis=1)[:, :k]
         nbr[lo:hi] = part
         sim[lo:hi] = np.take_along_axis(s, part, axis=1)
-    vals = np.maximum(sim, 0.0).astype(np.float64).ravel()
+    vals = (np.maximum(sim, 0.0).astype(np.float64) ** power).ravel()
     rows = np.repeat(np.arange(m), k)
     cols = nbr.ravel()
     if node_w is not None:
@@ -1079,7 +1088,9 @@ def _cluster_graph(x: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.nd
         m = params.micro_k or min(params.graph_max_nodes // 2, n // 4)
         micro, cents, node_w = _micro_clusters_two_level(z, w, m, params.seed)
     if micro is not None:
-        graph, loops, isolated_rows = _micro_point_graph(z, w, micro, cents, k, params.seed)
+        graph, loops, isolated_rows = _micro_point_graph(
+            z, w, micro, cents, k, params.seed, power=params.edge_power
+        )
         isolated = np.zeros(cents.shape[0], dtype=bool)
     else:
         # Nodes stand for several proposals (duplicates): build the graph as if every
@@ -1087,7 +1098,7 @@ def _cluster_graph(x: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.nd
         # self-loop of w * min(w - 1, k) / 2 unit edges) and edges to other nodes count
         # sqrt(w_i w_j) times. Without this, 300 copies of "aucun" weigh as much as one
         # answer and the communities merge unrelated frequent answers.
-        graph, nearest = _knn_graph(z, k, node_w)
+        graph, nearest = _knn_graph(z, k, node_w, power=params.edge_power)
         loops = node_w * np.minimum(node_w - 1, k) / 2
         # A node far from everything (its nearest neighbour an outlier by Tukey's far-out
         # fence, q1 - 3 IQR, the IQR at least 0.05 in cosine so that near-identical data

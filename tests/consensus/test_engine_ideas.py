@@ -520,3 +520,21 @@ def test_leiden_finds_connected_communities_numbered_by_first_node():
     loops = np.zeros(10)
     loops[4] = 3.0
     assert (_leiden(graph, 1.0, seed=0, self_loops=loops) == labels).all()
+
+
+def test_edge_power_sharpens_the_graph_and_is_checked():
+    from consensus.engine.ideas import _knn_graph
+
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(30, 8))
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    plain, nearest = _knn_graph(z, 5)
+    cubed, nearest_cubed = _knn_graph(z, 5, power=3.0)
+    assert (plain.indices == cubed.indices).all()  # same edges
+    assert np.allclose(cubed.data, plain.data**3)  # weights cosine ** 3
+    assert np.allclose(nearest, nearest_cubed)  # the isolation test reads plain cosines
+    x = np.repeat(np.eye(3, 8), 10, axis=0) + 0.01
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="edge_power"):
+            cluster_vectors(x, params=ClusterParams(edge_power=bad))

@@ -107,14 +107,16 @@ def test_clustering_knobs_left_empty_keep_the_engine_defaults():
             "noise_reassign_threshold": "off",
             "min_points": 4,
             "merge_ratio": 0.8,
+            "edge_power": 1,
         }
     )
     built = services._cluster_params(chosen, seed=0)
     assert built.method == services._cluster_methods()[-1]
     assert built.noise_reassign_threshold is None and built.min_points == 4
-    assert built.merge_ratio == 0.8
-    with pytest.raises(services.EngineInputError):
-        services.engine_parameters_validate({"merge_ratio": 2})
+    assert built.merge_ratio == 0.8 and built.edge_power == 1.0
+    for bad in ({"merge_ratio": 2}, {"edge_power": 0}, {"edge_power": "sharp"}):
+        with pytest.raises(services.EngineInputError):
+            services.engine_parameters_validate(bad)
     assert (
         services.engine_parameters_validate({"noise_reassign_threshold": "auto"})[
             "noise_reassign_threshold"

@@ -42,11 +42,12 @@ from .models import Idea, IdeaMembership
 
 logger = logging.getLogger(__name__)
 
-RESULTS_CACHE_VERSION = 1
+RESULTS_CACHE_VERSION = 2  # 2: the largest ideas section
 PARTS = ("counters",)
 
 CENTRAL_PER_IDEA = 3
 IDEAS_PER_ZONE = 10  # the CSV lists every idea
+LARGEST_IDEAS = 12  # ideas shown by size, votes or not
 SEGMENT_TOP_IDEAS = 5
 
 DIMENSION_LABELS = {
@@ -219,10 +220,15 @@ ZONES = (
 
 def _build_sections(consultation, run) -> dict[str, str]:
     """The run's sections rendered to HTML: ideas (with vote-share bars), groups (with map), method."""
-    zoned = _zoned_ideas(run)
-    ideas = [i for group in zoned.values() for i in group]
-    counts = selectors.run_idea_vote_counts(run=run, idea_ids=[i.pk for i in ideas])
-    actions = action_public_by_idea(consultation=consultation, idea_ids=[i.pk for i in ideas])
+    # Ideas by zone (ranked by ``selectors.key_ideas``) need votes; the largest ideas show what
+    # the engine found before anyone votes. An idea may be in both lists (two objects).
+    zoned = selectors.key_ideas(run=run, limit=IDEAS_PER_ZONE)
+    largest = selectors.largest_ideas(run=run, limit=LARGEST_IDEAS)
+    ideas = [i for group in zoned.values() for i in group] + largest
+    idea_ids = sorted({i.pk for i in ideas})
+    _attach_central(ideas, run)
+    counts = selectors.run_idea_vote_counts(run=run, idea_ids=idea_ids)
+    actions = action_public_by_idea(consultation=consultation, idea_ids=idea_ids)
     for idea in ideas:
         idea.shares = charts.share_bar(counts.get(idea.pk))
         idea.public_actions = actions.get(idea.pk, [])
@@ -240,6 +246,8 @@ def _build_sections(consultation, run) -> dict[str, str]:
         "consultation": consultation,
         "run": run,
         "zones": [(zone, title, help_text, zoned[zone]) for zone, title, help_text in ZONES],
+        "largest": largest,
+        "n_ideas": (run.metrics or {}).get("n_ideas", len(largest)),
         "groups": groups,
         "map": opinion_map,
         "n_votes": metrics.get("n_votes"),

@@ -308,6 +308,11 @@ def key_ideas(
     }
 
 
+def largest_ideas(*, run: EngineRun, limit: int = 20) -> list[Idea]:
+    """The run's largest ideas (most proposals first), whatever their votes: one query."""
+    return list(Idea.objects.filter(run=run).defer("centroid").order_by("-size", "pk")[:limit])
+
+
 def run_opinion_map(*, run: EngineRun, grid: tuple[int, int] = (40, 26)) -> dict:
     """The run's participant projection binned on a square grid: two queries, bounded output.
 

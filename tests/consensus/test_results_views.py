@@ -61,9 +61,10 @@ def test_results_page_shows_real_ideas_groups_and_method(
     client, published, django_assert_max_num_queries
 ):
     consultation, run = published
-    # cold cache: consultation, run, ideas, central proposals, vote shares, actions, groups and
-    # their proposals, map (2); the live counters are only peeked at in the cache
-    with django_assert_max_num_queries(10):
+    # cold cache: consultation, run, ideas by zone, largest ideas, central proposals, vote
+    # shares, actions, groups and their proposals, map (2); the live counters are only peeked at
+    # in the cache
+    with django_assert_max_num_queries(11):
         response = client.get(results_url(consultation))
     assert response.status_code == 200
     assert "HX-Request" in response["Vary"]
@@ -80,6 +81,32 @@ def test_results_page_shows_real_ideas_groups_and_method(
     assert f"#{run.pk}" in body
     assert "hashing" in body
     assert 'id="segments"' in body
+
+
+def test_the_largest_ideas_show_before_anyone_votes(client, django_capture_on_commit_callbacks):
+    consultation = consultation_with_themes()  # proposals, no vote
+    run = start(consultation, django_capture_on_commit_callbacks)
+    body = client.get(results_url(consultation)).content.decode()
+    section = body[body.index('id="ideas-all"') :]
+    ideas = list(Idea.objects.filter(run=run).order_by("-size", "pk"))
+    assert ideas and not any((i.scores or {}).get("zone") in ("consensus",) for i in ideas)
+    shown = ideas[: results_views.LARGEST_IDEAS]
+    positions = [section.index(escape(i.label)) for i in shown]
+    assert positions == sorted(positions)  # largest first
+    assert f"the {len(shown)} largest of the {len(ideas)} it found" in section
+    central = run.memberships.filter(idea=shown[0], is_central=True).select_related("proposal")
+    assert central and all(escape(m.proposal.content) in section for m in central)
+    assert 'href="#ideas-all"' in body
+    assert "agreement:" not in section  # no agreement figure without a single vote
+
+
+def test_an_idea_in_a_zone_and_among_the_largest_keeps_unique_element_ids(client, published):
+    consultation, run = published
+    body = client.get(results_url(consultation)).content.decode()
+    ids = re.findall(r'\bid="([^"]+)"', body)
+    assert len(ids) == len(set(ids)), [i for i in set(ids) if ids.count(i) > 1]
+    # the vote-share charts of the largest ideas are there too, labelled by their own titles
+    assert 'aria-labelledby="shares-all-' in body
 
 
 def test_detail_page_links_to_results(client, published):
@@ -208,11 +235,11 @@ def test_each_idea_has_a_vote_share_bar_with_its_percentages_in_text(client, pub
     consultation, run = published
     body = client.get(results_url(consultation)).content.decode()
     zoned = selectors.key_ideas(run=run)
-    idea = next(i for group in zoned.values() for i in group)
+    zone, idea = next((z, i) for z, group in zoned.items() for i in group)
     counts = selectors.run_idea_vote_counts(run=run, idea_ids=[idea.pk])[idea.pk]
     total = counts.get("agree", 0) + counts.get("neutral", 0) + counts.get("disagree", 0)
     assert total > 0
-    card = body.split(f'aria-labelledby="shares-{idea.pk}"', 1)[1].split("</figure>", 1)[0]
+    card = body.split(f'aria-labelledby="shares-{zone}-{idea.pk}"', 1)[1].split("</figure>", 1)[0]
     agree = round(100 * counts.get("agree", 0) / total)
     assert f"Agree {agree} %" in card  # the text alternative (title)
     assert f"Agree <strong>{agree}&nbsp;%</strong>" in card  # the visible legend
@@ -356,7 +383,7 @@ def test_warm_page_and_partials_cost_one_query(
 ):
     consultation, _run = published
     url = results_url(consultation)
-    with django_assert_max_num_queries(10):  # cold: run, ideas, central, shares, groups, map...
+    with django_assert_max_num_queries(11):  # cold: run, ideas (2), central, shares, groups, map...
         cold = client.get(url).content.decode()
     with django_assert_max_num_queries(1):
         warm = client.get(url).content.decode()
@@ -520,7 +547,7 @@ def test_results_of_a_draft_cause_are_hidden_except_from_staff(client, published
 
 def test_ideas_link_to_the_public_actions_that_build_on_them(client, published):
     consultation, run = published
-    idea = next(i for group in selectors.key_ideas(run=run).values() for i in group)
+    zone, idea = next((z, i) for z, group in selectors.key_ideas(run=run).items() for i in group)
     plan = ActionPlanFactory(cause=consultation.cause)
     public = ActionFactory(plan=plan, title="Ouvrir des pistes la nuit")
     draft = ActionFactory(plan=plan, title="Brouillon secret", status=Action.Status.DRAFT)
@@ -528,6 +555,6 @@ def test_ideas_link_to_the_public_actions_that_build_on_them(client, published):
     for action in (public, draft, elsewhere):
         action.ideas.add(idea)
     body = client.get(results_url(consultation)).content.decode()
-    card = body.split(f'aria-labelledby="shares-{idea.pk}"', 1)[1].split("</li> </ol>", 1)[0]
+    card = body.split(f'aria-labelledby="shares-{zone}-{idea.pk}"', 1)[1].split("</li> </ol>", 1)[0]
     assert f'href="{public.get_absolute_url()}"' in card and "Ouvrir des pistes la nuit" in card
     assert "Brouillon secret" not in body and "autre cause" not in body

@@ -11,11 +11,19 @@ from dataclasses import dataclass, field
 import numpy as np
 from django.db.models import F, Window
 from django.db.models.functions import Rank
+from django.utils.translation import gettext
 
 from consultations.models import Proposal
 
 from .engine.compare import Comparison, compare_runs
-from .models import EngineRun, Idea, IdeaMembership, ProposalScore
+from .models import (
+    EngineRun,
+    Idea,
+    IdeaMembership,
+    OpinionGroup,
+    ParticipantProjection,
+    ProposalScore,
+)
 from .selectors import run_metric_rows, run_timing_rows
 
 
@@ -58,20 +66,35 @@ class RunComparison:
     ideas_b: dict[int, IdeaRef] = field(default_factory=dict)
     metric_rows: list[tuple[str, object, object]] = field(default_factory=list)
     timing_rows: list[tuple[str, object, object]] = field(default_factory=list)
+    # Opinion groups compared the same way, by the participants they share; None when neither
+    # run placed any participant (no votes).
+    groups: Comparison | None = None
+    groups_a: dict[int, IdeaRef] = field(default_factory=dict)
+    groups_b: dict[int, IdeaRef] = field(default_factory=dict)
 
     def changes(self, kind: str) -> list[dict]:
         """The changes of one kind with their ideas resolved, largest first."""
-        rows = []
-        for change in self.result.of_kind(kind):
-            rows.append(
-                {
-                    "change": change,
-                    "a": [self.ideas_a[n] for n in change.a if n in self.ideas_a],
-                    "b": [self.ideas_b[n] for n in change.b if n in self.ideas_b],
-                }
-            )
-        rows.sort(key=lambda r: -sum(i.size for i in r["a"] + r["b"]))
-        return rows
+        return _resolved(self.result, kind, self.ideas_a, self.ideas_b)
+
+    def group_changes(self, kind: str) -> list[dict]:
+        """The same for opinion groups (empty without groups)."""
+        if self.groups is None:
+            return []
+        return _resolved(self.groups, kind, self.groups_a, self.groups_b)
+
+
+def _resolved(result: Comparison, kind: str, refs_a: dict, refs_b: dict) -> list[dict]:
+    rows = []
+    for change in result.of_kind(kind):
+        rows.append(
+            {
+                "change": change,
+                "a": [refs_a[n] for n in change.a if n in refs_a],
+                "b": [refs_b[n] for n in change.b if n in refs_b],
+            }
+        )
+    rows.sort(key=lambda r: -sum(i.size for i in r["a"] + r["b"]))
+    return rows
 
 
 def _labelling(run: EngineRun) -> tuple[np.ndarray, np.ndarray]:
@@ -103,6 +126,32 @@ def _idea_refs(run: EngineRun) -> dict[int, IdeaRef]:
     }
 
 
+def _group_labelling(run: EngineRun) -> tuple[np.ndarray, np.ndarray]:
+    """(participant ids, opinion group numbers; -1 = placed in no group) of the run."""
+    pairs = list(
+        ParticipantProjection.objects.filter(run=run)
+        .order_by("participant_id")
+        .values_list("participant_id", "group")
+        .iterator(chunk_size=10_000)
+    )
+    items = np.fromiter((p for p, _ in pairs), dtype=np.int64, count=len(pairs))
+    labels = np.fromiter(
+        (-1 if g is None else g for _, g in pairs), dtype=np.int64, count=len(pairs)
+    )
+    return items, labels
+
+
+def _group_refs(run: EngineRun) -> dict[int, IdeaRef]:
+    return {
+        number: IdeaRef(
+            number=number, label=gettext("Group %(n)d") % {"n": number + 1}, size=size, pk=pk
+        )
+        for pk, number, size in OpinionGroup.objects.filter(run=run).values_list(
+            "pk", "number", "size"
+        )
+    }
+
+
 def _side_by_side(rows_a, rows_b) -> list[tuple[str, object, object]]:
     a, b = dict(rows_a), dict(rows_b)
     labels = list(a) + [k for k in b if k not in a]
@@ -110,8 +159,12 @@ def _side_by_side(rows_a, rows_b) -> list[tuple[str, object, object]]:
 
 
 def run_comparison(*, run_a: EngineRun, run_b: EngineRun, min_share: float = 0.2) -> RunComparison:
-    """How the ideas of ``run_a`` became those of ``run_b``, plus their metrics side by side."""
+    """How the ideas (and opinion groups) of ``run_a`` became those of ``run_b``, plus metrics."""
     result = compare_runs(*_labelling(run_a), *_labelling(run_b), min_share=min_share)
+    people_a, people_b = _group_labelling(run_a), _group_labelling(run_b)
+    groups = None
+    if people_a[0].size or people_b[0].size:
+        groups = compare_runs(*people_a, *people_b, min_share=min_share)
     return RunComparison(
         run_a=run_a,
         run_b=run_b,
@@ -120,6 +173,9 @@ def run_comparison(*, run_a: EngineRun, run_b: EngineRun, min_share: float = 0.2
         ideas_b=_idea_refs(run_b),
         metric_rows=_side_by_side(run_metric_rows(run=run_a), run_metric_rows(run=run_b)),
         timing_rows=_side_by_side(run_timing_rows(run=run_a), run_timing_rows(run=run_b)),
+        groups=groups,
+        groups_a=_group_refs(run_a) if groups else {},
+        groups_b=_group_refs(run_b) if groups else {},
     )
 
 

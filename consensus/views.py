@@ -211,7 +211,7 @@ def run_compare(request, slug):
             )
         else:
             status = 400
-    sections = []
+    sections = group_sections = []
     if comparison is not None:
         titles = (
             ("split", _("Ideas that split")),
@@ -221,11 +221,23 @@ def run_compare(request, slug):
             ("kept", _("Ideas kept")),
         )
         sections = [(kind, title, comparison.changes(kind)) for kind, title in titles]
+        if comparison.groups is not None:
+            group_titles = (
+                ("split", _("Groups that split")),
+                ("merged", _("Groups that merged")),
+                ("appeared", _("New groups")),
+                ("disappeared", _("Groups that disappeared")),
+                ("kept", _("Groups kept")),
+            )
+            group_sections = [
+                (kind, title, comparison.group_changes(kind)) for kind, title in group_titles
+            ]
     context = {
         "consultation": consultation,
         "form": form,
         "comparison": comparison,
         "sections": sections,
+        "group_sections": group_sections,
     }
     if request.htmx:
         html = render_to_string(

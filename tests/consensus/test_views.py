@@ -236,7 +236,10 @@ def test_admin_actions_start_again_and_resume(
     )
     assert len(callbacks) == 1
     audited = AuditEntry.objects.exclude(actor=None).values_list("action", "target_id")
-    assert set(audited) >= {("engine_run.resume", str(failed.pk)), ("engine_run.start", str(new.pk))}
+    assert set(audited) >= {
+        ("engine_run.resume", str(failed.pk)),
+        ("engine_run.start", str(new.pk)),
+    }
 
 
 # --- who may do what ---------------------------------------------------------------------------
@@ -277,9 +280,11 @@ def test_citizens_and_partners_are_denied_every_page_partial_and_action(client, 
             assert response.status_code == 404, (method, url, headers)
     consultation.refresh_from_db()
     assert consultation.current_run_id is None and EngineRun.objects.count() == 1
-    assert not AuditEntry.objects.filter(action__startswith="engine_run.").exclude(
-        action="engine_run.start"
-    ).exists()
+    assert (
+        not AuditEntry.objects.filter(action__startswith="engine_run.")
+        .exclude(action="engine_run.start")
+        .exists()
+    )
 
 
 def test_anonymous_visitors_are_denied_every_page_partial_and_action(client, consultation):
@@ -465,6 +470,55 @@ def test_compare_names_ideas_that_split_merged_appeared_and_disappeared(
     partial = client.get(url, {"a": a.pk, "b": b.pk}, **HTMX)
     assert partial.content.decode().lstrip().startswith('<section id="compare-result"')
     assert "HX-Request" in partial["Vary"]
+
+
+def _groups(run, groups):
+    """Opinion groups of ``run``: {number or None: [participant, ...]}; None = in no group."""
+    from consensus.models import OpinionGroup, ParticipantProjection
+
+    for number, people in groups.items():
+        if number is not None:
+            OpinionGroup.objects.create(run=run, number=number, size=len(people))
+        for person in people:
+            ParticipantProjection.objects.create(
+                run=run, participant=person, x=0.0, y=0.0, group=number, in_conv=True
+            )
+
+
+def test_compare_follows_opinion_groups_by_the_participants_they_share(client, staff, consultation):
+    from consultations.models import Participant
+
+    people = [Participant.objects.create(session_key=f"g{i}") for i in range(30)]
+    a = make_run(consultation, EngineRun.Status.DONE)
+    b = make_run(consultation, EngineRun.Status.DONE)
+    # group 0 keeps its people, group 1 splits into 1 and 2 (renumbered), 3 people join later
+    _groups(a, {0: people[0:10], 1: people[10:20], None: people[20:27]})
+    _groups(b, {0: people[0:10], 1: people[10:15], 2: people[15:20], None: people[20:30]})
+    client.cookies["django_language"] = "en"
+    response = client.get(
+        reverse("consensus:compare", args=[consultation.slug]), {"a": a.pk, "b": b.pk}
+    )
+    assert response.status_code == 200
+    groups = response.context["comparison"].groups
+    assert groups.counts == {"kept": 1, "split": 1, "merged": 0, "appeared": 0, "disappeared": 0}
+    assert groups.n_common == 27
+    body = response.content.decode()
+    assert 'id="groups"' in body and 'data-group-kind="split"' in body
+    split = body.split('data-group-kind="split"', 1)[1].split("</table>", 1)[0]
+    assert "Group 2" in split and "Group 3" in split and "5 participants" in split
+
+
+def test_compare_without_votes_has_no_group_section(client, staff, consultation):
+    props = [ProposalFactory(consultation=consultation) for _ in range(4)]
+    a = make_run(consultation, EngineRun.Status.DONE)
+    b = make_run(consultation, EngineRun.Status.DONE)
+    _ideas(a, {0: props})
+    _ideas(b, {0: props})
+    response = client.get(
+        reverse("consensus:compare", args=[consultation.slug]), {"a": a.pk, "b": b.pk}
+    )
+    assert response.context["comparison"].groups is None
+    assert 'id="groups"' not in response.content.decode()
 
 
 @pytest.mark.parametrize("case", ["same", "other_consultation", "not_done", "garbage"])

@@ -19,8 +19,9 @@ web process keeps the pool of each consultation in memory and rebuilds it when i
 A stale pool is not rebuilt inside the request that finds it stale: that request gets the stale
 pool, and one background thread per process and consultation builds the new one and swaps it in
 (``CONCORDE_SEQUENCE_POOL_BACKGROUND``, default on). Only a process that has no pool yet for the
-consultation (its first sequence start) builds in the request. So a rebuild, 1.3 s at 20,000 proposals and tens of seconds at millions, no longer
-lands on a participant every 30 seconds.
+consultation (its first sequence start) builds in the request. So a rebuild (0.4 s at 20,000
+proposals on an idle machine, tens of seconds at millions) no longer lands on a participant every
+30 seconds; a start that finds its pool stale measured 6.6 ms (docs/bench_sequence_scale.md).
 
 The shared keys are read with one ``get_many`` per sequence start. With Redis down the cache
 answers misses (``config.cache``) and only the age rule applies: pools are at most

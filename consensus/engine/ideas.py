@@ -906,9 +906,9 @@ def _micro_point_graph(
 
     Each text's k nearest texts are searched among the texts of its micro-cluster's
     `candidates` nearest micro-clusters (itself included), with the same edge weights as the
-    direct graph (cosine x sqrt(w_i w_j), a self-loop of w min(w - 1, k) / 2 per text). The
-    graph is then summed over micro-clusters: edges between two micro-clusters add up, edges
-    inside one become its self-loop. Leiden on this graph continues exactly where its own
+    direct graph (cosine ** power x sqrt(w_i w_j), a self-loop of w min(w - 1, k) / 2 per
+    text). The graph is then summed over micro-clusters: edges between two micro-clusters add
+    up, edges inside one become its self-loop. Leiden on this graph continues exactly where its own
     first level would stand had it merged the texts of each micro-cluster, so the micro path
     keeps the direct path's granularity. Above `per_micro` texts a micro-cluster is
     represented by a seeded sample of that many, each weighing for the rest.

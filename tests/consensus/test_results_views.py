@@ -98,6 +98,8 @@ def test_the_largest_ideas_show_before_anyone_votes(client, django_capture_on_co
     assert central and all(escape(m.proposal.content) in section for m in central)
     assert 'href="#ideas-all"' in body
     assert "agreement:" not in section  # no agreement figure without a single vote
+    # no idea has a zone yet: what the engine found comes before the (empty) zones
+    assert body.index('id="ideas-all"') < body.index('id="ideas-consensual"')
 
 
 def test_an_idea_in_a_zone_and_among_the_largest_keeps_unique_element_ids(client, published):
@@ -107,6 +109,7 @@ def test_an_idea_in_a_zone_and_among_the_largest_keeps_unique_element_ids(client
     assert len(ids) == len(set(ids)), [i for i in set(ids) if ids.count(i) > 1]
     # the vote-share charts of the largest ideas are there too, labelled by their own titles
     assert 'aria-labelledby="shares-all-' in body
+    assert body.index('id="ideas-consensual"') < body.index('id="ideas-all"')  # zones first
 
 
 def test_detail_page_links_to_results(client, published):

@@ -21,9 +21,10 @@ import re
 
 from django.conf import settings
 from django.core.cache import cache
+from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
 from django.db.models import prefetch_related_objects
 from django.db.models.query import Prefetch
-from django.http import HttpResponseBadRequest, StreamingHttpResponse
+from django.http import Http404, HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.utils import translation
@@ -48,6 +49,7 @@ PARTS = ("counters",)
 CENTRAL_PER_IDEA = 3
 IDEAS_PER_ZONE = 10  # the CSV lists every idea
 LARGEST_IDEAS = 12  # ideas shown by size, votes or not
+IDEAS_PER_PAGE = 24  # the page of every idea
 SEGMENT_TOP_IDEAS = 5
 
 DIMENSION_LABELS = {
@@ -218,13 +220,8 @@ ZONES = (
 )
 
 
-def _build_sections(consultation, run) -> dict[str, str]:
-    """The run's sections rendered to HTML: ideas (with vote-share bars), groups (with map), method."""
-    # Ideas by zone (ranked by ``selectors.key_ideas``) need votes; the largest ideas show what
-    # the engine found before anyone votes. An idea may be in both lists (two objects).
-    zoned = selectors.key_ideas(run=run, limit=IDEAS_PER_ZONE)
-    largest = selectors.largest_ideas(run=run, limit=LARGEST_IDEAS)
-    ideas = [i for group in zoned.values() for i in group] + largest
+def _decorate(ideas: list[Idea], run, consultation) -> None:
+    """Central proposals, vote-share bar and public actions on each idea: three queries."""
     idea_ids = sorted({i.pk for i in ideas})
     _attach_central(ideas, run)
     counts = selectors.run_idea_vote_counts(run=run, idea_ids=idea_ids)
@@ -232,6 +229,15 @@ def _build_sections(consultation, run) -> dict[str, str]:
     for idea in ideas:
         idea.shares = charts.share_bar(counts.get(idea.pk))
         idea.public_actions = actions.get(idea.pk, [])
+
+
+def _build_sections(consultation, run) -> dict[str, str]:
+    """The run's sections rendered to HTML: ideas (with vote-share bars), groups (with map), method."""
+    # Ideas by zone (ranked by ``selectors.key_ideas``) need votes; the largest ideas show what
+    # the engine found before anyone votes. An idea may be in both lists (two objects).
+    zoned = selectors.key_ideas(run=run, limit=IDEAS_PER_ZONE)
+    largest = selectors.largest_ideas(run=run, limit=LARGEST_IDEAS)
+    _decorate([i for group in zoned.values() for i in group] + largest, run, consultation)
     groups = selectors.run_opinion_groups(run=run)
     for group in groups:
         group.style = charts.group_style(group.number)
@@ -371,3 +377,26 @@ def results(request, slug):
         response = render(request, "consensus/results.html", context)
     patch_vary_headers(response, ("HX-Request",))
     return response
+
+
+@require_GET
+def results_ideas(request, slug):
+    """Every idea of the published run, largest first, a page at a time."""
+    consultation = consultation_get_for_user(slug=slug, user=request.user)
+    run = selectors.consultation_current_run(consultation=consultation)
+    if run is None:
+        raise Http404(_("The results are not available yet: the votes have not been analysed."))
+    paginator = Paginator(selectors.run_ideas_by_size(run=run), IDEAS_PER_PAGE)
+    try:
+        page = paginator.page(request.GET.get("page", 1))
+    except PageNotAnInteger:
+        return _bad_request(_("The page must be a whole number."))
+    except EmptyPage:
+        raise Http404(
+            _("There is no page %(page)s: the ideas fill %(pages)d.")
+            % {"page": request.GET.get("page", "")[:12], "pages": paginator.num_pages}
+        ) from None
+    ideas = list(page.object_list)
+    _decorate(ideas, run, consultation)
+    context = {"consultation": consultation, "run": run, "page": page, "ideas": ideas}
+    return render(request, "consensus/results_ideas.html", context)

@@ -308,9 +308,14 @@ def key_ideas(
     }
 
 
+def run_ideas_by_size(*, run: EngineRun):
+    """The run's ideas, most proposals first, whatever their votes (a queryset, for paging)."""
+    return Idea.objects.filter(run=run).defer("centroid").order_by("-size", "pk")
+
+
 def largest_ideas(*, run: EngineRun, limit: int = 20) -> list[Idea]:
     """The run's largest ideas (most proposals first), whatever their votes: one query."""
-    return list(Idea.objects.filter(run=run).defer("centroid").order_by("-size", "pk")[:limit])
+    return list(run_ideas_by_size(run=run)[:limit])
 
 
 def run_opinion_map(*, run: EngineRun, grid: tuple[int, int] = (40, 26)) -> dict:

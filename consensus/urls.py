@@ -10,6 +10,7 @@ urlpatterns = [
     path("<slug:slug>/runs/<int:pk>/current/", views.run_make_current, name="make_current"),
     path("<slug:slug>/runs/<int:pk>/resume/", views.run_resume, name="resume"),
     path("<slug:slug>/results/", results_views.results, name="results"),
+    path("<slug:slug>/results/ideas/", results_views.results_ideas, name="results_ideas"),
     path("<slug:slug>/runs/<int:pk>/cancel/", views.run_cancel, name="cancel"),
     path("<slug:slug>/rollback/", views.run_rollback, name="rollback"),
     path("<slug:slug>/compare/", views.run_compare, name="compare"),

@@ -43,7 +43,7 @@ ROLES = ("anonymous", "citizen", "partner", "staff")
 # checks its own rules (login, partner membership, a signed token) and is tested below for
 # "no 5xx" and "no private leak".
 STAFF_ONLY = re.compile(
-    r"^(admin:(?!(login|logout|jsi18n)$)|moderation:|imports:|metrics$|consensus:(?!results$))"
+    r"^(admin:(?!(login|logout|jsi18n)$)|moderation:|imports:|metrics$|consensus:(?!results(_ideas)?$))"
 )
 PARTNER_ONLY = re.compile(r"^partners:space")
 # Anyone logged in; anonymous visitors go to the login page.

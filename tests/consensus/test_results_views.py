@@ -102,6 +102,49 @@ def test_the_largest_ideas_show_before_anyone_votes(client, django_capture_on_co
     assert body.index('id="ideas-all"') < body.index('id="ideas-consensual"')
 
 
+def test_every_idea_page_lists_them_all_largest_first_a_page_at_a_time(
+    client, published, monkeypatch
+):
+    consultation, run = published
+    monkeypatch.setattr(results_views, "IDEAS_PER_PAGE", 2)
+    monkeypatch.setattr(results_views, "LARGEST_IDEAS", 1)
+    ideas = list(Idea.objects.filter(run=run).order_by("-size", "pk"))
+    assert len(ideas) > 2, "the themed consultation should give several ideas"
+    cache.clear()
+    results = client.get(results_url(consultation)).content.decode()
+    every = reverse("consensus:results_ideas", args=[consultation.slug])
+    assert f'href="{every}"' in results and f"See all {len(ideas)} ideas" in results
+    seen = []
+    pages = -(-len(ideas) // 2)
+    for number in range(1, pages + 1):
+        response = client.get(every, {"page": number})
+        assert response.status_code == 200
+        body = response.content.decode()
+        seen += [i for i in ideas[(number - 1) * 2 : number * 2] if escape(i.label) in body]
+        assert f"Page {number} of {pages}" in body
+    assert seen == ideas  # every idea, in size order, each on its page
+    first = client.get(every).content.decode()
+    central = run.memberships.filter(idea=ideas[0], is_central=True).select_related("proposal")
+    assert all(escape(m.proposal.content) in first for m in central)
+    assert 'rel="next"' in first and 'rel="prev"' not in first
+
+
+@pytest.mark.parametrize(("page", "status"), [("two", 400), ("999", 404), ("0", 404), ("-1", 404)])
+def test_every_idea_page_refuses_bad_pages(client, published, page, status):
+    consultation, _run = published
+    response = client.get(
+        reverse("consensus:results_ideas", args=[consultation.slug]), {"page": page}
+    )
+    assert response.status_code == status
+
+
+def test_every_idea_page_follows_the_results_rules(client):
+    private = ConsultationFactory(cause=CauseFactory(kind=Cause.Kind.PRIVATE_CONSULTATION))
+    assert client.get(reverse("consensus:results_ideas", args=[private.slug])).status_code == 404
+    no_run = ConsultationFactory()
+    assert client.get(reverse("consensus:results_ideas", args=[no_run.slug])).status_code == 404
+
+
 def test_an_idea_in_a_zone_and_among_the_largest_keeps_unique_element_ids(client, published):
     consultation, run = published
     body = client.get(results_url(consultation)).content.decode()

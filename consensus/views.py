@@ -211,7 +211,7 @@ def run_compare(request, slug):
             )
         else:
             status = 400
-    sections = group_sections = []
+    sections, group_sections = [], []
     if comparison is not None:
         titles = (
             ("split", _("Ideas that split")),

@@ -144,7 +144,7 @@ def _group_labelling(run: EngineRun) -> tuple[np.ndarray, np.ndarray]:
 def _group_refs(run: EngineRun) -> dict[int, IdeaRef]:
     return {
         number: IdeaRef(
-            number=number, label=gettext("Group %(n)d") % {"n": number + 1}, size=size, pk=pk
+            number=number, label=gettext("Group %(n)s") % {"n": number + 1}, size=size, pk=pk
         )
         for pk, number, size in OpinionGroup.objects.filter(run=run).values_list(
             "pk", "number", "size"

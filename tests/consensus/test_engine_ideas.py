@@ -538,3 +538,47 @@ def test_edge_power_sharpens_the_graph_and_is_checked():
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="edge_power"):
             cluster_vectors(x, params=ClusterParams(edge_power=bad))
+
+
+def test_consensus_leiden_keeps_what_every_run_agrees_on_and_is_checked():
+    from scipy.sparse import csr_matrix
+
+    from consensus.engine.ideas import _consensus_leiden
+
+    # Three 6-cliques in a ring, each joined to the next by one weak edge: every run keeps
+    # the cliques, so the consensus graph keeps their edges whole and drops the weak ones.
+    cliques = [list(range(c * 6, c * 6 + 6)) for c in range(3)]
+    rows, cols = [], []
+    for clique in cliques:
+        rows += [i for i in clique for j in clique if i != j]
+        cols += [j for i in clique for j in clique if i != j]
+    bridges = [(5, 6), (11, 12), (17, 0)]
+    rows += [a for a, b in bridges] + [b for a, b in bridges]
+    cols += [b for a, b in bridges] + [a for a, b in bridges]
+    vals = [1.0] * (len(rows) - 6) + [0.1] * 6
+    graph = csr_matrix((vals, (rows, cols)), shape=(18, 18))
+    loops = np.zeros(18)
+    one = _consensus_leiden(graph, 1.0, seed=0, self_loops=loops, runs=1)
+    many = _consensus_leiden(graph, 1.0, seed=0, self_loops=loops, runs=10)
+    assert (one == _leiden(graph, 1.0, seed=0, self_loops=loops)).all()  # runs = 1: plain
+    assert many.tolist() == [0] * 6 + [1] * 6 + [2] * 6
+    assert (many == _consensus_leiden(graph, 1.0, seed=0, self_loops=loops, runs=10)).all()
+    x = np.repeat(np.eye(3, 8), 10, axis=0) + 0.01
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    for bad in (0, -2, 2.5, True, "10"):
+        with pytest.raises(ValueError, match="ensemble_runs"):
+            cluster_vectors(x, params=ClusterParams(ensemble_runs=bad))
+    plain = cluster_vectors(x, params=ClusterParams(ensemble_runs=1))
+    assert adjusted_rand_score(plain, cluster_vectors(x)) == 1.0  # clear groups: same ideas
+
+
+def test_an_idea_of_acronyms_or_rare_words_still_gets_keywords():
+    from consensus.engine.ideas import top_keywords
+
+    # 200 texts, so min_df is 2: "objet" (once) and "IR" (two letters) miss the first pass.
+    texts = ["IR", "Ir", "Sans objet"] + [f"transports publics gratuits {i}" for i in range(197)]
+    labels = np.array([0, 0, 0] + [1] * 197)
+    keywords = top_keywords(texts, labels)
+    assert keywords[0] == ["ir", "objet"]
+    words = {"transports", "publics", "gratuits"}
+    assert keywords[1] and all(set(term.split()) <= words for term in keywords[1])

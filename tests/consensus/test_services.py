@@ -108,13 +108,21 @@ def test_clustering_knobs_left_empty_keep_the_engine_defaults():
             "min_points": 4,
             "merge_ratio": 0.8,
             "edge_power": 1,
+            "ensemble_runs": 3,
         }
     )
     built = services._cluster_params(chosen, seed=0)
     assert built.method == services._cluster_methods()[-1]
     assert built.noise_reassign_threshold is None and built.min_points == 4
-    assert built.merge_ratio == 0.8 and built.edge_power == 1.0
-    for bad in ({"merge_ratio": 2}, {"edge_power": 0}, {"edge_power": "sharp"}):
+    assert built.merge_ratio == 0.8 and built.edge_power == 1.0 and built.ensemble_runs == 3
+    for bad in (
+        {"merge_ratio": 2},
+        {"edge_power": 0},
+        {"edge_power": "sharp"},
+        {"ensemble_runs": 0},
+        {"ensemble_runs": 51},
+        {"ensemble_runs": "many"},
+    ):
         with pytest.raises(services.EngineInputError):
             services.engine_parameters_validate(bad)
     assert (

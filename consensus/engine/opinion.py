@@ -386,8 +386,15 @@ def base_clusters(
     k = min(n_clusters, len(distinct))
     if k == 1:
         return positions.mean(axis=0, keepdims=True), np.zeros(n, dtype=np.int64)
+    # k-means++ picks its seeds by row index: fit on the points in a canonical order (by
+    # position), so that the groups do not depend on the order the participants were loaded in.
+    canonical = positions[np.lexsort(positions.T[::-1])]
     rng = np.random.default_rng(seed)
-    fit_pts = positions if n <= fit_sample else positions[rng.choice(n, fit_sample, replace=False)]
+    fit_pts = (
+        canonical
+        if n <= fit_sample
+        else canonical[np.sort(rng.choice(n, fit_sample, replace=False))]
+    )
     init = None
     if previous_centres is not None and len(previous_centres) > 0:
         init = _warm_init(previous_centres, fit_pts, k)

@@ -7,7 +7,10 @@ scratch, migrated, dropped at the end unless ``--keep``), times what one request
 - ``sequence_candidates``: the two queries and the Python that builds a Candidate per proposal;
 - ``CandidatePool.from_candidates``: the arrays (``consultations/sequence.py``);
 - ``select_sequence`` on the built pool (mean of 20 calls): what a cached pool would cost;
-- ``consultation_stats``: the counters of the consultation page (COUNT DISTINCT over its votes).
+- ``consultation_stats``: the counters of the consultation page (COUNT DISTINCT over its votes);
+- ``sequence_start`` without the pool cache, on a cached pool, on a stale pool (rebuilt in the
+  request or in the background), and a process's first start (no pool yet: the full build in
+  the request, or awaited ``CONCORDE_SEQUENCE_POOL_FIRST_WAIT`` seconds, then the interim pool).
 
 Usage:
     python bench/sequence_scale.py [--sizes 20000 100000] [--votes-per 5]
@@ -200,8 +203,18 @@ def measure(n: int, votes_per: int) -> dict:
                 sequence_cache.cache.set(sequence_cache._version_key(consultation.pk), key, None)
                 timings[key], _ = starts(people[:1])
                 sequence_cache.wait_for_rebuilds()
+        # A process's first start (no pool yet): the full build in the request (the baseline),
+        # or the background build awaited CONCORDE_SEQUENCE_POOL_FIRST_WAIT seconds, then the
+        # interim pool of the newest proposals.
+        for background, key in ((False, "first_inline"), (True, "first_background")):
+            with override_settings(CONCORDE_SEQUENCE_POOL_BACKGROUND=background):
+                sequence_cache.sequence_pools_clear()
+                interim = sequence_cache.stats["interim"]
+                timings[key], _ = starts(people[1:2])
+                sequence_cache.wait_for_rebuilds()
+        first_interim = sequence_cache.stats["interim"] > interim
         sequence_cache.sequence_pools_clear()
-    return {"n": n, "votes": n_votes, "setup_s": round(setup, 1),
+    return {"n": n, "votes": n_votes, "setup_s": round(setup, 1), "first_interim": first_interim,
             **{k: round(v * 1000, 1) for k, v in timings.items()}}  # fmt: skip
 
 
@@ -210,8 +223,10 @@ def report(rows, args):
         "| accepted proposals | votes | sequence_candidates ms | pool build ms | "
         "select_sequence on a built pool ms | consultation_stats ms | "
         "sequence_start, no pool cache: wall / CPU ms | sequence_start, cached pool: wall / CPU ms | "
-        "start finding a stale pool, rebuilt in the request / in the background: wall ms |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "start finding a stale pool, rebuilt in the request / in the background: wall ms | "
+        "first start of a process, full build in the request / awaited, else interim pool: "
+        "wall ms |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
@@ -219,7 +234,9 @@ def report(rows, args):
             f"| {r['select_on_pool']:,} | {r['consultation_stats']:,} "
             f"| {r['start_uncached']:,} / {r['start_uncached_cpu']:,} "
             f"| {r['start_cached']:,} / {r['start_cached_cpu']:,} "
-            f"| {r['start_stale_inline']:,} / {r['start_stale_background']:,} |"
+            f"| {r['start_stale_inline']:,} / {r['start_stale_background']:,} "
+            f"| {r['first_inline']:,} / {r['first_background']:,}"
+            f"{' (interim pool)' if r['first_interim'] else ' (full pool)'} |"
         )
     head = (
         f"`python bench/sequence_scale.py --sizes {' '.join(map(str, args.sizes))} "

@@ -157,28 +157,34 @@ def sequence_settings(consultation: Consultation) -> SequenceSettings:
     )
 
 
-def sequence_candidates(*, consultation: Consultation, exclude_ids=frozenset()) -> list[Candidate]:
+def sequence_candidates(
+    *, consultation: Consultation, exclude_ids=frozenset(), newest: int | None = None
+) -> list[Candidate]:
     """The accepted proposals of ``consultation`` as sequence candidates (two queries).
 
     ``sequence`` counts are the votes and qualifications cast in sequences; ``verified`` adds
     the trusted ones (Make.org's ``countVerified``). Untrusted votes count in neither. An
     author's proposals share an author key; imported proposals without an account each have
-    their own. Keywords are the dominant words of the text, for de-duplication.
+    their own. Keywords are the dominant words of the text, for de-duplication. ``newest``
+    keeps only the N most recent accepted proposals (read through ``proposal_queue_idx``, their
+    counters by proposal): a bounded read whatever the size of the consultation.
     """
     prefix = consultation.proposal_prefix
-    rows = (
-        Proposal.objects.filter(consultation=consultation, status=Proposal.Status.ACCEPTED)
-        .order_by()
-        .values_list("pk", "author_id", "created_at", "content")
-    )
+    rows = Proposal.objects.filter(
+        consultation=consultation, status=Proposal.Status.ACCEPTED
+    ).values_list("pk", "author_id", "created_at", "content")
+    rows = rows.order_by("-created_at")[:newest] if newest is not None else rows.order_by()
     proposals = [row for row in rows if row[0] not in exclude_ids]
     sequence: dict[int, dict[str, int]] = {pk: {} for pk, *_rest in proposals}
     verified: dict[int, dict[str, int]] = {pk: {} for pk, *_rest in proposals}
-    # counter_consultation_idx: counters of one consultation without a join on proposals (the
-    # counters of proposals that are not accepted are skipped below).
-    counters = ProposalCounter.objects.filter(
-        consultation=consultation, trust__in=[Trust.TRUSTED, Trust.SEQUENCE]
-    ).values_list("proposal_id", "key", "trust", "count")
+    counters = ProposalCounter.objects.filter(trust__in=[Trust.TRUSTED, Trust.SEQUENCE])
+    if newest is not None:
+        counters = counters.filter(proposal_id__in=list(verified))
+    else:
+        # counter_consultation_idx: counters of one consultation without a join on proposals
+        # (the counters of proposals that are not accepted are skipped below).
+        counters = counters.filter(consultation=consultation)
+    counters = counters.values_list("proposal_id", "key", "trust", "count")
     for pid, key, trust, count in counters:
         if pid not in verified or count <= 0:
             continue

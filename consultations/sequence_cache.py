@@ -18,10 +18,14 @@ web process keeps the pool of each consultation in memory and rebuilds it when i
 
 A stale pool is not rebuilt inside the request that finds it stale: that request gets the stale
 pool, and one background thread per process and consultation builds the new one and swaps it in
-(``CONCORDE_SEQUENCE_POOL_BACKGROUND``, default on). Only a process that has no pool yet for the
-consultation (its first sequence start) builds in the request. So a rebuild (0.4 s at 20,000
-proposals on an idle machine, tens of seconds at millions) no longer lands on a participant every
-30 seconds; a start that finds its pool stale measured 6.6 ms (docs/bench_sequence_scale.md).
+(``CONCORDE_SEQUENCE_POOL_BACKGROUND``, default on). So a rebuild (0.4 s at 20,000 proposals on
+an idle machine, tens of seconds at millions) no longer lands on a participant every 30 seconds;
+a start that finds its pool stale measured 6.6 ms (docs/bench_sequence_scale.md). A process that
+has no pool yet for the consultation (its first sequence start after a boot or a worker recycle)
+starts the same background build and waits for it up to ``CONCORDE_SEQUENCE_POOL_FIRST_WAIT``
+seconds (2); past that it serves an interim pool of the ``CONCORDE_SEQUENCE_POOL_INTERIM``
+newest accepted proposals (2,000; one bounded read) until the full pool is built, instead of
+holding the request (and a sync worker, killed at its timeout) for the whole build.
 
 The shared keys are read with one ``get_many`` per sequence start. With Redis down the cache
 answers misses (``config.cache``) and only the age rule applies: pools are at most
@@ -63,7 +67,7 @@ class _Entry:
 _pools: dict[int, _Entry] = {}
 _building: dict[int, threading.Thread] = {}  # background rebuilds in flight, by consultation
 _lock = threading.Lock()
-stats = {"hits": 0, "builds": 0, "stale_served": 0}  # per process, for tests and benchmarks
+stats = {"hits": 0, "builds": 0, "stale_served": 0, "interim": 0}  # per process, for tests and benchmarks
 
 
 def _version_key(consultation_id: int) -> str:
@@ -140,11 +144,41 @@ def wait_for_rebuilds(timeout: float | None = None) -> None:
         thread.join(timeout)
 
 
+def _first_pool(consultation, version: object, votes: int) -> CandidatePool:
+    """A pool for a process that has none: the full build if it is quick, else an interim one.
+
+    The full build starts in the background thread of `_rebuild_in_background` and the request
+    waits up to ``CONCORDE_SEQUENCE_POOL_FIRST_WAIT`` seconds for it. If it is not done by then
+    (a large consultation), the request gets a pool of the ``CONCORDE_SEQUENCE_POOL_INTERIM``
+    newest accepted proposals (one bounded read), which this process keeps serving, as a stale
+    pool, until the full one replaces it. A failed full build leaves the interim pool stale, so
+    the next start tries again.
+    """
+    _rebuild_in_background(consultation, version, votes)
+    thread = _building.get(consultation.pk)
+    if thread is not None:
+        thread.join(float(getattr(settings, "CONCORDE_SEQUENCE_POOL_FIRST_WAIT", 2.0)))
+    entry = _pools.get(consultation.pk)
+    if entry is not None:
+        return entry.pool
+    newest = int(getattr(settings, "CONCORDE_SEQUENCE_POOL_INTERIM", 2_000))
+    interim = CandidatePool.from_candidates(
+        sequence_candidates(consultation=consultation, newest=newest)
+    )
+    stats["interim"] += 1
+    with _lock:
+        # built_at -inf: stale at once, so starts keep serving it while the full build runs
+        # and start another one if that build failed.
+        entry = _pools.setdefault(consultation.pk, _Entry(interim, float("-inf"), version, votes))
+    return entry.pool
+
+
 def sequence_pool_get(consultation) -> CandidatePool:
     """The consultation's candidate pool: this process's cached one, or a new build.
 
     A stale cached pool is returned as it is while a background thread rebuilds it (see the
-    module docstring); only a process without any pool for the consultation builds here.
+    module docstring); a process without any pool for the consultation waits briefly for its
+    first build, or serves an interim pool of the newest proposals (`_first_pool`).
     """
     seconds = pool_seconds()
     if seconds <= 0:
@@ -153,7 +187,9 @@ def sequence_pool_get(consultation) -> CandidatePool:
     version, votes = _shared_state(consultation.pk)
     entry = _pools.get(consultation.pk)
     if entry is None:
-        return _build_entry(consultation, version, votes).pool
+        if not background_rebuilds():
+            return _build_entry(consultation, version, votes).pool
+        return _first_pool(consultation, version, votes)
     if (
         time.monotonic() - entry.built_at < seconds
         and entry.version == version

@@ -117,3 +117,73 @@ def test_invalidation_the_cache_cannot_publish_drops_this_process_pool(consultat
     sequence_cache.sequence_pool_invalidate(consultation.pk)
     rebuilt = sequence_cache.sequence_pool_get(consultation)
     assert rebuilt is not first and added.pk in rebuilt.index
+
+
+def _newest(consultation, n):
+    from consultations.models import Proposal
+
+    rows = Proposal.objects.filter(consultation=consultation, status=Proposal.Status.ACCEPTED)
+    return set(rows.order_by("-created_at").values_list("pk", flat=True)[:n])
+
+
+@override_settings(CONCORDE_SEQUENCE_POOL_SECONDS=60)
+def test_a_first_start_gets_the_full_pool_when_it_builds_quickly(consultation):
+    interim = sequence_cache.stats["interim"]
+    pool = sequence_cache.sequence_pool_get(consultation)
+    assert set(pool.index) == _newest(consultation, 100)
+    assert sequence_cache.stats["interim"] == interim
+
+
+@override_settings(
+    CONCORDE_SEQUENCE_POOL_SECONDS=60,
+    CONCORDE_SEQUENCE_POOL_FIRST_WAIT=0.05,
+    CONCORDE_SEQUENCE_POOL_INTERIM=2,
+)
+def test_a_slow_first_build_serves_the_newest_proposals_until_the_full_pool_is_in(
+    consultation, monkeypatch
+):
+    import threading
+
+    release = threading.Event()
+    real_build = sequence_cache.build_pool
+    calls = []
+
+    def slow_build(c):
+        calls.append(c.pk)
+        release.wait(10)
+        return real_build(c)
+
+    monkeypatch.setattr(sequence_cache, "build_pool", slow_build)
+    interim = sequence_cache.sequence_pool_get(consultation)
+    assert set(interim.index) == _newest(consultation, 2)  # 2 of the 3 proposals
+    # The next starts keep serving it, and do not start a second build.
+    assert sequence_cache.sequence_pool_get(consultation) is interim
+    assert calls == [consultation.pk]
+    release.set()
+    sequence_cache.wait_for_rebuilds(10)
+    full = sequence_cache.sequence_pool_get(consultation)
+    assert set(full.index) == _newest(consultation, 100) and len(full.index) == 3
+
+
+@override_settings(
+    CONCORDE_SEQUENCE_POOL_SECONDS=60,
+    CONCORDE_SEQUENCE_POOL_FIRST_WAIT=0.05,
+    CONCORDE_SEQUENCE_POOL_INTERIM=2,
+)
+def test_a_failed_first_build_keeps_the_interim_pool_and_tries_again(
+    consultation, monkeypatch, caplog
+):
+    calls = []
+
+    def broken(c):
+        calls.append(c.pk)
+        raise RuntimeError("database went away")
+
+    monkeypatch.setattr(sequence_cache, "build_pool", broken)
+    interim = sequence_cache.sequence_pool_get(consultation)
+    sequence_cache.wait_for_rebuilds(10)
+    assert "database went away" in caplog.text
+    assert len(interim.index) == 2
+    assert sequence_cache.sequence_pool_get(consultation) is interim  # stale: served, retried
+    sequence_cache.wait_for_rebuilds(10)
+    assert calls == [consultation.pk, consultation.pk]

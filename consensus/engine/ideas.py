@@ -1308,21 +1308,26 @@ def _ctfidf(texts, labels, w, k, n_keywords, tokenizer, ngram_range, min_df) -> 
         return [[] for _ in range(k)]
     ok = labels >= 0
     onehot = csr_matrix((w[ok], (labels[ok], np.flatnonzero(ok))), shape=(k, len(texts)))
-    class_counts = (onehot @ counts).toarray()
+    # Sparse throughout: ideas x vocabulary stays O(words used), where a dense array would be
+    # k x V (273 ideas x ~1M unigrams and bigrams at 2M answers: GBs per copy).
+    class_counts = (onehot @ counts).tocsr()
+    class_counts.sum_duplicates()
     vocab = vec.get_feature_names_out()
-    freq = class_counts.sum(axis=0)
+    freq = np.asarray(class_counts.sum(axis=0)).ravel()
     avg_words = class_counts.sum() / k
     idf = np.log1p(avg_words / np.maximum(freq, 1e-12))
-    tf = class_counts / np.maximum(class_counts.sum(axis=1, keepdims=True), 1e-12)
-    scores = tf * idf
+    row_sums = np.asarray(class_counts.sum(axis=1)).ravel()
     out: list[list[str]] = []
     for c in range(k):
-        order = np.argsort(-scores[c], kind="stable")
+        lo, hi = class_counts.indptr[c], class_counts.indptr[c + 1]
+        terms = class_counts.indices[lo:hi]
+        scores = class_counts.data[lo:hi] / max(row_sums[c], 1e-12) * idf[terms]
         words: list[str] = []
-        for j in order:
-            if scores[c, j] <= 0 or len(words) >= n_keywords:
+        # Best score first, ties in vocabulary order.
+        for i in np.lexsort((terms, -scores)):
+            if scores[i] <= 0 or len(words) >= n_keywords:
                 break
-            term = vocab[j]
+            term = vocab[terms[i]]
             # Skip a unigram already covered by a chosen bigram and vice versa.
             if any(term in chosen.split() or chosen in term.split() for chosen in words):
                 continue

@@ -432,7 +432,7 @@ CONCORDE_SEQUENCE_POOL_REBUILD_VOTES = env_int("CONCORDE_SEQUENCE_POOL_REBUILD_V
 CONCORDE_SEQUENCE_POOL_BACKGROUND = env_bool("CONCORDE_SEQUENCE_POOL_BACKGROUND", True)
 # A process without a pool waits this long for its first build, then serves the INTERIM newest
 # accepted proposals until the full pool is built (background rebuilds on).
-CONCORDE_SEQUENCE_POOL_FIRST_WAIT = float(env("CONCORDE_SEQUENCE_POOL_FIRST_WAIT", "2"))
+CONCORDE_SEQUENCE_POOL_FIRST_WAIT = float(env("CONCORDE_SEQUENCE_POOL_FIRST_WAIT", "1"))
 CONCORDE_SEQUENCE_POOL_INTERIM = env_int("CONCORDE_SEQUENCE_POOL_INTERIM", 2000)
 # Rendered results sections, keyed by the current run (consensus/results_views.py); 0 = no cache.
 CONCORDE_RESULTS_CACHE_SECONDS = env_int("CONCORDE_RESULTS_CACHE_SECONDS", 600)

@@ -23,7 +23,7 @@ an idle machine, tens of seconds at millions) no longer lands on a participant e
 a start that finds its pool stale measured 6.6 ms (docs/bench_sequence_scale.md). A process that
 has no pool yet for the consultation (its first sequence start after a boot or a worker recycle)
 starts the same background build and waits for it up to ``CONCORDE_SEQUENCE_POOL_FIRST_WAIT``
-seconds (2); past that it serves an interim pool of the ``CONCORDE_SEQUENCE_POOL_INTERIM``
+seconds (1); past that it serves an interim pool of the ``CONCORDE_SEQUENCE_POOL_INTERIM``
 newest accepted proposals (2,000; one bounded read) until the full pool is built, instead of
 holding the request (and a sync worker, killed at its timeout) for the whole build.
 
@@ -157,7 +157,7 @@ def _first_pool(consultation, version: object, votes: int) -> CandidatePool:
     _rebuild_in_background(consultation, version, votes)
     thread = _building.get(consultation.pk)
     if thread is not None:
-        thread.join(float(getattr(settings, "CONCORDE_SEQUENCE_POOL_FIRST_WAIT", 2.0)))
+        thread.join(float(getattr(settings, "CONCORDE_SEQUENCE_POOL_FIRST_WAIT", 1.0)))
     entry = _pools.get(consultation.pk)
     if entry is not None:
         return entry.pool

@@ -170,6 +170,9 @@ def measure(n: int, votes_per: int) -> dict:
     t = time.perf_counter()
     selectors.consultation_stats(consultation=consultation)
     timings["consultation_stats"] = time.perf_counter() - t
+    # A web process holds the pool only: keeping these alive would make every full garbage
+    # collection during the starts below walk n Candidates and their dicts.
+    del candidates, pool
 
     # The whole sequence_start (participant's votes, candidates, selection, exposures written),
     # without the pool cache (every start builds: the baseline) and with a warm cached pool.

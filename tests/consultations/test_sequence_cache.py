@@ -26,6 +26,32 @@ def consultation():
     sequence_cache.sequence_pools_clear()
 
 
+@pytest.fixture
+def hold_builds(monkeypatch):
+    """A function that makes pool builds wait until the returned event is set.
+
+    It returns (release event, list of the consultation pks built so far).
+    """
+    import threading
+
+    release = threading.Event()
+    calls: list[int] = []
+
+    def install():
+        real_build = sequence_cache.build_pool
+
+        def slow_build(c):
+            calls.append(c.pk)
+            release.wait(10)
+            return real_build(c)
+
+        monkeypatch.setattr(sequence_cache, "build_pool", slow_build)
+        return release, calls
+
+    yield install
+    release.set()
+
+
 def _another_process_invalidates(consultation) -> None:
     # What `sequence_pool_invalidate` does seen from another process: the shared version
     # changes, this process's own pool stays in memory.
@@ -50,20 +76,9 @@ def test_a_stale_pool_is_served_while_a_thread_rebuilds_it(consultation):
 
 
 @override_settings(CONCORDE_SEQUENCE_POOL_SECONDS=60)
-def test_one_rebuild_at_a_time_per_consultation(consultation, monkeypatch):
-    import threading
-
+def test_one_rebuild_at_a_time_per_consultation(consultation, hold_builds):
     first = sequence_cache.sequence_pool_get(consultation)
-    release = threading.Event()
-    real_build = sequence_cache.build_pool
-    calls = []
-
-    def slow_build(c):
-        calls.append(c.pk)
-        release.wait(10)
-        return real_build(c)
-
-    monkeypatch.setattr(sequence_cache, "build_pool", slow_build)
+    release, calls = hold_builds()
     _another_process_invalidates(consultation)
     for _ in range(5):
         assert sequence_cache.sequence_pool_get(consultation) is first
@@ -140,20 +155,9 @@ def test_a_first_start_gets_the_full_pool_when_it_builds_quickly(consultation):
     CONCORDE_SEQUENCE_POOL_INTERIM=2,
 )
 def test_a_slow_first_build_serves_the_newest_proposals_until_the_full_pool_is_in(
-    consultation, monkeypatch
+    consultation, hold_builds
 ):
-    import threading
-
-    release = threading.Event()
-    real_build = sequence_cache.build_pool
-    calls = []
-
-    def slow_build(c):
-        calls.append(c.pk)
-        release.wait(10)
-        return real_build(c)
-
-    monkeypatch.setattr(sequence_cache, "build_pool", slow_build)
+    release, calls = hold_builds()
     interim = sequence_cache.sequence_pool_get(consultation)
     assert set(interim.index) == _newest(consultation, 2)  # 2 of the 3 proposals
     # The next starts keep serving it, and do not start a second build.

@@ -67,7 +67,8 @@ class _Entry:
 _pools: dict[int, _Entry] = {}
 _building: dict[int, threading.Thread] = {}  # background rebuilds in flight, by consultation
 _lock = threading.Lock()
-stats = {"hits": 0, "builds": 0, "stale_served": 0, "interim": 0}  # per process, for tests and benchmarks
+# Per process, for tests and benchmarks.
+stats = {"hits": 0, "builds": 0, "stale_served": 0, "interim": 0}
 
 
 def _version_key(consultation_id: int) -> str:

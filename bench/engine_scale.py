@@ -100,6 +100,9 @@ def django_setup(url: str) -> None:
     os.environ["DATABASE_URL"] = url
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
     os.environ.setdefault("CONCORDE_EMBED_THREADS", "1")
+    # As in production: with DEBUG on, Django keeps every query's SQL on the connection, which
+    # here (no request ever starts) grew the worker processes by GBs at 2M answers.
+    os.environ.setdefault("DJANGO_DEBUG", "0")
     for var in ("CELERY_BROKER_URL", "REDIS_URL"):
         os.environ.pop(var, None)
     import django
@@ -314,6 +317,9 @@ _ENCODER = None
 def _encoder_init(model: str) -> None:
     global _ENCODER
     os.environ.setdefault("CONCORDE_EMBED_THREADS", "1")
+    # As in production: with DEBUG on, Django keeps every query's SQL on the connection, which
+    # here (no request ever starts) grew the worker processes by GBs at 2M answers.
+    os.environ.setdefault("DJANGO_DEBUG", "0")
     sys.path.insert(0, str(ROOT))
     from consensus.engine.embedders import get_embedder
 

@@ -317,9 +317,6 @@ _ENCODER = None
 def _encoder_init(model: str) -> None:
     global _ENCODER
     os.environ.setdefault("CONCORDE_EMBED_THREADS", "1")
-    # As in production: with DEBUG on, Django keeps every query's SQL on the connection, which
-    # here (no request ever starts) grew the worker processes by GBs at 2M answers.
-    os.environ.setdefault("DJANGO_DEBUG", "0")
     sys.path.insert(0, str(ROOT))
     from consensus.engine.embedders import get_embedder
 

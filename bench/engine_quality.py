@@ -315,7 +315,7 @@ def evaluate(
         ("concorde", concorde, ""),
         (
             "concorde, opt-in merging",
-            lambda s: find_ideas(texts, x, params=merge_params(s)).labels,
+            lambda s: labels_of("merging", texts, x, s),
             "not the default",
         ),
         (
@@ -331,7 +331,7 @@ def evaluate(
         ),
     ]
     if with_bertopic:
-        methods.append(("BERTopic", lambda s: run_bertopic(texts, x, s), ""))
+        methods.append(("BERTopic", lambda s: labels_of("bertopic", texts, x, s), ""))
     methods.append(
         (
             f"kmeans@true-k ({k})",

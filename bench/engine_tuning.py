@@ -12,7 +12,8 @@ choice is made. The sets (20 by default, 54 ARI/NMI scores):
 * three 8-question mixtures x 500 answers and three x 300 (questions and answers drawn with fixed
   seeds), one 8 x 150, the 15 tuning questions x 300: scored against the question and against
   the reference clusters;
-* 11 tuning questions alone, 1,000 answers each: scored against the reference clusters.
+* 11 tuning questions alone, 1,000 answers each: scored against the reference clusters (the
+  organisation ones; ``--all-singles`` adds the 4 transition ones, 62 scores in all).
 
 A variant is ``name:field=value,field=value`` over ``ClusterParams`` fields (``none`` for None).
 Printed per variant: how many with-noise scores beat BERTopic, how many beat it on the same rows
@@ -43,7 +44,7 @@ from consensus.engine.ideas import ClusterParams, find_ideas  # noqa: E402
 assert not set(eq.GD_TUNE) & set(eq.GD_HELDOUT), "tuning and held-out questions overlap"
 
 
-def tuning_sets(singles: bool = True):
+def tuning_sets(singles: bool = True, all_singles: bool = False):
     """(name, loader, seed) of the tuning sets; every question is from ``eq.GD_TUNE``."""
     out = []
     for s in (0, 1, 2):
@@ -60,7 +61,7 @@ def tuning_sets(singles: bool = True):
             (f"8 questions x 300, seed {s}", lambda qs=qs, s=s: eq.grand_debat(qs, 300, s), s)
         )
     if singles:
-        for q in eq.GD_TUNE[:11]:
+        for q in eq.GD_TUNE if all_singles else eq.GD_TUNE[:11]:
             out.append((f"{q} alone", lambda q=q: eq.grand_debat([q], 1000, 0, ref_only=True), 0))
     return out
 
@@ -104,6 +105,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--variant", action="append", default=[], help="name:field=value,...")
     ap.add_argument("--no-singles", action="store_true", help="only the 8 mixtures")
+    ap.add_argument(
+        "--all-singles", action="store_true", help="all 15 tuning questions alone, not 11"
+    )
     ap.add_argument("--cache", default="/tmp/concorde_tuning")
     args = ap.parse_args()
     if not eq.bertopic_available():
@@ -125,7 +129,7 @@ def main() -> None:
     tally = {
         name: {"noise": 0, "same": 0, "total": 0, "scores": [], "ideas": []} for name, _ in variants
     }
-    for set_name, loader, seed in tuning_sets(not args.no_singles):
+    for set_name, loader, seed in tuning_sets(not args.no_singles, args.all_singles):
         texts, labels, x, bt = load(set_name, loader, seed, cache, embedder)
         kept = bt >= 0
         # BERTopic with noise as a label, and on the rows it kept (its non-noise scores)

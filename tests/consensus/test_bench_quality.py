@@ -40,3 +40,18 @@ def test_scores_count_noise_as_a_label_and_apart(eq):
     full, nn = eq.scores(truth, np.array([0, 0, 1, -1]))
     assert full[0] < 1.0  # the noise row is a third label
     assert nn == [pytest.approx(1.0)] * 3  # the three kept rows are clustered perfectly
+
+
+def test_tuning_sets_stay_in_the_tuning_half():
+    spec = importlib.util.spec_from_file_location(
+        "engine_tuning_under_test", BENCH.with_name("engine_tuning.py")
+    )
+    tuning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tuning)
+    eq = tuning.eq
+    default = [name for name, _, _ in tuning.tuning_sets(True)]
+    every = [name for name, _, _ in tuning.tuning_sets(True, all_singles=True)]
+    singles = [name.removesuffix(" alone") for name in every if name.endswith(" alone")]
+    # --all-singles adds the 4 transition questions to the 11 organisation ones, all tuning-half.
+    assert every[: len(default)] == default and len(every) == len(default) + 4
+    assert singles == eq.GD_TUNE and not set(singles) & set(eq.GD_HELDOUT)

@@ -23,6 +23,10 @@ def model_snapshot(instance, *, fields=None):
             value = getattr(instance, field.attname)
             data[field.name] = str(value) if value else ""
             continue
+        if isinstance(field, models.BinaryField):  # vectors, pickled models: their size only
+            value = field.value_from_object(instance)
+            data[field.name] = None if value is None else f"{len(bytes(value))} bytes"
+            continue
         data[field.attname if field.is_relation else field.name] = field.value_from_object(instance)
     return _jsonable(data)
 

@@ -128,12 +128,20 @@ class EngineChunkAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
 @admin.register(Idea)
 class IdeaAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    list_display = ("label", "consultation", "run", "size", "share")
+    list_display = ("label", "consultation", "run", "size", "share", "named_by_staff")
+    list_filter = ("named_by_staff",)
     list_select_related = ("consultation", "run")
     search_fields = ("label",)
     raw_id_fields = ("run", "consultation")
     exclude = ("centroid",)
     show_full_result_count = False
+
+    def save_model(self, request, obj, form, change):
+        # A label staff rewrite is theirs: later runs keep it (services._carry_staff_labels),
+        # unless they untick the box in the same save.
+        if "label" in form.changed_data and "named_by_staff" not in form.changed_data:
+            obj.named_by_staff = True
+        super().save_model(request, obj, form, change)
 
 
 @admin.register(IdeaMembership)

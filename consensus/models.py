@@ -144,6 +144,15 @@ class Idea(models.Model):
     )
     number = models.PositiveIntegerField(_("number"))
     label = models.CharField(_("label"), max_length=250)
+    # Set when staff rewrite the label (IdeaAdmin); a later run gives the label to the same idea.
+    named_by_staff = models.BooleanField(
+        _("named by staff"),
+        default=False,
+        help_text=_(
+            "The label was written by staff. Later runs keep it for the same idea; an idea "
+            "that splits or merges gets its most central proposal as label again."
+        ),
+    )
     keywords = models.JSONField(_("keywords"), default=list, blank=True)
     size = models.PositiveIntegerField(_("proposals"), default=0)
     share = models.FloatField(_("share of proposals"), default=0.0)

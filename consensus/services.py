@@ -908,7 +908,7 @@ def _fallback_labels(counts: np.ndarray, min_points: int) -> np.ndarray:
     return labels
 
 
-def _ideas_stage(run: EngineRun) -> None:
+def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
     from .engine import ideas as engine
 
     params = run.parameters
@@ -1000,6 +1000,7 @@ def _ideas_stage(run: EngineRun) -> None:
                 for i in members
             ),
         )
+        n_named = _carry_staff_labels(run, base, ids, labels) if base is not None else 0
     timings["write_ideas"] = time.perf_counter() - t0
     n_noise = int(np.count_nonzero(labels < 0))
     _record(
@@ -1017,8 +1018,42 @@ def _ideas_stage(run: EngineRun) -> None:
             "silhouette": silhouette,
             "few_texts_fallback": fallback,
             "largest_idea_share": round(max((i.share for i in found), default=0.0), 4),
+            "staff_labels_kept": n_named,
         },
     )
+
+
+def _carry_staff_labels(
+    run: EngineRun, base: EngineRun, ids: np.ndarray, labels: np.ndarray
+) -> int:
+    """Give the labels staff wrote on the base run's ideas to the same ideas of this run.
+
+    "The same idea" is a *kept* idea of ``engine.compare.compare_runs`` (default shares): the
+    two ideas are each other's only link by the proposals they share. An idea that split,
+    merged or disappeared passes nothing on, since its label may no longer describe any one
+    idea; staff name those again. Returns how many labels were carried.
+    """
+    from .engine.compare import KEPT, compare_runs
+
+    named = dict(Idea.objects.filter(run=base, named_by_staff=True).values_list("number", "label"))
+    if not named:
+        return 0
+    before = dict(
+        IdeaMembership.objects.filter(run=base)
+        .values_list("proposal_id", "idea__number")
+        .iterator(chunk_size=10_000)
+    )
+    items = np.fromiter(before.keys(), dtype=np.int64, count=len(before))
+    numbers = np.fromiter(before.values(), dtype=np.int64, count=len(before))
+    comparison = compare_runs(items, numbers, ids, labels)
+    carried = 0
+    for change in comparison.of_kind(KEPT):
+        label = named.get(change.a[0])
+        if label is not None:
+            carried += Idea.objects.filter(run=run, number=change.b[0]).update(
+                label=label, named_by_staff=True
+            )
+    return carried
 
 
 def _silhouette(
@@ -1482,6 +1517,7 @@ def _copy_ideas_from(run: EngineRun, base: EngineRun) -> None:
                     consultation_id=run.consultation_id,
                     number=idea.number,
                     label=idea.label,
+                    named_by_staff=idea.named_by_staff,
                     keywords=idea.keywords,
                     size=idea.size,
                     share=idea.share,
@@ -1686,7 +1722,7 @@ def _finalize(run: EngineRun) -> dict:
             metrics={"embedded": chunk_stats["embedded"] or 0, "reused_embeddings": chunk_stats["reused"] or 0,
                      "ideas_model": run.model_name},
         )  # fmt: skip
-        _ideas_stage(run)
+        _ideas_stage(run, base)
     elif base is not None and Idea.objects.filter(run=base).exists():
         _record(run.pk, phase="copying ideas")
         _copy_ideas_from(run, base)

@@ -255,6 +255,52 @@ def test_a_votes_run_keeps_the_ideas_of_the_published_run(
     assert OpinionGroup.objects.filter(run=ideas_again).count() == 2
 
 
+def test_a_label_written_by_staff_stays_with_its_idea_on_the_next_runs(
+    themed, django_capture_on_commit_callbacks
+):
+    first = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    cycling = idea_with_keyword(first, "cyclables")
+    Idea.objects.filter(pk=cycling.pk).update(label="Pistes cyclables sûres", named_by_staff=True)
+    museums_label = idea_with_keyword(first, "musées").label
+
+    second = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    assert idea_with_keyword(second, "cyclables").label == "Pistes cyclables sûres"
+    assert idea_with_keyword(second, "cyclables").named_by_staff
+    assert second.metrics["staff_labels_kept"] == 1
+    museums = idea_with_keyword(second, "musées")  # not renamed: the central proposal again
+    assert museums.label == museums_label and not museums.named_by_staff
+
+    votes_only = start(themed, django_capture_on_commit_callbacks, kind="votes")  # copies ideas
+    third = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    assert idea_with_keyword(votes_only, "cyclables").named_by_staff
+    assert idea_with_keyword(third, "cyclables").label == "Pistes cyclables sûres"
+
+
+def test_a_staff_label_is_not_passed_on_when_its_idea_splits(
+    themed, django_capture_on_commit_callbacks
+):
+    base = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    cycling = idea_with_keyword(base, "cyclables")
+    Idea.objects.filter(pk=cycling.pk).update(label="Pistes cyclables sûres", named_by_staff=True)
+    after = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    Idea.objects.filter(run=after).update(label="auto", named_by_staff=False)
+    members = dict(
+        IdeaMembership.objects.filter(run=after).values_list("proposal_id", "idea__number")
+    )
+    ids = np.array(sorted(members), dtype=np.int64)
+    labels = np.array([members[p] for p in ids], dtype=np.int64)
+    # The cycling proposals go half to their idea, half to a museum idea: a split, then a merge.
+    museum_number = idea_with_keyword(after, "musées").number
+    cycling_rows = np.flatnonzero(labels == idea_with_keyword(after, "cyclables").number)
+    labels[cycling_rows[: cycling_rows.size // 2]] = museum_number
+
+    assert services._carry_staff_labels(after, base, ids, labels) == 0
+    assert not Idea.objects.filter(run=after, named_by_staff=True).exists()
+    # unchanged labelling: the same idea, so the label goes over
+    labels = np.array([members[p] for p in ids], dtype=np.int64)
+    assert services._carry_staff_labels(after, base, ids, labels) == 1
+
+
 def test_a_new_proposal_joins_the_nearest_idea_once(themed, django_capture_on_commit_callbacks):
     run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
     cycling = idea_with_keyword(run, "cyclables")

@@ -631,3 +631,29 @@ def test_an_imported_polis_conversation_run_from_the_staff_page_shows_groups_con
     bridge_section = body[body.index('id="bridging"') :]
     assert escape(best_gic.proposal.content) in gic_section.split("</tr>")[1]
     assert escape(best_bridge.proposal.content) in bridge_section.split("</tr>")[1]
+
+
+def test_a_label_rewritten_in_the_admin_is_marked_as_named_by_staff(admin_client, consultation):
+    run = make_run(consultation, EngineRun.Status.DONE)
+    idea = Idea.objects.create(
+        run=run, consultation=consultation, number=0, label="Il faut des pistes", size=3, share=1.0,
+        centroid=bytes(8),  # two float32: the audit log records its size, not the bytes
+    )  # fmt: skip
+    url = reverse("admin:consensus_idea_change", args=[idea.pk])
+    data = {
+        "run": run.pk, "consultation": consultation.pk, "number": 0, "size": 3, "share": 1.0,
+        "keywords": "[]", "scores": "{}",
+    }  # fmt: skip
+
+    response = admin_client.post(url, {**data, "label": "Des pistes cyclables sûres"})
+    assert response.status_code == 302
+    idea.refresh_from_db()
+    assert idea.label == "Des pistes cyclables sûres" and idea.named_by_staff
+    entry = AuditEntry.objects.get(action="idea.admin_change")
+    assert entry.before["label"] == "Il faut des pistes" and entry.after["named_by_staff"]
+    assert entry.after["centroid"] == "8 bytes"
+
+    # Unticking the box in the same save that changes the label is respected.
+    admin_client.post(url, {**data, "label": "Pistes cyclables"})
+    idea.refresh_from_db()
+    assert idea.label == "Pistes cyclables" and not idea.named_by_staff

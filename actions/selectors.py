@@ -16,6 +16,7 @@ from django.http import Http404
 from django.utils import timezone
 
 from causes.selectors import cause_visible_list
+from consensus.models import Idea
 from consultations.models import Proposal, Vote
 from partners.models import PartnerMembership
 
@@ -301,7 +302,12 @@ def action_public_get(*, pk: int, user) -> Action:
         .filter(pk=pk)
         .prefetch_related(
             "funders",
-            "ideas",
+            Prefetch(
+                "ideas",
+                queryset=Idea.objects.select_related("consultation")
+                .defer("centroid")
+                .order_by("-run_id", "-size", "pk"),
+            ),
             Prefetch("proposals", queryset=_public_proposals().order_by("pk")),
             Prefetch("updates", queryset=ActionUpdate.objects.order_by("-created_at", "-pk")),
         )
@@ -309,7 +315,26 @@ def action_public_get(*, pk: int, user) -> Action:
     action = action_prefetch_objectives(qs, with_history=True).first()
     if action is None:
         raise Http404("No such action.")
+    action.shown_ideas = action_ideas_shown(action.ideas.all())
     return action
+
+
+def action_ideas_shown(ideas: Iterable) -> list:
+    """The ideas an action builds on, one run per consultation: the current run's, else the latest.
+
+    Each engine run has its own Idea rows, and an action's links follow its ideas from run to
+    run (consensus.services._carry_curation), so the same idea is linked once per run. Given
+    ideas ordered by run, newest first.
+    """
+    by_consultation: dict[int, list] = {}
+    for idea in ideas:
+        by_consultation.setdefault(idea.consultation_id, []).append(idea)
+    shown = []
+    for group in by_consultation.values():
+        current = group[0].consultation.current_run_id
+        run_id = current if any(i.run_id == current for i in group) else group[0].run_id
+        shown += [i for i in group if i.run_id == run_id]
+    return shown
 
 
 def partner_public_actions(*, partner, user) -> QuerySet[Action]:

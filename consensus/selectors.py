@@ -126,6 +126,7 @@ METRIC_LABELS = {
     "few_texts_fallback": _("Too few distinct texts: duplicates grouped as ideas"),
     "largest_idea_share": _("Share of the largest idea"),
     "staff_labels_kept": _("Labels written by staff, kept for the same ideas"),
+    "action_links_kept": _("Links from actions to ideas carried over from the previous run"),
     "ideas_from_run": _("Ideas copied from run"),
     "votes_from_run": _("Vote results copied from run"),
     "n_participants": _("Participants with trusted votes"),

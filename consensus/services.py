@@ -1000,7 +1000,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
                 for i in members
             ),
         )
-        n_named = _carry_staff_labels(run, base, ids, labels) if base is not None else 0
+        n_named, n_links = _carry_curation(run, base, ids, labels) if base is not None else (0, 0)
     timings["write_ideas"] = time.perf_counter() - t0
     n_noise = int(np.count_nonzero(labels < 0))
     _record(
@@ -1019,25 +1019,35 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
             "few_texts_fallback": fallback,
             "largest_idea_share": round(max((i.share for i in found), default=0.0), 4),
             "staff_labels_kept": n_named,
+            "action_links_kept": n_links,
         },
     )
 
 
-def _carry_staff_labels(
+def _carry_curation(
     run: EngineRun, base: EngineRun, ids: np.ndarray, labels: np.ndarray
-) -> int:
-    """Give the labels staff wrote on the base run's ideas to the same ideas of this run.
+) -> tuple[int, int]:
+    """What staff and partners attached to the base run's ideas, passed on to this run's ideas.
 
-    "The same idea" is a *kept* idea of ``engine.compare.compare_runs`` (default shares): the
-    two ideas are each other's only link by the proposals they share. An idea that split,
-    merged or disappeared passes nothing on, since its label may no longer describe any one
-    idea; staff name those again. Returns how many labels were carried.
+    Ideas are matched by the proposals they share (``engine.compare.compare_runs``, default
+    shares). A label staff wrote goes to the same idea only (a *kept* one: each other's only
+    link); an idea that split, merged or disappeared passes its label to none, since it may no
+    longer describe any one idea, and staff name those again. The actions that build on an idea
+    follow its proposals: they are linked to every idea it was kept as, split into or merged
+    into, so the results page keeps showing them after the nightly run. Returns (labels
+    carried, action links added).
     """
-    from .engine.compare import KEPT, compare_runs
+    from .engine.compare import KEPT, MERGED, SPLIT, compare_runs
 
+    through = Idea.actions.through
     named = dict(Idea.objects.filter(run=base, named_by_staff=True).values_list("number", "label"))
-    if not named:
-        return 0
+    acted: dict[int, list[int]] = {}
+    for action_id, number in through.objects.filter(idea__run=base).values_list(
+        "action_id", "idea__number"
+    ):
+        acted.setdefault(number, []).append(action_id)
+    if not named and not acted:
+        return 0, 0
     before = dict(
         IdeaMembership.objects.filter(run=base)
         .values_list("proposal_id", "idea__number")
@@ -1046,14 +1056,22 @@ def _carry_staff_labels(
     items = np.fromiter(before.keys(), dtype=np.int64, count=len(before))
     numbers = np.fromiter(before.values(), dtype=np.int64, count=len(before))
     comparison = compare_runs(items, numbers, ids, labels)
+    pk_of = dict(Idea.objects.filter(run=run).values_list("number", "pk"))
     carried = 0
-    for change in comparison.of_kind(KEPT):
-        label = named.get(change.a[0])
-        if label is not None:
+    links = set()
+    for change in comparison.changes:
+        if change.kind == KEPT and change.a[0] in named:
             carried += Idea.objects.filter(run=run, number=change.b[0]).update(
-                label=label, named_by_staff=True
+                label=named[change.a[0]], named_by_staff=True
             )
-    return carried
+        if change.kind in (KEPT, SPLIT, MERGED):
+            for a in change.a:
+                links.update((action, pk_of[b]) for action in acted.get(a, ()) for b in change.b)
+    through.objects.bulk_create(
+        [through(action_id=action, idea_id=idea) for action, idea in sorted(links)],
+        ignore_conflicts=True,
+    )
+    return carried, len(links)
 
 
 def _silhouette(
@@ -1535,6 +1553,18 @@ def _copy_ideas_from(run: EngineRun, base: EngineRun) -> None:
                 f"WHERE m.run_id = %s",
                 [run.pk, run.pk, base.pk],
             )
+        # the actions that build on the ideas follow them (see _carry_curation)
+        through = Idea.actions.through
+        pk_of = dict(Idea.objects.filter(run=run).values_list("number", "pk"))
+        through.objects.bulk_create(
+            [
+                through(action_id=action, idea_id=pk_of[number])
+                for action, number in through.objects.filter(idea__run=base).values_list(
+                    "action_id", "idea__number"
+                )
+            ],
+            ignore_conflicts=True,
+        )
     keep = (
         "n_ideas",
         "n_noise",

@@ -9,6 +9,7 @@ from unittest import mock
 import numpy as np
 import pytest
 from django.db import OperationalError
+from django.utils.html import escape
 
 from consensus import services
 from consensus.models import (
@@ -30,6 +31,7 @@ from consensus.tasks import (
 )
 from consultations.models import Participant, Proposal
 
+from ..actions.factories import ActionFactory, ActionPlanFactory
 from ..factories import ConsultationFactory, ProposalFactory
 from .engine_data import HASHING, add_votes, consultation_with_themes
 
@@ -294,11 +296,46 @@ def test_a_staff_label_is_not_passed_on_when_its_idea_splits(
     cycling_rows = np.flatnonzero(labels == idea_with_keyword(after, "cyclables").number)
     labels[cycling_rows[: cycling_rows.size // 2]] = museum_number
 
-    assert services._carry_staff_labels(after, base, ids, labels) == 0
+    assert services._carry_curation(after, base, ids, labels)[0] == 0
     assert not Idea.objects.filter(run=after, named_by_staff=True).exists()
     # unchanged labelling: the same idea, so the label goes over
     labels = np.array([members[p] for p in ids], dtype=np.int64)
-    assert services._carry_staff_labels(after, base, ids, labels) == 1
+    assert services._carry_curation(after, base, ids, labels)[0] == 1
+
+
+def test_actions_stay_linked_to_their_ideas_across_runs(
+    client, themed, django_capture_on_commit_callbacks
+):
+    first = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    action = ActionFactory(plan=ActionPlanFactory(cause=themed.cause), title="Pistes la nuit")
+    action.ideas.add(idea_with_keyword(first, "cyclables"))
+    Idea.objects.filter(run=first).update(label="Des pistes (premier calcul)")
+
+    second = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    votes_only = start(themed, django_capture_on_commit_callbacks, kind="votes")
+    assert second.metrics["action_links_kept"] == 1
+    for run in (first, second, votes_only):  # old runs keep their links
+        assert list(action.ideas.filter(run=run)) == [idea_with_keyword(run, "cyclables")]
+    # The action's page names the idea once, from the current run.
+    page = client.get(action.get_absolute_url()).content.decode()
+    assert page.count(escape(idea_with_keyword(votes_only, "cyclables").label)) == 1
+    assert "premier calcul" not in page
+
+    # The idea splits: half of its proposals go to the museum idea. The action builds on both.
+    base = votes_only
+    members = dict(
+        IdeaMembership.objects.filter(run=second).values_list("proposal_id", "idea__number")
+    )
+    ids = np.array(sorted(members), dtype=np.int64)
+    labels = np.array([members[p] for p in ids], dtype=np.int64)
+    cycling_rows = np.flatnonzero(labels == idea_with_keyword(second, "cyclables").number)
+    labels[cycling_rows[: cycling_rows.size // 2]] = idea_with_keyword(second, "musées").number
+    action.ideas.remove(*action.ideas.filter(run=second))
+    assert services._carry_curation(second, base, ids, labels)[1] == 2
+    assert set(action.ideas.filter(run=second)) == {
+        idea_with_keyword(second, "cyclables"),
+        idea_with_keyword(second, "musées"),
+    }
 
 
 def test_a_new_proposal_joins_the_nearest_idea_once(themed, django_capture_on_commit_callbacks):

@@ -137,7 +137,7 @@ class IdeaAdmin(AuditedAdminMixin, admin.ModelAdmin):
     show_full_result_count = False
 
     def save_model(self, request, obj, form, change):
-        # A label staff rewrite is theirs: later runs keep it (services._carry_staff_labels),
+        # A label staff rewrite is theirs: later runs keep it (services._carry_curation),
         # unless they untick the box in the same save.
         if "label" in form.changed_data and "named_by_staff" not in form.changed_data:
             obj.named_by_staff = True

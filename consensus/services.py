@@ -1048,14 +1048,17 @@ def _carry_curation(
         acted.setdefault(number, []).append(action_id)
     if not named and not acted:
         return 0, 0
-    before = dict(
+    items, numbers = array("q"), array("q")  # the base run's memberships, 16 bytes each
+    for proposal_id, number in (
         IdeaMembership.objects.filter(run=base)
         .values_list("proposal_id", "idea__number")
         .iterator(chunk_size=10_000)
+    ):
+        items.append(proposal_id)
+        numbers.append(number)
+    comparison = compare_runs(
+        np.frombuffer(items, dtype=np.int64), np.frombuffer(numbers, dtype=np.int64), ids, labels
     )
-    items = np.fromiter(before.keys(), dtype=np.int64, count=len(before))
-    numbers = np.fromiter(before.values(), dtype=np.int64, count=len(before))
-    comparison = compare_runs(items, numbers, ids, labels)
     pk_of = dict(Idea.objects.filter(run=run).values_list("number", "pk"))
     carried = 0
     links = set()

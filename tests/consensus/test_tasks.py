@@ -278,6 +278,19 @@ def test_a_label_written_by_staff_stays_with_its_idea_on_the_next_runs(
     assert idea_with_keyword(third, "cyclables").label == "Pistes cyclables sûres"
 
 
+def run_labelling(run, split=False):
+    """(proposal ids, idea numbers) of a run; split: half the cycling idea moved to the museums'."""
+    members = dict(
+        IdeaMembership.objects.filter(run=run).values_list("proposal_id", "idea__number")
+    )
+    ids = np.array(sorted(members), dtype=np.int64)
+    labels = np.array([members[p] for p in ids], dtype=np.int64)
+    if split:  # a split of the cycling idea, and a merge into the museum idea
+        cycling_rows = np.flatnonzero(labels == idea_with_keyword(run, "cyclables").number)
+        labels[cycling_rows[: cycling_rows.size // 2]] = idea_with_keyword(run, "musées").number
+    return ids, labels
+
+
 def test_a_staff_label_is_not_passed_on_when_its_idea_splits(
     themed, django_capture_on_commit_callbacks
 ):
@@ -286,21 +299,11 @@ def test_a_staff_label_is_not_passed_on_when_its_idea_splits(
     Idea.objects.filter(pk=cycling.pk).update(label="Pistes cyclables sûres", named_by_staff=True)
     after = start(themed, django_capture_on_commit_callbacks, kind="ideas")
     Idea.objects.filter(run=after).update(label="auto", named_by_staff=False)
-    members = dict(
-        IdeaMembership.objects.filter(run=after).values_list("proposal_id", "idea__number")
-    )
-    ids = np.array(sorted(members), dtype=np.int64)
-    labels = np.array([members[p] for p in ids], dtype=np.int64)
-    # The cycling proposals go half to their idea, half to a museum idea: a split, then a merge.
-    museum_number = idea_with_keyword(after, "musées").number
-    cycling_rows = np.flatnonzero(labels == idea_with_keyword(after, "cyclables").number)
-    labels[cycling_rows[: cycling_rows.size // 2]] = museum_number
 
-    assert services._carry_curation(after, base, ids, labels)[0] == 0
+    assert services._carry_curation(after, base, *run_labelling(after, split=True))[0] == 0
     assert not Idea.objects.filter(run=after, named_by_staff=True).exists()
     # unchanged labelling: the same idea, so the label goes over
-    labels = np.array([members[p] for p in ids], dtype=np.int64)
-    assert services._carry_curation(after, base, ids, labels)[0] == 1
+    assert services._carry_curation(after, base, *run_labelling(after))[0] == 1
 
 
 def test_actions_stay_linked_to_their_ideas_across_runs(
@@ -322,16 +325,8 @@ def test_actions_stay_linked_to_their_ideas_across_runs(
     assert "premier calcul" not in page
 
     # The idea splits: half of its proposals go to the museum idea. The action builds on both.
-    base = votes_only
-    members = dict(
-        IdeaMembership.objects.filter(run=second).values_list("proposal_id", "idea__number")
-    )
-    ids = np.array(sorted(members), dtype=np.int64)
-    labels = np.array([members[p] for p in ids], dtype=np.int64)
-    cycling_rows = np.flatnonzero(labels == idea_with_keyword(second, "cyclables").number)
-    labels[cycling_rows[: cycling_rows.size // 2]] = idea_with_keyword(second, "musées").number
     action.ideas.remove(*action.ideas.filter(run=second))
-    assert services._carry_curation(second, base, ids, labels)[1] == 2
+    assert services._carry_curation(second, votes_only, *run_labelling(second, split=True))[1] == 2
     assert set(action.ideas.filter(run=second)) == {
         idea_with_keyword(second, "cyclables"),
         idea_with_keyword(second, "musées"),

@@ -19,6 +19,7 @@ from .models import (
     ParticipantProjection,
     ProposalScore,
 )
+from .results_views import results_cache_forget
 
 
 class _PickConsultationForm(forms.Form):
@@ -142,6 +143,7 @@ class IdeaAdmin(AuditedAdminMixin, admin.ModelAdmin):
         if "label" in form.changed_data and "named_by_staff" not in form.changed_data:
             obj.named_by_staff = True
         super().save_model(request, obj, form, change)
+        results_cache_forget(consultation_id=obj.consultation_id, run_id=obj.run_id)
 
 
 @admin.register(IdeaMembership)

@@ -24,6 +24,10 @@ PUBLISH_CHOICES = [
 ]
 
 
+class IdeaLabelForm(forms.Form):
+    label = forms.CharField(label=_("Label"), max_length=250, strip=True)
+
+
 def _bounds(name: str) -> dict:
     spec = PARAMETERS[name]
     cast = int if spec.type == "int" else float

@@ -180,6 +180,28 @@ def results_cache_key(*, consultation_id: int, run_id: int, section: str, extra:
     )
 
 
+def results_cache_forget(*, consultation_id: int, run_id: int) -> None:
+    """Drop a run's cached sections and segment tables in every language (an idea renamed)."""
+    keys = []
+    for language, _name in settings.LANGUAGES:
+        with translation.override(language):
+            keys.append(
+                results_cache_key(
+                    consultation_id=consultation_id, run_id=run_id, section="sections"
+                )
+            )
+            keys += [
+                results_cache_key(
+                    consultation_id=consultation_id, run_id=run_id, section="segment", extra=d
+                )
+                for d in selectors.SEGMENT_DIMENSIONS
+            ]
+    try:
+        cache.delete_many(keys)
+    except Exception:  # noqa: BLE001 - a cache outage must not break the caller
+        logger.warning("results cache delete failed", exc_info=True)
+
+
 _SPACES = re.compile(r"\s+")
 
 

@@ -494,6 +494,28 @@ def engine_run_make_current(*, run: EngineRun, actor=None) -> None:
     run.refresh_from_db()
 
 
+def idea_label_set(*, idea: Idea, label: str, actor=None) -> Idea:
+    """Staff name an idea: the label is theirs from now on, and later runs keep it for the same
+    idea (``_carry_curation``). The caller forgets the cached results pages."""
+    label = " ".join(str(label).split())
+    if not label:
+        raise EngineInputError(_("An idea needs a label."))
+    if len(label) > Idea._meta.get_field("label").max_length:
+        raise EngineInputError(_("A label has at most 250 characters."))
+    with transaction.atomic():
+        before = model_snapshot(idea, fields=("label", "named_by_staff"))
+        Idea.objects.filter(pk=idea.pk).update(label=label, named_by_staff=True)
+        idea.label, idea.named_by_staff = label, True
+        audit_record(
+            actor=actor,
+            action="idea.label_set",
+            target=idea,
+            before=before,
+            after=model_snapshot(idea, fields=("label", "named_by_staff")),
+        )
+    return idea
+
+
 def engine_run_rollback_target(*, consultation: Consultation) -> EngineRun | None:
     """The run a roll back would publish: the one the current run replaced, if still there and done."""
     current_id = (

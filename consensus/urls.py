@@ -8,6 +8,11 @@ urlpatterns = [
     path("<slug:slug>/", views.run_list, name="runs"),
     path("<slug:slug>/runs/<int:pk>/", views.run_detail, name="run"),
     path("<slug:slug>/runs/<int:pk>/current/", views.run_make_current, name="make_current"),
+    path(
+        "<slug:slug>/runs/<int:pk>/ideas/<int:number>/label/",
+        views.idea_label,
+        name="idea_label",
+    ),
     path("<slug:slug>/runs/<int:pk>/resume/", views.run_resume, name="resume"),
     path("<slug:slug>/results/", results_views.results, name="results"),
     path("<slug:slug>/results/ideas/", results_views.results_ideas, name="results_ideas"),

@@ -9,17 +9,18 @@ from functools import wraps
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpResponse
-from django.shortcuts import redirect, render
+from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.translation import gettext as _
 from django.views.decorators.http import require_http_methods, require_POST
-from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling, reswap, retarget
 
 from . import selectors, services, staff_selectors
-from .forms import RunCompareForm, RunStartForm
-from .models import EngineRun
+from .forms import IdeaLabelForm, RunCompareForm, RunStartForm
+from .models import EngineRun, Idea
+from .results_views import results_cache_forget
 
 
 def staff_required(view):
@@ -124,6 +125,38 @@ def run_detail(request, slug, pk):
         response = render(request, "consensus/run_detail.html", context)
     patch_vary_headers(response, ("HX-Request",))
     return response
+
+
+@staff_required
+@require_POST
+def idea_label(request, slug, pk, number):
+    """Rename one of a run's ideas (HTMX: the card's title comes back; else back to the run)."""
+    consultation = selectors.engine_consultation_get_for_staff(slug=slug, user=request.user)
+    run = selectors.engine_run_get(consultation=consultation, pk=pk)
+    idea = get_object_or_404(Idea.objects.defer("centroid"), run=run, number=number)
+    form = IdeaLabelForm(request.POST)
+    if form.is_valid():
+        try:
+            services.idea_label_set(idea=idea, label=form.cleaned_data["label"], actor=request.user)
+        except services.EngineInputError as exc:
+            form.add_error("label", str(exc))
+        else:
+            results_cache_forget(consultation_id=consultation.pk, run_id=run.pk)
+    if request.htmx:
+        context = {"consultation": consultation, "run": run, "idea": idea, "label_form": form}
+        html = render_to_string("consensus/run_detail.html#idea-title", context, request=request)
+        if not form.errors:
+            return HttpResponse(html)
+        # static/js/concorde.js swaps a 4xx that names its target: the card, with the error.
+        # 422, not 400: in DEBUG, django-htmx's script shows a 400 as a whole error page.
+        return reswap(
+            retarget(HttpResponse(html, status=422), f"#idea-title-{idea.number}"), "outerHTML"
+        )
+    if form.errors:
+        messages.error(request, " ".join(form.errors["label"]))
+    else:
+        messages.success(request, _("Idea renamed: later runs keep this label for the same idea."))
+    return redirect("consensus:run", slug=consultation.slug, pk=run.pk)
 
 
 def _run_action(request, slug, pk, action):

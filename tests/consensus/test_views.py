@@ -2,12 +2,13 @@
 
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.core.cache import cache
 from django.urls import reverse
 from django.utils import translation
 from django.utils.html import escape
 
 from accounts.models import AuditEntry
-from consensus import services
+from consensus import results_views, services
 from consensus.models import EngineRun, Idea, IdeaMembership
 from consensus.selectors import METRIC_LABELS, TIMING_LABELS
 from partners.models import PartnerMembership
@@ -657,3 +658,45 @@ def test_a_label_rewritten_in_the_admin_is_marked_as_named_by_staff(admin_client
     admin_client.post(url, {**data, "label": "Pistes cyclables"})
     idea.refresh_from_db()
     assert idea.label == "Pistes cyclables" and not idea.named_by_staff
+
+
+def test_staff_rename_an_idea_from_the_run_page(client, staff, consultation, settings):
+    settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+    run = make_run(consultation, EngineRun.Status.DONE)
+    idea = Idea.objects.create(
+        run=run, consultation=consultation, number=0, label="Il faut ouvrir les piscines l'été 0",
+        size=4, share=1.0, centroid=bytes(8),
+    )  # fmt: skip
+    url = reverse("consensus:idea_label", args=[consultation.slug, run.pk, 0])
+    assert 'id="idea-title-0"' in client.get(run_url(run)).content.decode()
+    with translation.override("en"):
+        stale = results_views.results_cache_key(
+            consultation_id=consultation.pk, run_id=run.pk, section="sections"
+        )
+    cache.set(stale, {"ideas": "old"})
+
+    response = client.post(url, {"label": "  Piscines ouvertes   l'été "}, **HTMX)
+    assert response.status_code == 200
+    assert "Piscines ouvertes l&#x27;été" in response.content.decode()
+    idea.refresh_from_db()
+    assert idea.label == "Piscines ouvertes l'été" and idea.named_by_staff
+    assert AuditEntry.objects.get(action="idea.label_set").before["label"].endswith("l'été 0")
+    assert cache.get(stale) is None  # the public results show the new label at once
+
+    # Bad input: a clear error in the card, and the label as it was.
+    for bad, message in (("   ", "This field is required."), ("x" * 251, "at most 250")):
+        response = client.post(url, {"label": bad}, HTTP_ACCEPT_LANGUAGE="en", **HTMX)
+        body = response.content.decode()
+        assert response.status_code == 422 and message in body and 'aria-invalid="true"' in body
+        assert response["HX-Retarget"] == "#idea-title-0"
+    idea.refresh_from_db()
+    assert idea.label == "Piscines ouvertes l'été"
+    # Without HTMX: back to the run page with a message.
+    response = client.post(url, {"label": "Des piscines l'été"})
+    assert response.status_code == 302 and response["Location"] == run_url(run)
+    # Another run's number, or a user who is not staff: 404.
+    assert client.post(url.replace("/ideas/0/", "/ideas/7/"), {"label": "x"}).status_code == 404
+    client.force_login(UserFactory())
+    assert client.post(url, {"label": "Pris"}).status_code == 404
+    idea.refresh_from_db()
+    assert idea.label == "Des piscines l'été"

@@ -700,3 +700,14 @@ def test_staff_rename_an_idea_from_the_run_page(client, staff, consultation, set
     assert client.post(url, {"label": "Pris"}).status_code == 404
     idea.refresh_from_db()
     assert idea.label == "Des piscines l'été"
+
+
+def test_the_label_service_refuses_empty_or_long_labels(consultation):
+    run = make_run(consultation, EngineRun.Status.DONE)
+    idea = Idea.objects.create(run=run, consultation=consultation, number=0, label="Avant", size=1)
+    for bad in (" \n ", "x " * 200):
+        with pytest.raises(services.EngineInputError):
+            services.idea_label_set(idea=idea, label=bad)
+    idea.refresh_from_db()
+    assert idea.label == "Avant" and not idea.named_by_staff
+    assert services.idea_label_set(idea=idea, label=" Après\n").label == "Après"

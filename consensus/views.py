@@ -147,8 +147,7 @@ def idea_label(request, slug, pk, number):
         html = render_to_string("consensus/run_detail.html#idea-title", context, request=request)
         if not form.errors:
             return HttpResponse(html)
-        # static/js/concorde.js swaps a 4xx that names its target: the card, with the error.
-        # 422, not 400: in DEBUG, django-htmx's script shows a 400 as a whole error page.
+        # static/js/concorde.js swaps a 4xx that names its target: the card, with the error
         return reswap(
             retarget(HttpResponse(html, status=422), f"#idea-title-{idea.number}"), "outerHTML"
         )

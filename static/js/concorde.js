@@ -47,6 +47,13 @@
     target.click();
   });
 
+  // With DEBUG on, django-htmx's script (listening on the document) shows a 4xx response as a
+  // whole page, Django's debug page style. Ours name where they go (HX-Retarget) and carry a
+  // message for the user: stop the event at the body so that only htmx and this file see them.
+  document.body.addEventListener("htmx:beforeOnLoad", function (event) {
+    if (event.detail.xhr.getResponseHeader("HX-Retarget")) event.stopPropagation();
+  });
+
   // A 400 from our views carries a message for the user, retargeted to #htmx-alerts.
   // Any other failure (404, 403, 500, network) shows the page's generic message there.
   document.addEventListener("htmx:beforeSwap", function (event) {

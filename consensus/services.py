@@ -1082,12 +1082,12 @@ def _carry_curation(
         np.frombuffer(items, dtype=np.int64), np.frombuffer(numbers, dtype=np.int64), ids, labels
     )
     pk_of = dict(Idea.objects.filter(run=run).values_list("number", "pk"))
-    carried = 0
+    renamed = []
     links = set()
     for change in comparison.changes:
         if change.kind == KEPT and change.a[0] in named:
-            carried += Idea.objects.filter(run=run, number=change.b[0]).update(
-                label=named[change.a[0]], named_by_staff=True
+            renamed.append(
+                Idea(pk=pk_of[change.b[0]], label=named[change.a[0]], named_by_staff=True)
             )
         if change.kind in (KEPT, SPLIT, MERGED):
             for a in change.a:
@@ -1096,7 +1096,8 @@ def _carry_curation(
         [through(action_id=action, idea_id=idea) for action, idea in sorted(links)],
         ignore_conflicts=True,
     )
-    return carried, len(links)
+    Idea.objects.bulk_update(renamed, ["label", "named_by_staff"])
+    return len(renamed), len(links)
 
 
 def _silhouette(

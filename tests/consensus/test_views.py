@@ -674,6 +674,7 @@ def test_staff_rename_an_idea_from_the_run_page(client, staff, consultation, set
             consultation_id=consultation.pk, run_id=run.pk, section="sections"
         )
     cache.set(stale, {"ideas": "old"})
+    assert cache.get(stale) == {"ideas": "old"}  # a real cache, so the check below means something
 
     response = client.post(url, {"label": "  Piscines ouvertes   l'été "}, **HTMX)
     assert response.status_code == 200

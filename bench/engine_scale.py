@@ -379,7 +379,7 @@ def store_embeddings(consultation, texts: list[str], x: np.ndarray, args) -> Non
     from django.utils import timezone
 
     from consensus.models import EngineRun
-    from consensus.services import text_hash
+    from consensus.services import embedded_text_hash
     from consultations.models import Proposal
 
     ids = list(
@@ -402,7 +402,7 @@ def store_embeddings(consultation, texts: list[str], x: np.ndarray, args) -> Non
         sql = "COPY consensus_proposalembedding (run_id, proposal_id, vector, text_hash) FROM STDIN"
         with cursor.cursor.copy(sql) as copy:
             for pid, text, vec in zip(ids, texts, x, strict=True):
-                copy.write_row((source.pk, pid, vec.tobytes(), text_hash(text)))
+                copy.write_row((source.pk, pid, vec.tobytes(), embedded_text_hash(text)))
         cursor.execute("ANALYZE consensus_proposalembedding")
 
 

@@ -262,6 +262,17 @@ def text_hash(text: str) -> str:
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).hexdigest()
 
 
+def embedded_text_hash(content: str) -> str:
+    """Hash of the text an embedder reads for ``content`` (``text_for_embedding``).
+
+    Stored with each vector: a later run reuses the vector only when its model would read the
+    same text, so a change in how texts are prepared re-embeds exactly the texts it changes.
+    """
+    from .engine.embedders import text_for_embedding
+
+    return text_hash(text_for_embedding(content))
+
+
 # ---------------------------------------------------------------------------------------------
 # Input fingerprint
 # ---------------------------------------------------------------------------------------------
@@ -807,7 +818,7 @@ def engine_chunk_embed(*, run_id: int, lo_id: int, hi_id: int) -> dict:
         .order_by("pk")
         .values_list("pk", "content")
     )
-    hashes = [text_hash(content) for _pk, content in proposals]
+    hashes = [embedded_text_hash(content) for _pk, content in proposals]
     vectors: dict[int, bytes] = {}
     source = (run.metrics or {}).get("embeddings_from_run")
     if source and proposals:
@@ -1859,7 +1870,7 @@ def proposal_assign_to_idea(*, proposal_id: int) -> IdeaMembership | None:
                         run=run,
                         proposal=proposal,
                         vector=vector[0].astype(np.float16).tobytes(),
-                        text_hash=text_hash(proposal.content),
+                        text_hash=embedded_text_hash(proposal.content),
                     )
                 ],
                 update_conflicts=True,

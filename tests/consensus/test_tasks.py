@@ -12,6 +12,7 @@ from django.db import OperationalError
 from django.utils.html import escape
 
 from consensus import services
+from consensus.engine.embedders import text_for_embedding
 from consensus.models import (
     EngineChunk,
     EngineRun,
@@ -236,6 +237,28 @@ def test_same_input_and_seed_give_the_same_ideas_and_reuse_embeddings(
     assert idea_signature(first) == idea_signature(second)
     assert second.metrics["embeddings_from_run"] == first.pk
     assert second.metrics["reused_embeddings"] == 48 and second.metrics["embedded"] == 0
+
+
+def test_a_vector_is_reused_only_for_the_text_its_model_read(
+    themed, django_capture_on_commit_callbacks
+):
+    """A vector stored before shouted answers were put in sentence case is embedded again."""
+    shouted = Proposal.objects.filter(consultation=themed).order_by("pk").first()
+    Proposal.objects.filter(pk=shouted.pk).update(content=shouted.content.upper())
+    first = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    stored = ProposalEmbedding.objects.get(run=first, proposal=shouted)
+    content = shouted.content.upper()
+    assert stored.text_hash == services.text_hash(text_for_embedding(content))
+    assert stored.text_hash != services.text_hash(content)
+    # as the code before text_for_embedding stored it: the hash of the text as typed
+    ProposalEmbedding.objects.filter(pk=stored.pk).update(text_hash=services.text_hash(content))
+
+    second = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    assert second.metrics["embeddings_from_run"] == first.pk
+    assert second.metrics["reused_embeddings"] == 47 and second.metrics["embedded"] == 1
+    assert ProposalEmbedding.objects.get(run=second, proposal=shouted).text_hash == (
+        services.text_hash(text_for_embedding(content))
+    )
 
 
 def test_a_votes_run_keeps_the_ideas_of_the_published_run(

@@ -88,10 +88,10 @@ def text_for_embedding(text: str) -> str:
     least 8 of its letters have a case, 70 % of them are capitals and one word of 5 letters
     or more is all capitals; short acronym answers ("RAS", "TVA ISF CSG") stay as typed.
     """
+    if not any(word.isupper() for word in _LONG_CAPS_WORD.findall(text)):
+        return text  # first: the cheaper test, and most texts stop here
     cased = [c for c in text if c.lower() != c.upper()]
     if len(cased) < 8 or sum(c.isupper() for c in cased) < 0.7 * len(cased):
-        return text
-    if not any(word.isupper() for word in _LONG_CAPS_WORD.findall(text)):
         return text
     return _SENTENCE_START.sub(lambda m: m.group(1) + m.group(2).upper(), text.lower())
 

@@ -13,6 +13,7 @@ small variations (a word dropped or two words swapped, a suffix), so the extra r
     ... bench/engine_scale.py --sizes 5000 --model hashing          # quick smoke run
     ... bench/engine_scale.py --sizes --stored 2000000 --chunk-size 10000   # stored embeddings
     ... bench/engine_scale.py --compare-workers 30000               # 1 vs 2 worker processes
+    ... bench/engine_scale.py --sizes --stored 2000000 --curated-rerun  # + the nightly re-run
 
 At --bertopic-size (default 100,000; needs the `bench` extra) BERTopic runs in its own process on
 the vectors the run stored, and the clustering-throughput ratio is printed. --stored N measures
@@ -20,6 +21,8 @@ clustering + labelling + write-back with the embeddings already in PostgreSQL: t
 --stored-base real answers with their real embeddings (computed once, cached in
 --vectors-cache), the rest variants of them whose vectors are the original's plus noise; they
 are stored as an earlier run and the measured run reuses them by text hash, as a re-run does.
+--curated-rerun then names every idea, links a partner action to each and runs the same answers
+again: the nightly case, with the carry-over of labels and action links timed.
 --compare-workers N runs N answers with 1 then 2 worker processes and compares wall time and a
 digest of the ideas. Run it with OPENBLAS_NUM_THREADS=1 on a shared 2-core machine.
 
@@ -121,7 +124,8 @@ def empty_tables() -> None:
         )
 
 
-def insert_proposals(consultation, texts: list[str]) -> None:
+def insert_proposals(consultation, texts: list[str], first: int = 0) -> None:
+    """COPY the texts in as accepted proposals, external ids bench-<first> onwards."""
     from django.db import connection
     from django.utils import timezone
 
@@ -141,7 +145,7 @@ def insert_proposals(consultation, texts: list[str]) -> None:
                         "accepted",
                         "",
                         "import",
-                        f"bench-{i}",
+                        f"bench-{first + i}",
                         "{}",
                         0,
                         now,
@@ -244,9 +248,9 @@ def _run_pipeline(consultation, n: int, args, stages: dict, *, reuse: bool) -> d
         for lo, hi in ranges:
             _result, seconds, rss = _embed((run.pk, lo, hi))
             chunk_seconds += seconds
-    stages["copy stored embeddings (chunks)" if reuse else "embed + upsert (wall)"] = (
-        time.perf_counter() - t0
-    )
+    stages[
+        "chunks: copy stored embeddings, embed new texts" if reuse else "embed + upsert (wall)"
+    ] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     result = services.engine_run_finalize(run_id=run.pk)
@@ -419,7 +423,45 @@ def run_stored(n: int, args) -> dict:
     store_embeddings(consultation, texts, x, args)
     stages["store vectors in PostgreSQL (setup)"] = time.perf_counter() - t0
     del texts, x
-    return _run_pipeline(consultation, n, args, stages, reuse=True)
+    result = _run_pipeline(consultation, n, args, stages, reuse=True)
+    if args.curated_rerun:
+        result["curated"] = _curate(result["run_id"], consultation)
+        # what a night brings: 1 % new answers (real ones the first run did not have), which
+        # the re-run embeds while it reuses the stored vectors of the others
+        base_n = min(n, args.stored_base)
+        new = load_answers(min(base_n + n // 100, 242_188), seed=args.seed)[base_n:]
+        t0 = time.perf_counter()
+        insert_proposals(consultation, new, first=n)
+        rerun_stages = {f"insert {len(new):,} new answers (setup)": time.perf_counter() - t0}
+        result["rerun"] = _run_pipeline(consultation, n + len(new), args, rerun_stages, reuse=True)
+        result["rerun"]["new_answers"] = len(new)
+    return result
+
+
+def _curate(run_id: int, consultation) -> dict:
+    """Staff name every idea of the run and one partner action builds on each, as a nightly
+    re-run finds them; the next run carries both over (consensus.services._carry_curation)."""
+    from actions.models import Action, ActionPlan
+    from consensus.models import Idea
+    from partners.models import Partner
+
+    t0 = time.perf_counter()
+    ideas = list(Idea.objects.filter(run_id=run_id).order_by("number"))
+    Idea.objects.filter(run_id=run_id).update(named_by_staff=True)
+    partner, _ = Partner.objects.get_or_create(
+        name="Bench partner", defaults={"slug": "bench-partner"}
+    )
+    plan = ActionPlan.objects.create(cause=consultation.cause, title="Bench plan")
+    actions = Action.objects.bulk_create(
+        [Action(plan=plan, title=f"Action on idea {i.number}", owner=partner) for i in ideas]
+    )
+    Action.ideas.through.objects.bulk_create(
+        [
+            Action.ideas.through(action_id=a.pk, idea_id=i.pk)
+            for a, i in zip(actions, ideas, strict=True)
+        ]
+    )
+    return {"named": len(ideas), "actions": len(actions), "seconds": time.perf_counter() - t0}
 
 
 # --------------------------------------------------------------------------------------------
@@ -695,6 +737,8 @@ def report(results: list[dict], args, stored=(), workers_cmp=None, earlier: str 
             "",
             *_raw(r),
         ]
+        if r.get("rerun"):
+            lines += _rerun_lines(r)
     if workers_cmp:
         lines += workers_lines(workers_cmp)
     lines += projection_lines(results, list(stored))
@@ -710,10 +754,37 @@ def report(results: list[dict], args, stored=(), workers_cmp=None, earlier: str 
     return "\n".join(lines)
 
 
+def _rerun_lines(r: dict) -> list[str]:
+    """The nightly case: the same answers again, with staff labels and actions to carry over."""
+    again, cur = r["rerun"], r["curated"]
+    n, m, t = again["n"], again["metrics"], again["timings"]
+    fw = again["stages"]["final step (wall)"]
+    return [
+        f"### Run again with {again['new_answers']:,} new answers ({n:,} in all), curation carried over",
+        "",
+        f"Before the second run, staff named all {cur['named']} ideas of the first, one partner "
+        f"action was linked to each ({cur['seconds']:.1f} s of setup) and {again['new_answers']:,} "
+        "new real answers were accepted. The second run embeds those, reuses the first run's "
+        "vectors for the others, clusters again and carries the labels of the ideas it keeps and the "
+        "action links of the ideas it keeps, splits or merges "
+        "(`consensus.services._carry_curation`, inside the write of the ideas).",
+        "",
+        f"**Final step: {fw:.1f} s ({n / fw:,.0f} answers/s)**, of which writing the ideas with the "
+        f"carry-over {t.get('write_ideas', 0):.1f} s; run including the chunk copies "
+        f"{again['wall']:.1f} s. {m.get('n_ideas')} ideas; staff labels kept "
+        f"{m.get('staff_labels_kept')}, action links added {m.get('action_links_kept')}. Peak RSS "
+        f"of the process over both runs {again['peak_rss_main_mb']:,.0f} MB.",
+        "",
+        *_stage_table(again),
+        "",
+    ]
+
+
 def _subprocess(flag: str, value, args, extra: tuple = ()) -> dict:
     cmd = [sys.executable, __file__, flag, str(value), "--model", args.model, "--workers", str(args.workers),
            "--chunk-size", str(args.chunk_size), "--seed", str(args.seed), "--database-url", args.database_url,
-           "--stored-base", str(args.stored_base), "--vectors-cache", args.vectors_cache, *extra]  # fmt: skip
+           "--stored-base", str(args.stored_base), "--vectors-cache", args.vectors_cache, *extra,
+           *(["--curated-rerun"] if args.curated_rerun else [])]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode or line is None:
@@ -756,6 +827,8 @@ def main() -> None:
         default=2,
         help="embedding processes (like Celery workers); 0: in this process",
     )
+    parser.add_argument("--curated-rerun", action="store_true",
+                        help="stored mode: name every idea, link an action to each, run again")  # fmt: skip
     parser.add_argument("--chunk-size", type=int, default=2_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))

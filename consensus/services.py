@@ -110,6 +110,8 @@ PARAMETERS: dict[str, _Param] = {
     "edge_power": _Param("float", None, 0.25, 16.0, nullable=True),
     # graph: Leiden partitions in the consensus (engine default 10; 1 = one plain Leiden)
     "ensemble_runs": _Param("int", None, 1, 50, nullable=True),
+    # graph, above 10,000 unique texts: micro-clusters (default) or a stable sample, voted out
+    "large_graph": _Param("choice", None, nullable=True, choices=("sample", "micro")),
     "n_keywords": _Param("int", 8, 1, 30),
     "n_central": _Param("int", 3, 1, 20),
     # a newly accepted proposal joins the nearest idea when its cosine is at least this
@@ -125,6 +127,7 @@ PARAMETERS: dict[str, _Param] = {
 CLUSTER_KNOBS = (
     "method", "min_cluster_size", "min_points", "expected_ideas", "micro_k", "graph_neighbors",
     "resolution", "noise_reassign_threshold", "merge_ratio", "edge_power", "ensemble_runs",
+    "large_graph",
 )  # fmt: skip
 
 KNOWN_MODELS = ("usem3", "minilm", "static", "hashing")

@@ -14,7 +14,8 @@ Pipeline (`find_ideas` runs all of it):
    (`method="graph"`): PCA to 128 dims; up to `graph_max_nodes` (10,000) unique
    texts each is a node, above that micro-clusters (min(5,000, n/4)) are: two-level
    spherical k-means (sqrt(k) cells, then k x share inside each), with edges that sum
-   the texts' own kNN graph so the granularity matches the direct path; a
+   the texts' own kNN graph so the granularity matches the direct path (opt-in,
+   `large_graph="sample"`: a stable sample clustered directly, the rest voted in); a
    k-nearest-neighbour graph (k = 15, cosine cubed) in which a node weighs as the
    proposals it stands for; Leiden communities (python-igraph) at a resolution growing
    like sqrt(n) (see `ClusterParams.resolution`). Ideas smaller than `min_points`
@@ -421,6 +422,14 @@ class ClusterParams:
     resolution: float | Literal["auto"] = "auto"
     resolution_n0: float = 1000.0
     graph_max_nodes: int = 10_000
+    # graph, above graph_max_nodes unique texts: "micro" (default): micro-clusters stand for
+    # the texts (`_micro_clusters_two_level`). "sample" (opt-in): a weighted sample of
+    # graph_max_nodes texts drawn by a hash of their vectors goes through the direct path and
+    # every other text takes the idea of its nearest sampled texts (`_cluster_sampled`). The
+    # sample keeps its ideas from one run to the next (ARI 0.93 between a run and the next
+    # with 1 % more answers at 2M, 0.59 with "micro") but on the 2M benchmark set it put 43 %
+    # of the answers in one idea (docs/bench_engine_quality.md), so it is not the default.
+    large_graph: Literal["sample", "micro"] = "micro"
     # An idea needs at least this many rows (duplicates counted). None: max(3, n / 10000).
     min_points: int | None = None
     # Noise rows (ideas too small, or HDBSCAN noise) join the nearest idea when their
@@ -455,7 +464,13 @@ def _auto_min_cluster_size(n: int) -> int:
 
 
 def _pca(
-    x: np.ndarray, dims: int, seed: int, sample_max: int = 50_000, *, exact: bool = False
+    x: np.ndarray,
+    dims: int,
+    seed: int,
+    sample_max: int = 50_000,
+    *,
+    exact: bool = False,
+    fit_rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Project rows on `dims` principal axes (fitted on a sample), re-normalised; float32.
 
@@ -463,7 +478,8 @@ def _pca(
     docs/bench_engine_quality.md were tuned with it). exact=True: eigenvectors of the
     covariance of a 30k-row sample, one (d x d) product and `eigh`, several times
     faster than the randomized solver's QR/LU passes over (sample x dims) matrices;
-    used above `graph_max_nodes` rows.
+    used by the micro-cluster path. fit_rows (exact=False): fit on these rows, so that
+    they project exactly as they would alone (the sampled path).
     """
     n, d = x.shape
     if d <= dims or n <= dims + 1:
@@ -485,7 +501,12 @@ def _pca(
         return _normalize(out)
     from sklearn.decomposition import PCA
 
-    fit_idx = np.arange(n) if n <= sample_max else np.sort(rng.choice(n, sample_max, replace=False))
+    if fit_rows is not None:
+        fit_idx = np.sort(np.asarray(fit_rows, dtype=np.int64))
+    elif n <= sample_max:
+        fit_idx = np.arange(n)
+    else:
+        fit_idx = np.sort(rng.choice(n, sample_max, replace=False))
     pca = PCA(n_components=dims, svd_solver="randomized", random_state=seed)
     pca.fit(np.asarray(x[fit_idx], dtype=np.float32))
     out = np.empty((n, dims), dtype=np.float32)
@@ -1138,22 +1159,150 @@ def _consensus_leiden(
 
 
 def _cluster_graph(x: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.ndarray:
-    """PCA -> kNN graph (of micro-clusters above graph_max_nodes) -> Leiden -> labels.
+    """PCA -> kNN graph -> Leiden -> labels; above graph_max_nodes rows, a sample or micro-clusters.
 
     Up to graph_max_nodes rows every row is a node (the direct path, unchanged since the
-    quality benchmark's tuning). Above, m = min(graph_max_nodes / 2, n / 4) two-level
-    micro-clusters (`_micro_clusters_two_level`) are the nodes, and the graph between them
-    is the texts' own kNN graph summed over micro-clusters (`_micro_point_graph`).
-    Cost with n rows, d dims, p = large_pca_dims: PCA O(n d p) (covariance of 30k rows
-    above graph_max_nodes); micro-clusters O(n sqrt(m) p) per pass; point graph
-    O(n_s x 8 s p) with n_s <= 64 m sampled texts and s texts per micro-cluster; Leiden
-    about O(m k) per pass (in C). Linear in n; memory O(n p) besides the vectors.
-    Measured (docs/bench_engine_scale.md): 75k unique texts in ~4 s of CPU, against
-    ~30 s (one BLAS thread) to 150 s (two, oversubscribed) with the earlier flat
-    MiniBatchKMeans, whose k-means++ seeding at k = 5,000 was most of it.
+    quality benchmark's tuning). Above, with `large_graph="sample"` (opt-in), a sample of
+    graph_max_nodes rows goes through the direct path and the others take the idea of their
+    nearest sampled rows (`_cluster_sampled`). By default (`large_graph="micro"`, or
+    `micro_k`), m = min(graph_max_nodes / 2, n / 4) two-level micro-clusters are the nodes
+    (`_micro_clusters_two_level`), and the graph between them is the texts' own kNN graph
+    summed over micro-clusters (`_micro_point_graph`).
     """
     n = x.shape[0]
+    if n > params.graph_max_nodes and params.large_graph == "sample" and not params.micro_k:
+        return _cluster_sampled(x, w, params)
     z = _pca(x, params.large_pca_dims, params.seed, exact=n > params.graph_max_nodes)
+    return _graph_communities(z, w, params)
+
+
+_HASH_MULTIPLIERS: dict[int, np.ndarray] = {}
+
+
+def _row_keys(x: np.ndarray) -> np.ndarray:
+    """A 64-bit hash of each row's bytes, vectorised (multiply-add, then a SplitMix64 finish).
+
+    The same vector gives the same key in every run, so the same texts are sampled from one
+    run to the next (a text keeps its stored vector). O(n d).
+    """
+    size = x.dtype.itemsize
+    if size not in (2, 4, 8):
+        raise ValueError(f"vectors of {x.dtype} cannot be hashed")
+    d = x.shape[1]
+    if d not in _HASH_MULTIPLIERS:
+        rng = np.random.default_rng(0x5EED)
+        _HASH_MULTIPLIERS[d] = rng.integers(1, 2**63, size=d, dtype=np.uint64) | np.uint64(1)
+    mult = _HASH_MULTIPLIERS[d]
+    keys = np.empty(x.shape[0], dtype=np.uint64)
+    step = max(1, _BLOCK_CELLS // max(d, 1) // 4)
+    with np.errstate(over="ignore"):
+        for lo in range(0, x.shape[0], step):
+            block = np.ascontiguousarray(x[lo : lo + step]).view(f"u{size}").astype(np.uint64)
+            h = (block * mult).sum(axis=1, dtype=np.uint64)
+            h ^= h >> np.uint64(30)
+            h *= np.uint64(0xBF58476D1CE4E5B9)
+            h ^= h >> np.uint64(27)
+            h *= np.uint64(0x94D049BB133111EB)
+            h ^= h >> np.uint64(31)
+            keys[lo : lo + step] = h
+    return keys
+
+
+def _stable_order(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Row indices in the order a weighted sample draws them, the same from run to run.
+
+    Weighted sampling without replacement by Efraimidis and Spirakis (2006): row i draws
+    u_i in (0, 1) and the rows with the largest u_i ** (1 / w_i) come first; here u_i comes
+    from a hash of the row's vector (`_row_keys`), not a generator, so a text is drawn or not
+    whatever else the consultation holds, and a run with a few more answers samples almost
+    the same texts. Frequent answers (w = their copies) come early. The first m rows of the
+    order are a weighted sample of m rows, and a smaller sample is part of a larger one.
+    """
+    u = ((_row_keys(x) >> np.uint64(11)).astype(np.float64) + 0.5) / float(2**53)
+    return np.argsort(-(np.log(u) / np.maximum(w, 1e-12)), kind="stable")
+
+
+def _cluster_sampled(x: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.ndarray:
+    """The direct path on a stable sample of graph_max_nodes rows; the rest voted in.
+
+    PCA is fitted on the sample, which then gets exactly the labels the direct path would
+    give it alone. Every other row takes the idea its `graph_neighbors` nearest voters
+    weigh most for, each voter weighing cosine ** edge_power whatever its copies (weighed by
+    sqrt(copies), as in the graph, the answers repeated thousands of times outvote nearer
+    texts; on 60,000 answers the unweighted vote also scores higher). The voters are the
+    first half of the sample (itself a stable weighted sample), which halves the cost of the
+    vote for the same stability (60,000 answers: ARI between seeds 0.945 either way).
+    Measured against the micro-cluster path on 60,000 Grand Débat answers of the tuning half
+    (docs/bench_engine_quality.md): ARI between seeds 0.58 -> 0.94, between a run and the
+    next with 1 % more answers 0.59 -> 0.94, ARI/NMI against the question 0.19/0.42 ->
+    0.29/0.45. Opt-in, not the default: on the 2M benchmark set one idea took 43 % of the
+    answers (the micro path's largest: 3.7 %).
+    Cost: the direct path on graph_max_nodes rows, PCA O(n d p), row hashes O(n d) and the
+    vote O(n x graph_max_nodes / 2 x p) in blocks of 16M similarities; memory O(n p).
+    """
+    n = x.shape[0]
+    order = _stable_order(x, w)
+    s = np.sort(order[: params.graph_max_nodes])
+    z = _pca(x, params.large_pca_dims, params.seed, fit_rows=s)
+    labels = np.full(n, -1, dtype=np.int64)
+    labels[s] = _graph_communities(z[s], w[s], params)
+    rest = np.sort(order[params.graph_max_nodes :])
+    voters = np.sort(order[: max(1, params.graph_max_nodes // 2)])
+    voted, nearest = _vote_from_sample(z[rest], z[voters], labels[voters], params)
+    # As on the direct path, a row far from everything (its nearest voter an outlier by
+    # Tukey's far-out fence) is left out; it becomes noise unless it is close to an idea.
+    if nearest.size:
+        q1, q3 = np.quantile(nearest, [0.25, 0.75])
+        voted[nearest < q1 - 3.0 * max(q3 - q1, 0.05)] = -1
+    labels[rest] = voted
+    return labels
+
+
+def _vote_from_sample(
+    zr: np.ndarray, zs: np.ndarray, labels_s: np.ndarray, params: ClusterParams
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per row of zr: the label its nearest rows of zs weigh most for, and the top cosine.
+
+    See `_cluster_sampled`.
+
+    Exact: each row's `graph_neighbors` most similar sampled rows (ties at the last one all
+    count), found with `np.partition` on blocks of the (rows x sample) similarities, several
+    times faster than `argpartition` here; restricting the search to nearby k-means cells
+    instead changed 14 % of the labels (4 cells of 100) or 4 % (30 of 100).
+    """
+    k = max(1, min(params.graph_neighbors, zs.shape[0]))
+    k_labels = int(labels_s.max()) + 1
+    out = np.empty(zr.shape[0], dtype=np.int64)
+    nearest = np.empty(zr.shape[0], dtype=np.float32)
+    step = max(1, _BLOCK_CELLS // max(zs.shape[0], 1))
+    for lo in range(0, zr.shape[0], step):
+        sim = zr[lo : lo + step] @ zs.T
+        top = np.partition(sim, sim.shape[1] - k, axis=1)[:, sim.shape[1] - k :]
+        kth = top[:, 0]
+        rows, cols = np.nonzero(sim >= kth[:, None])
+        vals = np.maximum(sim[rows, cols], 0.0).astype(np.float64) ** params.edge_power
+        votes = np.bincount(
+            rows * k_labels + labels_s[cols],
+            weights=vals,
+            minlength=sim.shape[0] * k_labels,
+        ).reshape(sim.shape[0], k_labels)
+        out[lo : lo + sim.shape[0]] = votes.argmax(axis=1)
+        nearest[lo : lo + sim.shape[0]] = top.max(axis=1)
+    return out, nearest
+
+
+def _graph_communities(z: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.ndarray:
+    """Communities of rows z already projected (PCA, unit rows): direct kNN graph or micro-clusters.
+
+    Cost with n rows, p = large_pca_dims: micro-clusters O(n sqrt(m) p) per pass; point
+    graph O(n_s x 8 s p) with n_s <= 64 m sampled texts and s texts per micro-cluster;
+    direct graph O(n^2 p) in blocks; Leiden about O(m k) per pass (in C).
+    Measured (docs/bench_engine_scale.md): 75k unique texts in ~4 s of CPU on the
+    micro-cluster path, against ~30 s (one BLAS thread) to 150 s (two, oversubscribed)
+    with the earlier flat MiniBatchKMeans, whose k-means++ seeding at k = 5,000 was most
+    of it.
+    """
+    n = z.shape[0]
     micro = None
     node_w = w
     k = params.graph_neighbors

@@ -507,10 +507,43 @@ def _blobs(n_groups: int, per_group: int, dim: int, seed: int, spread: float = 0
     return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float16), truth
 
 
-def test_micro_cluster_path_above_graph_max_nodes_recovers_groups_deterministically():
-    # Above graph_max_nodes rows the graph is built over two-level micro-clusters.
+def test_sampled_path_above_graph_max_nodes_recovers_groups_and_keeps_them_run_to_run():
+    # Opt-in above graph_max_nodes rows: a stable sample goes through the direct path, the rest vote.
     x, truth = _blobs(12, 300, 96, seed=1)
-    params = ClusterParams(graph_max_nodes=1_000, seed=5)
+    params = ClusterParams(graph_max_nodes=1_000, seed=5, large_graph="sample")
+    a = cluster_vectors(x, params=params)
+    np.testing.assert_array_equal(a, cluster_vectors(x.copy(), params=params))
+    assert (a >= 0).mean() > 0.98
+    assert adjusted_rand_score(truth, a) > 0.9
+    # the next night: 1 % more answers, and another seed; the same rows are sampled
+    more, _ = _blobs(12, 3, 96, seed=9)
+    b = cluster_vectors(
+        np.vstack([x, more]),
+        params=ClusterParams(graph_max_nodes=1_000, seed=6, large_graph="sample"),
+    )
+    assert adjusted_rand_score(a, b[: x.shape[0]]) > 0.95
+
+
+def test_the_sample_is_drawn_by_vector_and_weight_not_by_position():
+    from consensus.engine.ideas import _stable_order
+
+    x, _ = _blobs(4, 500, 32, seed=3)
+    w = np.ones(x.shape[0])
+    w[7] = 1_000.0  # an answer repeated 1,000 times is drawn first
+    order = _stable_order(x, w)
+    assert order[0] == 7
+    first = set(order[:200].tolist())
+    perm = np.random.default_rng(0).permutation(x.shape[0])
+    again = _stable_order(x[perm], w[perm])
+    assert {int(perm[i]) for i in again[:200]} == first  # the same texts, wherever they are
+    grown = _stable_order(np.vstack([x, _blobs(4, 5, 32, seed=4)[0]]), np.r_[w, np.ones(20)])
+    assert len(first & set(grown[:200].tolist())) >= 190
+
+
+def test_micro_cluster_path_above_graph_max_nodes_recovers_groups_deterministically():
+    # The default large path: the graph is built over two-level micro-clusters.
+    x, truth = _blobs(12, 300, 96, seed=1)
+    params = ClusterParams(graph_max_nodes=1_000, seed=5, large_graph="micro")
     a = cluster_vectors(x, params=params)
     b = cluster_vectors(x.copy(), params=params)
     np.testing.assert_array_equal(a, b)
@@ -518,7 +551,7 @@ def test_micro_cluster_path_above_graph_max_nodes_recovers_groups_deterministica
     assert adjusted_rand_score(truth, a) > 0.9
 
 
-def test_micro_cluster_path_weights_duplicates_and_keeps_an_outlier_apart():
+def test_large_paths_weigh_duplicates_and_keep_an_outlier_apart():
     x, truth = _blobs(6, 400, 64, seed=2, spread=0.1)
     rng = np.random.default_rng(3)
     outlier = rng.normal(size=(1, 64))
@@ -526,11 +559,16 @@ def test_micro_cluster_path_weights_duplicates_and_keeps_an_outlier_apart():
     x = np.vstack([x, outlier])
     w = np.ones(x.shape[0])
     w[0] = 500.0  # a much repeated answer stays with its own group
-    labels = cluster_vectors(
-        x, weights=w, params=ClusterParams(graph_max_nodes=500, noise_reassign_threshold=0.9)
-    )
-    assert adjusted_rand_score(truth, labels[:-1]) > 0.9
-    assert labels[-1] == -1 or (labels == labels[-1]).sum() == 1
+    for large_graph in ("sample", "micro"):
+        labels = cluster_vectors(
+            x,
+            weights=w,
+            params=ClusterParams(
+                graph_max_nodes=500, noise_reassign_threshold=0.9, large_graph=large_graph
+            ),
+        )
+        assert adjusted_rand_score(truth, labels[:-1]) > 0.9, large_graph
+        assert labels[-1] == -1 or (labels == labels[-1]).sum() == 1, large_graph
 
 
 def test_leiden_finds_connected_communities_numbered_by_first_node():

@@ -109,12 +109,14 @@ def test_clustering_knobs_left_empty_keep_the_engine_defaults():
             "merge_ratio": 0.8,
             "edge_power": 1,
             "ensemble_runs": 3,
+            "large_graph": "micro",
         }
     )
     built = services._cluster_params(chosen, seed=0)
     assert built.method == services._cluster_methods()[-1]
     assert built.noise_reassign_threshold is None and built.min_points == 4
     assert built.merge_ratio == 0.8 and built.edge_power == 1.0 and built.ensemble_runs == 3
+    assert built.large_graph == "micro"
     for bad in (
         {"merge_ratio": 2},
         {"edge_power": 0},
@@ -122,6 +124,8 @@ def test_clustering_knobs_left_empty_keep_the_engine_defaults():
         {"ensemble_runs": 0},
         {"ensemble_runs": 51},
         {"ensemble_runs": "many"},
+        {"large_graph": "hdbscan"},
+        {"large_graph": 1},
     ):
         with pytest.raises(services.EngineInputError):
             services.engine_parameters_validate(bad)

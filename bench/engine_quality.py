@@ -3,6 +3,8 @@
     .venv/bin/python bench/engine_quality.py            # full run, 3 draws: 462 s on 2 idle cores
     .venv/bin/python bench/engine_quality.py --draws 1  # one draw per method, about a third
     .venv/bin/python bench/engine_quality.py --quick    # smaller samples, one draw, ~1 min
+    .venv/bin/python bench/engine_quality.py --scale 2000000    # cluster_vectors on 2M synthetic
+    .venv/bin/python bench/engine_quality.py --stability 60000  # the large paths run to run
 
 Needs the `bench` extra (umap-learn, bertopic) for the BERTopic rows; without it they are skipped.
 
@@ -495,25 +497,78 @@ def scale_check(n: int, seed: int) -> None:
     sizes = rng.dirichlet(np.ones(300))
     x = np.empty((n, 512), dtype=np.float16)
     truth = rng.choice(300, size=n, p=sizes)
+    lone = np.zeros(n, dtype=bool)
     step = 100_000
     for lo in range(0, n, step):
         t = truth[lo : lo + step]
         v = centres[t] + rng.normal(scale=0.03, size=(t.shape[0], 512)).astype(np.float32)
         loners = rng.random(t.shape[0]) < 0.05
+        lone[lo : lo + step] = loners
         v[loners] = rng.normal(size=(int(loners.sum()), 512))
         x[lo : lo + step] = v / np.linalg.norm(v, axis=1, keepdims=True)
     sample = rng.choice(n, size=min(n, 200_000), replace=False)
+    planted = sample[~lone[sample]]
     print(f"\n### Scale: cluster_vectors on {n:,} x 512 float16 (synthetic, 300 blobs)\n")
     for name, params in (
         ("default", ClusterParams(seed=seed)),
         ("opt-in merging", merge_params(seed)),
+        (
+            "opt-in stable sample (large_graph=sample)",
+            ClusterParams(seed=seed, large_graph="sample"),
+        ),
     ):
         pred, secs, mb = measured(lambda params=params: cluster_vectors(x, params=params))
         print(
             f"- {name}: {secs:.0f} s, peak {mb:.0f} MB above the {n * 512 * 2 / 2**20:.0f} MB of "
             f"vectors, {int(pred.max()) + 1} ideas, {np.mean(pred < 0):.1%} noise, "
-            f"ARI {adjusted_rand_score(truth[sample], pred[sample]):.3f} on a 200k sample."
+            f"ARI {adjusted_rand_score(truth[sample], pred[sample]):.3f} on a 200k sample; "
+            f"on its rows drawn from a blob (not the 5 % of random loners, whose blob label "
+            f"means nothing): ARI {adjusted_rand_score(truth[planted], pred[planted]):.3f}, "
+            f"{np.mean(pred[planted] < 0):.1%} noise."
         )
+
+
+def stability_check(n: int, embedder: str) -> None:
+    """Above graph_max_nodes: the sampled large path against the micro-cluster one.
+
+    n real answers of the tuning half, then of the held-out half (questions mixed, shuffled
+    with a fixed seed), embedded once; each path clusters them with seed 0 and seed 1, and
+    with seed 0 once more after 1 % more answers (the next nightly run). Prints the ARI
+    between those runs (on the answers they share) and the scores of seed 0 against the
+    question and the reference clusters.
+    """
+    from consensus.engine.compare import compare_runs
+
+    emb = get_embedder(embedder)
+    print(f"\n### Stability above graph_max_nodes: {n:,} answers, then 1 % more\n")
+    print(
+        "| questions | large path | ideas | ARI seed 0 vs 1 | ARI run vs run + 1 % | q ARI | q NMI | ref ARI | ref NMI | time s |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    by_q = _gd_rows()
+    for half, questions in (("tuning half", GD_TUNE), ("held-out half", GD_HELDOUT)):
+        rows = [r for q in questions for r in by_q[q]]
+        random.Random(11).shuffle(rows)
+        rows = rows[: n + n // 100]
+        texts = [r["text"] for r in rows]
+        x = emb.encode(texts).astype(np.float16)
+        question = [r["question_code"] for r in rows[:n]]
+        reference = [f"{r['question_code']}/{r['reference_cluster_id']}" for r in rows[:n]]
+        ids = np.arange(n)
+        for path in ("sample", "micro"):
+            t0 = time.perf_counter()
+            a = find_ideas(texts[:n], x[:n], params=ClusterParams(seed=0, large_graph=path)).labels
+            secs = time.perf_counter() - t0
+            b = find_ideas(texts[:n], x[:n], params=ClusterParams(seed=1, large_graph=path)).labels
+            c = find_ideas(texts, x, params=ClusterParams(seed=0, large_graph=path)).labels
+            (qa, qn, _), _ = scores(question, a)
+            (ra, rn, _), _ = scores(reference, a)
+            print(
+                f"| {half} | {path} | {int(a.max()) + 1} | {compare_runs(ids, a, ids, b).ari:.3f} "
+                f"| {compare_runs(ids, a, np.arange(len(texts)), c).ari:.3f} | {qa:.3f} | {qn:.3f} "
+                f"| {ra:.3f} | {rn:.3f} | {secs:.1f} |",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -537,9 +592,15 @@ def main() -> None:
     )
     ap.add_argument("--no-bertopic", action="store_true")
     ap.add_argument("--scale", type=int, default=0, help="only time cluster_vectors on N rows")
+    ap.add_argument(
+        "--stability", type=int, default=0, help="only the large paths' stability on N answers"
+    )
     args = ap.parse_args()
     if args.scale:
         scale_check(args.scale, args.seed)
+        return
+    if args.stability:
+        stability_check(args.stability, args.embedder)
         return
     per_q = args.per_question or (100 if args.quick else 500)
     single_n = 300 if args.quick else 1000

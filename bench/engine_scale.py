@@ -435,7 +435,24 @@ def run_stored(n: int, args) -> dict:
         rerun_stages = {f"insert {len(new):,} new answers (setup)": time.perf_counter() - t0}
         result["rerun"] = _run_pipeline(consultation, n + len(new), args, rerun_stages, reuse=True)
         result["rerun"]["new_answers"] = len(new)
+        result["rerun"]["comparison"] = _compare_runs(result["run_id"], result["rerun"]["run_id"])
     return result
+
+
+def _compare_runs(a: int, b: int) -> dict:
+    """How the ideas of run b follow those of run a (consensus.engine.compare)."""
+    from consensus.engine.compare import compare_runs
+    from consensus.models import IdeaMembership
+
+    def labelling(run_id):
+        rows = np.array(
+            IdeaMembership.objects.filter(run_id=run_id).values_list("proposal_id", "idea__number"),
+            dtype=np.int64,
+        ).reshape(-1, 2)
+        return rows[:, 0], rows[:, 1]
+
+    c = compare_runs(*labelling(a), *labelling(b))
+    return {"counts": c.counts, "ari": c.ari, "moved": c.n_moved, "common": c.n_common}
 
 
 def _curate(run_id: int, consultation) -> dict:
@@ -757,6 +774,7 @@ def report(results: list[dict], args, stored=(), workers_cmp=None, earlier: str 
 def _rerun_lines(r: dict) -> list[str]:
     """The nightly case: the same answers again, with staff labels and actions to carry over."""
     again, cur = r["rerun"], r["curated"]
+    cmp = again["comparison"]
     n, m, t = again["n"], again["metrics"], again["timings"]
     fw = again["stages"]["final step (wall)"]
     return [
@@ -774,6 +792,10 @@ def _rerun_lines(r: dict) -> list[str]:
         f"{again['wall']:.1f} s. {m.get('n_ideas')} ideas; staff labels kept "
         f"{m.get('staff_labels_kept')}, action links added {m.get('action_links_kept')}. Peak RSS "
         f"of the process over both runs {again['peak_rss_main_mb']:,.0f} MB.",
+        "",
+        f"Ideas from one run to the next: {cmp['counts']}; ARI {cmp['ari']:.3f} over the "
+        f"{cmp['common']:,} answers of both runs, {cmp['moved']:,} of them in another idea than "
+        "the best match of their former one.",
         "",
         *_stage_table(again),
         "",

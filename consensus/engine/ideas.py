@@ -425,10 +425,10 @@ class ClusterParams:
     # graph, above graph_max_nodes unique texts: "micro" (default): micro-clusters stand for
     # the texts (`_micro_clusters_two_level`). "sample" (opt-in): a weighted sample of
     # graph_max_nodes texts drawn by a hash of their vectors goes through the direct path and
-    # every other text takes the idea of its nearest sampled texts (`_cluster_sampled`). The
-    # sample keeps its ideas from one run to the next (ARI 0.93 between a run and the next
-    # with 1 % more answers at 2M, 0.59 with "micro") but on the 2M benchmark set it put 43 %
-    # of the answers in one idea (docs/bench_engine_quality.md), so it is not the default.
+    # every other text takes the idea of its nearest sampled texts (`_cluster_sampled`). On
+    # 60,000 real answers it keeps its ideas far better from one run to the next (ARI 0.87-0.91
+    # against 0.53-0.59) and scores higher on every score of both halves; not yet the default
+    # for want of a 2M end-to-end run with its final weights (docs/bench_engine_quality.md).
     large_graph: Literal["sample", "micro"] = "micro"
     # An idea needs at least this many rows (duplicates counted). None: max(3, n / 10000).
     min_points: int | None = None
@@ -1218,8 +1218,13 @@ def _stable_order(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     the same texts. Frequent answers (w = their copies) come early. The first m rows of the
     order are a weighted sample of m rows, and a smaller sample is part of a larger one.
     """
+    return np.argsort(-_sample_keys(x, w), kind="stable")
+
+
+def _sample_keys(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Efraimidis-Spirakis keys log(u) / w, u from the row hash; the largest are drawn first."""
     u = ((_row_keys(x) >> np.uint64(11)).astype(np.float64) + 0.5) / float(2**53)
-    return np.argsort(-(np.log(u) / np.maximum(w, 1e-12)), kind="stable")
+    return np.log(u) / np.maximum(w, 1e-12)
 
 
 def _cluster_sampled(x: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.ndarray:
@@ -1235,17 +1240,23 @@ def _cluster_sampled(x: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.
     Measured against the micro-cluster path on 60,000 Grand Débat answers of the tuning half
     (docs/bench_engine_quality.md): ARI between seeds 0.58 -> 0.94, between a run and the
     next with 1 % more answers 0.59 -> 0.94, ARI/NMI against the question 0.19/0.42 ->
-    0.29/0.45. Opt-in, not the default: on the 2M benchmark set one idea took 43 % of the
-    answers (the micro path's largest: 3.7 %).
+    0.29/0.45 (before the Horvitz-Thompson weights below; with them see the docs).
     Cost: the direct path on graph_max_nodes rows, PCA O(n d p), row hashes O(n d) and the
     vote O(n x graph_max_nodes / 2 x p) in blocks of 16M similarities; memory O(n p).
     """
     n = x.shape[0]
-    order = _stable_order(x, w)
+    keys = _sample_keys(x, w)
+    order = np.argsort(-keys, kind="stable")
     s = np.sort(order[: params.graph_max_nodes])
     z = _pca(x, params.large_pca_dims, params.seed, fit_rows=s)
+    # Each sampled text stands for its copies divided by its chance of being drawn
+    # (Horvitz-Thompson): a text drawn with probability 1/50 weighs for the 50 like it. With
+    # its copies alone, the texts with the most copies (drawn first) held most of the
+    # graph's weight and one idea took 35 % of 500,000 answers (3.9 % with these weights).
+    threshold = keys[order[params.graph_max_nodes - 1]]
+    drawn = -np.expm1(threshold * w[s])  # P(key > threshold) = 1 - exp(threshold * w)
     labels = np.full(n, -1, dtype=np.int64)
-    labels[s] = _graph_communities(z[s], w[s], params)
+    labels[s] = _graph_communities(z[s], w[s] / np.maximum(drawn, 1e-12), params)
     rest = np.sort(order[params.graph_max_nodes :])
     voters = np.sort(order[: max(1, params.graph_max_nodes // 2)])
     voted, nearest = _vote_from_sample(z[rest], z[voters], labels[voters], params)

@@ -224,7 +224,11 @@ def _run_pipeline(consultation, n: int, args, stages: dict, *, reuse: bool) -> d
             kind="ideas",
             model_name=args.model,
             seed=args.seed,
-            parameters={"chunk_size": args.chunk_size, "reuse_embeddings": reuse},
+            parameters={
+                "chunk_size": args.chunk_size,
+                "reuse_embeddings": reuse,
+                **({"large_graph": args.large_graph} if args.large_graph else {}),
+            },
         )
     stages["start (input hash)"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -806,7 +810,8 @@ def _subprocess(flag: str, value, args, extra: tuple = ()) -> dict:
     cmd = [sys.executable, __file__, flag, str(value), "--model", args.model, "--workers", str(args.workers),
            "--chunk-size", str(args.chunk_size), "--seed", str(args.seed), "--database-url", args.database_url,
            "--stored-base", str(args.stored_base), "--vectors-cache", args.vectors_cache, *extra,
-           *(["--curated-rerun"] if args.curated_rerun else [])]  # fmt: skip
+           *(["--curated-rerun"] if args.curated_rerun else []),
+           *(["--large-graph", args.large_graph] if args.large_graph else [])]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode or line is None:
@@ -851,6 +856,8 @@ def main() -> None:
     )
     parser.add_argument("--curated-rerun", action="store_true",
                         help="stored mode: name every idea, link an action to each, run again")  # fmt: skip
+    parser.add_argument("--large-graph", choices=("sample", "micro"), default=None,
+                        help="run parameter large_graph (default: the engine's)")  # fmt: skip
     parser.add_argument("--chunk-size", type=int, default=2_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))

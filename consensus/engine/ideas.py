@@ -1208,21 +1208,17 @@ def _row_keys(x: np.ndarray) -> np.ndarray:
     return keys
 
 
-def _stable_order(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Row indices in the order a weighted sample draws them, the same from run to run.
+def _sample_keys(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted sampling keys, the same from run to run: rows with the largest keys are drawn first.
 
     Weighted sampling without replacement by Efraimidis and Spirakis (2006): row i draws
-    u_i in (0, 1) and the rows with the largest u_i ** (1 / w_i) come first; here u_i comes
-    from a hash of the row's vector (`_row_keys`), not a generator, so a text is drawn or not
-    whatever else the consultation holds, and a run with a few more answers samples almost
-    the same texts. Frequent answers (w = their copies) come early. The first m rows of the
-    order are a weighted sample of m rows, and a smaller sample is part of a larger one.
+    u_i in (0, 1) and the rows with the largest u_i ** (1 / w_i), i.e. log(u_i) / w_i, come
+    first; here u_i comes from a hash of the row's vector (`_row_keys`), not a generator, so
+    a text is drawn or not whatever else the consultation holds, and a run with a few more
+    answers samples almost the same texts. Frequent answers (w = their copies) come early.
+    The first m rows by key are a weighted sample of m rows; a smaller sample is part of a
+    larger one.
     """
-    return np.argsort(-_sample_keys(x, w), kind="stable")
-
-
-def _sample_keys(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Efraimidis-Spirakis keys log(u) / w, u from the row hash; the largest are drawn first."""
     u = ((_row_keys(x) >> np.uint64(11)).astype(np.float64) + 0.5) / float(2**53)
     return np.log(u) / np.maximum(w, 1e-12)
 

@@ -525,7 +525,10 @@ def test_sampled_path_above_graph_max_nodes_recovers_groups_and_keeps_them_run_t
 
 
 def test_the_sample_is_drawn_by_vector_and_weight_not_by_position():
-    from consensus.engine.ideas import _stable_order
+    from consensus.engine.ideas import _sample_keys
+
+    def _stable_order(x, w):
+        return np.argsort(-_sample_keys(x, w), kind="stable")
 
     x, _ = _blobs(4, 500, 32, seed=3)
     w = np.ones(x.shape[0])

@@ -1285,9 +1285,11 @@ def _vote_from_sample(
     for lo in range(0, zr.shape[0], step):
         sim = zr[lo : lo + step] @ zs.T
         top = np.partition(sim, sim.shape[1] - k, axis=1)[:, sim.shape[1] - k :]
-        kth = top[:, 0]
-        rows, cols = np.nonzero(sim >= kth[:, None])
-        vals = np.maximum(sim[rows, cols], 0.0).astype(np.float64) ** params.edge_power
+        # Flat indices of the (row-major) mask: the same pairs as np.nonzero on 2-D, in half
+        # the time of that step here (it was a third of the vote).
+        flat = np.flatnonzero(sim >= top[:, :1])
+        rows, cols = np.divmod(flat, sim.shape[1])
+        vals = np.maximum(sim.ravel()[flat], 0.0).astype(np.float64) ** params.edge_power
         votes = np.bincount(
             rows * k_labels + labels_s[cols],
             weights=vals,

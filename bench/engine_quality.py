@@ -510,12 +510,9 @@ def scale_check(n: int, seed: int) -> None:
     planted = sample[~lone[sample]]
     print(f"\n### Scale: cluster_vectors on {n:,} x 512 float16 (synthetic, 300 blobs)\n")
     for name, params in (
-        ("default", ClusterParams(seed=seed)),
+        ("default (stable sample, large_graph=sample)", ClusterParams(seed=seed)),
         ("opt-in merging", merge_params(seed)),
-        (
-            "opt-in stable sample (large_graph=sample)",
-            ClusterParams(seed=seed, large_graph="sample"),
-        ),
+        ("micro-clusters (large_graph=micro)", ClusterParams(seed=seed, large_graph="micro")),
     ):
         pred, secs, mb = measured(lambda params=params: cluster_vectors(x, params=params))
         print(

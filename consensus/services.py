@@ -110,7 +110,7 @@ PARAMETERS: dict[str, _Param] = {
     "edge_power": _Param("float", None, 0.25, 16.0, nullable=True),
     # graph: Leiden partitions in the consensus (engine default 10; 1 = one plain Leiden)
     "ensemble_runs": _Param("int", None, 1, 50, nullable=True),
-    # graph, above 10,000 unique texts: micro-clusters (default) or a stable sample, voted out
+    # graph, above 10,000 unique texts: a stable sample, the rest voted in (default), or micro-clusters
     "large_graph": _Param("choice", None, nullable=True, choices=("sample", "micro")),
     "n_keywords": _Param("int", 8, 1, 30),
     "n_central": _Param("int", 3, 1, 20),

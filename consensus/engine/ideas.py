@@ -12,10 +12,10 @@ Pipeline (`find_ideas` runs all of it):
    above `exact_block_max` unique texts, so it stays sub-quadratic at 2 M).
 2. `cluster_vectors` on the unique texts, weighted by duplicate counts. Default
    (`method="graph"`): PCA to 128 dims; up to `graph_max_nodes` (10,000) unique
-   texts each is a node, above that micro-clusters (min(5,000, n/4)) are: two-level
-   spherical k-means (sqrt(k) cells, then k x share inside each), with edges that sum
-   the texts' own kNN graph so the granularity matches the direct path (opt-in,
-   `large_graph="sample"`: a stable sample clustered directly, the rest voted in); a
+   texts each is a node; above that a stable weighted sample of 10,000 texts (drawn by
+   a hash of their vectors, so the same from night to night) is clustered so and every
+   other text takes the idea of its nearest sampled texts (`large_graph="sample"`; the
+   earlier "micro" path makes micro-clusters the nodes instead); a
    k-nearest-neighbour graph (k = 15, cosine cubed) in which a node weighs as the
    proposals it stands for; Leiden communities (python-igraph) at a resolution growing
    like sqrt(n) (see `ClusterParams.resolution`). Ideas smaller than `min_points`
@@ -422,14 +422,15 @@ class ClusterParams:
     resolution: float | Literal["auto"] = "auto"
     resolution_n0: float = 1000.0
     graph_max_nodes: int = 10_000
-    # graph, above graph_max_nodes unique texts: "micro" (default): micro-clusters stand for
-    # the texts (`_micro_clusters_two_level`). "sample" (opt-in): a weighted sample of
+    # graph, above graph_max_nodes unique texts: "sample" (default): a weighted sample of
     # graph_max_nodes texts drawn by a hash of their vectors goes through the direct path and
-    # every other text takes the idea of its nearest sampled texts (`_cluster_sampled`). On
-    # 60,000 real answers it keeps its ideas far better from one run to the next (ARI 0.87-0.91
-    # against 0.53-0.59) and scores higher on every score of both halves; not yet the default
-    # for want of a 2M end-to-end run with its final weights (docs/bench_engine_quality.md).
-    large_graph: Literal["sample", "micro"] = "micro"
+    # every other text takes the idea of its nearest sampled texts (`_cluster_sampled`).
+    # "micro": micro-clusters stand for the texts (`_micro_clusters_two_level`). On 60,000
+    # real answers the sample keeps its ideas far better from one run to the next (ARI
+    # 0.87-0.91 against 0.53-0.59) and scores higher on every score of both halves; at 2M,
+    # 170 of 265 ideas kept night to night against 107 of 294, for 45 s more on a final step
+    # of 8 minutes (docs/bench_engine_quality.md).
+    large_graph: Literal["sample", "micro"] = "sample"
     # An idea needs at least this many rows (duplicates counted). None: max(3, n / 10000).
     min_points: int | None = None
     # Noise rows (ideas too small, or HDBSCAN noise) join the nearest idea when their
@@ -1162,9 +1163,9 @@ def _cluster_graph(x: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.nd
     """PCA -> kNN graph -> Leiden -> labels; above graph_max_nodes rows, a sample or micro-clusters.
 
     Up to graph_max_nodes rows every row is a node (the direct path, unchanged since the
-    quality benchmark's tuning). Above, with `large_graph="sample"` (opt-in), a sample of
+    quality benchmark's tuning). Above, by default (`large_graph="sample"`), a sample of
     graph_max_nodes rows goes through the direct path and the others take the idea of their
-    nearest sampled rows (`_cluster_sampled`). By default (`large_graph="micro"`, or
+    nearest sampled rows (`_cluster_sampled`). With `large_graph="micro"` (or
     `micro_k`), m = min(graph_max_nodes / 2, n / 4) two-level micro-clusters are the nodes
     (`_micro_clusters_two_level`), and the graph between them is the texts' own kNN graph
     summed over micro-clusters (`_micro_point_graph`).

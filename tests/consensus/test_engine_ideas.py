@@ -508,11 +508,14 @@ def _blobs(n_groups: int, per_group: int, dim: int, seed: int, spread: float = 0
 
 
 def test_sampled_path_above_graph_max_nodes_recovers_groups_and_keeps_them_run_to_run():
-    # Opt-in above graph_max_nodes rows: a stable sample goes through the direct path, the rest vote.
+    # The default above graph_max_nodes rows: a stable sample goes through the direct path,
+    # the rest vote.
     x, truth = _blobs(12, 300, 96, seed=1)
     params = ClusterParams(graph_max_nodes=1_000, seed=5, large_graph="sample")
     a = cluster_vectors(x, params=params)
     np.testing.assert_array_equal(a, cluster_vectors(x.copy(), params=params))
+    default = cluster_vectors(x, params=ClusterParams(graph_max_nodes=1_000, seed=5))
+    np.testing.assert_array_equal(a, default)
     assert (a >= 0).mean() > 0.98
     assert adjusted_rand_score(truth, a) > 0.9
     # the next night: 1 % more answers, and another seed; the same rows are sampled
@@ -544,7 +547,8 @@ def test_the_sample_is_drawn_by_vector_and_weight_not_by_position():
 
 
 def test_micro_cluster_path_above_graph_max_nodes_recovers_groups_deterministically():
-    # The default large path: the graph is built over two-level micro-clusters.
+    # The earlier large path (large_graph="micro"): the graph is built over two-level
+    # micro-clusters.
     x, truth = _blobs(12, 300, 96, seed=1)
     params = ClusterParams(graph_max_nodes=1_000, seed=5, large_graph="micro")
     a = cluster_vectors(x, params=params)

@@ -13,7 +13,7 @@ Pipeline (`find_ideas` runs all of it):
 2. `cluster_vectors` on the unique texts, weighted by duplicate counts. Default
    (`method="graph"`): PCA to 128 dims; up to `graph_max_nodes` (10,000) unique
    texts each is a node; above that a stable weighted sample of 10,000 texts (drawn by
-   a hash of their vectors, so the same from night to night) is clustered so and every
+   a hash of their vectors, so the same from night to night) is clustered that way, and every
    other text takes the idea of its nearest sampled texts (`large_graph="sample"`; the
    earlier "micro" path makes micro-clusters the nodes instead); a
    k-nearest-neighbour graph (k = 15, cosine cubed) in which a node weighs as the

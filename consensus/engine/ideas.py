@@ -1014,8 +1014,7 @@ def _micro_point_graph(
     g = csr_matrix((vals, (src_a, dst_a)), shape=(n_p, n_p))
     g = g.maximum(g.T).tocsr()
     loops_p = pw * np.minimum(pw - 1, k) / 2
-    q1, q3 = np.quantile(nearest, [0.25, 0.75])
-    isolated_p = nearest < q1 - 3.0 * max(q3 - q1, 0.05)
+    isolated_p = _far_out(nearest)
     if isolated_p.any():
         keep = (~isolated_p).astype(np.float64)
         g = g.multiply(keep[:, None]).multiply(keep[None, :]).tocsr()
@@ -1062,6 +1061,19 @@ def _knn_graph(z: np.ndarray, k: int, node_w: np.ndarray | None = None, power: f
     g = g.maximum(g.T).tocsr()
     g.eliminate_zeros()
     return g, sim.max(axis=1)
+
+
+def _far_out(nearest: np.ndarray) -> np.ndarray:
+    """Rows whose cosine to their nearest neighbour is an outlier by Tukey's far-out fence.
+
+    Below q1 - 3 IQR, the IQR counted as at least 0.05 in cosine so that near-identical data
+    flags nothing. Such a row still has neighbours in a kNN graph; the callers keep it out
+    of the ideas (it becomes noise unless it is close enough to an idea).
+    """
+    if not nearest.size:
+        return np.zeros(0, dtype=bool)
+    q1, q3 = np.quantile(nearest, [0.25, 0.75])
+    return nearest < q1 - 3.0 * max(q3 - q1, 0.05)
 
 
 _IGRAPH_RNG_LOCK = threading.Lock()
@@ -1259,9 +1271,7 @@ def _cluster_sampled(x: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.
     voted, nearest = _vote_from_sample(z[rest], z[voters], labels[voters], params)
     # As on the direct path, a row far from everything (its nearest voter an outlier by
     # Tukey's far-out fence) is left out; it becomes noise unless it is close to an idea.
-    if nearest.size:
-        q1, q3 = np.quantile(nearest, [0.25, 0.75])
-        voted[nearest < q1 - 3.0 * max(q3 - q1, 0.05)] = -1
+    voted[_far_out(nearest)] = -1
     labels[rest] = voted
     return labels
 
@@ -1334,12 +1344,9 @@ def _graph_communities(z: np.ndarray, w: np.ndarray, params: ClusterParams) -> n
         # answer and the communities merge unrelated frequent answers.
         graph, nearest = _knn_graph(z, k, node_w, power=params.edge_power)
         loops = node_w * np.minimum(node_w - 1, k) / 2
-        # A node far from everything (its nearest neighbour an outlier by Tukey's far-out
-        # fence, q1 - 3 IQR, the IQR at least 0.05 in cosine so that near-identical data
-        # flags nothing) still has k neighbours in a kNN graph; keep it out of the
-        # communities. Flags no row on the benchmark sets.
-        q1, q3 = np.quantile(nearest, [0.25, 0.75])
-        isolated = nearest < q1 - 3.0 * max(q3 - q1, 0.05)
+        # A node far from everything (`_far_out`) still has k neighbours in a kNN graph;
+        # keep it out of the communities. Flags no row on the benchmark sets.
+        isolated = _far_out(nearest)
         isolated_rows = None
         if isolated.any():
             keep = (~isolated).astype(np.float64)

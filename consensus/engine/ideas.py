@@ -1324,10 +1324,10 @@ def _top_k_pairs(sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.nd
     every cell >= the row's k-th largest, that k-th largest value per row, the row maxima).
 
     Exact, and about twice as fast as `np.partition` over whole rows of 5,000 (it was half
-    of the vote at 2M): the k-th largest of the first 500 (or 4 k) columns is a lower bound of the
-    row's k-th largest, the cells above it (about 10 k per row) are the candidates, and the
-    exact k-th largest is selected among them alone. Flat indices of the row-major mask
-    come out grouped by row, in half the time of a 2-D `np.nonzero`.
+    of the vote at 2M): the k-th largest of the first max(500, 4 k) columns is a lower bound
+    of the row's k-th largest, the cells above it (about 10 k per row) are the candidates,
+    and the exact k-th largest is selected among them alone. Flat indices of the row-major
+    mask come out grouped by row, in half the time of a 2-D `np.nonzero`.
     """
     n_rows, n_cols = sim.shape
     first = max(500, 4 * k)

@@ -1304,11 +1304,9 @@ def _vote_from_sample(
     step = max(1, 1_000_000 // max(zs.shape[0], 1))
     for lo in range(0, zr.shape[0], step):
         sim = zr[lo : lo + step] @ zs.T
-        flat, kth, top = _top_k_pairs(sim, k)
-        keep = sim.ravel()[flat] >= kth[flat // sim.shape[1]]
-        flat = flat[keep]
+        flat, cells, top = _top_k_cells(sim, k)
         rows, cols = np.divmod(flat, sim.shape[1])
-        vals = np.maximum(sim.ravel()[flat], 0.0).astype(np.float64) ** params.edge_power
+        vals = np.maximum(cells, 0.0).astype(np.float64) ** params.edge_power
         votes = np.bincount(
             rows * k_labels + labels_s[cols],
             weights=vals,
@@ -1319,32 +1317,35 @@ def _vote_from_sample(
     return out, nearest
 
 
-def _top_k_pairs(sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Candidates for each row's k largest cells of `sim`: (flat indices of cells that include
-    every cell >= the row's k-th largest, that k-th largest value per row, the row maxima).
+def _top_k_cells(sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each row's k largest cells of `sim`, ties at the k-th all kept: (their flat indices,
+    grouped by row, their values, the row maxima).
 
-    Exact, and about twice as fast as `np.partition` over whole rows of 5,000 (it was half
-    of the vote at 2M): the k-th largest of the first max(500, 4 k) columns is a lower bound
-    of the row's k-th largest, the cells above it (about 10 k per row) are the candidates,
-    and the exact k-th largest is selected among them alone. Flat indices of the row-major
-    mask come out grouped by row, in half the time of a 2-D `np.nonzero`.
+    About twice as fast as `np.partition` over whole rows of 5,000 (it was half of the vote
+    at 2M): the k-th largest of the first max(500, 4 k) columns is a lower bound of the
+    row's k-th largest, the cells above it (about 10 k per row) are the candidates, and the
+    exact k-th largest is selected among them alone. Flat indices of the row-major mask
+    come out grouped by row, in half the time of a 2-D `np.nonzero`.
     """
     n_rows, n_cols = sim.shape
     first = max(500, 4 * k)
     if n_cols <= 4 * first:
         top = np.partition(sim, n_cols - k, axis=1)[:, n_cols - k :]
-        return np.flatnonzero(sim >= top[:, :1]), top[:, 0], top.max(axis=1)
+        flat = np.flatnonzero(sim >= top[:, :1])
+        return flat, sim.ravel()[flat], top.max(axis=1)
     bound = np.partition(sim[:, :first], first - k, axis=1)[:, first - k]
     flat = np.flatnonzero(sim >= bound[:, None])
+    cells = sim.ravel()[flat]
     rows = flat // n_cols
     per_row = np.bincount(rows, minlength=n_rows)
     # the candidates' values in a (rows x most candidates) array padded with -inf
     pos = np.arange(flat.shape[0]) - np.repeat(np.cumsum(per_row) - per_row, per_row)
     padded = np.full((n_rows, int(per_row.max())), -np.inf, dtype=sim.dtype)
-    padded[rows, pos] = sim.ravel()[flat]
+    padded[rows, pos] = cells
     width = padded.shape[1]
     top = np.partition(padded, width - k, axis=1)[:, width - k :]
-    return flat, top[:, 0], top.max(axis=1)
+    keep = cells >= top[rows, 0]
+    return flat[keep], cells[keep], top.max(axis=1)
 
 
 def _graph_communities(z: np.ndarray, w: np.ndarray, params: ClusterParams) -> np.ndarray:

@@ -685,17 +685,18 @@ def test_keywords_of_a_large_idea_come_from_a_sample_weighted_to_its_size():
     assert sampled[1] == full[1]
 
 
-def test_top_k_pairs_finds_exactly_the_cells_a_full_partition_finds():
-    from consensus.engine.ideas import _top_k_pairs
+def test_top_k_cells_finds_exactly_the_cells_a_full_partition_finds():
+    from consensus.engine.ideas import _top_k_cells
 
     rng = np.random.default_rng(3)
     for n_cols in (300, 6_000):  # the plain partition, then the bound from the first columns
         sim = rng.standard_normal((40, n_cols)).astype(np.float32)
         sim[0, :] = 0.5  # a row of ties: every cell counts
         sim[1, -20:] = 9.0  # the best cells all beyond the first columns
-        flat, kth, top = _top_k_pairs(sim, 15)
+        picked, cells, top = _top_k_cells(sim, 15)
         full = np.partition(sim, n_cols - 15, axis=1)[:, n_cols - 15]
-        assert np.array_equal(kth, full) and np.array_equal(top, sim.max(axis=1))
-        picked = flat[sim.ravel()[flat] >= kth[flat // n_cols]]
+        assert np.array_equal(top, sim.max(axis=1))
         assert np.array_equal(picked, np.flatnonzero(sim >= full[:, None]))
+        assert np.array_equal(cells, sim.ravel()[picked])
         assert np.count_nonzero(picked // n_cols == 0) == n_cols
+        assert np.count_nonzero(picked // n_cols == 1) == 20  # all of them past the bound

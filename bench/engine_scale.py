@@ -444,18 +444,12 @@ def run_stored(n: int, args) -> dict:
 
 
 def _compare_runs(a: int, b: int) -> dict:
-    """How the ideas of run b follow those of run a (consensus.engine.compare)."""
-    from consensus.engine.compare import compare_runs
-    from consensus.models import IdeaMembership
+    """How the ideas of run b follow those of run a: the staff comparison page's figures
+    (consensus.staff_selectors.run_comparison, proposals in no idea counted as such)."""
+    from consensus.models import EngineRun
+    from consensus.staff_selectors import run_comparison
 
-    def labelling(run_id):
-        rows = np.array(
-            IdeaMembership.objects.filter(run_id=run_id).values_list("proposal_id", "idea__number"),
-            dtype=np.int64,
-        ).reshape(-1, 2)
-        return rows[:, 0], rows[:, 1]
-
-    c = compare_runs(*labelling(a), *labelling(b))
+    c = run_comparison(run_a=EngineRun.objects.get(pk=a), run_b=EngineRun.objects.get(pk=b)).result
     return {"counts": c.counts, "ari": c.ari, "moved": c.n_moved, "common": c.n_common}
 
 

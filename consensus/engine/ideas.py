@@ -38,6 +38,7 @@ import math
 import re
 import threading
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -1549,23 +1550,74 @@ def _ctfidf(texts, labels, w, k, n_keywords, tokenizer, ngram_range, min_df) -> 
     avg_words = class_counts.sum() / k
     idf = np.log1p(avg_words / np.maximum(freq, 1e-12))
     row_sums = np.asarray(class_counts.sum(axis=1)).ravel()
+    fold = _word_folder(vocab)
     out: list[list[str]] = []
     for c in range(k):
         lo, hi = class_counts.indptr[c], class_counts.indptr[c + 1]
         terms = class_counts.indices[lo:hi]
         scores = class_counts.data[lo:hi] / max(row_sums[c], 1e-12) * idf[terms]
+        # Best score first, ties in vocabulary order. The forms of one word ("logiciel",
+        # "logiciels"; "impôts", "impots") and the two orders of a bigram share a key: the
+        # first, best-scoring form stands for them and the others are skipped.
         words: list[str] = []
-        # Best score first, ties in vocabulary order.
+        chosen: list[str] = []
         for i in np.lexsort((terms, -scores)):
             if scores[i] <= 0 or len(words) >= n_keywords:
                 break
-            term = vocab[terms[i]]
-            # Skip a unigram already covered by a chosen bigram and vice versa.
-            if any(term in chosen.split() or chosen in term.split() for chosen in words):
+            term = str(vocab[terms[i]])
+            key = " ".join(sorted(fold(word) for word in term.split()))
+            # Skip another form of a chosen term, and a unigram already covered by a chosen
+            # bigram or vice versa.
+            if any(key == done or key in done.split() or done in key.split() for done in chosen):
                 continue
+            chosen.append(key)
             words.append(term)
         out.append(words)
     return out
+
+
+def _word_folder(unigrams) -> Callable[[str], str]:
+    """Key shared by the inflected forms of a word among `unigrams` (a vocabulary).
+
+    Accents are ignored (8 % of Grand Débat answers write "impots"), then up to three plural
+    or feminine endings are dropped and the shortest result that is itself a word of the
+    vocabulary is the key: "logiciels" -> "logiciel", "personnelles" -> "personnel",
+    "hôpitaux" -> "hôpital", "élues" -> "élu", "houses" -> "house". Data-driven
+    rather than a stemmer: only forms the answers actually use are joined, in any
+    Latin-script language, and nothing is cut to a stem that is not a word (Snowball's
+    French stemmer gives "don" for "données"). Homographs without accents share a key
+    ("données" and the verb "donne"); the form shown is the one that scores highest in
+    the idea.
+    """
+    known = {strip_accents(str(word)) for word in unigrams if " " not in word}
+    cache: dict[str, str] = {}
+
+    def fold(word: str) -> str:
+        key = cache.get(word)
+        if key is None:
+            key = strip_accents(word)
+            # the shortest word of the vocabulary within three endings of this one
+            level = [key]
+            for _ in range(3):
+                level = [base for form in level for base in _shorter_forms(form)]
+                for base in level:
+                    if base in known and len(base) < len(key):
+                        key = base
+            cache[word] = key
+        return key
+
+    return fold
+
+
+def _shorter_forms(word: str):
+    """`word` without a plural or feminine ending: -s, -x, -e, -es, -aux, doubled consonant + e."""
+    for ending in ("s", "x", "e", "es"):
+        if word.endswith(ending) and len(word) - len(ending) >= 3:
+            yield word[: -len(ending)]
+    if word.endswith("aux") and len(word) >= 6:
+        yield word[:-3] + "al"  # hôpitaux -> hôpital, fiscaux -> fiscal
+    if len(word) >= 6 and word.endswith("e") and word[-2] == word[-3]:
+        yield word[:-2]  # personnelle -> personnel, citoyenne -> citoyen
 
 
 def label_ideas(

@@ -665,6 +665,33 @@ def test_an_idea_of_acronyms_or_rare_words_still_gets_keywords():
     assert keywords[1] and all(set(term.split()) <= words for term in keywords[1])
 
 
+def test_keywords_show_each_word_once_in_its_most_used_form():
+    from consensus.engine.ideas import _word_folder, top_keywords
+
+    texts = ["Des logiciels libres à l'école"] * 6 + ["Un logiciel libre pour tous"] * 3
+    texts += ["Baisser les impôts"] * 5 + ["Baisser les impots"] * 4
+    texts += ["Plus de trains de nuit"] * 10 + ["Rouvrir les petites gares"] * 6
+    labels = np.array([0] * 18 + [1] * 16)
+    keywords = top_keywords(texts, labels)
+    # "logiciel", "libre" and "impots" are other forms of words already shown
+    assert set(keywords[0]) == {"baisser", "libres", "logiciels", "école", "impôts"}
+    assert set(keywords[1]) == {"nuit", "trains", "gares", "petites", "rouvrir"}
+
+    fold = _word_folder(
+        ["logiciel", "logiciels", "personnel", "personnelles", "élu", "élues", "hôpital"]
+        + ["hôpitaux", "impôts", "impots", "don", "données", "cours", "house", "houses"]
+    )
+    assert fold("logiciels") == fold("logiciel") == "logiciel"
+    assert fold("personnelles") == fold("personnel") == "personnel"
+    assert fold("élues") == fold("élu") == "elu"  # accents ignored
+    assert fold("hôpitaux") == fold("hôpital")
+    assert fold("impots") == fold("impôts")
+    assert fold("houses") == fold("house")
+    # only forms the vocabulary holds: no cut to a stem that is not a word
+    assert fold("données") != fold("don")
+    assert fold("cours") == "cours" and fold("libres") == "libres"
+
+
 def test_keywords_of_a_large_idea_come_from_a_sample_weighted_to_its_size():
     from consensus.engine.ideas import _keyword_sample, top_keywords
 

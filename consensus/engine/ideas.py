@@ -1478,7 +1478,9 @@ def top_keywords(
 
     Each idea is one document (its members' word counts, weighted by duplicate
     counts). Score = tf within the idea x log(1 + mean words per idea / word
-    frequency over all ideas). Unigrams and bigrams, stop words removed first.
+    frequency over all ideas). Unigrams and bigrams, stop words removed first. Each word
+    is shown once, in its best-scoring form (`_word_folder`: "logiciels" and "logiciel",
+    "impôts" and "impots" are one word).
     An idea left without keywords (its words too rare for min_df, or all of two letters:
     "IR", "UE") gets a second pass over single words of two letters or more, min_df 1.
     An idea of more than `max_texts_per_idea` texts is read from a seeded sample of that

@@ -1584,7 +1584,7 @@ def _word_folder(unigrams) -> Callable[[str], str]:
     Accents are ignored (8 % of Grand Débat answers write "impots"), then up to three plural
     or feminine endings are dropped and the shortest result that is itself a word of the
     vocabulary is the key: "logiciels" -> "logiciel", "personnelles" -> "personnel",
-    "hôpitaux" -> "hôpital", "élues" -> "élu", "houses" -> "house". Data-driven
+    "hôpitaux" -> "hôpital", "élues" -> "élu", "policies" -> "policy". Data-driven
     rather than a stemmer: only forms the answers actually use are joined, in any
     Latin-script language, and nothing is cut to a stem that is not a word (Snowball's
     French stemmer gives "don" for "données"). Homographs without accents share a key
@@ -1612,12 +1612,17 @@ def _word_folder(unigrams) -> Callable[[str], str]:
 
 
 def _shorter_forms(word: str):
-    """`word` without a plural or feminine ending: -s, -x, -e, -es, -aux, doubled consonant + e."""
+    """`word` without a plural or feminine ending.
+
+    -s, -x, -e, -es, -aux (-> -al), -ies (-> -y), a doubled consonant + e.
+    """
     for ending in ("s", "x", "e", "es"):
         if word.endswith(ending) and len(word) - len(ending) >= 3:
             yield word[: -len(ending)]
     if word.endswith("aux") and len(word) >= 6:
         yield word[:-3] + "al"  # hôpitaux -> hôpital, fiscaux -> fiscal
+    if word.endswith("ies") and len(word) >= 6:
+        yield word[:-3] + "y"  # policies -> policy
     if len(word) >= 6 and word.endswith("e") and word[-2] == word[-3]:
         yield word[:-2]  # personnelle -> personnel, citoyenne -> citoyen
 

@@ -1,15 +1,14 @@
 from django import forms
+from django.utils.text import format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from .models import EngineRun
+from .selectors import MODEL_LABELS
 from .services import MAX_SEED, PARAMETERS, _cluster_methods
 
 MODEL_CHOICES = [
     ("", _("Default for the consultation's language")),
-    ("usem3", _("Universal Sentence Encoder, multilingual (usem3)")),
-    ("minilm", _("MiniLM, English only (minilm)")),
-    ("static", _("Static embeddings from MiniLM, English only, very fast (static)")),
-    ("hashing", _("Word-form hashing, no model (tests and fallback)")),
+    *((name, format_lazy("{} ({})", label, name)) for name, label in MODEL_LABELS.items()),
 ]
 
 METHOD_LABELS = {

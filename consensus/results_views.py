@@ -281,6 +281,10 @@ def _build_sections(consultation, run) -> dict[str, str]:
         "map": opinion_map,
         "n_votes": metrics.get("n_votes"),
         "n_participants": metrics.get("n_participants"),
+        "model_label": selectors.model_label(run.model_name) if run.model_name else None,
+        "n_proposals": metrics.get("n_proposals"),
+        "n_unique_texts": metrics.get("n_unique_texts"),
+        "n_noise": metrics.get("n_noise"),
     }
     template = "consensus/_results_sections.html"
     return {

@@ -109,6 +109,22 @@ def proposal_idea(*, proposal: Proposal) -> Idea | None:
     return membership.idea if membership else None
 
 
+MODEL_LABELS = {
+    "usem3": _("Universal Sentence Encoder, multilingual"),
+    "minilm": _("MiniLM, English only"),
+    "static": _("Static embeddings from MiniLM, English only, very fast"),
+    "hashing": _("Word-form hashing, no model (tests and fallback)"),
+}
+
+
+def model_label(name: str) -> str:
+    """How a run's embedding model is named to the public ("hashing-256" is word-form hashing;
+    a sentence-transformers model keeps its own name)."""
+    if name.startswith("hashing-"):
+        name = "hashing"
+    return str(MODEL_LABELS.get(name, name))
+
+
 METRIC_LABELS = {
     "n_proposals": _("Proposals embedded"),
     "dim": _("Vector dimensions"),

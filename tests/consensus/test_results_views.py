@@ -83,6 +83,31 @@ def test_results_page_shows_real_ideas_groups_and_method(
     assert 'id="segments"' in body
 
 
+def test_the_method_says_in_plain_words_how_ideas_were_found(client, published):
+    consultation, run = published
+    body = client.get(results_url(consultation)).content.decode()
+    method = body[body.index('id="method-title"') :]
+    assert "How ideas are found" in method
+    assert "proposals closest to it in meaning" in method  # the default graph method
+    assert "Word-form hashing, no model" in method  # the model, named for people
+    metrics = run.metrics
+    assert f"{metrics['n_proposals']} proposals, {metrics['n_unique_texts']} distinct texts" in (
+        method
+    )
+    # the raw settings stay, folded away, for anyone reproducing the run
+    details = method[method.index("<details>") : method.index("</details>")]
+    assert f"<code>{run.model_name}</code>" in details and "chunk_size=" in details
+    run.parameters = {**run.parameters, "method": "agglomerative"}
+    run.save(update_fields=["parameters"])
+    cache.clear()
+    body = client.get(results_url(consultation)).content.decode()
+    assert "grouped into ideas" in body and "closest to it in meaning" not in body
+    with translation.override("fr"):
+        french = client.get(results_url(consultation), HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "Comment les idées sont trouvées" in french
+    assert f"{metrics['n_unique_texts']} textes distincts" in french
+
+
 def test_the_largest_ideas_show_before_anyone_votes(client, django_capture_on_commit_callbacks):
     consultation = consultation_with_themes()  # proposals, no vote
     run = start(consultation, django_capture_on_commit_callbacks)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from django.db.models import Prefetch, QuerySet
 from django.http import Http404
+from django.utils import formats
+from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from consultations.models import Consultation, Proposal
@@ -182,21 +184,81 @@ TIMING_LABELS = {
 HIDDEN_METRICS = {"opinion_state"}
 
 
-def run_metric_rows(*, run: EngineRun) -> list[tuple[str, object]]:
-    """(label, value) pairs of a run's metrics for display, known ones first."""
+def run_metric_rows(*, run: EngineRun) -> list[tuple[str, str]]:
+    """(label, value as text) pairs of a run's metrics for display, known ones first."""
     metrics = {
         k: v for k, v in (run.metrics or {}).items() if k not in HIDDEN_METRICS and v is not None
     }
-    rows = [(METRIC_LABELS[k], metrics[k]) for k in METRIC_LABELS if k in metrics]
-    rows += [(k, v) for k, v in metrics.items() if k not in METRIC_LABELS]
-    return rows
+    keys = [k for k in METRIC_LABELS if k in metrics] + [
+        k for k in metrics if k not in METRIC_LABELS
+    ]
+    return [(METRIC_LABELS.get(k, k), metric_text(k, metrics[k])) for k in keys]
 
 
-def run_timing_rows(*, run: EngineRun) -> list[tuple[str, float]]:
-    timings = run.timings or {}
-    rows = [(TIMING_LABELS[k], timings[k]) for k in TIMING_LABELS if k in timings]
-    rows += [(k, v) for k, v in timings.items() if k not in TIMING_LABELS]
-    return rows
+def _percent(share: float) -> str:
+    return f"{formats.number_format(100 * share, 1)} %"
+
+
+def metric_text(key: str, value) -> str:
+    """A run metric as staff read it: shares in percent, groups and zones by name, numbers
+    grouped by the active language ("1,920" / "1 920"), the proposals of a majority counted
+    rather than listed by id."""
+    if isinstance(value, bool):
+        return str(_("yes") if value else _("no"))
+    if key.endswith("_from_run"):
+        return f"#{value}"
+    if key in ("noise_share", "largest_idea_share") and isinstance(value, (int, float)):
+        return _percent(value)
+    if key == "explained_variance" and isinstance(value, list):
+        return ", ".join(_percent(v) for v in value)
+    if key == "group_sizes" and isinstance(value, dict):
+        return ", ".join(
+            gettext("group %(number)s: %(size)s")
+            % {"number": int(g) + 1, "size": metric_text("", n)}
+            for g, n in sorted(value.items(), key=lambda item: int(item[0]))
+        )
+    if key == "silhouettes" and isinstance(value, dict):
+        return ", ".join(
+            gettext("%(k)s groups: %(score)s") % {"k": k, "score": metric_text("", v)}
+            for k, v in sorted(value.items(), key=lambda item: int(item[0]))
+        )
+    if key == "zones" and isinstance(value, dict):
+        names = dict(ProposalScore.Zone.choices)
+        return ", ".join(
+            f"{names.get(zone, zone)}: {metric_text('', n)}" for zone, n in value.items()
+        )
+    if key == "majority" and isinstance(value, dict):
+        return gettext("%(agree)s for, %(disagree)s against") % {
+            "agree": len(value.get("agree", [])),
+            "disagree": len(value.get("disagree", [])),
+        }
+    if key == "bridging" and isinstance(value, dict):
+        return gettext("error (RMSE) %(rmse)s over %(n)s votes, %(state)s") % {
+            "rmse": metric_text("", value.get("rmse")),
+            "n": metric_text("", value.get("n_ratings")),
+            "state": _("converged") if value.get("converged") else _("not converged"),
+        }
+    if isinstance(value, float):
+        return formats.number_format(value, 4 if abs(value) < 1 else 2, use_l10n=True)
+    if isinstance(value, int):
+        return formats.number_format(value, force_grouping=True)
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {metric_text('', v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(metric_text("", v) for v in value)
+    return str(value)
+
+
+def run_timing_rows(*, run: EngineRun) -> list[tuple[str, str]]:
+    """(label, seconds as text) pairs: two decimals under 10 s, one above."""
+    timings = {k: v for k, v in (run.timings or {}).items() if isinstance(v, (int, float))}
+    keys = [k for k in TIMING_LABELS if k in timings] + [
+        k for k in timings if k not in TIMING_LABELS
+    ]
+    return [
+        (TIMING_LABELS.get(k, k), formats.number_format(timings[k], 2 if timings[k] < 10 else 1))
+        for k in keys
+    ]
 
 
 SEGMENT_DIMENSIONS = ("age_range", "gender", "postal_area")

@@ -184,6 +184,60 @@ def test_a_done_run_page_shows_ideas_metrics_and_publish_button(
     assert "hx-trigger" not in body
 
 
+def test_run_metrics_and_timings_read_as_text_not_as_python_values():
+    from types import SimpleNamespace
+
+    from consensus.selectors import run_metric_rows, run_timing_rows
+
+    run = SimpleNamespace(
+        metrics={
+            "n_votes": 5303,
+            "noise_share": 0.0123,
+            "few_texts_fallback": False,
+            "group_sizes": {"1": 92, "0": 97},
+            "silhouettes": {"2": 0.4048, "3": 0.3953},
+            "explained_variance": [0.1962, 0.0864],
+            "majority": {"agree": [45006, 45017, 45003], "disagree": [45015]},
+            "zones": {"consensus": 7, "controversy": 38, "unscored": 1},
+            "bridging": {"rmse": 0.3097, "converged": True, "n_ratings": 5263},
+            "ideas_from_run": 1234,
+            "opinion_state": {"hidden": 1},
+        },
+        timings={"cluster": 0.034, "write_ideas": 32.94},
+    )
+
+    def read(language):
+        """The rows by metric or timing key, in ``language``."""
+        with translation.override(language):
+            rows = {}
+            for names, pairs in (
+                (METRIC_LABELS, run_metric_rows),
+                (TIMING_LABELS, run_timing_rows),
+            ):
+                keys = {str(label): key for key, label in names.items()}
+                rows |= {keys[str(label)]: text for label, text in pairs(run=run)}
+        return rows
+
+    rows = read("en")
+    assert rows["n_votes"] == "5,303"
+    assert rows["noise_share"] == "1.2 %"
+    assert rows["few_texts_fallback"] == "no"
+    assert rows["group_sizes"] == "group 1: 97, group 2: 92"
+    assert rows["silhouettes"] == "2 groups: 0.4048, 3 groups: 0.3953"
+    assert rows["explained_variance"] == "19.6 %, 8.6 %"
+    assert rows["majority"] == "3 for, 1 against"  # counted, not listed by id
+    assert rows["zones"] == "Consensus: 7, Controversy: 38, Not enough votes yet: 1"
+    assert rows["bridging"] == "error (RMSE) 0.3097 over 5,263 votes, converged"
+    assert rows["ideas_from_run"] == "#1234"
+    assert rows["cluster"] == "0.03" and rows["write_ideas"] == "32.9"
+    assert "opinion_state" not in rows and "{" not in "".join(rows.values())
+    rows = read("fr")
+    assert rows["n_votes"] == "5\xa0303"
+    assert rows["noise_share"] == "1,2 %"
+    assert rows["majority"] == "3 pour, 1 contre"
+    assert rows["write_ideas"] == "32,9"
+
+
 def test_publish_and_roll_back(client, staff, consultation):
     first = make_run(consultation, EngineRun.Status.DONE)
     second = make_run(consultation, EngineRun.Status.DONE)

@@ -74,6 +74,7 @@ CSV_HEADER = [
     "trusted_votes",
     "sequence_votes",
     "group_consensus",
+    "keywords",
 ]
 
 
@@ -115,13 +116,13 @@ def _csv_response(consultation, run):
         Idea.objects.filter(run=run)
         .defer("centroid")
         .order_by("-size", "number")
-        .values_list("number", "label", "size", "share", "scores")
+        .values_list("number", "label", "size", "share", "scores", "keywords")
     )
 
     def rows():
         writer = csv.writer(_Echo())
         yield writer.writerow(CSV_HEADER)
-        for number, label, size, share, scores in ideas.iterator(chunk_size=2_000):
+        for number, label, size, share, scores, keywords in ideas.iterator(chunk_size=2_000):
             scores = scores or {}
             yield writer.writerow(
                 [
@@ -135,6 +136,7 @@ def _csv_response(consultation, run):
                     _csv_cell(scores.get("trusted_votes")),
                     _csv_cell(scores.get("sequence_votes")),
                     _csv_cell(scores.get("group_consensus")),
+                    _csv_cell("; ".join(keywords or [])),
                 ]
             )
 

@@ -121,6 +121,10 @@ def test_the_largest_ideas_show_before_anyone_votes(client, django_capture_on_co
     assert f"the {len(shown)} largest of the {len(ideas)} it found" in section
     central = run.memberships.filter(idea=shown[0], is_central=True).select_related("proposal")
     assert central and all(escape(m.proposal.content) in section for m in central)
+    keywords = shown[0].keywords[:6]  # the words that set the idea apart, as tags
+    assert keywords and all(
+        f'<span class="keyword">{escape(w)}</span>' in section for w in keywords
+    )
     assert 'href="#ideas-all"' in body
     assert "agreement:" not in section  # no agreement figure without a single vote
     # no idea has a zone yet: what the engine found comes before the (empty) zones
@@ -218,6 +222,11 @@ def test_csv_has_header_and_one_row_per_idea(client, published):
     assert {r[1] for r in rows[1:]} == set(
         Idea.objects.filter(run=run).values_list("label", flat=True)
     )
+    assert rows[0][-1] == "keywords"  # the words that set each idea apart, last column
+    assert {r[-1] for r in rows[1:]} == {
+        "; ".join(words)
+        for words in Idea.objects.filter(run=run).values_list("keywords", flat=True)
+    }
 
 
 def test_segment_partial_by_htmx_hides_small_segments(

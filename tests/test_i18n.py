@@ -1,5 +1,6 @@
 """French and English ship complete: every message of the code and templates is translated."""
 
+import re
 import shutil
 import subprocess
 import sys
@@ -48,3 +49,12 @@ def test_catalogue_is_up_to_date_with_the_code(tmp_path):
 def test_french_translation_is_used_at_run_time():
     with translation.override("fr"):
         assert translation.gettext("Proposals") == "Propositions"
+
+
+def test_french_punctuation_keeps_to_its_word():
+    """French sets : ; ! ? and « » apart with a space; it must be non-breaking, or a colon
+    can start the next line ("Ses propositions les plus représentatives" / ":")."""
+    po = polib.pofile(str(ROOT / "locale" / "fr" / "LC_MESSAGES" / "django.po"))
+    texts = [e.msgstr for e in po] + [v for e in po for v in e.msgstr_plural.values()]
+    breaking = [t for t in texts if re.search(r" [:;!?»]|« ", t)]
+    assert not breaking, breaking[:5]

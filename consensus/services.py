@@ -1011,6 +1011,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
         weights=dd.counts,
         n_keywords=params.get("n_keywords") or 8,
         n_central=params.get("n_central") or 3,
+        language=run.consultation.language,
     )
     centroids = (
         np.stack([idea.centroid for idea in found]).astype(np.float32)

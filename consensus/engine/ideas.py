@@ -1473,6 +1473,7 @@ def top_keywords(
     weights: np.ndarray | None = None,
     n_keywords: int = 8,
     max_texts_per_idea: int | None = 3_000,
+    language: str = "fr",
 ) -> list[list[str]]:
     """Class-based TF-IDF keywords for ideas 0..max(labels) (BERTopic-style c-TF-IDF).
 
@@ -1480,7 +1481,7 @@ def top_keywords(
     counts). Score = tf within the idea x log(1 + mean words per idea / word
     frequency over all ideas). Unigrams and bigrams, stop words removed first. Each word
     is shown once, in its best-scoring form (`_word_folder`: "logiciels" and "logiciel",
-    "impôts" and "impots" are one word).
+    "impôts" and "impots" are one word; the endings folded depend on `language`).
     An idea left without keywords (its words too rare for min_df, or all of two letters:
     "IR", "UE") gets a second pass over single words of two letters or more, min_df 1.
     An idea of more than `max_texts_per_idea` texts is read from a seeded sample of that
@@ -1496,9 +1497,9 @@ def top_keywords(
         keep, w = _keyword_sample(labels, w, max_texts_per_idea)
         if keep is not None:
             texts, labels = [texts[i] for i in keep], labels[keep]
-    out = _ctfidf(texts, labels, w, k, n_keywords, _tokenize, (1, 2), min_df)
+    out = _ctfidf(texts, labels, w, k, n_keywords, _tokenize, (1, 2), min_df, language)
     if any(not words for words in out):
-        fallback = _ctfidf(texts, labels, w, k, n_keywords, _tokenize_short, (1, 1), 1)
+        fallback = _ctfidf(texts, labels, w, k, n_keywords, _tokenize_short, (1, 1), 1, language)
         out = [words or extra for words, extra in zip(out, fallback, strict=True)]
     return out
 
@@ -1525,7 +1526,9 @@ def _keyword_sample(
     return keep, w[keep] * scale[labels[keep]]
 
 
-def _ctfidf(texts, labels, w, k, n_keywords, tokenizer, ngram_range, min_df) -> list[list[str]]:
+def _ctfidf(
+    texts, labels, w, k, n_keywords, tokenizer, ngram_range, min_df, language="fr"
+) -> list[list[str]]:
     from scipy.sparse import csr_matrix
     from sklearn.feature_extraction.text import CountVectorizer
 
@@ -1552,7 +1555,7 @@ def _ctfidf(texts, labels, w, k, n_keywords, tokenizer, ngram_range, min_df) -> 
     avg_words = class_counts.sum() / k
     idf = np.log1p(avg_words / np.maximum(freq, 1e-12))
     row_sums = np.asarray(class_counts.sum(axis=1)).ravel()
-    fold = _word_folder(vocab)
+    fold = _word_folder(vocab, language)
     out: list[list[str]] = []
     for c in range(k):
         lo, hi = class_counts.indptr[c], class_counts.indptr[c + 1]
@@ -1578,7 +1581,7 @@ def _ctfidf(texts, labels, w, k, n_keywords, tokenizer, ngram_range, min_df) -> 
     return out
 
 
-def _word_folder(unigrams) -> Callable[[str], str]:
+def _word_folder(unigrams, language: str = "fr") -> Callable[[str], str]:
     """Key shared by the inflected forms of a word among `unigrams` (a vocabulary).
 
     Accents are ignored (8 % of Grand Débat answers write "impots"), then up to three plural
@@ -1589,8 +1592,10 @@ def _word_folder(unigrams) -> Callable[[str], str]:
     Latin-script language, and nothing is cut to a stem that is not a word (Snowball's
     French stemmer gives "don" for "données"). Homographs without accents share a key
     ("données" and the verb "donne"); the form shown is the one that scores highest in
-    the idea.
+    the idea. The endings depend on the consultation's language (`_ENDINGS`): English drops
+    no final -e ("care" is not "car"), other languages only a plural -s.
     """
+    endings = _ENDINGS.get(language, _ENDINGS["other"])
     known = {strip_accents(str(word)) for word in unigrams if " " not in word}
     cache: dict[str, str] = {}
 
@@ -1601,7 +1606,7 @@ def _word_folder(unigrams) -> Callable[[str], str]:
             # the shortest word of the vocabulary within three endings of this one
             level = [key]
             for _ in range(3):
-                level = [base for form in level for base in _shorter_forms(form)]
+                level = [base for form in level for base in _shorter_forms(form, endings)]
                 for base in level:
                     if base in known and len(base) < len(key):
                         key = base
@@ -1611,20 +1616,23 @@ def _word_folder(unigrams) -> Callable[[str], str]:
     return fold
 
 
-def _shorter_forms(word: str):
-    """`word` without a plural or feminine ending.
+# Plural and feminine endings a word may drop (ending, replacement), by language; "double":
+# a doubled consonant + e (personnelle -> personnel, citoyenne -> citoyen).
+_ENDINGS: dict[str, tuple[tuple[str, str], ...]] = {
+    "fr": (("s", ""), ("x", ""), ("e", ""), ("es", ""), ("aux", "al"), ("double", "")),
+    "en": (("s", ""), ("es", ""), ("ies", "y")),
+    "other": (("s", ""),),
+}
 
-    -s, -x, -e, -es, -aux (-> -al), -ies (-> -y), a doubled consonant + e.
-    """
-    for ending in ("s", "x", "e", "es"):
-        if word.endswith(ending) and len(word) - len(ending) >= 3:
-            yield word[: -len(ending)]
-    if word.endswith("aux") and len(word) >= 6:
-        yield word[:-3] + "al"  # hôpitaux -> hôpital, fiscaux -> fiscal
-    if word.endswith("ies") and len(word) >= 6:
-        yield word[:-3] + "y"  # policies -> policy
-    if len(word) >= 6 and word.endswith("e") and word[-2] == word[-3]:
-        yield word[:-2]  # personnelle -> personnel, citoyenne -> citoyen
+
+def _shorter_forms(word: str, endings: tuple[tuple[str, str], ...] = _ENDINGS["fr"]):
+    """`word` without each plural or feminine ending it has, leaving at least 3 letters."""
+    for ending, replacement in endings:
+        if ending == "double":
+            if len(word) >= 6 and word.endswith("e") and word[-2] == word[-3]:
+                yield word[:-2]
+        elif word.endswith(ending) and len(word) - len(ending) >= 3:
+            yield word[: -len(ending)] + replacement
 
 
 def label_ideas(
@@ -1635,8 +1643,12 @@ def label_ideas(
     weights: np.ndarray | None = None,
     n_keywords: int = 8,
     n_central: int = 3,
+    language: str = "fr",
 ) -> list[Idea]:
-    """Describe each idea 0..max(labels): keywords, central members, size, share."""
+    """Describe each idea 0..max(labels): keywords, central members, size, share.
+
+    language: the consultation's ("fr", "en", ...), for the word forms the keywords fold.
+    """
     x = _as_matrix(vectors)
     labels = np.asarray(labels, dtype=np.int64)
     if len(texts) != x.shape[0] or labels.shape[0] != x.shape[0]:
@@ -1644,7 +1656,7 @@ def label_ideas(
     w = np.ones(x.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
     total = float(w.sum())
     cents = idea_centroids(x, labels, weights=w)
-    keywords = top_keywords(texts, labels, weights=w, n_keywords=n_keywords)
+    keywords = top_keywords(texts, labels, weights=w, n_keywords=n_keywords, language=language)
     order = np.argsort(labels, kind="stable")
     bounds = np.searchsorted(labels[order], np.arange(cents.shape[0] + 1))
     ideas = []

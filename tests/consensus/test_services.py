@@ -375,3 +375,23 @@ def test_the_binary_projection_copy_writes_groups_nulls_and_positions():
         )
         for i in range(5)
     }
+
+
+@pytest.mark.parametrize("language", ["fr", "en"])
+def test_ideas_are_labelled_with_the_word_forms_of_the_consultation_language(
+    language, django_capture_on_commit_callbacks
+):
+    from unittest import mock
+
+    from consensus.engine import ideas
+
+    consultation = consultation_with_themes(language=language)
+    with (
+        mock.patch.object(ideas, "top_keywords", wraps=ideas.top_keywords) as keywords,
+        django_capture_on_commit_callbacks(execute=True),
+    ):
+        run = services.engine_run_start(consultation=consultation, kind="ideas", **HASHING)
+    run.refresh_from_db()
+    assert run.status == EngineRun.Status.DONE, run.error
+    assert keywords.call_args.kwargs["language"] == language
+    assert all(idea.keywords for idea in run.ideas.all())

@@ -130,6 +130,8 @@ serons seront ses si sien sienne soi soient sois soit sommes son sont sous soyez
 ta tant te tel telle telles tels tes toi ton tous tout toute toutes tres très trop tu un une unes
 uns vers voila voilà vont vos votre vous y été étaient étais était étant étiez étions être êtes
 etre aller avoir chose choses cas fois faudrait falloir mettre non oui rien tout toujours jamais
+contre notamment ainsi déjà après mieux selon depuis pendant enfin sinon certes pourtant surtout
+autant assez vraiment cependant lors lorsque chez etc
 """.split()
 
 _ENGLISH_EXTRA = "should must would could need needs also get make".split()

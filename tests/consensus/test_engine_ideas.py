@@ -676,6 +676,10 @@ def test_keywords_show_each_word_once_in_its_most_used_form():
     # "logiciel", "libre" and "impots" are other forms of words already shown
     assert set(keywords[0]) == {"baisser", "libres", "logiciels", "école", "impôts"}
     assert set(keywords[1]) == {"nuit", "trains", "gares", "petites", "rouvrir"}
+    # French function words are no keywords either ("notamment", "déjà", "contre")
+    texts = ["Il faut notamment lutter contre le bruit, déjà"] * 5 + ["Des trains de nuit"] * 5
+    keywords = top_keywords(texts, np.array([0] * 5 + [1] * 5))
+    assert keywords[0] and not {"notamment", "contre", "déjà"} & set(" ".join(keywords[0]).split())
 
     vocabulary = "logiciel logiciels personnel personnelles élu élues hôpital hôpitaux impôts"
     vocabulary += " impots don données cours house houses plan plane"

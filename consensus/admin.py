@@ -3,13 +3,14 @@ from django.contrib import admin, messages
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from accounts.admin_audit import AuditedAdminMixin
 from consultations.models import Consultation
 
-from . import services
+from . import selectors, services
 from .models import (
     EngineChunk,
     EngineRun,
@@ -20,6 +21,13 @@ from .models import (
     ProposalScore,
 )
 from .results_views import results_cache_forget
+
+
+def _rows_table(rows):
+    if not rows:
+        return "—"
+    body = format_html_join("", "<tr><th scope='row'>{}</th><td>{}</td></tr>", rows)
+    return format_html("<table><tbody>{}</tbody></table>", body)
 
 
 class _PickConsultationForm(forms.Form):
@@ -46,10 +54,19 @@ class EngineRunAdmin(AuditedAdminMixin, admin.ModelAdmin):
     search_fields = ("consultation__question",)
     readonly_fields = (
         "created_at", "started_at", "finished_at", "finalizing_since", "input_hash", "input_count",
-        "input_max_id", "total_chunks", "done_chunks", "timings", "metrics", "error",
+        "input_max_id", "total_chunks", "done_chunks", "metrics_table", "timings_table", "error",
     )  # fmt: skip
+    exclude = ("metrics", "timings")  # shown as tables (the staff run page's wording)
     raw_id_fields = ("consultation", "created_by", "replaced_run")
     actions = ["start_again", "resume"]
+
+    @admin.display(description=_("Metrics"))
+    def metrics_table(self, obj):
+        return _rows_table(selectors.run_metric_rows(run=obj))
+
+    @admin.display(description=_("Timings (seconds)"))
+    def timings_table(self, obj):
+        return _rows_table(selectors.run_timing_rows(run=obj))
 
     def view_on_site(self, obj):
         return reverse("consensus:run", args=[obj.consultation.slug, obj.pk])

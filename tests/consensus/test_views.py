@@ -297,6 +297,22 @@ def test_admin_actions_start_again_and_resume(
     }
 
 
+def test_the_admin_shows_a_runs_metrics_and_timings_as_tables(admin_client, consultation):
+    run = make_run(consultation, EngineRun.Status.DONE)
+    EngineRun.objects.filter(pk=run.pk).update(
+        metrics={"n_ideas": 4, "noise_share": 0.25, "group_sizes": {"0": 3, "1": 2}},
+        timings={"cluster": 1.5},
+    )
+    with translation.override("en"):
+        body = admin_client.get(
+            reverse("admin:consensus_enginerun_change", args=[run.pk]), HTTP_ACCEPT_LANGUAGE="en"
+        ).content.decode()
+        labels = [str(METRIC_LABELS["noise_share"]), str(TIMING_LABELS["cluster"])]
+    assert all(escape(label) in body for label in labels)
+    assert "25.0 %" in body and "group 1: 3, group 2: 2" in body and "1.50" in body
+    assert 'name="metrics"' not in body  # not an editable field
+
+
 # --- who may do what ---------------------------------------------------------------------------
 
 

@@ -111,6 +111,7 @@ def run_detail(request, slug, pk):
         "run": run,
         "metric_rows": selectors.run_metric_rows(run=run),
         "timing_rows": selectors.run_timing_rows(run=run),
+        "model_label": selectors.model_label(run.model_name) if run.model_name else None,
     }
     if not run.is_active:
         context["ideas"] = selectors.run_ideas(run=run, limit=100)

@@ -10,7 +10,7 @@ from django.utils.html import escape
 from accounts.models import AuditEntry
 from consensus import results_views, services
 from consensus.models import EngineRun, Idea, IdeaMembership
-from consensus.selectors import METRIC_LABELS, TIMING_LABELS
+from consensus.selectors import METRIC_LABELS, TIMING_LABELS, model_label
 from partners.models import PartnerMembership
 
 from ..factories import ConsultationFactory, PartnerFactory, ProposalFactory, UserFactory
@@ -180,7 +180,9 @@ def test_a_done_run_page_shows_ideas_metrics_and_publish_button(
     body = client.get(run_url(run)).content.decode()
     with translation.override("fr"):  # the page's language (LANGUAGE_CODE, no Accept-Language)
         labels = [str(METRIC_LABELS["n_ideas"]), str(TIMING_LABELS["chunking"])]
+        labels.append(str(model_label(run.model_name)))  # the model by name, then its code
     assert all(escape(label) in body for label in labels)
+    assert f"<code>{run.model_name}</code>" in body
     assert "hx-trigger" not in body
 
 

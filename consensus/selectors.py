@@ -196,7 +196,7 @@ def run_metric_rows(*, run: EngineRun) -> list[tuple[str, str]]:
 
 
 def _percent(share: float) -> str:
-    return f"{formats.number_format(100 * share, 1)} %"
+    return f"{formats.number_format(100 * share, 1)}\u00a0%"
 
 
 def metric_text(key: str, value) -> str:

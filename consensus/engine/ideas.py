@@ -1587,15 +1587,15 @@ def _word_folder(unigrams, language: str = "fr") -> Callable[[str], str]:
     """Key shared by the inflected forms of a word among `unigrams` (a vocabulary).
 
     Accents are ignored (8 % of Grand Débat answers write "impots"), then up to three plural
-    or feminine endings are dropped and the shortest result that is itself a word of the
-    vocabulary is the key: "logiciels" -> "logiciel", "personnelles" -> "personnel",
-    "hôpitaux" -> "hôpital", "élues" -> "élu", "policies" -> "policy". Data-driven
-    rather than a stemmer: only forms the answers actually use are joined, in any
-    Latin-script language, and nothing is cut to a stem that is not a word (Snowball's
-    French stemmer gives "don" for "données"). Homographs without accents share a key
-    ("données" and the verb "donne"); the form shown is the one that scores highest in
-    the idea. The endings depend on the consultation's language (`_ENDINGS`): English drops
-    no final -e ("care" is not "car"), other languages only a plural -s.
+    or feminine endings of the consultation's language (`_ENDINGS`) are dropped and the
+    shortest result that is itself a word of the vocabulary is the key. French:
+    "logiciels" -> "logiciel", "personnelles" -> "personnel", "hôpitaux" -> "hôpital",
+    "élues" -> "élu"; English: "policies" -> "policy", but no final -e ("care" is not
+    "car"); other languages: a plural -s. Data-driven rather than a stemmer: only forms the
+    answers actually use are joined, and nothing is cut to a stem that is not a word
+    (Snowball's French stemmer gives "don" for "données"). Homographs without accents share
+    a key ("données" and the verb "donne"); the form shown is the one that scores highest
+    in the idea.
     """
     endings = _ENDINGS.get(language, _ENDINGS["other"])
     known = {strip_accents(str(word)) for word in unigrams if " " not in word}

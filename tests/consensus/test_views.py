@@ -222,11 +222,11 @@ def test_run_metrics_and_timings_read_as_text_not_as_python_values():
 
     rows = read("en")
     assert rows["n_votes"] == "5,303"
-    assert rows["noise_share"] == "1.2 %"
+    assert rows["noise_share"] == "1.2\xa0%"
     assert rows["few_texts_fallback"] == "no"
     assert rows["group_sizes"] == "group 1: 97, group 2: 92"
     assert rows["silhouettes"] == "2 groups: 0.4048, 3 groups: 0.3953"
-    assert rows["explained_variance"] == "19.6 %, 8.6 %"
+    assert rows["explained_variance"] == "19.6\xa0%, 8.6\xa0%"
     assert rows["majority"] == "3 for, 1 against"  # counted, not listed by id
     assert rows["zones"] == "Consensus: 7, Controversy: 38, Not enough votes yet: 1"
     assert rows["bridging"] == "error (RMSE) 0.3097 over 5,263 votes, converged"
@@ -235,7 +235,7 @@ def test_run_metrics_and_timings_read_as_text_not_as_python_values():
     assert "opinion_state" not in rows and "{" not in "".join(rows.values())
     rows = read("fr")
     assert rows["n_votes"] == "5\xa0303"
-    assert rows["noise_share"] == "1,2 %"
+    assert rows["noise_share"] == "1,2\xa0%"
     assert rows["majority"] == "3 pour, 1 contre"
     assert rows["write_ideas"] == "32,9"
 
@@ -311,7 +311,7 @@ def test_the_admin_shows_a_runs_metrics_and_timings_as_tables(admin_client, cons
         ).content.decode()
         labels = [str(METRIC_LABELS["noise_share"]), str(TIMING_LABELS["cluster"])]
     assert all(escape(label) in body for label in labels)
-    assert "25.0 %" in body and "group 1: 3, group 2: 2" in body and "1.50" in body
+    assert "25.0\xa0%" in body and "group 1: 3, group 2: 2" in body and "1.50" in body
     assert 'name="metrics"' not in body  # not an editable field
 
 

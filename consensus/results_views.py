@@ -50,6 +50,7 @@ CENTRAL_PER_IDEA = 3
 IDEAS_PER_ZONE = 10  # the CSV lists every idea
 LARGEST_IDEAS = 12  # ideas shown by size, votes or not
 IDEAS_PER_PAGE = 24  # the page of every idea
+PROPOSALS_PER_PAGE = 50  # the page of one idea
 SEGMENT_TOP_IDEAS = 5
 
 DIMENSION_LABELS = {
@@ -414,17 +415,58 @@ def results_ideas(request, slug):
     run = selectors.consultation_current_run(consultation=consultation)
     if run is None:
         raise Http404(_("The results are not available yet: the votes have not been analysed."))
-    paginator = Paginator(selectors.run_ideas_by_size(run=run), IDEAS_PER_PAGE)
-    try:
-        page = paginator.page(request.GET.get("page", 1))
-    except PageNotAnInteger:
-        return _bad_request(_("The page must be a whole number."))
-    except EmptyPage:
-        raise Http404(
-            _("There is no page %(page)s: the ideas fill %(pages)d.")
-            % {"page": request.GET.get("page", "")[:12], "pages": paginator.num_pages}
-        ) from None
+    page, error = _page_or_error(
+        request,
+        Paginator(selectors.run_ideas_by_size(run=run), IDEAS_PER_PAGE),
+        _("There is no page %(page)s: the ideas fill %(pages)d."),
+    )
+    if error:
+        return error
     ideas = list(page.object_list)
     _decorate(ideas, run, consultation)
     context = {"consultation": consultation, "run": run, "page": page, "ideas": ideas}
     return render(request, "consensus/results_ideas.html", context)
+
+
+def _page_or_error(request, paginator: Paginator, no_such_page: str):
+    """The requested page, or the response that says why there is none: 400 for a page that
+    is not a number, 404 (``no_such_page`` % page, pages) for one out of range."""
+    try:
+        return paginator.page(request.GET.get("page", 1)), None
+    except PageNotAnInteger:
+        return None, _bad_request(_("The page must be a whole number."))
+    except EmptyPage:
+        raise Http404(
+            no_such_page % {"page": request.GET.get("page", "")[:12], "pages": paginator.num_pages}
+        ) from None
+
+
+@require_GET
+def results_idea(request, slug, number):
+    """One idea of the published run: its figures, then every proposal in it, a page at a time."""
+    consultation = consultation_get_for_user(slug=slug, user=request.user)
+    run = selectors.consultation_current_run(consultation=consultation)
+    if run is None:
+        raise Http404(_("The results are not available yet: the votes have not been analysed."))
+    idea = selectors.run_idea_get(run=run, number=number)
+    page, error = _page_or_error(
+        request,
+        Paginator(selectors.idea_members(idea=idea), PROPOSALS_PER_PAGE),
+        _("There is no page %(page)s: the idea's proposals fill %(pages)d."),
+    )
+    if error:
+        return error
+    _decorate([idea], run, consultation)
+    members = list(page.object_list)
+    scores = selectors.proposal_scores_by_id(run=run, proposal_ids=[m.proposal_id for m in members])
+    for member in members:
+        member.score = scores.get(member.proposal_id)
+    context = {
+        "consultation": consultation,
+        "run": run,
+        "idea": idea,
+        "ideas": [idea],
+        "page": page,
+        "members": members,
+    }
+    return render(request, "consensus/results_idea.html", context)

@@ -393,6 +393,34 @@ def run_ideas_by_size(*, run: EngineRun):
     return Idea.objects.filter(run=run).defer("centroid").order_by("-size", "pk")
 
 
+def run_idea_get(*, run: EngineRun, number: int) -> Idea:
+    """One idea of the run by its number; 404 when the run has no such idea."""
+    idea = Idea.objects.filter(run=run, number=number).defer("centroid").first()
+    if idea is None:
+        raise Http404(_("This analysis has no idea number %(number)s.") % {"number": number})
+    return idea
+
+
+def idea_members(*, idea: Idea) -> QuerySet:
+    """The idea's proposals, closest to its centre first (a queryset, for paging)."""
+    return (
+        IdeaMembership.objects.filter(run_id=idea.run_id, idea=idea)
+        .select_related("proposal")
+        .only("id", "similarity", "is_central", "proposal__id", "proposal__content")
+        .order_by("-similarity", "pk")
+    )
+
+
+def proposal_scores_by_id(*, run: EngineRun, proposal_ids) -> dict[int, ProposalScore]:
+    """The run's scores of these proposals, by proposal id: one query."""
+    return {
+        score.proposal_id: score
+        for score in ProposalScore.objects.filter(run=run, proposal_id__in=list(proposal_ids)).only(
+            "proposal_id", "zone", "agreement", "n_trusted", "n_sequence"
+        )
+    }
+
+
 def largest_ideas(*, run: EngineRun, limit: int = 20) -> list[Idea]:
     """The run's largest ideas (most proposals first), whatever their votes: one query."""
     return list(run_ideas_by_size(run=run)[:limit])

@@ -16,6 +16,11 @@ urlpatterns = [
     path("<slug:slug>/runs/<int:pk>/resume/", views.run_resume, name="resume"),
     path("<slug:slug>/results/", results_views.results, name="results"),
     path("<slug:slug>/results/ideas/", results_views.results_ideas, name="results_ideas"),
+    path(
+        "<slug:slug>/results/ideas/<int:number>/",
+        results_views.results_idea,
+        name="results_idea",
+    ),
     path("<slug:slug>/runs/<int:pk>/cancel/", views.run_cancel, name="cancel"),
     path("<slug:slug>/rollback/", views.run_rollback, name="rollback"),
     path("<slug:slug>/compare/", views.run_compare, name="compare"),

@@ -84,3 +84,20 @@ def test_visitor_browses_results_and_filters_a_segment(live_server, browser, pub
     # the method card names the run that produced what is shown
     assert f"Run #{run.pk}," in page.locator("#method-title").locator("..").inner_text()
     assert errors == []
+
+
+def test_visitor_opens_an_idea_and_reads_all_its_proposals(live_server, browser, published):
+    ARTIFACTS.mkdir(exist_ok=True)
+    consultation, run = published
+    page = browser.new_page(viewport={"width": 1200, "height": 900}, locale="en-US")
+    page.goto(f"{live_server.url}/engine/{consultation.slug}/results/")
+    card = page.locator("#ideas-all .idea-card").first
+    title = card.locator("h3").inner_text()
+    card.locator("h3 a").click()
+    page.wait_for_url(re.compile(r"/results/ideas/\d+/$"))
+    assert page.locator(".idea-card h3").inner_text() == title
+    idea = run.ideas.get(label=title)
+    members = page.locator(".idea-members > li")
+    assert members.count() == idea.size  # every proposal, each linked to its page
+    assert members.first.locator("a").get_attribute("href").startswith(f"/c/{consultation.slug}/p/")
+    page.screenshot(path=ARTIFACTS / "results-idea.png", full_page=True)

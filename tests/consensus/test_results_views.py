@@ -167,6 +167,62 @@ def test_every_idea_page_refuses_bad_pages(client, published, page, status):
     assert response.status_code == status
 
 
+def idea_url(consultation, number):
+    return reverse("consensus:results_idea", args=[consultation.slug, number])
+
+
+def test_an_idea_page_lists_every_proposal_closest_first_a_page_at_a_time(
+    client, published, monkeypatch, django_assert_max_num_queries
+):
+    consultation, run = published
+    idea = Idea.objects.filter(run=run).order_by("-size", "pk").first()
+    cache.clear()
+    results = client.get(results_url(consultation)).content.decode()
+    assert f'href="{idea_url(consultation, idea.number)}"' in results  # each card links to it
+    members = list(
+        run.memberships.filter(idea=idea).select_related("proposal").order_by("-similarity", "pk")
+    )
+    assert len(members) == idea.size > 4
+    monkeypatch.setattr(results_views, "PROPOSALS_PER_PAGE", 4)
+    # consultation, run, idea, members count and page, central proposals, vote shares,
+    # actions, scores of the page's proposals
+    with django_assert_max_num_queries(10):
+        response = client.get(idea_url(consultation, idea.number))
+    assert response.status_code == 200
+    body = response.content.decode()
+    assert escape(idea.label) in body and all(escape(w) in body for w in idea.keywords[:6])
+    assert f"The {len(members)} proposals in this idea" in body
+    listed = body[body.index('id="members-title"') :]
+    positions = [listed.index(escape(m.proposal.content)) for m in members[:4]]
+    assert positions == sorted(positions)  # closest to the centre first
+    proposal = reverse("consultations:proposal", args=[consultation.slug, members[0].proposal_id])
+    assert f'href="{proposal}"' in listed
+    assert "agreement " in listed and 'rel="next"' in listed
+    last = -(-len(members) // 4)
+    body = client.get(idea_url(consultation, idea.number), {"page": last}).content.decode()
+    assert escape(members[-1].proposal.content) in body and f"Page {last} of {last}" in body
+
+
+@pytest.mark.parametrize(
+    ("number", "page", "status"), [(0, "two", 400), (0, "999", 404), (999, "1", 404)]
+)
+def test_an_idea_page_refuses_bad_pages_and_unknown_ideas(client, published, number, page, status):
+    consultation, run = published
+    first = Idea.objects.filter(run=run).order_by("number").first().number
+    response = client.get(idea_url(consultation, first + number), {"page": page})
+    assert response.status_code == status
+
+
+def test_an_idea_page_follows_the_results_rules(client, published):
+    consultation, run = published
+    number = Idea.objects.filter(run=run).first().number
+    private = ConsultationFactory(cause=CauseFactory(kind=Cause.Kind.PRIVATE_CONSULTATION))
+    assert client.get(idea_url(private, number)).status_code == 404
+    unanalysed = ConsultationFactory()
+    assert client.get(idea_url(unanalysed, number)).status_code == 404
+    assert client.get(idea_url(consultation, number)).status_code == 200
+
+
 def test_every_idea_page_follows_the_results_rules(client):
     private = ConsultationFactory(cause=CauseFactory(kind=Cause.Kind.PRIVATE_CONSULTATION))
     assert client.get(reverse("consensus:results_ideas", args=[private.slug])).status_code == 404

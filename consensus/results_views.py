@@ -35,7 +35,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET
 
 from actions.selectors import action_public_by_idea
-from consultations.models import Participant
+from consultations.models import Participant, Proposal
 from consultations.selectors import consultation_get_for_user, consultation_stats, stats_cache_key
 
 from . import charts, selectors
@@ -82,7 +82,9 @@ CSV_HEADER = [
 def _attach_central(ideas: list[Idea], run) -> None:
     """One query: each idea gets ``central`` = its (at most 3) most central proposals."""
     central = (
-        IdeaMembership.objects.filter(run=run, is_central=True)
+        IdeaMembership.objects.filter(
+            run=run, is_central=True, proposal__status=Proposal.Status.ACCEPTED
+        )
         .select_related("proposal")
         .order_by("-similarity")
     )

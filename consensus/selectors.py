@@ -402,9 +402,12 @@ def run_idea_get(*, run: EngineRun, number: int) -> Idea:
 
 
 def idea_members(*, idea: Idea) -> QuerySet:
-    """The idea's proposals, closest to its centre first (a queryset, for paging)."""
+    """The idea's proposals still published (a proposal refused since the run is left out),
+    closest to its centre first (a queryset, for paging)."""
     return (
-        IdeaMembership.objects.filter(run_id=idea.run_id, idea=idea)
+        IdeaMembership.objects.filter(
+            run_id=idea.run_id, idea=idea, proposal__status=Proposal.Status.ACCEPTED
+        )
         .select_related("proposal")
         .only("id", "similarity", "is_central", "proposal__id", "proposal__content")
         .order_by("-similarity", "pk")

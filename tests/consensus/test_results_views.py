@@ -16,7 +16,7 @@ from actions.models import Action
 from causes.models import Cause
 from consensus import charts, results_views, selectors, services
 from consensus.models import EngineRun, Idea, OpinionGroup, ParticipantProjection
-from consultations.models import Participant
+from consultations.models import Participant, Proposal
 from consultations.selectors import consultation_stats
 from partners.models import PartnerMembership
 
@@ -201,6 +201,14 @@ def test_an_idea_page_lists_every_proposal_closest_first_a_page_at_a_time(
     last = -(-len(members) // 4)
     body = client.get(idea_url(consultation, idea.number), {"page": last}).content.decode()
     assert escape(members[-1].proposal.content) in body and f"Page {last} of {last}" in body
+    # a proposal refused since the run leaves the public pages, central or not
+    refused = next(m.proposal for m in members if m.is_central and m.proposal.content != idea.label)
+    refused.status, refused.refusal_reason = Proposal.Status.REFUSED, "insult"
+    refused.save(update_fields=["status", "refusal_reason"])
+    cache.clear()
+    body = client.get(idea_url(consultation, idea.number), {"page": 1}).content.decode()
+    assert escape(refused.content) not in body
+    assert f"The {len(members) - 1} proposals in this idea" in body
 
 
 @pytest.mark.parametrize(

@@ -43,7 +43,7 @@ from .models import Idea, IdeaMembership
 
 logger = logging.getLogger(__name__)
 
-RESULTS_CACHE_VERSION = 2  # 2: the largest ideas section
+RESULTS_CACHE_VERSION = 3  # 2: the largest ideas section; 3: keywords, idea links, method
 PARTS = ("counters",)
 
 CENTRAL_PER_IDEA = 3

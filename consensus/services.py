@@ -530,6 +530,43 @@ def idea_label_set(*, idea: Idea, label: str, actor=None) -> Idea:
     return idea
 
 
+def ideas_after_refusal(*, proposal_id: int) -> int:
+    """A published proposal was refused: its text leaves the current run's idea labels.
+
+    An idea the engine named after this proposal (its most central text; not a staff label) is
+    named after its most central proposal still accepted, or after its keywords. The cached
+    results pages are dropped so that the text is gone from them too. Returns the number of
+    ideas renamed. Called after the refusal commits (``consultations.moderation``).
+    """
+    from .results_views import results_cache_forget
+
+    proposal = Proposal.objects.filter(pk=proposal_id).select_related("consultation").first()
+    if proposal is None or not proposal.consultation.current_run_id:
+        return 0
+    run_id = proposal.consultation.current_run_id
+    renamed = 0
+    ideas = Idea.objects.filter(
+        run_id=run_id,
+        memberships__proposal_id=proposal_id,
+        named_by_staff=False,
+        label=Truncator(proposal.content).chars(250),
+    ).defer("centroid")
+    for idea in ideas:
+        replacement = (
+            IdeaMembership.objects.filter(run_id=run_id, idea=idea)
+            .filter(proposal__status=Proposal.Status.ACCEPTED)
+            .exclude(proposal_id=proposal_id)
+            .order_by("-is_central", "-similarity", "pk")
+            .values_list("proposal__content", flat=True)
+            .first()
+        )
+        label = Truncator(replacement).chars(250) if replacement else ", ".join(idea.keywords)
+        Idea.objects.filter(pk=idea.pk).update(label=label[:250])
+        renamed += 1
+    results_cache_forget(consultation_id=proposal.consultation_id, run_id=run_id)
+    return renamed
+
+
 def engine_run_rollback_target(*, consultation: Consultation) -> EngineRun | None:
     """The run a roll back would publish: the one the current run replaced, if still there and done."""
     current_id = (

@@ -297,6 +297,11 @@ def _after_decision(proposal: Proposal, decision: str, base_url: str) -> None:
         from consensus.tasks import assign_new_proposal
 
         assign_new_proposal.delay_on_commit(proposal_id)
+    if decision == Decision.REFUSE and proposal.consultation.current_run_id:
+        from consensus.services import ideas_after_refusal
+
+        # a proposal refused after a run: its text leaves the published ideas' labels
+        transaction.on_commit(lambda: ideas_after_refusal(proposal_id=proposal_id))
 
 
 def moderation_decide(

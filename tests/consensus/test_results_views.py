@@ -203,7 +203,7 @@ def test_an_idea_page_lists_every_proposal_closest_first_a_page_at_a_time(
     assert escape(members[-1].proposal.content) in body and f"Page {last} of {last}" in body
     # a proposal refused since the run leaves the public pages, central or not
     refused = next(m.proposal for m in members if m.is_central and m.proposal.content != idea.label)
-    refused.status, refused.refusal_reason = Proposal.Status.REFUSED, "insult"
+    refused.status, refused.refusal_reason = Proposal.Status.REFUSED, "personal_data"
     refused.save(update_fields=["status", "refusal_reason"])
     cache.clear()
     body = client.get(idea_url(consultation, idea.number), {"page": 1}).content.decode()
@@ -229,6 +229,37 @@ def test_an_idea_page_follows_the_results_rules(client, published):
     unanalysed = ConsultationFactory()
     assert client.get(idea_url(unanalysed, number)).status_code == 404
     assert client.get(idea_url(consultation, number)).status_code == 200
+
+
+def test_a_proposal_refused_after_the_run_leaves_the_idea_labels_and_pages(
+    client, published, django_capture_on_commit_callbacks, results_cache
+):
+    from consultations.moderation import moderation_decide
+
+    consultation, run = published
+    ideas = list(Idea.objects.filter(run=run).order_by("number"))
+    named, idea = ideas[0], ideas[1]
+    services.idea_label_set(idea=named, label="Named by staff")
+    source = run.memberships.get(idea=idea, proposal__content=idea.label).proposal
+    staff_source = run.memberships.filter(idea=named).order_by("-similarity").first().proposal
+    assert escape(source.content) in client.get(results_url(consultation)).content.decode()
+    moderator = UserFactory(is_staff=True, is_superuser=True)
+    with django_capture_on_commit_callbacks(execute=True):
+        for proposal in (source, staff_source):
+            moderation_decide(
+                moderator=moderator, proposal=proposal, decision="refuse", reason="personal_data"
+            )
+    idea.refresh_from_db()
+    named.refresh_from_db()
+    assert idea.label != source.content and not idea.named_by_staff
+    assert idea.label in set(
+        run.memberships.filter(idea=idea, proposal__status="accepted").values_list(
+            "proposal__content", flat=True
+        )
+    )  # named after its most central proposal still published
+    assert named.label == "Named by staff"  # a staff label is theirs: left alone
+    body = client.get(results_url(consultation)).content.decode()  # the cache was dropped
+    assert escape(source.content) not in body and escape(idea.label) in body
 
 
 def test_every_idea_page_follows_the_results_rules(client):

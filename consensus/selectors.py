@@ -61,10 +61,11 @@ def run_ideas(*, run: EngineRun, limit: int | None = 100) -> list[Idea]:
 
 
 def run_opinion_groups(*, run: EngineRun) -> list[OpinionGroup]:
-    """Opinion groups, each with ``representative_items`` = [(proposal, item dict), ...]."""
+    """Opinion groups, each with ``representative_items`` = [(proposal, item dict), ...]; a
+    proposal refused since the run is left out."""
     groups = list(OpinionGroup.objects.filter(run=run).order_by("number"))
     ids = {item["proposal"] for g in groups for item in g.representatives}
-    proposals = Proposal.objects.in_bulk(ids)
+    proposals = Proposal.objects.filter(status=Proposal.Status.ACCEPTED).in_bulk(ids)
     for group in groups:
         group.representative_items = [
             (proposals[item["proposal"]], item)

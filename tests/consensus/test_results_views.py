@@ -260,6 +260,18 @@ def test_a_proposal_refused_after_the_run_leaves_the_idea_labels_and_pages(
     assert named.label == "Named by staff"  # a staff label is theirs: left alone
     body = client.get(results_url(consultation)).content.decode()  # the cache was dropped
     assert escape(source.content) not in body and escape(idea.label) in body
+    # and an opinion group's representative statement
+    group = OpinionGroup.objects.filter(run=run).exclude(representatives=[]).first()
+    statement = Proposal.objects.get(pk=group.representatives[0]["proposal"])
+    assert escape(statement.content) in body.split('id="groups-title"')[1].split("</section>")[0]
+    with django_capture_on_commit_callbacks(execute=True):
+        moderation_decide(
+            moderator=moderator, proposal=statement, decision="refuse", reason="personal_data"
+        )
+    body = client.get(results_url(consultation)).content.decode()
+    assert (
+        escape(statement.content) not in body.split('id="groups-title"')[1].split("</section>")[0]
+    )
 
 
 def test_every_idea_page_follows_the_results_rules(client):

@@ -544,6 +544,12 @@ def ideas_after_refusal(*, proposal_id: int) -> int:
     if proposal is None or not proposal.consultation.current_run_id:
         return 0
     run_id = proposal.consultation.current_run_id
+    in_run = (
+        IdeaMembership.objects.filter(run_id=run_id, proposal_id=proposal_id).exists()
+        or ProposalScore.objects.filter(run_id=run_id, proposal_id=proposal_id).exists()
+    )
+    if not in_run:  # a pending proposal refused: nothing published changes, the cache stays
+        return 0
     renamed = 0
     ideas = Idea.objects.filter(
         run_id=run_id,

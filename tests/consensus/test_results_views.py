@@ -21,7 +21,13 @@ from consultations.selectors import consultation_stats
 from partners.models import PartnerMembership
 
 from ..actions.factories import ActionFactory, ActionPlanFactory
-from ..factories import CauseFactory, ConsultationFactory, PartnerFactory, UserFactory
+from ..factories import (
+    CauseFactory,
+    ConsultationFactory,
+    PartnerFactory,
+    ProposalFactory,
+    UserFactory,
+)
 from .engine_data import HASHING, add_votes, consultation_with_themes
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
@@ -272,6 +278,17 @@ def test_a_proposal_refused_after_the_run_leaves_the_idea_labels_and_pages(
     assert (
         escape(statement.content) not in body.split('id="groups-title"')[1].split("</section>")[0]
     )
+    # a pending proposal refused: nothing published changes, the cached pages stay
+    key = results_views.results_cache_key(
+        consultation_id=consultation.pk, run_id=run.pk, section="sections"
+    )
+    assert cache.get(key) is not None
+    pending = ProposalFactory(consultation=consultation, status=Proposal.Status.PENDING)
+    with django_capture_on_commit_callbacks(execute=True):
+        moderation_decide(
+            moderator=moderator, proposal=pending, decision="refuse", reason="off_topic"
+        )
+    assert cache.get(key) is not None
 
 
 def test_every_idea_page_follows_the_results_rules(client):

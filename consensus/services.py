@@ -530,6 +530,13 @@ def idea_label_set(*, idea: Idea, label: str, actor=None) -> Idea:
     return idea
 
 
+def _engine_label(central_text: str | None, keywords) -> str:
+    """The label the engine gives an idea: its most central text, else its keywords."""
+    if central_text:
+        return Truncator(central_text).chars(250)
+    return ", ".join(keywords)[:250]
+
+
 def ideas_after_refusal(*, proposal_id: int) -> int:
     """A published proposal was refused: its text leaves the current run's idea labels.
 
@@ -555,7 +562,7 @@ def ideas_after_refusal(*, proposal_id: int) -> int:
         run_id=run_id,
         memberships__proposal_id=proposal_id,
         named_by_staff=False,
-        label=Truncator(proposal.content).chars(250),
+        label=_engine_label(proposal.content, ()),
     ).defer("centroid")
     for idea in ideas:
         replacement = (
@@ -566,8 +573,7 @@ def ideas_after_refusal(*, proposal_id: int) -> int:
             .values_list("proposal__content", flat=True)
             .first()
         )
-        label = Truncator(replacement).chars(250) if replacement else ", ".join(idea.keywords)
-        Idea.objects.filter(pk=idea.pk).update(label=label[:250])
+        Idea.objects.filter(pk=idea.pk).update(label=_engine_label(replacement, idea.keywords))
         renamed += 1
     results_cache_forget(consultation_id=proposal.consultation_id, run_id=run_id)
     return renamed
@@ -1086,9 +1092,10 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
                     run=run,
                     consultation_id=run.consultation_id,
                     number=idea.id,
-                    label=Truncator(texts[int(reps[idea.central_indices[0]])]).chars(250)
-                    if idea.central_indices
-                    else ", ".join(idea.keywords)[:250],
+                    label=_engine_label(
+                        texts[int(reps[idea.central_indices[0]])] if idea.central_indices else None,
+                        idea.keywords,
+                    ),
                     keywords=list(idea.keywords),
                     size=idea.size,
                     share=float(idea.share),

@@ -16,6 +16,7 @@ from .models import (
     EngineRun,
     Idea,
     IdeaMembership,
+    IdeaPlacement,
     OpinionGroup,
     ParticipantProjection,
     ProposalScore,
@@ -169,6 +170,23 @@ class IdeaMembershipAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_select_related = ("proposal", "idea")
     raw_id_fields = ("run", "idea", "proposal")
     show_full_result_count = False
+
+
+@admin.register(IdeaPlacement)
+class IdeaPlacementAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """Read only: staff move proposals from the run's idea pages (``views.run_idea``), which keep
+    sizes, labels and scores right. Deleting a placement lets the next run place it again."""
+
+    list_display = ("proposal", "run", "placed_by", "placed_at")
+    list_select_related = ("proposal", "run", "placed_by")
+    raw_id_fields = ("run", "proposal", "placed_by")
+    show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(ProposalScore)

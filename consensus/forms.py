@@ -1,5 +1,5 @@
 from django import forms
-from django.utils.text import format_lazy
+from django.utils.text import Truncator, format_lazy
 from django.utils.translation import gettext_lazy as _
 
 from .models import EngineRun
@@ -25,6 +25,50 @@ PUBLISH_CHOICES = [
 
 class IdeaLabelForm(forms.Form):
     label = forms.CharField(label=_("Label"), max_length=250, strip=True)
+
+
+class ProposalIdsField(forms.Field):
+    """Proposal numbers sent as repeated values (ticked checkboxes)."""
+
+    widget = forms.MultipleHiddenInput
+    default_error_messages = {
+        "required": _("Tick at least one proposal to move."),
+        "invalid": _("The proposals to move must be given by their numbers."),
+    }
+
+    def to_python(self, value):
+        if not value:
+            return []
+        try:
+            return sorted({int(item) for item in value})
+        except (TypeError, ValueError):
+            raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from None
+
+
+class ProposalPlaceForm(forms.Form):
+    """Staff move the ticked proposals of the published run to one of its ideas, or to none."""
+
+    NO_IDEA = "none"
+
+    proposals = ProposalIdsField()
+    idea = forms.ChoiceField(label=_("Move the ticked proposals to"), choices=())
+
+    def __init__(self, *args, ideas=(), **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["idea"].choices = [
+            ("", _("Choose where they go")),
+            (self.NO_IDEA, _("No idea (left out of every idea)")),
+            *((str(number), Truncator(label).chars(90)) for number, label in ideas),
+        ]
+        self.fields["idea"].error_messages.update(
+            required=_("Choose the idea the ticked proposals go to, or no idea."),
+            invalid_choice=_("This analysis has no such idea: reload the page and choose again."),
+        )
+
+    @property
+    def number(self) -> int | None:
+        idea = self.cleaned_data["idea"]
+        return None if idea == self.NO_IDEA else int(idea)
 
 
 def _bounds(name: str) -> dict:

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
 
@@ -205,6 +206,41 @@ class IdeaMembership(models.Model):
 
     def __str__(self):
         return f"{self.proposal_id} → {self.idea_id}"
+
+
+class IdeaPlacement(models.Model):
+    """Staff put this proposal in another idea of the run, or in none, by hand.
+
+    The target is the proposal's membership in the run: the placement records that a person
+    chose it. The next run built on this one puts the proposal where the same idea went (kept, or
+    merged into one) or in no idea again, and copies the placement to itself; when that idea split
+    or disappeared the placement stops there and is counted on the new run
+    (``services._carry_placements``).
+    """
+
+    run = models.ForeignKey(EngineRun, on_delete=models.CASCADE, related_name="placements")
+    proposal = models.ForeignKey(
+        "consultations.Proposal", on_delete=models.CASCADE, related_name="idea_placements"
+    )
+    placed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("placed by"),
+    )
+    placed_at = models.DateTimeField(_("placed at"), default=timezone.now)
+
+    class Meta:
+        verbose_name = _("idea placement")
+        verbose_name_plural = _("idea placements")
+        constraints = [
+            models.UniqueConstraint(fields=["run", "proposal"], name="placement_one_per_run"),
+        ]
+
+    def __str__(self):
+        return f"{self.proposal_id} @ {self.run_id}"
 
 
 class EngineChunk(models.Model):

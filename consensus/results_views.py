@@ -417,7 +417,7 @@ def results_ideas(request, slug):
     run = selectors.consultation_current_run(consultation=consultation)
     if run is None:
         raise Http404(_("The results are not available yet: the votes have not been analysed."))
-    page, error = _page_or_error(
+    page, error = page_or_error(
         request,
         Paginator(selectors.run_ideas_by_size(run=run), IDEAS_PER_PAGE),
         _("There is no page %(page)s: the ideas fill %(pages)d."),
@@ -430,7 +430,7 @@ def results_ideas(request, slug):
     return render(request, "consensus/results_ideas.html", context)
 
 
-def _page_or_error(request, paginator: Paginator, no_such_page: str):
+def page_or_error(request, paginator: Paginator, no_such_page: str):
     """The requested page, or the response that says why there is none: 400 for a page that
     is not a number, 404 (``no_such_page`` % page, pages) for one out of range."""
     try:
@@ -451,7 +451,7 @@ def results_idea(request, slug, number):
     if run is None:
         raise Http404(_("The results are not available yet: the votes have not been analysed."))
     idea = selectors.run_idea_get(run=run, number=number)
-    page, error = _page_or_error(
+    page, error = page_or_error(
         request,
         Paginator(selectors.idea_members(idea=idea), PROPOSALS_PER_PAGE),
         _("There is no page %(page)s: the idea's proposals fill %(pages)d."),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Exists, OuterRef, Prefetch, QuerySet
 from django.http import Http404
 from django.utils import formats
 from django.utils.translation import gettext
@@ -10,7 +10,15 @@ from django.utils.translation import gettext_lazy as _
 
 from consultations.models import Consultation, Proposal
 
-from .models import EngineRun, Idea, IdeaMembership, OpinionGroup, ProposalScore
+from .models import (
+    EngineRun,
+    Idea,
+    IdeaMembership,
+    IdeaPlacement,
+    OpinionGroup,
+    ProposalEmbedding,
+    ProposalScore,
+)
 
 
 def engine_consultation_get_for_staff(*, slug: str, user) -> Consultation:
@@ -146,6 +154,10 @@ METRIC_LABELS = {
     "largest_idea_share": _("Share of the largest idea"),
     "staff_labels_kept": _("Labels written by staff, kept for the same ideas"),
     "action_links_kept": _("Links from actions to ideas carried over from the previous run"),
+    "staff_placements_kept": _("Proposals placed by staff, kept in the same ideas"),
+    "staff_placements_stopped": _(
+        "Proposals placed by staff whose idea split or disappeared: the engine placed them again"
+    ),
     "ideas_from_run": _("Ideas copied from run"),
     "votes_from_run": _("Vote results copied from run"),
     "n_participants": _("Participants with trusted votes"),
@@ -412,6 +424,40 @@ def idea_members(*, idea: Idea) -> QuerySet:
         .select_related("proposal")
         .only("id", "similarity", "is_central", "proposal__id", "proposal__content")
         .order_by("-similarity", "pk")
+    )
+
+
+def run_unassigned(*, run: EngineRun) -> QuerySet:
+    """The run's accepted proposals that are in no idea (noise, or put there by staff), oldest
+    first: those the run (or the run it took its ideas from) embedded, or scored."""
+    ideas_run = (run.metrics or {}).get("ideas_from_run") or run.pk
+    return (
+        Proposal.objects.filter(
+            consultation_id=run.consultation_id, status=Proposal.Status.ACCEPTED
+        )
+        .filter(
+            Exists(ProposalEmbedding.objects.filter(run_id=ideas_run, proposal=OuterRef("pk")))
+            | Exists(ProposalScore.objects.filter(run=run, proposal=OuterRef("pk")))
+        )
+        .exclude(Exists(IdeaMembership.objects.filter(run=run, proposal=OuterRef("pk"))))
+        .only("id", "content")
+        .order_by("pk")
+    )
+
+
+def placed_proposal_ids(*, run: EngineRun, proposal_ids) -> set[int]:
+    """Which of these proposals staff placed by hand in this run (one query)."""
+    return set(
+        IdeaPlacement.objects.filter(run=run, proposal_id__in=list(proposal_ids)).values_list(
+            "proposal_id", flat=True
+        )
+    )
+
+
+def run_idea_choices(*, run: EngineRun) -> list[tuple[int, str]]:
+    """(number, label) of the run's ideas, largest first, for a "move to" list."""
+    return list(
+        Idea.objects.filter(run=run).order_by("-size", "number").values_list("number", "label")
     )
 
 

@@ -24,10 +24,23 @@ from typing import Any
 import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Case, Count, F, Max, Q, SmallIntegerField, Sum, Value, When
+from django.db.models import (
+    Case,
+    Count,
+    F,
+    FloatField,
+    Max,
+    Q,
+    SmallIntegerField,
+    Sum,
+    Value,
+    When,
+)
+from django.db.models.functions import Cast, Greatest
 from django.utils import timezone
 from django.utils.text import Truncator
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 
 from accounts.audit import audit_record, model_snapshot
 from consultations.models import Consultation, Proposal, ProposalCounter, Trust, Vote, VoteKey
@@ -38,6 +51,7 @@ from .models import (
     EngineRun,
     Idea,
     IdeaMembership,
+    IdeaPlacement,
     OpinionGroup,
     ParticipantProjection,
     ProposalEmbedding,
@@ -551,32 +565,204 @@ def ideas_after_refusal(*, proposal_id: int) -> int:
     if proposal is None or not proposal.consultation.current_run_id:
         return 0
     run_id = proposal.consultation.current_run_id
+    idea_ids = list(
+        IdeaMembership.objects.filter(run_id=run_id, proposal_id=proposal_id).values_list(
+            "idea_id", flat=True
+        )
+    )
     in_run = (
-        IdeaMembership.objects.filter(run_id=run_id, proposal_id=proposal_id).exists()
-        or ProposalScore.objects.filter(run_id=run_id, proposal_id=proposal_id).exists()
+        idea_ids or ProposalScore.objects.filter(run_id=run_id, proposal_id=proposal_id).exists()
     )
     if not in_run:  # a pending proposal refused: nothing published changes, the cache stays
         return 0
+    renamed = _relabel_ideas_left(run_id, idea_ids, {proposal_id: proposal.content})
+    results_cache_forget(consultation_id=proposal.consultation_id, run_id=run_id)
+    return renamed
+
+
+def _relabel_ideas_left(run_id: int, idea_ids, leaving: dict[int, str]) -> int:
+    """Ideas the engine named after a proposal that is leaving them (refused, or moved by staff)
+    are named after their most central proposal still accepted and still in them, else after
+    their keywords. Staff labels stay. Returns the number of ideas renamed."""
+    if not idea_ids or not leaving:
+        return 0
     renamed = 0
     ideas = Idea.objects.filter(
-        run_id=run_id,
-        memberships__proposal_id=proposal_id,
+        pk__in=idea_ids,
         named_by_staff=False,
-        label=_engine_label(proposal.content, ()),
+        label__in={_engine_label(text, ()) for text in leaving.values()},
     ).defer("centroid")
     for idea in ideas:
         replacement = (
             IdeaMembership.objects.filter(run_id=run_id, idea=idea)
             .filter(proposal__status=Proposal.Status.ACCEPTED)
-            .exclude(proposal_id=proposal_id)
+            .exclude(proposal_id__in=list(leaving))
             .order_by("-is_central", "-similarity", "pk")
             .values_list("proposal__content", flat=True)
             .first()
         )
         Idea.objects.filter(pk=idea.pk).update(label=_engine_label(replacement, idea.keywords))
         renamed += 1
-    results_cache_forget(consultation_id=proposal.consultation_id, run_id=run_id)
     return renamed
+
+
+PLACE_MAX = 1_000  # proposals moved by one staff request
+
+
+def proposals_place(*, run: EngineRun, proposal_ids, number: int | None, actor=None) -> int:
+    """Staff move proposals of the published run into its idea ``number``, or into no idea (None).
+
+    All or nothing: every proposal must be accepted and part of the run (a member of an idea, or
+    embedded by it and left in none). The memberships move (similarity to the new idea's centre,
+    not central), both ideas' sizes and shares follow, an idea the engine had named after a
+    proposal that left it is named again, and an ``IdeaPlacement`` per proposal lets the next run
+    keep the move (``_carry_placements``). The ideas' vote figures are recomputed after the commit
+    (``tasks.refresh_idea_scores``). Returns how many proposals changed idea; the caller forgets
+    the cached results pages.
+    """
+    from .tasks import refresh_idea_scores
+
+    if (
+        run.status != EngineRun.Status.DONE
+        or not Consultation.objects.filter(pk=run.consultation_id, current_run_id=run.pk).exists()
+    ):
+        raise EngineStateError(
+            _("Only the published analysis can be changed by hand. Publish this run first.")
+        )
+    try:
+        ids = sorted({int(pid) for pid in proposal_ids})
+    except (TypeError, ValueError):
+        raise EngineInputError(_("The proposals to move must be given by their numbers.")) from None
+    if not ids:
+        raise EngineInputError(_("Choose at least one proposal to move."))
+    if len(ids) > PLACE_MAX:
+        raise EngineInputError(
+            _("At most %(max)s proposals can be moved at once.") % {"max": PLACE_MAX}
+        )
+    target = None
+    if number is not None:
+        target = Idea.objects.filter(run=run, number=number).first()
+        if target is None:
+            raise EngineInputError(
+                _("This analysis has no idea number %(number)s.") % {"number": number}
+            )
+    with transaction.atomic():
+        contents = dict(
+            Proposal.objects.filter(
+                pk__in=ids, consultation_id=run.consultation_id, status=Proposal.Status.ACCEPTED
+            ).values_list("pk", "content")
+        )
+        old = dict(
+            IdeaMembership.objects.filter(run=run, proposal_id__in=ids).values_list(
+                "proposal_id", "idea_id"
+            )
+        )
+        # a votes-only run took its ideas, not its embeddings, from an earlier run
+        vectors = dict(
+            ProposalEmbedding.objects.filter(
+                run_id=(run.metrics or {}).get("ideas_from_run") or run.pk, proposal_id__in=ids
+            ).values_list("proposal_id", "vector")
+        )
+        scored = set(
+            ProposalScore.objects.filter(run=run, proposal_id__in=ids).values_list(
+                "proposal_id", flat=True
+            )
+        )
+        missing = [
+            pid
+            for pid in ids
+            if pid not in contents or not (pid in old or pid in vectors or pid in scored)
+        ]
+        if missing:
+            raise EngineInputError(
+                ngettext(
+                    "%(n)s of the chosen proposals is not an accepted proposal of this analysis: "
+                    "nothing was moved.",
+                    "%(n)s of the chosen proposals are not accepted proposals of this analysis: "
+                    "nothing was moved.",
+                    len(missing),
+                )
+                % {"n": len(missing)}
+            )
+        target_id = target.pk if target is not None else None
+        moving = [pid for pid in ids if old.get(pid) != target_id]
+        if moving:
+            _move_memberships(run, moving, old, target, vectors)
+            _relabel_ideas_left(
+                run.pk,
+                {old[pid] for pid in moving if pid in old},
+                {pid: contents[pid] for pid in moving},
+            )
+        now = timezone.now()
+        IdeaPlacement.objects.bulk_create(
+            [
+                IdeaPlacement(run=run, proposal_id=pid, placed_by=actor, placed_at=now)
+                for pid in ids
+            ],
+            update_conflicts=True,
+            unique_fields=["run", "proposal"],
+            update_fields=["placed_by", "placed_at"],
+        )
+        numbers = dict(Idea.objects.filter(run=run).values_list("pk", "number"))
+        audit_record(
+            actor=actor,
+            action="idea.proposals_placed",
+            target=run,
+            before={"ideas": {str(pid): numbers.get(old.get(pid)) for pid in ids}},
+            after={"idea": number, "proposals": ids},
+        )
+        if moving:
+            refresh_idea_scores.delay_on_commit(run.pk)
+    return len(moving)
+
+
+def _move_memberships(run: EngineRun, moving, old: dict, target: Idea | None, vectors) -> None:
+    """``proposals_place``'s writes: memberships, then sizes and shares of the ideas touched."""
+    IdeaMembership.objects.filter(run=run, proposal_id__in=moving).delete()
+    if target is not None:
+        centre = (
+            np.frombuffer(bytes(target.centroid), dtype=np.float32) if target.centroid else None
+        )
+
+        def similarity(pid):
+            vector = vectors.get(pid)
+            if centre is None or vector is None:
+                return 0.0
+            v = np.frombuffer(bytes(vector), dtype=np.float16).astype(np.float32)
+            return float(v @ centre) if v.shape == centre.shape else 0.0
+
+        IdeaMembership.objects.bulk_create(
+            [
+                IdeaMembership(run=run, idea=target, proposal_id=pid, similarity=similarity(pid))
+                for pid in moving
+            ]
+        )
+    delta: dict[int, int] = {}
+    for pid in moving:
+        if pid in old:
+            delta[old[pid]] = delta.get(old[pid], 0) - 1
+        if target is not None:
+            delta[target.pk] = delta.get(target.pk, 0) + 1
+    total = (run.metrics or {}).get("n_proposals") or 0
+    for idea_id, change in delta.items():
+        if change:
+            Idea.objects.filter(pk=idea_id).update(size=Greatest(F("size") + change, 0))
+    if total:
+        Idea.objects.filter(pk__in=list(delta)).update(
+            share=Cast(F("size"), FloatField()) / float(total)
+        )
+
+
+def idea_scores_refresh(*, run_id: int) -> bool:
+    """Recompute the vote figures of a run's ideas (after staff moved proposals). Idempotent."""
+    from .results_views import results_cache_forget
+
+    run = EngineRun.objects.filter(pk=run_id, status=EngineRun.Status.DONE).first()
+    if run is None:
+        return False
+    _idea_aggregates(run)
+    results_cache_forget(consultation_id=run.consultation_id, run_id=run.pk)
+    return True
 
 
 def engine_run_rollback_target(*, consultation: Consultation) -> EngineRun | None:
@@ -1067,6 +1253,20 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
         if found
         else np.zeros((0, x.shape[1]), np.float32)
     )
+    # staff placements of the base run follow their ideas; sizes and central proposals then
+    # count the proposals each idea really holds (keywords and centres stay the engine's)
+    comparison = _base_comparison(base, ids, labels)
+    placements, n_stopped = (
+        ([], 0) if base is None else _carry_placements(base, comparison, ids, labels)
+    )
+    if placements:
+        sizes = np.bincount(labels[labels >= 0], minlength=len(found))
+        for idea in found:
+            idea.size, idea.share = int(sizes[idea.id]), float(sizes[idea.id] / n)
+    central_rows = {
+        idea.id: [int(reps[i]) for i in idea.central_indices if labels[int(reps[i])] == idea.id]
+        for idea in found
+    }
     # cosine of each member to its idea's centre, block by block (float16 storage)
     sims = np.zeros(n, dtype=np.float32)
     step = 50_000
@@ -1076,7 +1276,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
         if ok.any():
             block = np.asarray(x[lo : lo + step][ok], dtype=np.float32)
             sims[lo : lo + step][ok] = np.einsum("ij,ij->i", block, centroids[lab[ok]])
-    central = {int(reps[i]) for idea in found for i in idea.central_indices}
+    central = {row for rows in central_rows.values() for row in rows}
     silhouette = None
     if len(found) >= 2:
         silhouette = _silhouette(rep_x, rep_labels, seed=run.seed)
@@ -1093,7 +1293,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
                     consultation_id=run.consultation_id,
                     number=idea.id,
                     label=_engine_label(
-                        texts[int(reps[idea.central_indices[0]])] if idea.central_indices else None,
+                        texts[central_rows[idea.id][0]] if central_rows[idea.id] else None,
                         idea.keywords,
                     ),
                     keywords=list(idea.keywords),
@@ -1114,7 +1314,14 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
                 for i in members
             ),
         )
-        n_named, n_links = _carry_curation(run, base, ids, labels) if base is not None else (0, 0)
+        n_named, n_links = _carry_curation(run, base, comparison)
+        IdeaPlacement.objects.filter(run=run).delete()  # a retried stage writes them once
+        IdeaPlacement.objects.bulk_create(
+            [
+                IdeaPlacement(run=run, proposal_id=pid, placed_by_id=by, placed_at=at)
+                for pid, by, at in placements
+            ]
+        )
     timings["write_ideas"] = time.perf_counter() - t0
     n_noise = int(np.count_nonzero(labels < 0))
     _record(
@@ -1134,25 +1341,94 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
             "largest_idea_share": round(max((i.share for i in found), default=0.0), 4),
             "staff_labels_kept": n_named,
             "action_links_kept": n_links,
+            "staff_placements_kept": len(placements),
+            "staff_placements_stopped": n_stopped,
         },
     )
 
 
-def _carry_curation(
-    run: EngineRun, base: EngineRun, ids: np.ndarray, labels: np.ndarray
-) -> tuple[int, int]:
+def _base_comparison(base: EngineRun | None, ids: np.ndarray, labels: np.ndarray):
+    """The base run's ideas matched to this run's labels (``engine.compare.compare_runs``), or
+    None when nothing attached to the base run's ideas needs them (no staff label, action link
+    or placement): reading 2M memberships costs seconds."""
+    from .engine.compare import compare_runs
+
+    if base is None:
+        return None
+    if not (
+        Idea.objects.filter(run=base, named_by_staff=True).exists()
+        or Idea.actions.through.objects.filter(idea__run=base).exists()
+        or IdeaPlacement.objects.filter(run=base).exists()
+    ):
+        return None
+    items, numbers = array("q"), array("q")  # the base run's memberships, 16 bytes each
+    for proposal_id, number in (
+        IdeaMembership.objects.filter(run=base)
+        .values_list("proposal_id", "idea__number")
+        .iterator(chunk_size=10_000)
+    ):
+        items.append(proposal_id)
+        numbers.append(number)
+    return compare_runs(
+        np.frombuffer(items, dtype=np.int64), np.frombuffer(numbers, dtype=np.int64), ids, labels
+    )
+
+
+def _carry_placements(
+    base: EngineRun, comparison, ids: np.ndarray, labels: np.ndarray
+) -> tuple[list[tuple[int, int | None, object]], int]:
+    """Staff placements of the base run, applied to this run's ``labels`` (changed in place).
+
+    A proposal staff put in no idea stays in none; one they put in an idea goes to the idea it
+    became when that idea was kept or merged into one. When it split or disappeared there is no
+    one idea to follow: the proposal keeps the engine's idea and the placement stops. Returns the
+    placements to copy to this run as (proposal id, placed_by id, placed_at), and how many stopped.
+    """
+    placed = {
+        pid: (by, at)
+        for pid, by, at in IdeaPlacement.objects.filter(run=base).values_list(
+            "proposal_id", "placed_by_id", "placed_at"
+        )
+    }
+    if not placed or comparison is None:
+        return [], 0
+    follows = comparison.successor
+    base_idea = dict(
+        IdeaMembership.objects.filter(run=base, proposal_id__in=list(placed)).values_list(
+            "proposal_id", "idea__number"
+        )
+    )
+    rows = np.flatnonzero(np.isin(ids, np.fromiter(placed, dtype=np.int64, count=len(placed))))
+    kept, stopped = [], 0
+    for row in rows:
+        pid = int(ids[row])
+        number = base_idea.get(pid)
+        if number is None:
+            labels[row] = -1
+        elif number in follows:
+            labels[row] = follows[number]
+        else:
+            stopped += 1
+            continue
+        kept.append((pid, *placed[pid]))
+    return kept, stopped
+
+
+def _carry_curation(run: EngineRun, base: EngineRun, comparison) -> tuple[int, int]:
     """What staff and partners attached to the base run's ideas, passed on to this run's ideas.
 
-    Ideas are matched by the proposals they share (``engine.compare.compare_runs``, default
-    shares). A label staff wrote goes to the same idea only (a *kept* one: each other's only
-    link); an idea that split, merged or disappeared passes its label to none, since it may no
-    longer describe any one idea, and staff name those again. The actions that build on an idea
-    follow its proposals: they are linked to every idea it was kept as, split into or merged
-    into, so the results page keeps showing them after the nightly run. Returns (labels
-    carried, action links added).
+    Ideas are matched by the proposals they share (``_base_comparison``, default shares). A label
+    staff wrote goes to the same idea only (a *kept* one: each other's only link); an idea that
+    split, merged or disappeared passes its label to none, since it may no longer describe any
+    one idea, and staff name those again. The actions that build on an idea follow its
+    proposals: they are linked to every idea it was kept as, split into or merged into, so the
+    results page keeps showing them after the nightly run. Returns (labels carried, action links
+    added).
     """
-    from .engine.compare import KEPT, MERGED, SPLIT, compare_runs
+    from .engine.compare import KEPT, MERGED, SPLIT
 
+    if comparison is None:
+        return 0, 0
     through = Idea.actions.through
     named = dict(Idea.objects.filter(run=base, named_by_staff=True).values_list("number", "label"))
     acted: dict[int, list[int]] = {}
@@ -1162,17 +1438,6 @@ def _carry_curation(
         acted.setdefault(number, []).append(action_id)
     if not named and not acted:
         return 0, 0
-    items, numbers = array("q"), array("q")  # the base run's memberships, 16 bytes each
-    for proposal_id, number in (
-        IdeaMembership.objects.filter(run=base)
-        .values_list("proposal_id", "idea__number")
-        .iterator(chunk_size=10_000)
-    ):
-        items.append(proposal_id)
-        numbers.append(number)
-    comparison = compare_runs(
-        np.frombuffer(items, dtype=np.int64), np.frombuffer(numbers, dtype=np.int64), ids, labels
-    )
     pk_of = dict(Idea.objects.filter(run=run).values_list("number", "pk"))
     renamed = []
     links = set()
@@ -1683,7 +1948,17 @@ def _copy_ideas_from(run: EngineRun, base: EngineRun) -> None:
             ],
             ignore_conflicts=True,
         )
+        IdeaPlacement.objects.filter(run=run).delete()
+        IdeaPlacement.objects.bulk_create(
+            [
+                IdeaPlacement(run=run, proposal_id=pid, placed_by_id=by, placed_at=at)
+                for pid, by, at in IdeaPlacement.objects.filter(run=base).values_list(
+                    "proposal_id", "placed_by_id", "placed_at"
+                )
+            ]
+        )
     keep = (
+        "n_proposals",
         "n_ideas",
         "n_noise",
         "noise_share",

@@ -139,6 +139,15 @@ def assign_new_proposal(self, proposal_id: int) -> int | None:
     return membership.idea_id if membership is not None else None
 
 
+@shared_task(bind=True, base=EngineTask, soft_time_limit=600, time_limit=660)
+def refresh_idea_scores(self, run_id: int) -> bool:
+    """Recompute the vote figures of a run's ideas after staff moved proposals between them.
+
+    Idempotent: it reads the memberships as they are and writes every idea's figures again.
+    """
+    return services.idea_scores_refresh(run_id=run_id)
+
+
 @shared_task(bind=True, base=EngineTask, soft_time_limit=3600, time_limit=3660)
 def engine_nightly(self) -> list[int]:
     """Celery beat: a FULL run on each open consultation whose proposals or votes changed."""

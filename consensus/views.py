@@ -8,19 +8,22 @@ from functools import wraps
 
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
+from django.core.paginator import Paginator
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.translation import gettext as _
+from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling, reswap, retarget
 
 from . import selectors, services, staff_selectors
-from .forms import IdeaLabelForm, RunCompareForm, RunStartForm
+from .forms import IdeaLabelForm, ProposalPlaceForm, RunCompareForm, RunStartForm
 from .models import EngineRun, Idea
-from .results_views import results_cache_forget
+from .results_views import PROPOSALS_PER_PAGE, page_or_error, results_cache_forget
 
 
 def staff_required(view):
@@ -157,6 +160,95 @@ def idea_label(request, slug, pk, number):
     else:
         messages.success(request, _("Idea renamed: later runs keep this label for the same idea."))
     return redirect("consensus:run", slug=consultation.slug, pk=run.pk)
+
+
+@staff_required
+@require_http_methods(["GET"])
+def run_idea(request, slug, pk, number=None):
+    """One idea of a run (or the proposals in none: ``number`` None) with every proposal, a page
+    at a time; on the published run, staff tick proposals and move them to another idea."""
+    consultation = selectors.engine_consultation_get_for_staff(slug=slug, user=request.user)
+    run = selectors.engine_run_get(consultation=consultation, pk=pk)
+    idea = None if number is None else selectors.run_idea_get(run=run, number=number)
+    if idea is None:
+        rows = selectors.run_unassigned(run=run)
+    else:
+        rows = selectors.idea_members(idea=idea)
+    page, error = page_or_error(
+        request,
+        Paginator(rows, PROPOSALS_PER_PAGE),
+        _("There is no page %(page)s: the proposals fill %(pages)d."),
+    )
+    if error:
+        return error
+    items = [
+        {"id": row.pk, "content": row.content}
+        if idea is None
+        else {
+            "id": row.proposal_id,
+            "content": row.proposal.content,
+            "similarity": row.similarity,
+            "is_central": row.is_central,
+        }
+        for row in page.object_list
+    ]
+    placed = selectors.placed_proposal_ids(run=run, proposal_ids=[item["id"] for item in items])
+    for item in items:
+        item["placed"] = item["id"] in placed
+    editable = run.status == EngineRun.Status.DONE and consultation.current_run_id == run.pk
+    context = {
+        "consultation": consultation,
+        "run": run,
+        "idea": idea,
+        "page": page,
+        "items": items,
+        "editable": editable,
+        "place_form": ProposalPlaceForm(ideas=selectors.run_idea_choices(run=run))
+        if editable
+        else None,
+    }
+    return render(request, "consensus/run_idea.html", context)
+
+
+@staff_required
+@require_POST
+def proposals_place(request, slug, pk):
+    """Move the ticked proposals of the published run to one idea, or to none; back to the page."""
+    consultation = selectors.engine_consultation_get_for_staff(slug=slug, user=request.user)
+    run = selectors.engine_run_get(consultation=consultation, pk=pk)
+    back = request.POST.get("back", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = reverse("consensus:run", args=[consultation.slug, run.pk])
+    form = ProposalPlaceForm(request.POST, ideas=selectors.run_idea_choices(run=run))
+    if not form.is_valid():
+        messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        return redirect(back)
+    try:
+        moved = services.proposals_place(
+            run=run,
+            proposal_ids=form.cleaned_data["proposals"],
+            number=form.number,
+            actor=request.user,
+        )
+    except services.EngineError as exc:
+        messages.error(request, str(exc))
+        return redirect(back)
+    if not moved:
+        messages.info(request, _("The ticked proposals were already there: nothing moved."))
+        return redirect(back)
+    results_cache_forget(consultation_id=consultation.pk, run_id=run.pk)
+    target = dict(form.fields["idea"].choices)[form.cleaned_data["idea"]]
+    messages.success(
+        request,
+        ngettext(
+            "%(n)s proposal moved to: %(idea)s. The next runs keep it there while that idea lasts.",
+            "%(n)s proposals moved to: %(idea)s. The next runs keep them there while that idea "
+            "lasts.",
+            moved,
+        )
+        % {"n": moved, "idea": target},
+    )
+    return redirect(back)
 
 
 def _run_action(request, slug, pk, action):

@@ -44,6 +44,9 @@ class Comparison:
     overlap: np.ndarray  # (len(a_ideas), len(b_ideas)) shared proposals
     changes: list[IdeaChange] = field(default_factory=list)
     best_match: dict[int, int | None] = field(default_factory=dict)  # a idea -> b idea (Jaccard)
+    # a idea -> the one b idea that holds at least ``min_share`` of its members (kept, or merged
+    # into it); ideas that split or disappeared have none
+    successor: dict[int, int] = field(default_factory=dict)
     n_common: int = 0  # proposals present in both runs
     n_moved: int = 0  # common proposals whose idea is not the best match of their former idea
     ari: float | None = None  # adjusted Rand index over common proposals ("no idea" is a label)
@@ -170,6 +173,11 @@ def compare_runs(
         overlap=overlap,
         changes=changes,
         best_match=best_match,
+        successor={
+            int(a_ideas[i]): int(b_ideas[succ[0]])
+            for i, succ in enumerate(successors)
+            if succ.size == 1
+        },
         n_common=int(common.shape[0]),
         n_moved=moved,
         ari=_ari(la, lb),

@@ -314,6 +314,11 @@ def run_labelling(run, split=False):
     return ids, labels
 
 
+def carry(run, base, labelling):
+    """``services._carry_curation`` of ``run`` over ``base``, with ``run`` labelled as given."""
+    return services._carry_curation(run, base, services._base_comparison(base, *labelling))
+
+
 def test_a_staff_label_is_not_passed_on_when_its_idea_splits(
     themed, django_capture_on_commit_callbacks
 ):
@@ -323,10 +328,10 @@ def test_a_staff_label_is_not_passed_on_when_its_idea_splits(
     after = start(themed, django_capture_on_commit_callbacks, kind="ideas")
     Idea.objects.filter(run=after).update(label="auto", named_by_staff=False)
 
-    assert services._carry_curation(after, base, *run_labelling(after, split=True))[0] == 0
+    assert carry(after, base, run_labelling(after, split=True))[0] == 0
     assert not Idea.objects.filter(run=after, named_by_staff=True).exists()
     # unchanged labelling: the same idea, so the label goes over
-    assert services._carry_curation(after, base, *run_labelling(after))[0] == 1
+    assert carry(after, base, run_labelling(after))[0] == 1
 
 
 def test_actions_stay_linked_to_their_ideas_across_runs(
@@ -349,7 +354,7 @@ def test_actions_stay_linked_to_their_ideas_across_runs(
 
     # The idea splits: half of its proposals go to the museum idea. The action builds on both.
     action.ideas.remove(*action.ideas.filter(run=second))
-    assert services._carry_curation(second, votes_only, *run_labelling(second, split=True))[1] == 2
+    assert carry(second, votes_only, run_labelling(second, split=True))[1] == 2
     assert set(action.ideas.filter(run=second)) == {
         idea_with_keyword(second, "cyclables"),
         idea_with_keyword(second, "musées"),

@@ -1,0 +1,59 @@
+"""Staff move proposals from one idea to another on the published run, in a real browser.
+
+Headless Chromium (/usr/bin/chromium) through Playwright against the live server; screenshots go
+to tests/artifacts/.
+"""
+
+import re
+
+import pytest
+
+from consensus import services
+from consensus.models import Idea, IdeaMembership, IdeaPlacement
+
+from ..consensus.engine_data import HASHING, consultation_with_themes
+from ..factories import UserFactory
+from .conftest import ARTIFACTS
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+PASSWORD = "correct horse battery"
+
+
+def test_staff_move_two_proposals_to_another_idea(live_server, browser):
+    consultation = consultation_with_themes()
+    run = services.engine_run_start(consultation=consultation, kind="ideas", **HASHING)
+    run.refresh_from_db()  # eager Celery: the run is done
+    (cycling,) = [i for i in Idea.objects.filter(run=run) if "cyclables" in i.keywords]
+    (museums,) = [i for i in Idea.objects.filter(run=run) if "musées" in i.keywords]
+    UserFactory(email="staff@example.org", is_staff=True)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
+
+    page.goto(f"{live_server.url}/accounts/login/?next=/engine/{consultation.slug}/runs/{run.pk}/")
+    page.fill("input[name=login]", "staff@example.org")
+    page.fill("input[name=password]", PASSWORD)
+    page.locator("#main form button[type=submit]").click()
+    page.wait_for_url(re.compile(rf"/engine/{consultation.slug}/runs/{run.pk}/$"))
+
+    page.locator(f"a[href$='/runs/{run.pk}/ideas/{cycling.number}/']").click()
+    page.wait_for_url(re.compile(rf"/ideas/{cycling.number}/$"))
+    boxes = page.locator("input[name=proposals]")
+    assert boxes.count() == cycling.size
+    ticked = [int(boxes.nth(i).get_attribute("value")) for i in (0, 1)]
+    boxes.nth(0).check()
+    boxes.nth(1).check()
+    page.select_option("select[name=idea]", str(museums.number))
+    page.screenshot(path=ARTIFACTS / "engine-idea-move.png", full_page=True)
+    page.get_by_role("button", name="Move").press("Enter")
+    page.wait_for_load_state()
+
+    assert "2 proposals moved to" in page.locator("body").inner_text()
+    assert page.locator("input[name=proposals]").count() == cycling.size - 2
+    assert set(
+        IdeaMembership.objects.filter(run=run, proposal_id__in=ticked).values_list(
+            "idea_id", flat=True
+        )
+    ) == {museums.pk}
+    assert IdeaPlacement.objects.filter(run=run).count() == 2
+    page.screenshot(path=ARTIFACTS / "engine-idea-moved.png", full_page=True)

@@ -1,0 +1,249 @@
+"""Staff move proposals between the ideas of the published run, and the next runs keep the move."""
+
+import numpy as np
+import pytest
+from django.urls import reverse
+from django.utils import translation
+
+from accounts.models import AuditEntry
+from consensus import services
+from consensus.models import EngineRun, Idea, IdeaMembership, IdeaPlacement
+from consultations.models import Proposal
+
+from ..factories import ProposalFactory, UserFactory
+from .engine_data import add_votes, consultation_with_themes
+from .test_tasks import idea_with_keyword, run_labelling, start
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def themed():
+    consultation = consultation_with_themes()
+    add_votes(consultation)
+    return consultation
+
+
+def members(idea):
+    return set(IdeaMembership.objects.filter(idea=idea).values_list("proposal_id", flat=True))
+
+
+def a_member(idea):
+    """A member of the idea that is not its label (so the label stays what it was)."""
+    return (
+        IdeaMembership.objects.filter(idea=idea)
+        .exclude(proposal__content=idea.label)
+        .order_by("proposal_id")
+        .values_list("proposal_id", flat=True)
+        .first()
+    )
+
+
+def test_a_moved_proposal_changes_idea_and_the_next_run_keeps_it_there(
+    themed, django_capture_on_commit_callbacks
+):
+    first = start(themed, django_capture_on_commit_callbacks)
+    cycling, museums = idea_with_keyword(first, "cyclables"), idea_with_keyword(first, "musées")
+    votes_before = museums.scores["trusted_votes"]
+    moved = a_member(cycling)
+    staff = UserFactory(is_staff=True)
+
+    with django_capture_on_commit_callbacks(execute=True):  # the idea scores task runs
+        n = services.proposals_place(
+            run=first, proposal_ids=[moved], number=museums.number, actor=staff
+        )
+
+    assert n == 1
+    membership = IdeaMembership.objects.get(run=first, proposal_id=moved)
+    assert membership.idea_id == museums.pk and not membership.is_central
+    assert -1.0 <= membership.similarity <= 1.0 and membership.similarity != 0.0
+    cycling_after, museums_after = Idea.objects.get(pk=cycling.pk), Idea.objects.get(pk=museums.pk)
+    assert (cycling_after.size, museums_after.size) == (cycling.size - 1, museums.size + 1)
+    assert museums_after.share == pytest.approx(museums_after.size / 48)
+    assert museums_after.scores["trusted_votes"] > votes_before  # its votes came along
+    placement = IdeaPlacement.objects.get(run=first, proposal_id=moved)
+    assert placement.placed_by == staff
+    entry = AuditEntry.objects.get(action="idea.proposals_placed")
+    assert entry.before["ideas"] == {str(moved): cycling.number}
+    assert entry.after == {"idea": museums.number, "proposals": [moved]}
+
+    # The next run clusters the text with the cycling ideas again; the staff choice wins.
+    second = start(themed, django_capture_on_commit_callbacks)
+    museums_2 = idea_with_keyword(second, "musées")
+    assert moved in members(museums_2)
+    assert museums_2.size == len(members(museums_2)) == museums_after.size
+    assert second.metrics["staff_placements_kept"] == 1
+    assert second.metrics["staff_placements_stopped"] == 0
+    assert IdeaPlacement.objects.get(run=second, proposal_id=moved).placed_by == staff
+    # and a votes-only run after it copies the placements with the ideas
+    votes = start(themed, django_capture_on_commit_callbacks, kind="votes")
+    assert IdeaPlacement.objects.filter(run=votes, proposal_id=moved).exists()
+
+
+def test_a_proposal_put_in_no_idea_stays_out_and_can_come_back(
+    themed, django_capture_on_commit_callbacks
+):
+    first = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    trees = idea_with_keyword(first, "arbres")
+    out = a_member(trees)
+
+    assert services.proposals_place(run=first, proposal_ids=[out], number=None) == 1
+    assert not IdeaMembership.objects.filter(run=first, proposal_id=out).exists()
+    assert Idea.objects.get(pk=trees.pk).size == trees.size - 1
+
+    second = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    assert not IdeaMembership.objects.filter(run=second, proposal_id=out).exists()
+    assert second.metrics["n_noise"] == first.metrics["n_noise"] + 1
+
+    # Back into the trees idea of the new run, from the proposals in no idea.
+    trees_2 = idea_with_keyword(second, "arbres")
+    assert services.proposals_place(run=second, proposal_ids=[out], number=trees_2.number) == 1
+    assert out in members(trees_2)
+    # Already there: nothing moves, and the choice is still recorded.
+    assert services.proposals_place(run=second, proposal_ids=[out], number=trees_2.number) == 0
+    assert IdeaPlacement.objects.filter(run=second, proposal_id=out).count() == 1
+
+
+def test_a_placement_stops_when_its_idea_splits(themed, django_capture_on_commit_callbacks):
+    base = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    cycling = idea_with_keyword(base, "cyclables")
+    kept_out = a_member(idea_with_keyword(base, "arbres"))
+    services.proposals_place(run=base, proposal_ids=[a_member(cycling)], number=cycling.number)
+    services.proposals_place(run=base, proposal_ids=[kept_out], number=None)
+    after = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+
+    ids, labels = run_labelling(after, split=True)  # the cycling idea splits in two
+    # as if this run had put the proposal kept out into the trees idea again
+    ids = np.append(ids, kept_out)
+    labels = np.append(labels, idea_with_keyword(after, "arbres").number)
+    comparison = services._base_comparison(base, ids, labels)
+    kept, stopped = services._carry_placements(base, comparison, ids, labels)
+    assert stopped == 1  # no one idea to follow: the engine's choice stays
+    assert [row[0] for row in kept] == [kept_out]  # "in no idea" always holds
+    assert labels[list(ids).index(kept_out)] == -1
+
+
+def test_an_idea_named_after_a_moved_proposal_is_named_again(
+    themed, django_capture_on_commit_callbacks
+):
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    cantines = idea_with_keyword(run, "cantines")
+    (label_proposal,) = Proposal.objects.filter(consultation=themed, content=cantines.label)
+    services.proposals_place(run=run, proposal_ids=[label_proposal.pk], number=None)
+    cantines.refresh_from_db()
+    assert cantines.label != label_proposal.content and not cantines.named_by_staff
+    assert Proposal.objects.filter(consultation=themed, content=cantines.label).exists()
+
+
+def test_bad_moves_are_refused_with_a_reason_and_move_nothing(
+    themed, django_capture_on_commit_callbacks
+):
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    cycling = idea_with_keyword(run, "cyclables")
+    mine = a_member(cycling)
+    pending = Proposal.objects.get(consultation=themed, status=Proposal.Status.PENDING)
+    other = ProposalFactory()  # another consultation
+    before = sorted(IdeaMembership.objects.filter(run=run).values_list("proposal_id", "idea_id"))
+
+    cases = [
+        ({"proposal_ids": [], "number": None}, "at least one"),
+        ({"proposal_ids": ["x"], "number": None}, "by their numbers"),
+        ({"proposal_ids": list(range(1, 1100)), "number": None}, "At most 1000"),
+        ({"proposal_ids": [mine], "number": 999}, "no idea number 999"),
+        ({"proposal_ids": [mine, pending.pk], "number": None}, "1 of the chosen proposals"),
+        ({"proposal_ids": [mine, other.pk], "number": None}, "nothing was moved"),
+    ]
+    newer = start(
+        themed, django_capture_on_commit_callbacks, kind="ideas", parameters={"make_current": False}
+    )
+    assert newer.status == EngineRun.Status.DONE
+    with translation.override("en"):
+        for kwargs, message in cases:
+            with pytest.raises(services.EngineInputError, match=message):
+                services.proposals_place(run=run, **kwargs)
+        with pytest.raises(services.EngineStateError, match="Only the published analysis"):
+            services.proposals_place(run=newer, proposal_ids=[mine], number=None)
+
+    after = sorted(IdeaMembership.objects.filter(run=run).values_list("proposal_id", "idea_id"))
+    assert after == before and not IdeaPlacement.objects.exists()
+
+
+# --- the staff pages -------------------------------------------------------------------------
+
+
+def idea_url(run, number=None):
+    if number is None:
+        return reverse("consensus:run_unassigned", args=[run.consultation.slug, run.pk])
+    return reverse("consensus:run_idea", args=[run.consultation.slug, run.pk, number])
+
+
+def test_staff_tick_proposals_and_move_them_from_the_idea_page(
+    client, themed, django_capture_on_commit_callbacks
+):
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    cycling, museums = idea_with_keyword(run, "cyclables"), idea_with_keyword(run, "musées")
+    staff = UserFactory(is_staff=True)
+    client.force_login(staff)
+    assert (
+        idea_url(run, cycling.number)
+        in client.get(reverse("consensus:run", args=[themed.slug, run.pk])).content.decode()
+    )
+
+    page = client.get(idea_url(run, cycling.number), HTTP_ACCEPT_LANGUAGE="en")
+    body = page.content.decode()
+    assert page.status_code == 200
+    assert body.count('name="proposals"') == cycling.size
+    assert f'<option value="{museums.number}">' in body and '<option value="none">' in body
+
+    two = sorted(members(cycling))[:2]
+    back = idea_url(run, cycling.number)
+    response = client.post(
+        reverse("consensus:place", args=[themed.slug, run.pk]),
+        {"proposals": two, "idea": str(museums.number), "back": back},
+        HTTP_ACCEPT_LANGUAGE="en",
+        follow=True,
+    )
+    assert response.redirect_chain[-1][0] == back
+    assert "2 proposals moved to" in response.content.decode()
+    assert set(two) <= members(museums)
+    page = client.get(idea_url(run, museums.number), HTTP_ACCEPT_LANGUAGE="en")
+    assert "placed by staff" in page.content.decode()
+
+    # In no idea, then listed on the page of the proposals in no idea.
+    client.post(
+        reverse("consensus:place", args=[themed.slug, run.pk]),
+        {"proposals": two[:1], "idea": "none", "back": back},
+    )
+    body = client.get(idea_url(run)).content.decode()
+    assert f'name="proposals" value="{two[0]}"' in body
+    assert f'name="proposals" value="{two[1]}"' not in body
+
+
+def test_the_move_form_rejects_bad_input_and_strangers(
+    client, themed, django_capture_on_commit_callbacks
+):
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    cycling = idea_with_keyword(run, "cyclables")
+    url = reverse("consensus:place", args=[themed.slug, run.pk])
+    mine = a_member(cycling)
+
+    assert client.post(url, {"proposals": [mine], "idea": "none"}).status_code == 302  # login
+    client.force_login(UserFactory())  # signed in, not staff
+    assert client.post(url, {"proposals": [mine], "idea": "none"}).status_code == 404
+    assert client.get(idea_url(run, cycling.number)).status_code == 404
+
+    client.force_login(UserFactory(is_staff=True))
+    for data, message in (
+        ({"idea": "none"}, "Tick at least one proposal"),
+        ({"proposals": ["abc"], "idea": "none"}, "given by their numbers"),
+        ({"proposals": [mine], "idea": "999"}, "no such idea"),
+        ({"proposals": [mine]}, "Choose the idea"),
+        ({"proposals": [mine], "idea": "none", "back": "https://evil.example/"}, ""),
+    ):
+        response = client.post(url, data, HTTP_ACCEPT_LANGUAGE="en", follow=True)
+        assert response.redirect_chain[0][0] == reverse("consensus:run", args=[themed.slug, run.pk])
+        assert message in response.content.decode()
+    # only the last one (valid, with an unsafe way back) moved anything
+    assert IdeaPlacement.objects.filter(run=run).count() == 1
+    assert client.get(idea_url(run, 999)).status_code == 404
+    assert client.get(idea_url(run, cycling.number) + "?page=x").status_code == 400

@@ -166,10 +166,19 @@ class IdeaAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
 @admin.register(IdeaMembership)
 class IdeaMembershipAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """Read only: a membership changed here would leave the ideas' sizes, labels and scores
+    behind. Staff move proposals from the run's idea pages (``views.run_idea``)."""
+
     list_display = ("proposal", "idea", "similarity", "is_central")
     list_select_related = ("proposal", "idea")
     raw_id_fields = ("run", "idea", "proposal")
     show_full_result_count = False
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
 
 
 @admin.register(IdeaPlacement)

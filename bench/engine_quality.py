@@ -21,10 +21,11 @@ Data (read from /work/shared/data at run time, never copied):
     (never used for tuning).
 
 Methods on the same precomputed USE-m3 vectors (embedding time reported apart):
-* concorde: `find_ideas` with default `ClusterParams` (dedupe, PCA 128, kNN graph with
-  duplicate weights and cosine-cubed edges, a consensus of Leiden runs, noise reassigned to
-  the nearest idea).
-* concorde (previous default): micro-clusters + HDBSCAN on their centroids, noise kept.
+* concorde: `find_ideas` with default `ClusterParams` (dedupe, the texts' TF-IDF words in
+  LSA appended to their embeddings at weight 0.6, PCA 128, kNN graph with duplicate weights
+  and cosine-cubed edges, a consensus of Leiden runs, noise reassigned to the nearest idea).
+* concorde (previous default): micro-clusters + HDBSCAN on their centroids, noise kept (the
+  words appended too, since session 12).
 * BERTopic 0.17.4 with its default UMAP/HDBSCAN/c-TF-IDF, embeddings passed in; only UMAP's
   random_state is set (to the seed) so the figures are reproducible (this makes UMAP
   single-threaded). numba's JIT compile is warmed up before timing.

@@ -228,6 +228,11 @@ def _run_pipeline(consultation, n: int, args, stages: dict, *, reuse: bool) -> d
                 "chunk_size": args.chunk_size,
                 "reuse_embeddings": reuse,
                 **({"large_graph": args.large_graph} if args.large_graph else {}),
+                **(
+                    {"lexical_weight": args.lexical_weight}
+                    if args.lexical_weight is not None
+                    else {}
+                ),
             },
         )
     stages["start (input hash)"] = time.perf_counter() - t0
@@ -805,7 +810,8 @@ def _subprocess(flag: str, value, args, extra: tuple = ()) -> dict:
            "--chunk-size", str(args.chunk_size), "--seed", str(args.seed), "--database-url", args.database_url,
            "--stored-base", str(args.stored_base), "--vectors-cache", args.vectors_cache, *extra,
            *(["--curated-rerun"] if args.curated_rerun else []),
-           *(["--large-graph", args.large_graph] if args.large_graph else [])]  # fmt: skip
+           *(["--large-graph", args.large_graph] if args.large_graph else []),
+           *(["--lexical-weight", str(args.lexical_weight)] if args.lexical_weight is not None else [])]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode or line is None:
@@ -852,6 +858,8 @@ def main() -> None:
                         help="stored mode: name every idea, link an action to each, run again")  # fmt: skip
     parser.add_argument("--large-graph", choices=("sample", "micro"), default=None,
                         help="run parameter large_graph (default: the engine's)")  # fmt: skip
+    parser.add_argument("--lexical-weight", type=float, default=None,
+                        help="run parameter lexical_weight (default: the engine's; 0: embeddings alone)")  # fmt: skip
     parser.add_argument("--chunk-size", type=int, default=2_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))

@@ -124,6 +124,8 @@ PARAMETERS: dict[str, _Param] = {
     "edge_power": _Param("float", None, 0.25, 16.0, nullable=True),
     # graph: Leiden partitions in the consensus (engine default 10; 1 = one plain Leiden)
     "ensemble_runs": _Param("int", None, 1, 50, nullable=True),
+    # the words of the texts beside their embedding (engine default 0.6; 0 = the embedding alone)
+    "lexical_weight": _Param("float", None, 0.0, 2.0, nullable=True),
     # graph, above 10,000 unique texts: a stable sample, the rest voted in (default), or micro-clusters
     "large_graph": _Param("choice", None, nullable=True, choices=("sample", "micro")),
     "n_keywords": _Param("int", 8, 1, 30),
@@ -141,7 +143,7 @@ PARAMETERS: dict[str, _Param] = {
 CLUSTER_KNOBS = (
     "method", "min_cluster_size", "min_points", "expected_ideas", "micro_k", "graph_neighbors",
     "resolution", "noise_reassign_threshold", "merge_ratio", "edge_power", "ensemble_runs",
-    "large_graph",
+    "large_graph", "lexical_weight",
 )  # fmt: skip
 
 KNOWN_MODELS = ("usem3", "minilm", "static", "hashing")
@@ -1228,7 +1230,10 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
     cluster_params = _cluster_params(params, run.seed)
     reps = dd.representatives
     rep_x = x[reps]
-    rep_labels = engine.cluster_vectors(rep_x, weights=dd.counts, params=cluster_params)
+    rep_texts = [texts[i] for i in reps]
+    rep_labels = engine.cluster_vectors(
+        rep_x, weights=dd.counts, params=cluster_params, texts=rep_texts
+    )
     min_points = getattr(cluster_params, "min_points", None) or max(3, int(n // 10_000))
     fallback = bool(reps.shape[0] < 3 and not (rep_labels >= 0).any())
     if fallback:
@@ -1238,7 +1243,6 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
     _record(run.pk, phase="labelling", timings=timings)
 
     t0 = time.perf_counter()
-    rep_texts = [texts[i] for i in reps]
     found = engine.label_ideas(
         rep_texts,
         rep_x,

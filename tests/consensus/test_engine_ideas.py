@@ -735,3 +735,78 @@ def test_top_k_cells_finds_exactly_the_cells_a_full_partition_finds():
         assert np.array_equal(cells, sim.ravel()[picked])
         assert np.count_nonzero(picked // n_cols == 0) == n_cols
         assert np.count_nonzero(picked // n_cols == 1) == 20  # all of them past the bound
+
+
+# --- the texts' words beside their embedding ---------------------------------------------------
+
+
+def _two_vocabularies(n_each=40, dim=64, seed=0):
+    """One blob of vectors (an encoder that sees one topic) over two sets of words."""
+    rng = np.random.default_rng(seed)
+    base = rng.normal(size=dim)
+    x = base + 0.35 * rng.normal(size=(2 * n_each, dim))
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    when = ["partout", "ensemble", "dimanche", "toujours", "vite", "maintenant"]
+    texts = [f"Il faut des pistes cyclables pour le vélo {when[i % 6]}" for i in range(n_each)]
+    texts += [f"Il faut des musées gratuits pour la culture {when[i % 6]}" for i in range(n_each)]
+    return x.astype(np.float32), texts, np.repeat([0, 1], n_each)
+
+
+def test_lexical_features_are_unit_rows_fitted_on_a_sample_stable_as_texts_are_added(
+    monkeypatch,
+):
+    from consensus.engine import ideas
+
+    _, texts, _ = _two_vocabularies()
+    lex = ideas.lexical_features(texts, dims=10, seed=0)
+    assert lex.shape == (80, 10) and lex.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(lex, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_array_equal(lex, ideas.lexical_features(list(texts), dims=10, seed=0))
+    # nothing shared, or nothing to share: no lexical part
+    assert ideas.lexical_features(["vélo", "musée"]) is None
+    assert ideas.lexical_features(["🙂", "🙂🙂", "😡"]) is None
+    assert ideas.lexical_features(["un", "deux", "trois", "quatre"]) is None
+    # fewer texts than axes: as many axes as the texts allow
+    few = [f"Il faut des pistes cyclables {w}" for w in ("partout", "ici", "partout", "ici")]
+    assert ideas.lexical_features(few, dims=100).shape == (4, 3)
+    # above LEXICAL_FIT_MAX texts the fit reads those with the smallest CRC-32: the same
+    # ones whatever their order, and a text added later rarely changes the sample
+    monkeypatch.setattr(ideas, "LEXICAL_FIT_MAX", 30)
+    sampled = ideas.lexical_features(texts, dims=5, seed=0)
+    assert sampled.shape == (80, 5)
+    perm = np.random.default_rng(1).permutation(80)
+    again = ideas.lexical_features([texts[i] for i in perm], dims=5, seed=0)
+    # the same axes up to their signs: the same cosines between texts
+    np.testing.assert_allclose(
+        again @ again.T, (sampled @ sampled.T)[np.ix_(perm, perm)], atol=1e-4
+    )
+
+
+def test_with_lexical_appends_weighted_words_and_keeps_the_float_type():
+    from consensus.engine.ideas import with_lexical
+
+    x, texts, _ = _two_vocabularies()
+    assert with_lexical(x, texts, weight=0.0) is x
+    out = with_lexical(x.astype(np.float16), texts, weight=0.6, dims=10)
+    assert out.dtype == np.float16 and out.shape == (80, 74)
+    np.testing.assert_allclose(np.linalg.norm(out.astype(np.float32), axis=1), 1.0, atol=1e-2)
+    # the embedding part keeps its direction, the words weigh 0.6 of it
+    np.testing.assert_allclose(out[:, :64].astype(np.float32) * np.sqrt(1 + 0.36), x, atol=1e-2)
+    with pytest.raises(ValueError, match="2 texts but 80 vectors"):
+        with_lexical(x, texts[:2], weight=0.6)
+
+
+def test_the_words_separate_what_one_encoder_puts_together():
+    x, texts, truth = _two_vocabularies()
+    alone = cluster_vectors(x, params=ClusterParams(seed=0))
+    with_words = cluster_vectors(x, params=ClusterParams(seed=0), texts=texts)
+    assert adjusted_rand_score(truth, with_words) > 0.9
+    assert adjusted_rand_score(truth, alone) < 0.5
+    off = cluster_vectors(x, params=ClusterParams(seed=0, lexical_weight=0.0), texts=texts)
+    np.testing.assert_array_equal(off, alone)
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="lexical_weight"):
+            cluster_vectors(x, params=ClusterParams(lexical_weight=bad), texts=texts)
+    for bad in (0, 2.5, True):
+        with pytest.raises(ValueError, match="lexical_dims"):
+            cluster_vectors(x, params=ClusterParams(lexical_dims=bad), texts=texts)

@@ -110,14 +110,18 @@ def test_clustering_knobs_left_empty_keep_the_engine_defaults():
             "edge_power": 1,
             "ensemble_runs": 3,
             "large_graph": "micro",
+            "lexical_weight": 0,
         }
     )
     built = services._cluster_params(chosen, seed=0)
     assert built.method == services._cluster_methods()[-1]
     assert built.noise_reassign_threshold is None and built.min_points == 4
     assert built.merge_ratio == 0.8 and built.edge_power == 1.0 and built.ensemble_runs == 3
-    assert built.large_graph == "micro"
+    assert built.large_graph == "micro" and built.lexical_weight == 0
     for bad in (
+        {"lexical_weight": -0.5},
+        {"lexical_weight": 3},
+        {"lexical_weight": "words"},
         {"merge_ratio": 2},
         {"edge_power": 0},
         {"edge_power": "sharp"},

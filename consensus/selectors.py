@@ -154,6 +154,7 @@ METRIC_LABELS = {
     "largest_idea_share": _("Share of the largest idea"),
     "staff_labels_kept": _("Labels written by staff, kept for the same ideas"),
     "action_links_kept": _("Links from actions to ideas carried over from the previous run"),
+    "lexical_weight": _("Weight of the shared words beside the meaning"),
     "staff_placements_kept": _("Proposals placed by staff, kept in the same ideas"),
     "staff_placements_stopped": _(
         "Proposals placed by staff whose idea split or disappeared: the engine placed them again"

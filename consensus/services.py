@@ -1345,6 +1345,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
             "largest_idea_share": round(max((i.share for i in found), default=0.0), 4),
             "staff_labels_kept": n_named,
             "action_links_kept": n_links,
+            "lexical_weight": cluster_params.lexical_weight,
             "staff_placements_kept": len(placements),
             "staff_placements_stopped": n_stopped,
         },

@@ -95,6 +95,8 @@ def test_the_method_says_in_plain_words_how_ideas_were_found(client, published):
     method = body[body.index('id="method-title"') :]
     assert "How ideas are found" in method
     assert "proposals closest to it in meaning" in method  # the default graph method
+    assert run.metrics["lexical_weight"] == 0.6
+    assert "the words proposals share bring them closer" in method
     assert "Word-form hashing, no model" in method  # the model, named for people
     metrics = run.metrics
     assert f"{metrics['n_proposals']} proposals, {metrics['n_unique_texts']} distinct texts" in (
@@ -108,6 +110,10 @@ def test_the_method_says_in_plain_words_how_ideas_were_found(client, published):
     cache.clear()
     body = client.get(results_url(consultation)).content.decode()
     assert "grouped into ideas" in body and "closest to it in meaning" not in body
+    run.metrics = {**run.metrics, "lexical_weight": 0.0}  # a run on the embeddings alone
+    run.save(update_fields=["metrics"])
+    cache.clear()
+    assert "words proposals share" not in client.get(results_url(consultation)).content.decode()
     with translation.override("fr"):
         french = client.get(results_url(consultation), HTTP_ACCEPT_LANGUAGE="fr").content.decode()
     assert "Comment les idées sont trouvées" in french

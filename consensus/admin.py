@@ -164,8 +164,19 @@ class IdeaAdmin(AuditedAdminMixin, admin.ModelAdmin):
         results_cache_forget(consultation_id=obj.consultation_id, run_id=obj.run_id)
 
 
+class _ViewOrDeleteAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """Rows the engine's services write: the admin shows them and may delete them (with their
+    run), never adds or edits one."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(IdeaMembership)
-class IdeaMembershipAdmin(AuditedAdminMixin, admin.ModelAdmin):
+class IdeaMembershipAdmin(_ViewOrDeleteAdmin):
     """Read only: a membership changed here would leave the ideas' sizes, labels and scores
     behind. Staff move proposals from the run's idea pages (``views.run_idea``)."""
 
@@ -174,15 +185,9 @@ class IdeaMembershipAdmin(AuditedAdminMixin, admin.ModelAdmin):
     raw_id_fields = ("run", "idea", "proposal")
     show_full_result_count = False
 
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
 
 @admin.register(IdeaPlacement)
-class IdeaPlacementAdmin(AuditedAdminMixin, admin.ModelAdmin):
+class IdeaPlacementAdmin(_ViewOrDeleteAdmin):
     """Read only: staff move proposals from the run's idea pages (``views.run_idea``), which keep
     sizes, labels and scores right. Deleting a placement lets the next run place it again."""
 
@@ -190,12 +195,6 @@ class IdeaPlacementAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_select_related = ("proposal", "run", "placed_by")
     raw_id_fields = ("run", "proposal", "placed_by")
     show_full_result_count = False
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(ProposalScore)

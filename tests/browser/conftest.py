@@ -21,3 +21,15 @@ def browser():
         browser = p.chromium.launch(executable_path=CHROMIUM)
         yield browser
         browser.close()
+
+
+PASSWORD = "correct horse battery"  # tests.factories.UserFactory's password
+
+
+def sign_in(page, base_url: str, email: str, next_path: str) -> None:
+    """Sign in through allauth's form and wait for the page it sends the user on to."""
+    page.goto(f"{base_url}/accounts/login/?next={next_path}")
+    page.fill("input[name=login]", email)
+    page.fill("input[name=password]", PASSWORD)
+    page.locator("#main form button[type=submit]").click()
+    page.wait_for_url(f"{base_url}{next_path}")

@@ -13,11 +13,9 @@ from consensus.models import Idea, IdeaMembership, IdeaPlacement
 
 from ..consensus.engine_data import HASHING, consultation_with_themes
 from ..factories import UserFactory
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-PASSWORD = "correct horse battery"
 
 
 def test_staff_move_two_proposals_to_another_idea(live_server, browser):
@@ -30,11 +28,9 @@ def test_staff_move_two_proposals_to_another_idea(live_server, browser):
     ARTIFACTS.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
 
-    page.goto(f"{live_server.url}/accounts/login/?next=/engine/{consultation.slug}/runs/{run.pk}/")
-    page.fill("input[name=login]", "staff@example.org")
-    page.fill("input[name=password]", PASSWORD)
-    page.locator("#main form button[type=submit]").click()
-    page.wait_for_url(re.compile(rf"/engine/{consultation.slug}/runs/{run.pk}/$"))
+    sign_in(
+        page, live_server.url, "staff@example.org", f"/engine/{consultation.slug}/runs/{run.pk}/"
+    )
 
     page.locator(f"a[href$='/runs/{run.pk}/ideas/{cycling.number}/']").click()
     page.wait_for_url(re.compile(rf"/ideas/{cycling.number}/$"))

@@ -643,16 +643,24 @@ def proposals_place(*, run: EngineRun, proposal_ids, number: int | None, actor=N
         )
     target = None
     if number is not None:
+        try:
+            number = int(number)
+        except (TypeError, ValueError):
+            raise EngineInputError(_("An idea is given by its number.")) from None
         target = Idea.objects.filter(run=run, number=number).first()
         if target is None:
             raise EngineInputError(
                 _("This analysis has no idea number %(number)s.") % {"number": number}
             )
     with transaction.atomic():
+        # the proposals' rows are locked (in id order) so that two moves of one proposal queue
         contents = dict(
-            Proposal.objects.filter(
+            Proposal.objects.select_for_update()
+            .filter(
                 pk__in=ids, consultation_id=run.consultation_id, status=Proposal.Status.ACCEPTED
-            ).values_list("pk", "content")
+            )
+            .order_by("pk")
+            .values_list("pk", "content")
         )
         old = dict(
             IdeaMembership.objects.filter(run=run, proposal_id__in=ids).values_list(

@@ -1,7 +1,14 @@
 """Staff move proposals between the ideas of the published run, and the next runs keep the move."""
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from unittest import mock
+
 import numpy as np
 import pytest
+from django.db import connection
+from django.db.models import Sum
 from django.urls import reverse
 from django.utils import translation
 
@@ -11,7 +18,7 @@ from consensus.models import EngineRun, Idea, IdeaMembership, IdeaPlacement
 from consultations.models import Proposal
 
 from ..factories import ProposalFactory, UserFactory
-from .engine_data import add_votes, consultation_with_themes
+from .engine_data import HASHING, add_votes, consultation_with_themes
 from .test_tasks import idea_with_keyword, run_labelling, start
 
 pytestmark = pytest.mark.django_db
@@ -123,6 +130,40 @@ def test_a_placement_stops_when_its_idea_splits(themed, django_capture_on_commit
     assert labels[list(ids).index(kept_out)] == -1
 
 
+@pytest.mark.realservices
+@pytest.mark.django_db(transaction=True)
+def test_two_staff_moving_one_proposal_at_once_leave_it_in_one_idea_counted_once():
+    themed = consultation_with_themes()
+    run = services.engine_run_start(consultation=themed, kind="ideas", **HASHING)
+    run.refresh_from_db()  # eager Celery ran the pipeline when the start committed
+    assert run.status == EngineRun.Status.DONE, run.error
+    cycling = idea_with_keyword(run, "cyclables")
+    targets = [idea_with_keyword(run, "musées").number, idea_with_keyword(run, "arbres").number]
+    moved = a_member(cycling)
+    barrier = threading.Barrier(2)
+    real_move = services._move_memberships
+
+    def slow_move(*args, **kwargs):
+        time.sleep(0.3)  # hold the first move's transaction open while the second arrives
+        return real_move(*args, **kwargs)
+
+    def attempt(number):
+        try:
+            barrier.wait(timeout=10)
+            return services.proposals_place(run=run, proposal_ids=[moved], number=number)
+        finally:
+            connection.close()
+
+    with mock.patch.object(services, "_move_memberships", side_effect=slow_move):
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            assert list(pool.map(attempt, targets)) == [1, 1]
+
+    assert IdeaMembership.objects.filter(run=run, proposal_id=moved).count() == 1
+    assert Idea.objects.get(pk=cycling.pk).size == cycling.size - 1
+    sizes = Idea.objects.filter(run=run).aggregate(total=Sum("size"))["total"]
+    assert sizes == IdeaMembership.objects.filter(run=run).count()
+
+
 def test_an_idea_named_after_a_moved_proposal_is_named_again(
     themed, django_capture_on_commit_callbacks
 ):
@@ -150,6 +191,7 @@ def test_bad_moves_are_refused_with_a_reason_and_move_nothing(
         ({"proposal_ids": ["x"], "number": None}, "by their numbers"),
         ({"proposal_ids": list(range(1, 1100)), "number": None}, "At most 1000"),
         ({"proposal_ids": [mine], "number": 999}, "no idea number 999"),
+        ({"proposal_ids": [mine], "number": "first"}, "by its number"),
         ({"proposal_ids": [mine, pending.pk], "number": None}, "1 of the chosen proposals"),
         ({"proposal_ids": [mine, other.pk], "number": None}, "nothing was moved"),
     ]

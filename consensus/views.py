@@ -174,10 +174,13 @@ def run_idea(request, slug, pk, number=None):
         rows = selectors.run_unassigned(run=run)
     else:
         rows = selectors.idea_members(idea=idea)
+    paginator = Paginator(rows, PROPOSALS_PER_PAGE)
+    asked = request.GET.get("page", "")
+    if asked.isdigit() and int(asked) > paginator.num_pages:
+        # moves emptied the last page: show the page that is last now
+        return redirect(f"{request.path}?page={paginator.num_pages}")
     page, error = page_or_error(
-        request,
-        Paginator(rows, PROPOSALS_PER_PAGE),
-        _("There is no page %(page)s: the proposals fill %(pages)d."),
+        request, paginator, _("There is no page %(page)s: the proposals fill %(pages)d.")
     )
     if error:
         return error

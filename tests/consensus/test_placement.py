@@ -289,3 +289,6 @@ def test_the_move_form_rejects_bad_input_and_strangers(
     assert IdeaPlacement.objects.filter(run=run).count() == 1
     assert client.get(idea_url(run, 999)).status_code == 404
     assert client.get(idea_url(run, cycling.number) + "?page=x").status_code == 400
+    # a page that moves emptied sends staff to the page that is last now
+    response = client.get(idea_url(run, cycling.number) + "?page=3")
+    assert response.status_code == 302 and response["Location"].endswith("?page=1")

@@ -10,7 +10,9 @@ Pipeline (`find_ideas` runs all of it):
    punctuation, no leading "Il faut"), then near-duplicates with cosine >=
    `near_threshold`, compared by blocked matrix products (within k-means buckets
    above `exact_block_max` unique texts, so it stays sub-quadratic at 2 M).
-2. `cluster_vectors` on the unique texts, weighted by duplicate counts. Default
+2. `cluster_vectors` on the unique texts, weighted by duplicate counts. Given their
+   texts, each row first gets the LSA of its TF-IDF words appended at weight 0.6
+   (`with_lexical`, `ClusterParams.lexical_weight`). Default
    (`method="graph"`): PCA to 128 dims; up to `graph_max_nodes` (10,000) unique
    texts each is a node; above that a stable weighted sample of 10,000 texts (drawn by
    a hash of their vectors, so the same from night to night) is clustered that way, and every

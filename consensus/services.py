@@ -713,7 +713,7 @@ def proposals_place(*, run: EngineRun, proposal_ids, number: int | None, actor=N
             unique_fields=["run", "proposal"],
             update_fields=["placed_by", "placed_at"],
         )
-        numbers = dict(Idea.objects.filter(run=run).values_list("pk", "number"))
+        numbers = dict(Idea.objects.filter(pk__in=set(old.values())).values_list("pk", "number"))
         audit_record(
             actor=actor,
             action="idea.proposals_placed",
@@ -753,14 +753,21 @@ def _move_memberships(run: EngineRun, moving, old: dict, target: Idea | None, ve
             delta[old[pid]] = delta.get(old[pid], 0) - 1
         if target is not None:
             delta[target.pk] = delta.get(target.pk, 0) + 1
+    changed = {idea_id: change for idea_id, change in delta.items() if change}
+    if not changed:
+        return
+    # one UPDATE for every idea touched; the right-hand sides read the sizes before it
+    size = Greatest(
+        F("size")
+        + Case(
+            *(When(pk=idea_id, then=Value(change)) for idea_id, change in changed.items()),
+            default=Value(0),
+        ),
+        Value(0),
+    )
     total = (run.metrics or {}).get("n_proposals") or 0
-    for idea_id, change in delta.items():
-        if change:
-            Idea.objects.filter(pk=idea_id).update(size=Greatest(F("size") + change, 0))
-    if total:
-        Idea.objects.filter(pk__in=list(delta)).update(
-            share=Cast(F("size"), FloatField()) / float(total)
-        )
+    shares = {"share": Cast(size, FloatField()) / float(total)} if total else {}
+    Idea.objects.filter(pk__in=list(changed)).update(size=size, **shares)
 
 
 def idea_scores_refresh(*, run_id: int) -> bool:

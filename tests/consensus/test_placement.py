@@ -109,6 +109,22 @@ def test_a_proposal_put_in_no_idea_stays_out_and_can_come_back(
     # Already there: nothing moves, and the choice is still recorded.
     assert services.proposals_place(run=second, proposal_ids=[out], number=trees_2.number) == 0
     assert IdeaPlacement.objects.filter(run=second, proposal_id=out).count() == 1
+    # two proposals from two ideas in one move: each loses one, the target gains both
+    cycling_2, museums_2 = (
+        idea_with_keyword(second, "cyclables"),
+        idea_with_keyword(second, "musées"),
+    )
+    pair = [a_member(cycling_2), a_member(museums_2)]
+    before = dict(Idea.objects.filter(run=second).values_list("pk", "size"))
+    assert services.proposals_place(run=second, proposal_ids=pair, number=trees_2.number) == 2
+    after = dict(Idea.objects.filter(run=second).values_list("pk", "size"))
+    assert after == {
+        **before,
+        cycling_2.pk: before[cycling_2.pk] - 1,
+        museums_2.pk: before[museums_2.pk] - 1,
+        trees_2.pk: before[trees_2.pk] + 2,
+    }
+    assert Idea.objects.get(pk=trees_2.pk).share == pytest.approx(after[trees_2.pk] / 48)
 
 
 def test_a_placement_stops_when_its_idea_splits(themed, django_capture_on_commit_callbacks):

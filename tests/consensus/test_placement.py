@@ -15,6 +15,7 @@ from django.utils import translation
 from accounts.models import AuditEntry
 from consensus import services
 from consensus.models import EngineRun, Idea, IdeaMembership, IdeaPlacement
+from consensus.tasks import refresh_idea_scores
 from consultations.models import Proposal
 
 from ..factories import ProposalFactory, UserFactory
@@ -224,6 +225,10 @@ def test_bad_moves_are_refused_with_a_reason_and_move_nothing(
 
     after = sorted(IdeaMembership.objects.filter(run=run).values_list("proposal_id", "idea_id"))
     assert after == before and not IdeaPlacement.objects.exists()
+    # the scores task on a run that is gone, or not done, does nothing
+    assert refresh_idea_scores.apply(args=[999_999]).get() is False
+    pending = EngineRun.objects.create(consultation=themed, kind="ideas")
+    assert services.idea_scores_refresh(run_id=pending.pk) is False
 
 
 # --- the staff pages -------------------------------------------------------------------------

@@ -22,6 +22,7 @@ from .models import (
     ProposalScore,
 )
 from .results_views import results_cache_forget
+from .tasks import refresh_ideas
 
 
 def _rows_table(rows):
@@ -177,13 +178,26 @@ class _ViewOrDeleteAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
 @admin.register(IdeaMembership)
 class IdeaMembershipAdmin(_ViewOrDeleteAdmin):
-    """Read only: a membership changed here would leave the ideas' sizes, labels and scores
-    behind. Staff move proposals from the run's idea pages (``views.run_idea``)."""
+    """Read only: staff move proposals from the run's idea pages (``views.run_idea``). A
+    membership deleted here takes its proposal out of the idea: the ideas it leaves are
+    described again and the vote figures recomputed (``tasks.refresh_ideas``)."""
 
     list_display = ("proposal", "idea", "similarity", "is_central")
     list_select_related = ("proposal", "idea")
     raw_id_fields = ("run", "idea", "proposal")
     show_full_result_count = False
+
+    def delete_model(self, request, obj):
+        super().delete_model(request, obj)
+        refresh_ideas.delay_on_commit(obj.run_id, [obj.idea_id])
+
+    def delete_queryset(self, request, queryset):
+        left: dict[int, set[int]] = {}
+        for run_id, idea_id in queryset.values_list("run_id", "idea_id").distinct():
+            left.setdefault(run_id, set()).add(idea_id)
+        super().delete_queryset(request, queryset)
+        for run_id, idea_ids in left.items():
+            refresh_ideas.delay_on_commit(run_id, sorted(idea_ids))
 
 
 @admin.register(IdeaPlacement)

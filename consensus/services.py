@@ -618,11 +618,12 @@ def proposals_place(*, run: EngineRun, proposal_ids, number: int | None, actor=N
     embedded by it and left in none). The memberships move (similarity to the new idea's centre,
     not central), both ideas' sizes and shares follow, an idea the engine had named after a
     proposal that left it is named again, and an ``IdeaPlacement`` per proposal lets the next run
-    keep the move (``_carry_placements``). The ideas' vote figures are recomputed after the commit
-    (``tasks.refresh_idea_scores``). Returns how many proposals changed idea; the caller forgets
+    keep the move (``_carry_placements``). The ideas touched are described again (centre, central
+    proposals, keywords, label) and every idea's vote figures recomputed after the commit
+    (``tasks.refresh_ideas``). Returns how many proposals changed idea; the caller forgets
     the cached results pages.
     """
-    from .tasks import refresh_idea_scores
+    from .tasks import refresh_ideas
 
     if (
         run.status != EngineRun.Status.DONE
@@ -667,6 +668,10 @@ def proposals_place(*, run: EngineRun, proposal_ids, number: int | None, actor=N
                 "proposal_id", "idea_id"
             )
         )
+        target_id = target.pk if target is not None else None
+        # the ideas' rows next, in pk order, as ``ideas_refresh`` locks them
+        touched = set(old.values()) | ({target_id} if target_id else set())
+        list(Idea.objects.select_for_update().filter(pk__in=touched).order_by("pk").values("pk"))
         # a votes-only run took its ideas, not its embeddings, from an earlier run
         vectors = dict(
             ProposalEmbedding.objects.filter(
@@ -694,7 +699,6 @@ def proposals_place(*, run: EngineRun, proposal_ids, number: int | None, actor=N
                 )
                 % {"n": len(missing)}
             )
-        target_id = target.pk if target is not None else None
         moving = [pid for pid in ids if old.get(pid) != target_id]
         if moving:
             _move_memberships(run, moving, old, target, vectors)
@@ -722,7 +726,8 @@ def proposals_place(*, run: EngineRun, proposal_ids, number: int | None, actor=N
             after={"idea": number, "proposals": ids},
         )
         if moving:
-            refresh_idea_scores.delay_on_commit(run.pk)
+            left = {old[pid] for pid in moving if pid in old}
+            refresh_ideas.delay_on_commit(run.pk, sorted(left | ({target_id} if target else set())))
     return len(moving)
 
 
@@ -770,15 +775,132 @@ def _move_memberships(run: EngineRun, moving, old: dict, target: Idea | None, ve
     Idea.objects.filter(pk__in=list(changed)).update(size=size, **shares)
 
 
-def idea_scores_refresh(*, run_id: int) -> bool:
-    """Recompute the vote figures of a run's ideas (after staff moved proposals). Idempotent."""
+def ideas_refresh(*, run_id: int, idea_ids=None) -> bool:
+    """Describe a run's ideas again from their memberships as they are, then recompute every
+    idea's vote figures. Called after staff moved proposals or deleted memberships. Idempotent.
+
+    For the ideas ``idea_ids`` (primary keys; every idea of the run when None): size and share,
+    centre (mean of the members' embeddings), each member's similarity to it, the ``n_central``
+    most central accepted members, keywords (c-TF-IDF against every idea of the run) and, unless
+    staff named it, the label (its most central accepted proposal). An idea left without members
+    keeps its centre and keywords. When the memberships change while it computes, the
+    descriptions are left to the refresh that change queued. Returns False for a run that is
+    gone or not done.
+    """
     from .results_views import results_cache_forget
 
     run = EngineRun.objects.filter(pk=run_id, status=EngineRun.Status.DONE).first()
     if run is None:
         return False
+    try:
+        wanted = None if idea_ids is None else {int(pk) for pk in idea_ids}
+    except (TypeError, ValueError):
+        raise EngineInputError(_("Ideas are given by their numbers.")) from None
+    ideas = {idea.pk: idea for idea in Idea.objects.filter(run=run)}
+    touched = set(ideas) if wanted is None else wanted & set(ideas)
+    if touched:
+        _describe_ideas(run, ideas, touched)
     _idea_aggregates(run)
     results_cache_forget(consultation_id=run.consultation_id, run_id=run.pk)
+    return True
+
+
+def _describe_ideas(run: EngineRun, ideas: dict, touched: set) -> bool:
+    """``ideas_refresh``'s descriptions of the ideas ``touched``; False when the memberships
+    moved meanwhile (nothing written)."""
+    from .engine import ideas as engine
+
+    params = run.parameters or {}
+    n_central = params.get("n_central") or 3
+    number_of = {pk: idea.number for pk, idea in ideas.items()}
+    # compared with the memberships at the time of writing: a move meanwhile queued its refresh
+    members = list(
+        IdeaMembership.objects.filter(run=run, idea_id__in=touched)
+        .order_by("pk")
+        .values_list("pk", "idea_id", "proposal_id")
+    )
+    # every accepted member's words: keywords are measured against the run's other ideas
+    idea_col, texts, contents = [], [], {}
+    for idea_id, proposal_id, content in (
+        IdeaMembership.objects.filter(run=run, proposal__status=Proposal.Status.ACCEPTED)
+        .values_list("idea_id", "proposal_id", "proposal__content")
+        .iterator(chunk_size=READ_BATCH)
+    ):
+        idea_col.append(number_of[idea_id])
+        texts.append(content)
+        if idea_id in touched:
+            contents[proposal_id] = content
+    keywords = engine.top_keywords(
+        texts,
+        np.asarray(idea_col, dtype=np.int64),
+        n_keywords=params.get("n_keywords") or 8,
+        language=run.consultation.language,
+    )
+    del texts, idea_col
+    # a votes-only run took its ideas, not its embeddings, from an earlier run
+    vectors = dict(
+        ProposalEmbedding.objects.filter(
+            run_id=(run.metrics or {}).get("ideas_from_run") or run.pk,
+            proposal__idea_memberships__run=run,
+            proposal__idea_memberships__idea_id__in=touched,
+        ).values_list("proposal_id", "vector")
+    )
+    by_idea: dict[int, list] = {pk: [] for pk in touched}
+    for row in members:
+        by_idea[row[1]].append(row)
+    total = (run.metrics or {}).get("n_proposals") or 0
+    changed_members, changed_ideas = [], []
+    for idea_pk, rows in by_idea.items():
+        idea = ideas[idea_pk]
+        idea.size = len(rows)
+        idea.share = idea.size / total if total else 0.0
+        with_vector = [row for row in rows if row[2] in vectors]
+        if with_vector:
+            x = np.stack(
+                [np.frombuffer(bytes(vectors[row[2]]), dtype=np.float16) for row in with_vector]
+            ).astype(np.float32)
+            centre = x.mean(axis=0)
+            norm = float(np.linalg.norm(centre))
+            centre = centre / norm if norm else centre
+            idea.centroid = centre.astype(np.float32).tobytes()
+            sims = x @ centre
+            order = np.lexsort((np.arange(len(with_vector)), -sims))
+            central = [with_vector[i][0] for i in order if with_vector[i][2] in contents][
+                :n_central
+            ]
+            similarity = dict(zip((row[0] for row in with_vector), sims.tolist(), strict=True))
+        else:
+            central, similarity = [], {}
+        found = keywords[idea.number] if idea.number < len(keywords) else []
+        if found:
+            idea.keywords = list(found)
+        if not idea.named_by_staff:
+            first = next((row[2] for row in rows if row[0] in central[:1]), None)
+            idea.label = _engine_label(contents.get(first), idea.keywords)
+        changed_ideas.append(idea)
+        central_set = set(central)
+        changed_members += [
+            IdeaMembership(
+                pk=row[0], similarity=similarity.get(row[0], 0.0), is_central=row[0] in central_set
+            )
+            for row in rows
+        ]
+    with transaction.atomic():
+        # the ideas' rows, locked in pk order as ``proposals_place`` locks them: a move waits
+        list(Idea.objects.select_for_update().filter(pk__in=touched).order_by("pk").values("pk"))
+        now = list(
+            IdeaMembership.objects.filter(run=run, idea_id__in=touched)
+            .order_by("pk")
+            .values_list("pk", "idea_id", "proposal_id")
+        )
+        if now != members:
+            return False
+        IdeaMembership.objects.bulk_update(
+            changed_members, ["similarity", "is_central"], batch_size=1_000
+        )
+        Idea.objects.bulk_update(
+            changed_ideas, ["size", "share", "centroid", "keywords", "label"], batch_size=500
+        )
     return True
 
 
@@ -1273,7 +1395,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
         else np.zeros((0, x.shape[1]), np.float32)
     )
     # staff placements of the base run follow their ideas; sizes and central proposals then
-    # count the proposals each idea really holds (keywords and centres stay the engine's)
+    # count the proposals each idea really holds (keywords and centres are the clustering's)
     comparison = _base_comparison(base, ids, labels)
     placements, n_stopped = (
         ([], 0) if base is None else _carry_placements(base, comparison, ids, labels)

@@ -140,12 +140,13 @@ def assign_new_proposal(self, proposal_id: int) -> int | None:
 
 
 @shared_task(bind=True, base=EngineTask, soft_time_limit=600, time_limit=660)
-def refresh_idea_scores(self, run_id: int) -> bool:
-    """Recompute the vote figures of a run's ideas after staff moved proposals between them.
+def refresh_ideas(self, run_id: int, idea_ids: list[int] | None = None) -> bool:
+    """Describe again the ideas ``idea_ids`` of a run (all when None) after staff moved proposals
+    or deleted memberships, and recompute every idea's vote figures (``services.ideas_refresh``).
 
-    Idempotent: it reads the memberships as they are and writes every idea's figures again.
+    Idempotent: it reads the memberships as they are and writes the figures again.
     """
-    return services.idea_scores_refresh(run_id=run_id)
+    return services.ideas_refresh(run_id=run_id, idea_ids=idea_ids)
 
 
 @shared_task(bind=True, base=EngineTask, soft_time_limit=3600, time_limit=3660)

@@ -14,8 +14,9 @@ from django.utils import translation
 
 from accounts.models import AuditEntry
 from consensus import services
-from consensus.models import EngineRun, Idea, IdeaMembership, IdeaPlacement
-from consensus.tasks import refresh_idea_scores
+from consensus.engine import ideas as engine_ideas
+from consensus.models import EngineRun, Idea, IdeaMembership, IdeaPlacement, ProposalEmbedding
+from consensus.tasks import refresh_ideas
 from consultations.models import Proposal
 
 from ..factories import ProposalFactory, UserFactory
@@ -181,6 +182,98 @@ def test_two_staff_moving_one_proposal_at_once_leave_it_in_one_idea_counted_once
     assert sizes == IdeaMembership.objects.filter(run=run).count()
 
 
+def centre_of(run, idea):
+    """The normalised mean of the idea's members' embeddings, as the refresh computes it."""
+    vectors = ProposalEmbedding.objects.filter(
+        run=run, proposal__idea_memberships__idea=idea
+    ).values_list("vector", flat=True)
+    x = np.stack([np.frombuffer(bytes(v), dtype=np.float16) for v in vectors]).astype(np.float32)
+    centre = x.mean(axis=0)
+    return centre / np.linalg.norm(centre)
+
+
+def test_the_ideas_a_move_touches_are_described_again(themed, django_capture_on_commit_callbacks):
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    cycling, museums = idea_with_keyword(run, "cyclables"), idea_with_keyword(run, "musées")
+    trees = idea_with_keyword(run, "arbres")
+    untouched = Idea.objects.get(pk=trees.pk)
+    sizes = {cycling.pk: cycling.size, museums.pk: museums.size}
+
+    # staff put every cycling proposal with the museums: one idea by hand
+    with django_capture_on_commit_callbacks(execute=True):
+        services.proposals_place(
+            run=run, proposal_ids=sorted(members(cycling)), number=museums.number
+        )
+
+    cycling.refresh_from_db()
+    museums.refresh_from_db()
+    # the emptied idea keeps its description, at size 0
+    assert (cycling.size, cycling.share) == (0, 0.0)
+    assert "cyclables" in cycling.keywords and cycling.centroid is not None
+    # the merged idea: centre, similarities, central proposals, keywords and label follow
+    centre = np.frombuffer(bytes(museums.centroid), dtype=np.float32)
+    assert np.allclose(centre, centre_of(run, museums), atol=1e-5)
+    rows = IdeaMembership.objects.filter(idea=museums).select_related("proposal")
+    assert museums.size == len(rows) == sizes[cycling.pk] + sizes[museums.pk]
+    sims = {row.proposal_id: row.similarity for row in rows}
+    for row in rows:
+        vector = ProposalEmbedding.objects.get(run=run, proposal_id=row.proposal_id).vector
+        v = np.frombuffer(bytes(vector), dtype=np.float16).astype(np.float32)
+        assert row.similarity == pytest.approx(float(v @ centre), abs=1e-5)
+    central = sorted(row.proposal_id for row in rows if row.is_central)
+    assert central == sorted(sorted(sims, key=lambda pid: (-sims[pid], pid))[:3])
+    assert {"cyclables", "musées"} <= set(museums.keywords)
+    assert museums.label == max(rows, key=lambda row: row.similarity).proposal.content
+    # an idea the move did not touch is left as the engine wrote it
+    assert Idea.objects.get(pk=trees.pk).keywords == untouched.keywords
+    assert Idea.objects.get(pk=trees.pk).centroid == untouched.centroid
+
+
+def test_a_move_during_the_refresh_leaves_the_descriptions_to_its_own_refresh(
+    themed, django_capture_on_commit_callbacks
+):
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    cycling, museums = idea_with_keyword(run, "cyclables"), idea_with_keyword(run, "musées")
+    moved = a_member(cycling)
+    real_keywords = engine_ideas.top_keywords
+
+    def keywords_while_staff_move(*args, **kwargs):
+        services.proposals_place(run=run, proposal_ids=[moved], number=museums.number)
+        return real_keywords(*args, **kwargs)
+
+    before = dict(Idea.objects.filter(run=run).values_list("pk", "keywords"))
+    with mock.patch.object(engine_ideas, "top_keywords", side_effect=keywords_while_staff_move):
+        assert (
+            services._describe_ideas(
+                run, {i.pk: i for i in Idea.objects.filter(run=run)}, {cycling.pk, museums.pk}
+            )
+            is False
+        )
+    assert dict(Idea.objects.filter(run=run).values_list("pk", "keywords")) == before
+    # the move's own refresh (run here by hand) then describes both ideas
+    assert services.ideas_refresh(run_id=run.pk, idea_ids=[cycling.pk, museums.pk])
+    assert Idea.objects.get(pk=museums.pk).size == museums.size + 1
+
+
+def test_a_membership_deleted_in_the_admin_leaves_its_idea_described_again(
+    themed, django_capture_on_commit_callbacks, client
+):
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    trees = idea_with_keyword(run, "arbres")
+    gone = IdeaMembership.objects.get(run=run, proposal_id=a_member(trees))
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    url = reverse("admin:consensus_ideamembership_delete", args=[gone.pk])
+
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(url, {"post": "yes"})
+
+    assert response.status_code == 302
+    trees_after = Idea.objects.get(pk=trees.pk)
+    assert trees_after.size == trees.size - 1 == len(members(trees))
+    assert trees_after.share == pytest.approx(trees_after.size / run.metrics["n_proposals"])
+    assert AuditEntry.objects.filter(action__endswith="delete").exists()
+
+
 def test_an_idea_named_after_a_moved_proposal_is_named_again(
     themed, django_capture_on_commit_callbacks
 ):
@@ -225,10 +318,13 @@ def test_bad_moves_are_refused_with_a_reason_and_move_nothing(
 
     after = sorted(IdeaMembership.objects.filter(run=run).values_list("proposal_id", "idea_id"))
     assert after == before and not IdeaPlacement.objects.exists()
-    # the scores task on a run that is gone, or not done, does nothing
-    assert refresh_idea_scores.apply(args=[999_999]).get() is False
+    # the refresh task on a run that is gone, or not done, does nothing; bad ideas are refused
+    assert refresh_ideas.apply(args=[999_999]).get() is False
     pending = EngineRun.objects.create(consultation=themed, kind="ideas")
-    assert services.idea_scores_refresh(run_id=pending.pk) is False
+    assert services.ideas_refresh(run_id=pending.pk) is False
+    with translation.override("en"), pytest.raises(services.EngineInputError, match="numbers"):
+        services.ideas_refresh(run_id=run.pk, idea_ids=["first"])
+    assert services.ideas_refresh(run_id=run.pk, idea_ids=[999_999]) is True  # not of this run
 
 
 # --- the staff pages -------------------------------------------------------------------------

@@ -53,3 +53,12 @@ def test_staff_move_two_proposals_to_another_idea(live_server, browser):
     ) == {museums.pk}
     assert IdeaPlacement.objects.filter(run=run).count() == 2
     page.screenshot(path=ARTIFACTS / "engine-idea-moved.png", full_page=True)
+
+    # the idea they joined lists them among its own, described again around its new centre
+    page.goto(f"{live_server.url}/engine/{consultation.slug}/runs/{run.pk}/ideas/{museums.number}/")
+    rows = page.locator("input[name=proposals]")
+    assert rows.count() == museums.size + 2
+    listed = [int(rows.nth(i).get_attribute("value")) for i in range(rows.count())]
+    assert set(ticked) <= set(listed)
+    assert page.get_by_text("among the most central").count() == 3
+    page.screenshot(path=ARTIFACTS / "engine-idea-joined.png", full_page=True)

@@ -14,6 +14,7 @@ small variations (a word dropped or two words swapped, a suffix), so the extra r
     ... bench/engine_scale.py --sizes --stored 2000000 --chunk-size 10000   # stored embeddings
     ... bench/engine_scale.py --compare-workers 30000               # 1 vs 2 worker processes
     ... bench/engine_scale.py --sizes --stored 2000000 --curated-rerun  # + the nightly re-run
+    ... bench/engine_scale.py --sizes --stored 2000000 --staff-move     # + staff moving proposals
 
 At --bertopic-size (default 100,000; needs the `bench` extra) BERTopic runs in its own process on
 the vectors the run stored, and the clustering-throughput ratio is printed. --stored N measures
@@ -21,7 +22,9 @@ clustering + labelling + write-back with the embeddings already in PostgreSQL: t
 --stored-base real answers with their real embeddings (computed once, cached in
 --vectors-cache), the rest variants of them whose vectors are the original's plus noise; they
 are stored as an earlier run and the measured run reuses them by text hash, as a re-run does.
---curated-rerun then names every idea, links a partner action to each and runs the same answers
+--staff-move then has staff move 1,000 proposals between the two largest ideas of the published
+run and times the request and the refresh task it queues. --curated-rerun then names every
+idea, links a partner action to each and runs the same answers
 again: the nightly case, with the carry-over of labels and action links timed.
 --compare-workers N runs N answers with 1 then 2 worker processes and compares wall time and a
 digest of the ideas. Run it with OPENBLAS_NUM_THREADS=1 on a shared 2-core machine.
@@ -433,6 +436,8 @@ def run_stored(n: int, args) -> dict:
     stages["store vectors in PostgreSQL (setup)"] = time.perf_counter() - t0
     del texts, x
     result = _run_pipeline(consultation, n, args, stages, reuse=True)
+    if args.staff_move:
+        result["staff_move"] = _staff_move(result["run_id"])
     if args.curated_rerun:
         result["curated"] = _curate(result["run_id"], consultation)
         # what a night brings: 1 % new answers (real ones the first run did not have), which
@@ -456,6 +461,43 @@ def _compare_runs(a: int, b: int) -> dict:
 
     c = run_comparison(run_a=EngineRun.objects.get(pk=a), run_b=EngineRun.objects.get(pk=b)).result
     return {"counts": c.counts, "ari": c.ari, "moved": c.n_moved, "common": c.n_common}
+
+
+def _staff_move(run_id: int) -> dict:
+    """Staff move the most they can at once (services.PLACE_MAX proposals) from the largest idea
+    to the second largest: the request (``services.proposals_place``) and the task it queues
+    (``services.ideas_refresh``: both ideas described again, every idea's vote figures), timed
+    apart."""
+    from unittest import mock
+
+    from consensus import services, tasks
+    from consensus.models import EngineRun, Idea, IdeaMembership
+
+    run = EngineRun.objects.get(pk=run_id)
+    first, second = Idea.objects.filter(run=run).order_by("-size", "number")[:2]
+    ids = list(
+        IdeaMembership.objects.filter(idea=first)
+        .order_by("proposal_id")
+        .values_list("proposal_id", flat=True)[: services.PLACE_MAX]
+    )
+    queued = []
+    with mock.patch.object(
+        tasks.refresh_ideas, "delay_on_commit", side_effect=lambda *a: queued.append(a)
+    ):
+        t0 = time.perf_counter()
+        moved = services.proposals_place(run=run, proposal_ids=ids, number=second.number)
+        request = time.perf_counter() - t0
+    assert queued == [(run.pk, sorted([first.pk, second.pk]))], queued
+    t0 = time.perf_counter()
+    services.ideas_refresh(run_id=run.pk, idea_ids=queued[0][1])
+    refresh = time.perf_counter() - t0
+    return {
+        "moved": moved,
+        "sizes": [first.size, second.size],
+        "request": request,
+        "refresh": refresh,
+        "members_after": IdeaMembership.objects.filter(idea__in=[first, second]).count(),
+    }
 
 
 def _curate(run_id: int, consultation) -> dict:
@@ -757,6 +799,8 @@ def report(results: list[dict], args, stored=(), workers_cmp=None, earlier: str 
             "",
             *_raw(r),
         ]
+        if r.get("staff_move"):
+            lines += _staff_move_lines(r)
         if r.get("rerun"):
             lines += _rerun_lines(r)
     if workers_cmp:
@@ -772,6 +816,23 @@ def report(results: list[dict], args, stored=(), workers_cmp=None, earlier: str 
             "",
         ]
     return "\n".join(lines)
+
+
+def _staff_move_lines(r: dict) -> list[str]:
+    """Staff correcting the published run by hand, and what it costs against the run itself."""
+    mv, fw = r["staff_move"], r["stages"]["final step (wall)"]
+    return [
+        f"### Staff move {mv['moved']:,} proposals between the two largest ideas",
+        "",
+        f"On the published run, staff move {mv['moved']:,} proposals (one request takes 1,000 at "
+        f"most) from the largest idea ({mv['sizes'][0]:,} proposals) to the second ({mv['sizes'][1]:,}). "
+        f"The request (`services.proposals_place`: checks, row locks, memberships, sizes, audit) "
+        f"took **{mv['request']:.2f} s**; the task it queues (`services.ideas_refresh`: both ideas "
+        f"described again from their {mv['members_after']:,} members, keywords against every "
+        f"idea, then every idea's vote figures) **{mv['refresh']:.1f} s**, "
+        f"{mv['refresh'] / fw:.0%} of the run's final step ({fw:.1f} s).",
+        "",
+    ]
 
 
 def _rerun_lines(r: dict) -> list[str]:
@@ -793,7 +854,9 @@ def _rerun_lines(r: dict) -> list[str]:
         f"**Final step: {fw:.1f} s ({n / fw:,.0f} answers/s)**, of which writing the ideas with the "
         f"carry-over {t.get('write_ideas', 0):.1f} s; run including the chunk copies "
         f"{again['wall']:.1f} s. {m.get('n_ideas')} ideas; staff labels kept "
-        f"{m.get('staff_labels_kept')}, action links added {m.get('action_links_kept')}. Peak RSS "
+        f"{m.get('staff_labels_kept')}, action links added {m.get('action_links_kept')}, staff "
+        f"placements kept {m.get('staff_placements_kept')} (stopped where their idea split or "
+        f"disappeared: {m.get('staff_placements_stopped')}). Peak RSS "
         f"of the process over both runs {again['peak_rss_main_mb']:,.0f} MB.",
         "",
         f"Ideas from one run to the next: {cmp['counts']}; ARI {cmp['ari']:.3f} over the "
@@ -810,6 +873,7 @@ def _subprocess(flag: str, value, args, extra: tuple = ()) -> dict:
            "--chunk-size", str(args.chunk_size), "--seed", str(args.seed), "--database-url", args.database_url,
            "--stored-base", str(args.stored_base), "--vectors-cache", args.vectors_cache, *extra,
            *(["--curated-rerun"] if args.curated_rerun else []),
+           *(["--staff-move"] if args.staff_move else []),
            *(["--large-graph", args.large_graph] if args.large_graph else []),
            *(["--lexical-weight", str(args.lexical_weight)] if args.lexical_weight is not None else [])]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -854,6 +918,8 @@ def main() -> None:
         default=2,
         help="embedding processes (like Celery workers); 0: in this process",
     )
+    parser.add_argument("--staff-move", action="store_true",
+                        help="stored mode: staff move 1,000 proposals; time it and the refresh")  # fmt: skip
     parser.add_argument("--curated-rerun", action="store_true",
                         help="stored mode: name every idea, link an action to each, run again")  # fmt: skip
     parser.add_argument("--large-graph", choices=("sample", "micro"), default=None,

@@ -864,7 +864,8 @@ def _describe_ideas(run: EngineRun, ideas: dict, touched: set) -> bool:
             centre = centre / norm if norm else centre
             idea.centroid = centre.astype(np.float32).tobytes()
             sims = x @ centre
-            order = np.lexsort((np.arange(len(with_vector)), -sims))
+            order = np.lexsort((np.arange(len(with_vector)), -sims))  # ties: membership order
+            # membership pks of the most central accepted members
             central = [with_vector[i][0] for i in order if with_vector[i][2] in contents][
                 :n_central
             ]
@@ -875,7 +876,7 @@ def _describe_ideas(run: EngineRun, ideas: dict, touched: set) -> bool:
         if found:
             idea.keywords = list(found)
         if not idea.named_by_staff:
-            first = next((row[2] for row in rows if row[0] in central[:1]), None)
+            first = next((row[2] for row in rows if central and row[0] == central[0]), None)
             idea.label = _engine_label(contents.get(first), idea.keywords)
         changed_ideas.append(idea)
         central_set = set(central)

@@ -881,10 +881,7 @@ def _describe_ideas(run: EngineRun, ideas: dict, touched: set) -> bool:
         changed_ideas.append(idea)
         central_set = set(central)
         changed_members += [
-            IdeaMembership(
-                pk=row[0], similarity=similarity.get(row[0], 0.0), is_central=row[0] in central_set
-            )
-            for row in rows
+            (row[0], similarity.get(row[0], 0.0), row[0] in central_set) for row in rows
         ]
     with transaction.atomic():
         # the ideas' rows, locked in pk order as ``proposals_place`` locks them: a move waits
@@ -896,13 +893,43 @@ def _describe_ideas(run: EngineRun, ideas: dict, touched: set) -> bool:
         )
         if now != members:
             return False
-        IdeaMembership.objects.bulk_update(
-            changed_members, ["similarity", "is_central"], batch_size=1_000
-        )
+        _set_similarities(changed_members)
         Idea.objects.bulk_update(
             changed_ideas, ["size", "share", "centroid", "keywords", "label"], batch_size=500
         )
     return True
+
+
+def _set_similarities(rows: list[tuple[int, float, bool]]) -> None:
+    """Memberships' (pk, similarity, is_central), written by pk. On PostgreSQL one UPDATE from
+    a COPied temporary table: ``bulk_update``'s CASE per row took 100 of the 148 s of a refresh
+    that rewrote 130,000 memberships at 2M answers. Elsewhere ``bulk_update``."""
+    if connection.vendor != "postgresql":
+        IdeaMembership.objects.bulk_update(
+            [IdeaMembership(pk=pk, similarity=sim, is_central=c) for pk, sim, c in rows],
+            ["similarity", "is_central"],
+            batch_size=1_000,
+        )
+        return
+    qn = connection.ops.quote_name
+    meta = IdeaMembership._meta
+    pk, sim, central = (
+        qn(meta.get_field(name).column) for name in ("id", "similarity", "is_central")
+    )
+    staging = qn("concorde_membership_similarities")
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP TABLE IF EXISTS {staging}")
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE {staging} "
+            f"({pk} bigint PRIMARY KEY, {sim} double precision, {central} boolean) ON COMMIT DROP"
+        )
+        with cursor.cursor.copy(f"COPY {staging} ({pk}, {sim}, {central}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        cursor.execute(
+            f"UPDATE {qn(meta.db_table)} AS m SET {sim} = s.{sim}, {central} = s.{central} "
+            f"FROM {staging} AS s WHERE m.{pk} = s.{pk}"
+        )
 
 
 def engine_run_rollback_target(*, consultation: Consultation) -> EngineRun | None:

@@ -189,15 +189,19 @@ class IdeaMembershipAdmin(_ViewOrDeleteAdmin):
 
     def delete_model(self, request, obj):
         super().delete_model(request, obj)
-        refresh_ideas.delay_on_commit(obj.run_id, [obj.idea_id])
+        _members_changed(Idea.objects.filter(pk=obj.idea_id))
 
     def delete_queryset(self, request, queryset):
-        left: dict[int, set[int]] = {}
-        for run_id, idea_id in queryset.values_list("run_id", "idea_id").distinct():
-            left.setdefault(run_id, set()).add(idea_id)
+        ideas = list(queryset.values_list("idea_id", flat=True).distinct())
         super().delete_queryset(request, queryset)
-        for run_id, idea_ids in left.items():
-            refresh_ideas.delay_on_commit(run_id, sorted(idea_ids))
+        _members_changed(Idea.objects.filter(pk__in=ideas))
+
+
+def _members_changed(ideas) -> None:
+    """Flag the ideas that lost members here; their runs describe them again after the commit."""
+    ideas.update(members_changed=True)
+    for run_id in sorted(set(ideas.values_list("run_id", flat=True))):
+        refresh_ideas.delay_on_commit(run_id)
 
 
 @admin.register(IdeaPlacement)

@@ -158,6 +158,16 @@ class Idea(models.Model):
     size = models.PositiveIntegerField(_("proposals"), default=0)
     share = models.FloatField(_("share of proposals"), default=0.0)
     scores = models.JSONField(_("scores"), default=dict, blank=True)
+    # Set when staff change its members by hand; ``services.ideas_refresh`` describes it again.
+    members_changed = models.BooleanField(
+        _("members changed by hand"),
+        default=False,
+        editable=False,
+        help_text=_(
+            "Staff moved proposals in or out of this idea; its centre, central proposals and "
+            "keywords are being computed again."
+        ),
+    )
     # L2-normalised float32 centre in the run's embedding space, for ``assign_new_proposal``.
     centroid = models.BinaryField(_("centre"), null=True, blank=True, editable=False)
 

@@ -618,9 +618,9 @@ def proposals_place(*, run: EngineRun, proposal_ids, number: int | None, actor=N
     embedded by it and left in none). The memberships move (similarity to the new idea's centre,
     not central), both ideas' sizes and shares follow, an idea the engine had named after a
     proposal that left it is named again, and an ``IdeaPlacement`` per proposal lets the next run
-    keep the move (``_carry_placements``). The ideas touched are described again (centre, central
-    proposals, keywords, label) and every idea's vote figures recomputed after the commit
-    (``tasks.refresh_ideas``). Returns how many proposals changed idea; the caller forgets
+    keep the move (``_carry_placements``). The ideas touched are flagged (``members_changed``),
+    described again (centre, central proposals, keywords, label) and every idea's vote figures
+    recomputed after the commit (``tasks.refresh_ideas``). Returns how many proposals changed idea; the caller forgets
     the cached results pages.
     """
     from .tasks import refresh_ideas
@@ -726,8 +726,7 @@ def proposals_place(*, run: EngineRun, proposal_ids, number: int | None, actor=N
             after={"idea": number, "proposals": ids},
         )
         if moving:
-            left = {old[pid] for pid in moving if pid in old}
-            refresh_ideas.delay_on_commit(run.pk, sorted(left | ({target_id} if target else set())))
+            refresh_ideas.delay_on_commit(run.pk)
     return len(moving)
 
 
@@ -772,36 +771,36 @@ def _move_memberships(run: EngineRun, moving, old: dict, target: Idea | None, ve
     )
     total = (run.metrics or {}).get("n_proposals") or 0
     shares = {"share": Cast(size, FloatField()) / float(total)} if total else {}
-    Idea.objects.filter(pk__in=list(changed)).update(size=size, **shares)
+    Idea.objects.filter(pk__in=list(changed)).update(size=size, members_changed=True, **shares)
 
 
-def ideas_refresh(*, run_id: int, idea_ids=None) -> bool:
-    """Describe a run's ideas again from their memberships as they are, then recompute every
-    idea's vote figures. Called after staff moved proposals or deleted memberships. Idempotent.
+def ideas_refresh(*, run_id: int) -> bool:
+    """Describe again the ideas of a run whose members staff changed by hand (moved proposals,
+    memberships deleted in the admin: ``Idea.members_changed``), then recompute every idea's
+    vote figures. Idempotent, and a burst of moves is described by the first refresh that
+    runs after them: the ones queued behind it find nothing left to do.
 
-    For the ideas ``idea_ids`` (primary keys; every idea of the run when None): size and share,
-    centre (mean of the members' embeddings), each member's similarity to it, the ``n_central``
-    most central accepted members, keywords (c-TF-IDF against every idea of the run) and, unless
-    staff named it, the label (its most central accepted proposal). An idea left without members
-    keeps its centre and keywords. When the memberships change while it computes, the
-    descriptions are left to the refresh that change queued. Returns False for a run that is
-    gone or not done.
+    For each such idea: size and share, centre (mean of the members' embeddings), each
+    member's similarity to it, the ``n_central`` most central accepted members, keywords
+    (c-TF-IDF against every idea of the run) and, unless staff named it, the label (its most
+    central accepted proposal). An idea left without members keeps its centre and keywords.
+    When the memberships change while it computes, it writes nothing: the refresh that change
+    queued does it all. Returns False for a run that is gone or not done.
     """
     from .results_views import results_cache_forget
 
+    try:
+        run_id = int(run_id)
+    except (TypeError, ValueError):
+        raise EngineInputError(_("An engine run is given by its number.")) from None
     run = EngineRun.objects.filter(pk=run_id, status=EngineRun.Status.DONE).first()
     if run is None:
         return False
-    try:
-        wanted = None if idea_ids is None else {int(pk) for pk in idea_ids}
-    except (TypeError, ValueError):
-        raise EngineInputError(_("Ideas are given by their numbers.")) from None
     ideas = {idea.pk: idea for idea in Idea.objects.filter(run=run)}
-    touched = set(ideas) if wanted is None else wanted & set(ideas)
-    if touched:
-        _describe_ideas(run, ideas, touched)
-    _idea_aggregates(run)
-    results_cache_forget(consultation_id=run.consultation_id, run_id=run.pk)
+    changed = {pk for pk, idea in ideas.items() if idea.members_changed}
+    if changed and _describe_ideas(run, ideas, changed):
+        _idea_aggregates(run)
+        results_cache_forget(consultation_id=run.consultation_id, run_id=run.pk)
     return True
 
 
@@ -878,6 +877,7 @@ def _describe_ideas(run: EngineRun, ideas: dict, touched: set) -> bool:
         if not idea.named_by_staff:
             first = next((row[2] for row in rows if central and row[0] == central[0]), None)
             idea.label = _engine_label(contents.get(first), idea.keywords)
+        idea.members_changed = False
         changed_ideas.append(idea)
         central_set = set(central)
         changed_members += [
@@ -895,7 +895,9 @@ def _describe_ideas(run: EngineRun, ideas: dict, touched: set) -> bool:
             return False
         _set_similarities(changed_members)
         Idea.objects.bulk_update(
-            changed_ideas, ["size", "share", "centroid", "keywords", "label"], batch_size=500
+            changed_ideas,
+            ["size", "share", "centroid", "keywords", "label", "members_changed"],
+            batch_size=500,
         )
     return True
 

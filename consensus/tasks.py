@@ -140,13 +140,14 @@ def assign_new_proposal(self, proposal_id: int) -> int | None:
 
 
 @shared_task(bind=True, base=EngineTask, soft_time_limit=600, time_limit=660)
-def refresh_ideas(self, run_id: int, idea_ids: list[int] | None = None) -> bool:
-    """Describe again the ideas ``idea_ids`` of a run (all when None) after staff moved proposals
-    or deleted memberships, and recompute every idea's vote figures (``services.ideas_refresh``).
+def refresh_ideas(self, run_id: int) -> bool:
+    """Describe again the ideas of a run whose members staff changed by hand, and recompute every
+    idea's vote figures (``services.ideas_refresh``).
 
-    Idempotent: it reads the memberships as they are and writes the figures again.
+    Idempotent: it reads the memberships as they are; queued again and again by a burst of
+    moves, the first run does the work and the others find nothing left.
     """
-    return services.ideas_refresh(run_id=run_id, idea_ids=idea_ids)
+    return services.ideas_refresh(run_id=run_id)
 
 
 @shared_task(bind=True, base=EngineTask, soft_time_limit=3600, time_limit=3660)

@@ -250,9 +250,38 @@ def test_a_move_during_the_refresh_leaves_the_descriptions_to_its_own_refresh(
             is False
         )
     assert dict(Idea.objects.filter(run=run).values_list("pk", "keywords")) == before
+    assert set(Idea.objects.filter(members_changed=True).values_list("pk", flat=True)) == {
+        cycling.pk,
+        museums.pk,
+    }
     # the move's own refresh (run here by hand) then describes both ideas
-    assert services.ideas_refresh(run_id=run.pk, idea_ids=[cycling.pk, museums.pk])
+    assert services.ideas_refresh(run_id=run.pk)
     assert Idea.objects.get(pk=museums.pk).size == museums.size + 1
+    assert not Idea.objects.filter(members_changed=True).exists()
+    assert moved in {
+        row.proposal_id for row in IdeaMembership.objects.filter(idea=museums) if row.similarity
+    }
+
+
+def test_a_burst_of_moves_is_described_by_one_refresh(themed, django_capture_on_commit_callbacks):
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    cycling, museums = idea_with_keyword(run, "cyclables"), idea_with_keyword(run, "musées")
+    trees = idea_with_keyword(run, "arbres")
+    queued = []
+    with mock.patch.object(refresh_ideas, "delay_on_commit", side_effect=queued.append):
+        services.proposals_place(run=run, proposal_ids=[a_member(cycling)], number=museums.number)
+        services.proposals_place(run=run, proposal_ids=[a_member(trees)], number=None)
+    assert queued == [run.pk, run.pk]
+    flagged = set(Idea.objects.filter(members_changed=True).values_list("pk", flat=True))
+    assert flagged == {cycling.pk, museums.pk, trees.pk}
+
+    with mock.patch.object(
+        engine_ideas, "top_keywords", wraps=engine_ideas.top_keywords
+    ) as keywords:
+        assert all(services.ideas_refresh(run_id=run_id) for run_id in queued)
+    assert keywords.call_count == 1  # the second refresh found nothing left to describe
+    assert not Idea.objects.filter(members_changed=True).exists()
+    assert Idea.objects.get(pk=trees.pk).size == trees.size - 1
 
 
 def test_a_membership_deleted_in_the_admin_leaves_its_idea_described_again(
@@ -322,9 +351,8 @@ def test_bad_moves_are_refused_with_a_reason_and_move_nothing(
     assert refresh_ideas.apply(args=[999_999]).get() is False
     pending = EngineRun.objects.create(consultation=themed, kind="ideas")
     assert services.ideas_refresh(run_id=pending.pk) is False
-    with translation.override("en"), pytest.raises(services.EngineInputError, match="numbers"):
-        services.ideas_refresh(run_id=run.pk, idea_ids=["first"])
-    assert services.ideas_refresh(run_id=run.pk, idea_ids=[999_999]) is True  # not of this run
+    with translation.override("en"), pytest.raises(services.EngineInputError, match="number"):
+        refresh_ideas.apply(args=["first"]).get()
 
 
 # --- the staff pages -------------------------------------------------------------------------

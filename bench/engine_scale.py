@@ -24,8 +24,8 @@ clustering + labelling + write-back with the embeddings already in PostgreSQL: t
 are stored as an earlier run and the measured run reuses them by text hash, as a re-run does.
 --staff-move then has staff move 1,000 proposals between the two largest ideas of the published
 run and times the request and the refresh task it queues. --curated-rerun then names every
-idea, links a partner action to each and runs the same answers
-again: the nightly case, with the carry-over of labels and action links timed.
+idea, links a partner action to each and runs the same answers again: the nightly case, with
+the carry-over of labels and action links timed.
 --compare-workers N runs N answers with 1 then 2 worker processes and compares wall time and a
 digest of the ideas. Run it with OPENBLAS_NUM_THREADS=1 on a shared 2-core machine.
 

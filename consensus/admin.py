@@ -1,5 +1,6 @@
 from django import forms
 from django.contrib import admin, messages
+from django.db import transaction
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -188,20 +189,34 @@ class IdeaMembershipAdmin(_ViewOrDeleteAdmin):
     show_full_result_count = False
 
     def delete_model(self, request, obj):
-        super().delete_model(request, obj)
-        _members_changed(Idea.objects.filter(pk=obj.idea_id))
+        with transaction.atomic():
+            runs = _flag_members_changed([obj.idea_id])
+            super().delete_model(request, obj)
+            for run_id in runs:
+                refresh_ideas.delay_on_commit(run_id)
 
     def delete_queryset(self, request, queryset):
-        ideas = list(queryset.values_list("idea_id", flat=True).distinct())
-        super().delete_queryset(request, queryset)
-        _members_changed(Idea.objects.filter(pk__in=ideas))
+        with transaction.atomic():
+            runs = _flag_members_changed(queryset.values_list("idea_id", flat=True).distinct())
+            super().delete_queryset(request, queryset)
+            for run_id in runs:
+                refresh_ideas.delay_on_commit(run_id)
 
 
-def _members_changed(ideas) -> None:
-    """Flag the ideas that lost members here; their runs describe them again after the commit."""
-    ideas.update(members_changed=True)
-    for run_id in sorted(set(ideas.values_list("run_id", flat=True))):
-        refresh_ideas.delay_on_commit(run_id)
+def _flag_members_changed(idea_ids) -> list[int]:
+    """Flag the ideas about to lose members here (``Idea.members_changed``); returns their runs.
+
+    Their rows are locked first, in pk order, as ``services.proposals_place`` and
+    ``services.ideas_refresh`` lock them before touching memberships: no deadlock between them.
+    """
+    ids = list(
+        Idea.objects.select_for_update()
+        .filter(pk__in=list(idea_ids))
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    Idea.objects.filter(pk__in=ids).update(members_changed=True)
+    return sorted(set(Idea.objects.filter(pk__in=ids).values_list("run_id", flat=True)))
 
 
 @admin.register(IdeaPlacement)

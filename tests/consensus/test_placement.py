@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import translation
 
 from accounts.models import AuditEntry
-from consensus import services
+from consensus import services, tasks
 from consensus.engine import ideas as engine_ideas
 from consensus.models import EngineRun, Idea, IdeaMembership, IdeaPlacement, ProposalEmbedding
 from consensus.tasks import refresh_ideas
@@ -182,6 +182,57 @@ def test_two_staff_moving_one_proposal_at_once_leave_it_in_one_idea_counted_once
     assert sizes == IdeaMembership.objects.filter(run=run).count()
 
 
+@pytest.mark.realservices
+@pytest.mark.django_db(transaction=True)
+def test_a_refresh_and_a_move_at_once_queue_and_leave_every_idea_right():
+    themed = consultation_with_themes()
+    run = services.engine_run_start(consultation=themed, kind="ideas", **HASHING)
+    run.refresh_from_db()
+    assert run.status == EngineRun.Status.DONE, run.error
+    cycling, museums = idea_with_keyword(run, "cyclables"), idea_with_keyword(run, "musées")
+    Idea.objects.filter(pk__in=[cycling.pk, museums.pk]).update(members_changed=True)
+    moved = a_member(cycling)
+    started = threading.Event()
+    real_write = services._set_similarities
+
+    def slow_write(rows):
+        started.set()  # the refresh holds the ideas' rows: the move must wait for them
+        time.sleep(0.5)
+        return real_write(rows)
+
+    def refresh():
+        try:
+            return services.ideas_refresh(run_id=run.pk)
+        finally:
+            connection.close()
+
+    def move():
+        try:
+            assert started.wait(timeout=10)
+            with mock.patch.object(tasks.refresh_ideas, "delay_on_commit"):
+                return services.proposals_place(
+                    run=run, proposal_ids=[moved], number=museums.number
+                )
+        finally:
+            connection.close()
+
+    with mock.patch.object(services, "_set_similarities", side_effect=slow_write):
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            done = [pool.submit(refresh), pool.submit(move)]
+            assert [f.result(timeout=30) for f in done] == [True, 1]
+
+    # the move came after the refresh's write: its ideas are flagged for the next refresh
+    assert set(Idea.objects.filter(members_changed=True).values_list("pk", flat=True)) == {
+        cycling.pk,
+        museums.pk,
+    }
+    assert services.ideas_refresh(run_id=run.pk)
+    for idea in (cycling, museums):
+        after = Idea.objects.get(pk=idea.pk)
+        assert after.size == len(members(idea)) and not after.members_changed
+    assert moved in members(museums)
+
+
 def centre_of(run, idea):
     """The normalised mean of the idea's members' embeddings, as the refresh computes it."""
     vectors = ProposalEmbedding.objects.filter(
@@ -301,6 +352,27 @@ def test_a_membership_deleted_in_the_admin_leaves_its_idea_described_again(
     assert trees_after.size == trees.size - 1 == len(members(trees))
     assert trees_after.share == pytest.approx(trees_after.size / run.metrics["n_proposals"])
     assert AuditEntry.objects.filter(action__endswith="delete").exists()
+    assert not trees_after.members_changed
+
+    # two memberships of two ideas at once, with the changelist's "delete selected" action
+    cycling, museums = idea_with_keyword(run, "cyclables"), idea_with_keyword(run, "musées")
+    chosen = IdeaMembership.objects.filter(
+        run=run, proposal_id__in=[a_member(cycling), a_member(museums)]
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("admin:consensus_ideamembership_changelist"),
+            {
+                "action": "delete_selected",
+                "_selected_action": [m.pk for m in chosen],
+                "post": "yes",
+            },
+        )
+    assert response.status_code == 302
+    for idea in (cycling, museums):
+        after = Idea.objects.get(pk=idea.pk)
+        assert after.size == idea.size - 1 == len(members(idea))
+        assert not after.members_changed
 
 
 def test_an_idea_named_after_a_moved_proposal_is_named_again(

@@ -2095,6 +2095,7 @@ def _copy_ideas_from(run: EngineRun, base: EngineRun) -> None:
                     size=idea.size,
                     share=idea.share,
                     centroid=idea.centroid,
+                    members_changed=idea.members_changed,  # described once this run is done
                 )
                 for idea in Idea.objects.filter(run=base)
             ]
@@ -2347,6 +2348,11 @@ def _finalize(run: EngineRun) -> dict:
         if run.parameters.get("make_current", True):
             _publish(run)
             stats_cache_delete(run.consultation_id, run_id)
+        if Idea.objects.filter(run_id=run_id, members_changed=True).exists():
+            # a votes-only run copied ideas that staff had changed and no refresh had described
+            from .tasks import refresh_ideas
+
+            refresh_ideas.delay_on_commit(run_id)
     return {"status": "done", "run": run_id}
 
 

@@ -335,6 +335,26 @@ def test_a_burst_of_moves_is_described_by_one_refresh(themed, django_capture_on_
     assert Idea.objects.get(pk=trees.pk).size == trees.size - 1
 
 
+def test_a_votes_only_run_describes_the_changed_ideas_it_copied(
+    themed, django_capture_on_commit_callbacks
+):
+    first = start(themed, django_capture_on_commit_callbacks)
+    cycling, museums = idea_with_keyword(first, "cyclables"), idea_with_keyword(first, "musées")
+    moved = a_member(cycling)
+    with mock.patch.object(refresh_ideas, "delay_on_commit"):  # its refresh has not run yet
+        services.proposals_place(run=first, proposal_ids=[moved], number=museums.number)
+    assert Idea.objects.filter(run=first, members_changed=True).count() == 2
+
+    votes = start(themed, django_capture_on_commit_callbacks, kind="votes")
+
+    assert votes.status == EngineRun.Status.DONE
+    copied = Idea.objects.get(run=votes, number=museums.number)
+    assert not Idea.objects.filter(run=votes, members_changed=True).exists()
+    assert moved in members(copied) and copied.size == len(members(copied))
+    centre = np.frombuffer(bytes(copied.centroid), dtype=np.float32)
+    assert np.allclose(centre, centre_of(first, copied), atol=1e-5)
+
+
 def test_a_membership_deleted_in_the_admin_leaves_its_idea_described_again(
     themed, django_capture_on_commit_callbacks, client
 ):

@@ -620,8 +620,8 @@ def proposals_place(*, run: EngineRun, proposal_ids, number: int | None, actor=N
     proposal that left it is named again, and an ``IdeaPlacement`` per proposal lets the next run
     keep the move (``_carry_placements``). The ideas touched are flagged (``members_changed``),
     described again (centre, central proposals, keywords, label) and every idea's vote figures
-    recomputed after the commit (``tasks.refresh_ideas``). Returns how many proposals changed idea; the caller forgets
-    the cached results pages.
+    recomputed after the commit (``tasks.refresh_ideas``). Returns how many proposals changed
+    idea; the caller forgets the cached results pages.
     """
     from .tasks import refresh_ideas
 

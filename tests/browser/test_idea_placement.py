@@ -62,3 +62,10 @@ def test_staff_move_two_proposals_to_another_idea(live_server, browser):
     assert set(ticked) <= set(listed)
     assert page.get_by_text("among the most central").count() == 3
     page.screenshot(path=ARTIFACTS / "engine-idea-joined.png", full_page=True)
+    assert page.locator(".notice").count() == 0  # eager Celery: the refresh already ran
+
+    # while a refresh is pending (a busy worker), the page says the description is coming
+    Idea.objects.filter(pk=museums.pk).update(members_changed=True)
+    page.reload()
+    assert "being computed again" in page.locator(".notice").inner_text()
+    page.screenshot(path=ARTIFACTS / "engine-idea-refreshing.png")

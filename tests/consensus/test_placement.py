@@ -487,6 +487,11 @@ def test_staff_tick_proposals_and_move_them_from_the_idea_page(
     assert set(two) <= members(museums)
     page = client.get(idea_url(run, museums.number), HTTP_ACCEPT_LANGUAGE="en")
     assert "placed by staff" in page.content.decode()
+    assert "being computed again" in page.content.decode()  # its refresh has not run yet
+    assert services.ideas_refresh(run_id=run.pk)
+    body = client.get(idea_url(run, museums.number), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "being computed again" not in body
+    assert '<span class="keyword">musées</span>' in body
 
     # In no idea, then listed on the page of the proposals in no idea.
     client.post(

@@ -439,7 +439,7 @@ def test_bad_moves_are_refused_with_a_reason_and_move_nothing(
 
     after = sorted(IdeaMembership.objects.filter(run=run).values_list("proposal_id", "idea_id"))
     assert after == before and not IdeaPlacement.objects.exists()
-    # the refresh task on a run that is gone, or not done, does nothing; bad ideas are refused
+    # the refresh task on a run that is gone, or not done, does nothing; a bad run is refused
     assert refresh_ideas.apply(args=[999_999]).get() is False
     pending = EngineRun.objects.create(consultation=themed, kind="ideas")
     assert services.ideas_refresh(run_id=pending.pk) is False

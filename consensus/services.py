@@ -1017,6 +1017,22 @@ def engine_runs_prune(*, consultation: Consultation, keep: int = 5) -> int:
     return deleted
 
 
+def ideas_refresh_requeue() -> list[int]:
+    """Queue the refresh again for every done run with ideas still flagged ``members_changed``
+    (a refresh that failed, or was lost): the nightly beat calls it. Returns the runs."""
+    from .tasks import refresh_ideas
+
+    runs = list(
+        Idea.objects.filter(members_changed=True, run__status=EngineRun.Status.DONE)
+        .order_by("run_id")
+        .values_list("run_id", flat=True)
+        .distinct()
+    )
+    for run_id in runs:
+        refresh_ideas.delay_on_commit(run_id)
+    return runs
+
+
 def engine_nightly_start(*, user=None) -> list[int]:
     """Start a default FULL run on every open consultation whose input changed since its current run."""
     started = []

@@ -152,5 +152,7 @@ def refresh_ideas(self, run_id: int) -> bool:
 
 @shared_task(bind=True, base=EngineTask, soft_time_limit=3600, time_limit=3660)
 def engine_nightly(self) -> list[int]:
-    """Celery beat: a FULL run on each open consultation whose proposals or votes changed."""
+    """Celery beat: a FULL run on each open consultation whose proposals or votes changed, after
+    queuing again the refreshes of ideas staff changed that no refresh has described."""
+    services.ideas_refresh_requeue()
     return services.engine_nightly_start()

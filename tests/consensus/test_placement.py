@@ -16,7 +16,7 @@ from accounts.models import AuditEntry
 from consensus import services, tasks
 from consensus.engine import ideas as engine_ideas
 from consensus.models import EngineRun, Idea, IdeaMembership, IdeaPlacement, ProposalEmbedding
-from consensus.tasks import refresh_ideas
+from consensus.tasks import engine_nightly, refresh_ideas
 from consultations.models import Proposal
 
 from ..factories import ProposalFactory, UserFactory
@@ -333,6 +333,23 @@ def test_a_burst_of_moves_is_described_by_one_refresh(themed, django_capture_on_
     assert keywords.call_count == 1  # the second refresh found nothing left to describe
     assert not Idea.objects.filter(members_changed=True).exists()
     assert Idea.objects.get(pk=trees.pk).size == trees.size - 1
+
+
+def test_the_nightly_task_queues_again_a_refresh_that_was_lost(
+    themed, django_capture_on_commit_callbacks
+):
+    run = start(themed, django_capture_on_commit_callbacks)
+    cycling, museums = idea_with_keyword(run, "cyclables"), idea_with_keyword(run, "musées")
+    with mock.patch.object(refresh_ideas, "delay_on_commit"):  # the broker lost it
+        services.proposals_place(run=run, proposal_ids=[a_member(cycling)], number=museums.number)
+    assert Idea.objects.filter(run=run, members_changed=True).count() == 2
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        assert engine_nightly.apply().get() == []  # nothing new to cluster
+
+    assert len(callbacks) == 1  # the refresh, queued again
+    assert not Idea.objects.filter(members_changed=True).exists()
+    assert services.ideas_refresh_requeue() == []
 
 
 def test_a_votes_only_run_describes_the_changed_ideas_it_copied(

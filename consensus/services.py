@@ -863,7 +863,7 @@ def _describe_ideas(run: EngineRun, ideas: dict, touched: set) -> bool:
             centre = centre / norm if norm else centre
             idea.centroid = centre.astype(np.float32).tobytes()
             sims = x @ centre
-            order = np.lexsort((np.arange(len(with_vector)), -sims))  # ties: membership order
+            order = np.argsort(-sims, kind="stable")  # ties: membership order, as label_ideas
             # membership pks of the most central accepted members
             central = [with_vector[i][0] for i in order if with_vector[i][2] in contents][
                 :n_central

@@ -1,6 +1,5 @@
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import reverse
@@ -23,7 +22,6 @@ from .models import (
     ProposalScore,
 )
 from .results_views import results_cache_forget
-from .tasks import refresh_ideas
 
 
 def _rows_table(rows):
@@ -189,34 +187,12 @@ class IdeaMembershipAdmin(_ViewOrDeleteAdmin):
     show_full_result_count = False
 
     def delete_model(self, request, obj):
-        with transaction.atomic():
-            runs = _flag_members_changed([obj.idea_id])
+        with services.ideas_losing_members([obj.idea_id]):
             super().delete_model(request, obj)
-            for run_id in runs:
-                refresh_ideas.delay_on_commit(run_id)
 
     def delete_queryset(self, request, queryset):
-        with transaction.atomic():
-            runs = _flag_members_changed(queryset.values_list("idea_id", flat=True).distinct())
+        with services.ideas_losing_members(queryset.values("idea_id")):
             super().delete_queryset(request, queryset)
-            for run_id in runs:
-                refresh_ideas.delay_on_commit(run_id)
-
-
-def _flag_members_changed(idea_ids) -> list[int]:
-    """Flag the ideas about to lose members here (``Idea.members_changed``); returns their runs.
-
-    Their rows are locked first, in pk order, as ``services.proposals_place`` and
-    ``services.ideas_refresh`` lock them before touching memberships: no deadlock between them.
-    """
-    ids = list(
-        Idea.objects.select_for_update()
-        .filter(pk__in=list(idea_ids))
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
-    Idea.objects.filter(pk__in=ids).update(members_changed=True)
-    return sorted(set(Idea.objects.filter(pk__in=ids).values_list("run_id", flat=True)))
 
 
 @admin.register(IdeaPlacement)

@@ -18,6 +18,7 @@ import logging
 import math
 import time
 from array import array
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -1015,6 +1016,31 @@ def engine_runs_prune(*, consultation: Consultation, keep: int = 5) -> int:
         run.delete()
         deleted += 1
     return deleted
+
+
+@contextmanager
+def ideas_losing_members(idea_ids):
+    """Around a deletion of idea memberships (the admin's delete), in one transaction: the ideas
+    ``idea_ids`` (ids or a values queryset) are flagged ``members_changed`` before, and described
+    again after the commit (``tasks.refresh_ideas``).
+
+    Their rows are locked first, in pk order, as ``proposals_place`` and ``ideas_refresh`` lock
+    them before touching memberships: no deadlock between them.
+    """
+    from .tasks import refresh_ideas
+
+    with transaction.atomic():
+        ids = list(
+            Idea.objects.select_for_update()
+            .filter(pk__in=idea_ids)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
+        Idea.objects.filter(pk__in=ids).update(members_changed=True)
+        runs = sorted(set(Idea.objects.filter(pk__in=ids).values_list("run_id", flat=True)))
+        yield
+        for run_id in runs:
+            refresh_ideas.delay_on_commit(run_id)
 
 
 def ideas_refresh_requeue() -> list[int]:

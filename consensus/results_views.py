@@ -116,7 +116,7 @@ class _Echo:
 
 def _csv_response(consultation, run):
     ideas = (
-        Idea.objects.filter(run=run)
+        Idea.objects.filter(run=run, size__gt=0)  # not an idea staff emptied
         .defer("centroid")
         .order_by("-size", "number")
         .values_list("number", "label", "size", "share", "scores", "keywords")
@@ -281,7 +281,7 @@ def _build_sections(consultation, run) -> dict[str, str]:
         "zones": [(zone, title, help_text, zoned[zone]) for zone, title, help_text in ZONES],
         "largest": largest,
         "any_zoned": any(zoned.values()),
-        "n_ideas": metrics.get("n_ideas", len(largest)),
+        "n_ideas": largest[0].n_published if largest else 0,
         "groups": groups,
         "map": opinion_map,
         "n_votes": metrics.get("n_votes"),
@@ -451,6 +451,8 @@ def results_idea(request, slug, number):
     if run is None:
         raise Http404(_("The results are not available yet: the votes have not been analysed."))
     idea = selectors.run_idea_get(run=run, number=number)
+    if not idea.size:
+        raise Http404(_("Staff moved every proposal of this idea into other ideas."))
     page, error = page_or_error(
         request,
         Paginator(selectors.idea_members(idea=idea), PROPOSALS_PER_PAGE),

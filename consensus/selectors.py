@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.db.models import Exists, OuterRef, Prefetch, QuerySet
+from django.db.models import Count, Exists, OuterRef, Prefetch, QuerySet, Window
 from django.http import Http404
 from django.utils import formats
 from django.utils.translation import gettext
@@ -99,12 +99,6 @@ def consultation_current_run(*, consultation: Consultation) -> EngineRun | None:
     return EngineRun.objects.filter(
         pk=consultation.current_run_id, status=EngineRun.Status.DONE
     ).first()
-
-
-def consultation_ideas(*, consultation: Consultation, limit: int | None = 50) -> list[Idea]:
-    """Ideas of the consultation's current run (empty before the first run)."""
-    run = consultation_current_run(consultation=consultation)
-    return run_ideas(run=run, limit=limit) if run is not None else []
 
 
 def proposal_idea(*, proposal: Proposal) -> Idea | None:
@@ -382,7 +376,9 @@ def key_ideas(
     Zone = ProposalScore.Zone
     ideas = list(
         Idea.objects.filter(
-            run=run, scores__zone__in=[Zone.CONSENSUS, Zone.CONTROVERSY, Zone.REJECTION]
+            run=run,
+            size__gt=0,
+            scores__zone__in=[Zone.CONSENSUS, Zone.CONTROVERSY, Zone.REJECTION],
         ).defer("centroid")
     )
 
@@ -403,8 +399,10 @@ def key_ideas(
 
 
 def run_ideas_by_size(*, run: EngineRun):
-    """The run's ideas, most proposals first, whatever their votes (a queryset, for paging)."""
-    return Idea.objects.filter(run=run).defer("centroid").order_by("-size", "pk")
+    """The run's published ideas, most proposals first, whatever their votes (a queryset, for
+    paging). An idea staff emptied (every proposal moved out) is left out: it stays on the
+    staff pages only, where proposals can be moved back into it."""
+    return Idea.objects.filter(run=run, size__gt=0).defer("centroid").order_by("-size", "pk")
 
 
 def run_idea_get(*, run: EngineRun, number: int) -> Idea:
@@ -473,8 +471,9 @@ def proposal_scores_by_id(*, run: EngineRun, proposal_ids) -> dict[int, Proposal
 
 
 def largest_ideas(*, run: EngineRun, limit: int = 20) -> list[Idea]:
-    """The run's largest ideas (most proposals first), whatever their votes: one query."""
-    return list(run_ideas_by_size(run=run)[:limit])
+    """The run's largest published ideas (most proposals first), whatever their votes, each with
+    ``n_published``: how many published ideas the run has in all. One query."""
+    return list(run_ideas_by_size(run=run).annotate(n_published=Window(Count("pk")))[:limit])
 
 
 def run_opinion_map(*, run: EngineRun, grid: tuple[int, int] = (40, 26)) -> dict:

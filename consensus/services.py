@@ -784,7 +784,8 @@ def ideas_refresh(*, run_id: int) -> bool:
     For each such idea: size and share, centre (mean of the members' embeddings), each
     member's similarity to it, the ``n_central`` most central accepted members, keywords
     (c-TF-IDF against every idea of the run) and, unless staff named it, the label (its most
-    central accepted proposal). An idea left without members keeps its centre and keywords.
+    central accepted proposal). An idea left without members keeps its centre and keywords (the
+    public results, the API and new proposals leave it out: ``selectors.run_ideas_by_size``).
     When the memberships change while it computes, it writes nothing: the refresh that change
     queued does it all. Returns False for a run that is gone or not done.
     """
@@ -2423,7 +2424,12 @@ def proposal_assign_to_idea(*, proposal_id: int) -> IdeaMembership | None:
     existing = IdeaMembership.objects.filter(run=run, proposal=proposal).first()
     if existing is not None:
         return existing
-    ideas = [idea for idea in Idea.objects.filter(run=run).order_by("number") if idea.centroid]
+    # not an idea staff emptied: its proposals were moved out by hand, new ones stay out too
+    ideas = [
+        idea
+        for idea in Idea.objects.filter(run=run, size__gt=0).order_by("number")
+        if idea.centroid
+    ]
     if not ideas:
         return None
     model_name = (run.metrics or {}).get("ideas_model") or run.model_name

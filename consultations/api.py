@@ -283,7 +283,7 @@ def idea_list(request, slug):
             .order_by("-similarity")
         )
         qs = (
-            Idea.objects.filter(run=run)
+            Idea.objects.filter(run=run, size__gt=0)  # not an idea staff emptied
             .defer("centroid")
             .order_by("-size", "number")
             .prefetch_related(Prefetch("memberships", queryset=central, to_attr="central"))

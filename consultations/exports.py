@@ -138,7 +138,7 @@ IDEA_SCORE_KEYS = (
 
 def ideas_rows(*, consultation: Consultation, run: EngineRun, **_params) -> Iterator[tuple]:
     qs = (
-        Idea.objects.filter(run=run)
+        Idea.objects.filter(run=run, size__gt=0)  # not an idea staff emptied
         .order_by("number")
         .values_list("number", "label", "keywords", "size", "share", "scores")
     )

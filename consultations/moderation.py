@@ -571,7 +571,11 @@ def _assistance_embeddings(proposal: Proposal, limit: int) -> Assistance | None:
         # `manage.py embedder_build_static` (or an engine run) builds it on this machine.
         return None
     vector = embedder.encode([proposal.content])[0]
-    ideas = [idea for idea in Idea.objects.filter(run=run).order_by("number") if idea.centroid]
+    ideas = [
+        idea
+        for idea in Idea.objects.filter(run=run, size__gt=0).order_by("number")
+        if idea.centroid
+    ]
     nearest_ideas: list[tuple[object, float]] = []
     if ideas:
         centroids = np.stack([np.frombuffer(bytes(i.centroid), dtype=np.float32) for i in ideas])

@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import translation
 
 from accounts.models import AuditEntry
-from consensus import services, tasks
+from consensus import selectors, services, tasks
 from consensus.engine import ideas as engine_ideas
 from consensus.models import EngineRun, Idea, IdeaMembership, IdeaPlacement, ProposalEmbedding
 from consensus.tasks import engine_nightly, refresh_ideas
@@ -370,6 +370,60 @@ def test_a_votes_only_run_describes_the_changed_ideas_it_copied(
     assert moved in members(copied) and copied.size == len(members(copied))
     centre = np.frombuffer(bytes(copied.centroid), dtype=np.float32)
     assert np.allclose(centre, centre_of(first, copied), atol=1e-5)
+
+
+def test_an_idea_staff_emptied_leaves_the_public_results_and_takes_no_new_proposal(
+    themed, django_capture_on_commit_callbacks, client
+):
+    from consultations.exports import ideas_rows
+
+    run = start(themed, django_capture_on_commit_callbacks)
+    trees, cycling = idea_with_keyword(run, "arbres"), idea_with_keyword(run, "cyclables")
+    # before: a new proposal about trees joins the trees idea
+    before = ProposalFactory(consultation=themed, content="Planter des arbres dans les cours")
+    assert services.proposal_assign_to_idea(proposal_id=before.pk).idea_id == trees.pk
+
+    # staff move every proposal of the trees idea into the cycling one (a merge by hand)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.proposals_place(run=run, proposal_ids=members(trees), number=cycling.number)
+    assert Idea.objects.get(pk=trees.pk).size == 0
+
+    slug = themed.slug
+
+    def link(idea):
+        return f'href="{reverse("consensus:results_idea", args=[slug, idea.number])}"'
+
+    listed = client.get(reverse("consensus:results_ideas", args=[slug])).content.decode()
+    assert link(cycling) in listed and link(trees) not in listed
+    page = client.get(reverse("consensus:results", args=[slug])).content.decode()
+    assert link(cycling) in page and link(trees) not in page
+    gone = client.get(reverse("consensus:results_idea", args=[slug, trees.number]))
+    assert gone.status_code == 404
+    csv_numbers = [
+        line.split(",")[0]
+        for line in b"".join(
+            client.get(reverse("consensus:results", args=[slug]), {"format": "csv"})
+        )
+        .decode()
+        .splitlines()[1:]
+    ]
+    api = client.get(reverse("api:ideas", args=[slug])).json()
+    exported = [row[1] for row in ideas_rows(consultation=themed, run=run)]
+    n_left = Idea.objects.filter(run=run).count() - 1
+    for numbers in (csv_numbers, [i["number"] for i in api["results"]], exported):
+        assert len(numbers) == n_left and str(trees.number) not in map(str, numbers)
+    # the results page counts the ideas it can show
+    assert selectors.largest_ideas(run=run)[0].n_published == n_left
+
+    # a new proposal about trees no longer goes into the emptied idea
+    after = ProposalFactory(consultation=themed, content="Planter des arbres dans les parcs")
+    membership = services.proposal_assign_to_idea(proposal_id=after.pk)
+    assert membership is None or membership.idea_id != trees.pk
+    # staff still see it, and can move proposals back into it
+    client.force_login(UserFactory(is_staff=True))
+    staff_page = client.get(reverse("consensus:run_idea", args=[slug, run.pk, trees.number]))
+    assert staff_page.status_code == 200
+    assert services.proposals_place(run=run, proposal_ids=[before.pk], number=trees.number) == 1
 
 
 def test_a_membership_deleted_in_the_admin_leaves_its_idea_described_again(

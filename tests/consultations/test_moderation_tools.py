@@ -282,6 +282,28 @@ def test_assistance_without_engine_run_uses_trigrams(consultation):
     assert assistance.idea is None
 
 
+def test_assistance_never_names_an_idea_staff_emptied(consultation):
+    from consensus.models import Idea, IdeaMembership
+
+    run = run_with_ideas(
+        consultation,
+        [
+            ("Libraries open on Sundays", ["Il faut ouvrir les bibliothèques le dimanche"] * 3),
+            ("Trees in cities", ["Il faut planter des arbres dans les villes"] * 3),
+        ],
+    )
+    libraries, trees = Idea.objects.filter(run=run).order_by("number")
+    # staff moved every proposal of the libraries idea into the trees one
+    IdeaMembership.objects.filter(idea=libraries).update(idea=trees)
+    Idea.objects.filter(pk=libraries.pk).update(size=0)
+    Idea.objects.filter(pk=trees.pk).update(size=6)
+
+    proposal = pending(consultation, content="Il faut ouvrir les bibliothèques le dimanche soir")
+    assistance = moderation_assistance(proposal=proposal)
+    assert assistance.method == "embeddings"
+    assert assistance.idea == trees  # where its nearest neighbours are now, not the empty idea
+
+
 def test_assistance_never_distils_the_static_model_in_a_request(consultation, monkeypatch, tmp_path):
     from consensus.engine import embedders
 

@@ -467,7 +467,8 @@ def _staff_move(run_id: int) -> dict:
     """Staff move the most they can at once (services.PLACE_MAX proposals) from the largest idea
     to the second largest: the request (``services.proposals_place``) and the task it queues
     (``services.ideas_refresh``: both ideas described again, every idea's vote figures), timed
-    apart."""
+    apart; then a merge of the third largest idea into the second (``services.idea_merge``) and
+    the refresh after it."""
     from unittest import mock
 
     from consensus import services, tasks
@@ -491,13 +492,31 @@ def _staff_move(run_id: int) -> dict:
     t0 = time.perf_counter()
     services.ideas_refresh(run_id=run.pk)
     refresh = time.perf_counter() - t0
-    return {
+    result = {
         "moved": moved,
         "sizes": [first.size, second.size],
         "request": request,
         "refresh": refresh,
         "members_after": IdeaMembership.objects.filter(idea__in=[first, second]).count(),
     }
+    # then staff merge the third largest idea into the second (``tasks.merge_idea``'s work)
+    third = Idea.objects.filter(run=run).order_by("-size", "number")[2]
+    queued.clear()
+    with mock.patch.object(
+        tasks.refresh_ideas, "delay_on_commit", side_effect=lambda *a: queued.append(a)
+    ):
+        t0 = time.perf_counter()
+        merged = services.idea_merge(run_id=run.pk, idea_id=third.pk, into_id=second.pk)
+        merge = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    services.ideas_refresh(run_id=run.pk)  # the queued refreshes: the first does the work
+    result.update(
+        merged=merged,
+        merge=merge,
+        merge_batches=len(queued),
+        merge_refresh=time.perf_counter() - t0,
+    )
+    return result
 
 
 def _curate(run_id: int, consultation) -> dict:
@@ -832,6 +851,19 @@ def _staff_move_lines(r: dict) -> list[str]:
         f"idea, then every idea's vote figures) **{mv['refresh']:.1f} s**, "
         f"{mv['refresh'] / fw:.0%} of the run's final step ({fw:.1f} s).",
         "",
+        *(
+            [
+                f"Then staff merge the third largest idea into the second: "
+                f"`services.idea_merge` (the task `tasks.merge_idea`) moved its "
+                f"{mv['merged']:,} proposals in {mv['merge_batches']} "
+                f"batch{'es' if mv['merge_batches'] != 1 else ''} in "
+                f"**{mv['merge']:.1f} s**, and the refresh after it took "
+                f"**{mv['merge_refresh']:.1f} s**.",
+                "",
+            ]
+            if "merged" in mv
+            else []
+        ),
     ]
 
 

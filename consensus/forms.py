@@ -71,6 +71,23 @@ class ProposalPlaceForm(forms.Form):
         return None if idea == self.NO_IDEA else int(idea)
 
 
+class IdeaMergeForm(forms.Form):
+    """Staff merge an idea of the published run into another of its ideas."""
+
+    into = forms.ChoiceField(label=_("Merge this idea into"), choices=())
+
+    def __init__(self, *args, ideas=(), number=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["into"].choices = [
+            ("", _("Choose the idea it joins")),
+            *((str(n), Truncator(label).chars(90)) for n, label in ideas if n != number),
+        ]
+        self.fields["into"].error_messages.update(
+            required=_("Choose the idea this one joins."),
+            invalid_choice=_("This analysis has no such idea: reload the page and choose again."),
+        )
+
+
 def _bounds(name: str) -> dict:
     spec = PARAMETERS[name]
     cast = int if spec.type == "int" else float

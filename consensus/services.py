@@ -626,13 +626,7 @@ def proposals_place(*, run: EngineRun, proposal_ids, number: int | None, actor=N
     """
     from .tasks import refresh_ideas
 
-    if (
-        run.status != EngineRun.Status.DONE
-        or not Consultation.objects.filter(pk=run.consultation_id, current_run_id=run.pk).exists()
-    ):
-        raise EngineStateError(
-            _("Only the published analysis can be changed by hand. Publish this run first.")
-        )
+    _check_published(run)
     try:
         ids = sorted({int(pid) for pid in proposal_ids})
     except (TypeError, ValueError):
@@ -729,6 +723,88 @@ def proposals_place(*, run: EngineRun, proposal_ids, number: int | None, actor=N
         if moving:
             refresh_ideas.delay_on_commit(run.pk)
     return len(moving)
+
+
+def _check_published(run: EngineRun) -> None:
+    """Staff change by hand only the published run: EngineStateError otherwise."""
+    if (
+        run.status != EngineRun.Status.DONE
+        or not Consultation.objects.filter(pk=run.consultation_id, current_run_id=run.pk).exists()
+    ):
+        raise EngineStateError(
+            _("Only the published analysis can be changed by hand. Publish this run first.")
+        )
+
+
+def idea_merge_start(*, run: EngineRun, number, into, actor=None) -> Idea:
+    """Staff merge idea ``number`` of the published run into idea ``into``: every accepted
+    proposal of the first moves to the second, ``PLACE_MAX`` at a time, in a task queued after
+    the commit (``tasks.merge_idea``, which calls ``idea_merge``). Returns the target idea.
+
+    The idea left empty drops out of the public results (``selectors.run_ideas_by_size``); the
+    moves are ``proposals_place``'s, so the next runs keep them and each batch is audited.
+    """
+    from .tasks import merge_idea
+
+    _check_published(run)
+    try:
+        number, into = int(number), int(into)
+    except (TypeError, ValueError):
+        raise EngineInputError(_("An idea is given by its number.")) from None
+    if number == into:
+        raise EngineInputError(_("Choose another idea to merge this one into."))
+    ideas = {idea.number: idea for idea in Idea.objects.filter(run=run, number__in=[number, into])}
+    for n in (number, into):
+        if n not in ideas:
+            raise EngineInputError(
+                _("This analysis has no idea number %(number)s.") % {"number": n}
+            )
+    source, target = ideas[number], ideas[into]
+    audit_record(
+        actor=actor,
+        action="idea.merge_started",
+        target=run,
+        before={"idea": number, "size": source.size},
+        after={"idea": into},
+    )
+    merge_idea.delay_on_commit(run.pk, source.pk, target.pk, getattr(actor, "pk", None))
+    return target
+
+
+def idea_merge(*, run_id, idea_id, into_id, actor_id=None) -> int:
+    """``idea_merge_start``'s work: move the accepted proposals of idea ``idea_id`` into idea
+    ``into_id``, ``PLACE_MAX`` at a time (each batch one ``proposals_place``, in its own
+    transaction). Idempotent: run again, it moves what is left. Returns how many moved; 0 when the
+    run, an idea or the publication is gone (a refused proposal stays where it was)."""
+    from django.contrib.auth import get_user_model
+
+    try:
+        run_id, idea_id, into_id = int(run_id), int(idea_id), int(into_id)
+    except (TypeError, ValueError):
+        raise EngineInputError(_("A merge is given by the numbers of its run and ideas.")) from None
+    run = EngineRun.objects.filter(pk=run_id).first()
+    target = Idea.objects.filter(pk=into_id, run_id=run_id).first()
+    if run is None or target is None or not Idea.objects.filter(pk=idea_id, run_id=run_id).exists():
+        return 0
+    actor = get_user_model().objects.filter(pk=actor_id).first() if actor_id else None
+    members = IdeaMembership.objects.filter(
+        idea_id=idea_id, proposal__status=Proposal.Status.ACCEPTED
+    ).order_by("proposal_id")
+    moved = 0
+    # bounded: each pass moves a batch, or meets a proposal refused meanwhile (the next pass
+    # reads the members again without it)
+    for _batch in range(members.count() // PLACE_MAX + 2):
+        ids = list(members.values_list("proposal_id", flat=True)[:PLACE_MAX])
+        if not ids:
+            break
+        try:
+            moved += proposals_place(run=run, proposal_ids=ids, number=target.number, actor=actor)
+        except EngineStateError:  # another run was published meanwhile: stop there
+            logger.info("merge of idea %s stopped: run %s is no longer published", idea_id, run_id)
+            break
+        except EngineInputError:
+            continue
+    return moved
 
 
 def _move_memberships(run: EngineRun, moving, old: dict, target: Idea | None, vectors) -> None:

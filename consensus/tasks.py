@@ -150,6 +150,15 @@ def refresh_ideas(self, run_id: int) -> bool:
     return services.ideas_refresh(run_id=run_id)
 
 
+@shared_task(bind=True, base=EngineTask, soft_time_limit=1800, time_limit=1860)
+def merge_idea(self, run_id: int, idea_id: int, into_id: int, actor_id: int | None = None) -> int:
+    """Move every accepted proposal of one idea into another (``services.idea_merge``).
+
+    Idempotent: a retry or a duplicate moves what is left, and each batch queues the refresh.
+    """
+    return services.idea_merge(run_id=run_id, idea_id=idea_id, into_id=into_id, actor_id=actor_id)
+
+
 @shared_task(bind=True, base=EngineTask, soft_time_limit=3600, time_limit=3660)
 def engine_nightly(self) -> list[int]:
     """Celery beat: a FULL run on each open consultation whose proposals or votes changed, after

@@ -16,6 +16,11 @@ urlpatterns = [
     path("<slug:slug>/runs/<int:pk>/ideas/<int:number>/", views.run_idea, name="run_idea"),
     path("<slug:slug>/runs/<int:pk>/ideas/none/", views.run_idea, name="run_unassigned"),
     path("<slug:slug>/runs/<int:pk>/place/", views.proposals_place, name="place"),
+    path(
+        "<slug:slug>/runs/<int:pk>/ideas/<int:number>/merge/",
+        views.idea_merge,
+        name="merge_idea",
+    ),
     path("<slug:slug>/runs/<int:pk>/resume/", views.run_resume, name="resume"),
     path("<slug:slug>/results/", results_views.results, name="results"),
     path("<slug:slug>/results/ideas/", results_views.results_ideas, name="results_ideas"),

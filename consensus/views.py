@@ -21,7 +21,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling, reswap, retarget
 
 from . import selectors, services, staff_selectors
-from .forms import IdeaLabelForm, ProposalPlaceForm, RunCompareForm, RunStartForm
+from .forms import IdeaLabelForm, IdeaMergeForm, ProposalPlaceForm, RunCompareForm, RunStartForm
 from .models import EngineRun, Idea
 from .results_views import PROPOSALS_PER_PAGE, page_or_error, results_cache_forget
 
@@ -199,6 +199,7 @@ def run_idea(request, slug, pk, number=None):
     for item in items:
         item["placed"] = item["id"] in placed
     editable = run.status == EngineRun.Status.DONE and consultation.current_run_id == run.pk
+    choices = selectors.run_idea_choices(run=run) if editable else []
     context = {
         "consultation": consultation,
         "run": run,
@@ -206,8 +207,9 @@ def run_idea(request, slug, pk, number=None):
         "page": page,
         "items": items,
         "editable": editable,
-        "place_form": ProposalPlaceForm(ideas=selectors.run_idea_choices(run=run))
-        if editable
+        "place_form": ProposalPlaceForm(ideas=choices) if editable else None,
+        "merge_form": IdeaMergeForm(ideas=choices, number=idea.number)
+        if editable and idea is not None
         else None,
     }
     return render(request, "consensus/run_idea.html", context)
@@ -252,6 +254,41 @@ def proposals_place(request, slug, pk):
         % {"n": moved, "idea": target},
     )
     return redirect(back)
+
+
+@staff_required
+@require_POST
+def idea_merge(request, slug, pk, number):
+    """Merge one idea of the published run into another: its proposals move there in a task;
+    on to the idea they join."""
+    consultation = selectors.engine_consultation_get_for_staff(slug=slug, user=request.user)
+    run = selectors.engine_run_get(consultation=consultation, pk=pk)
+    idea = selectors.run_idea_get(run=run, number=number)
+    back = reverse("consensus:run_idea", args=[consultation.slug, run.pk, idea.number])
+    form = IdeaMergeForm(request.POST, ideas=selectors.run_idea_choices(run=run), number=number)
+    if not form.is_valid():
+        messages.error(request, " ".join(form.errors["into"]))
+        return redirect(back)
+    try:
+        target = services.idea_merge_start(
+            run=run, number=idea.number, into=form.cleaned_data["into"], actor=request.user
+        )
+    except services.EngineError as exc:
+        messages.error(request, str(exc))
+        return redirect(back)
+    results_cache_forget(consultation_id=consultation.pk, run_id=run.pk)
+    messages.success(
+        request,
+        ngettext(
+            "The %(n)s proposal of “%(idea)s” is moving into this idea. The next runs keep it "
+            "here while this idea lasts.",
+            "The %(n)s proposals of “%(idea)s” are moving into this idea. The next runs keep "
+            "them here while this idea lasts.",
+            idea.size,
+        )
+        % {"n": idea.size, "idea": idea.label},
+    )
+    return redirect("consensus:run_idea", slug=consultation.slug, pk=run.pk, number=target.number)
 
 
 def _run_action(request, slug, pk, action):

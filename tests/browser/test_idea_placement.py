@@ -69,3 +69,36 @@ def test_staff_move_two_proposals_to_another_idea(live_server, browser):
     page.reload()
     assert "being computed again" in page.locator(".notice").inner_text()
     page.screenshot(path=ARTIFACTS / "engine-idea-refreshing.png")
+
+
+def test_staff_merge_an_idea_into_another(live_server, browser):
+    consultation = consultation_with_themes()
+    run = services.engine_run_start(consultation=consultation, kind="ideas", **HASHING)
+    run.refresh_from_db()  # eager Celery: the run is done
+    (trees,) = [i for i in Idea.objects.filter(run=run) if "arbres" in i.keywords]
+    (cycling,) = [i for i in Idea.objects.filter(run=run) if "cyclables" in i.keywords]
+    UserFactory(email="staff@example.org", is_staff=True)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
+    sign_in(
+        page,
+        live_server.url,
+        "staff@example.org",
+        f"/engine/{consultation.slug}/runs/{run.pk}/ideas/{trees.number}/",
+    )
+
+    page.select_option("select[name=into]", str(cycling.number))
+    page.locator("#merge-title").scroll_into_view_if_needed()
+    page.screenshot(path=ARTIFACTS / "engine-idea-merge.png", full_page=True)
+    page.get_by_role("button", name="Merge").press("Enter")
+    page.wait_for_url(re.compile(rf"/ideas/{cycling.number}/$"))
+
+    assert "are moving into this idea" in page.locator("body").inner_text()
+    assert page.locator("input[name=proposals]").count() == cycling.size + trees.size
+    assert Idea.objects.get(pk=trees.pk).size == 0
+    page.screenshot(path=ARTIFACTS / "engine-idea-merged.png", full_page=True)
+
+    # the public list of ideas no longer shows the empty one
+    page.goto(f"{live_server.url}/engine/{consultation.slug}/results/ideas/")
+    assert page.locator(f"a[href$='/results/ideas/{trees.number}/']").count() == 0
+    assert page.locator(f"a[href$='/results/ideas/{cycling.number}/']").count() >= 1

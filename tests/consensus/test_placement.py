@@ -426,6 +426,79 @@ def test_an_idea_staff_emptied_leaves_the_public_results_and_takes_no_new_propos
     assert services.proposals_place(run=run, proposal_ids=[before.pk], number=trees.number) == 1
 
 
+def test_staff_merge_an_idea_into_another_in_batches(
+    themed, django_capture_on_commit_callbacks, client, monkeypatch
+):
+    run = start(themed, django_capture_on_commit_callbacks)
+    trees, cycling = idea_with_keyword(run, "arbres"), idea_with_keyword(run, "cyclables")
+    moving = members(trees)
+    refused = a_member(trees)  # refused since the run: it stays where it was
+    Proposal.objects.filter(pk=refused).update(
+        status=Proposal.Status.REFUSED, refusal_reason="test"
+    )
+    monkeypatch.setattr(services, "PLACE_MAX", 5)  # 11 accepted members: 3 batches
+    staff = UserFactory(is_staff=True)
+    client.force_login(staff)
+    url = reverse("consensus:merge_idea", args=[themed.slug, run.pk, trees.number])
+
+    with translation.override("en"), django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            url, {"into": str(cycling.number)}, follow=True, HTTP_ACCEPT_LANGUAGE="en"
+        )
+
+    assert response.redirect_chain[-1][0] == reverse(
+        "consensus:run_idea", args=[themed.slug, run.pk, cycling.number]
+    )
+    assert "moving into this idea" in response.content.decode()
+    assert members(trees) == {refused}
+    assert moving - {refused} <= members(cycling)
+    assert Idea.objects.get(pk=cycling.pk).size == cycling.size + len(moving) - 1
+    placed = IdeaPlacement.objects.filter(run=run, proposal_id__in=moving - {refused})
+    assert placed.count() == len(moving) - 1 and {p.placed_by for p in placed} == {staff}
+    assert AuditEntry.objects.filter(action="idea.merge_started").count() == 1
+    assert AuditEntry.objects.filter(action="idea.proposals_placed").count() == 3
+    assert not Idea.objects.filter(run=run, members_changed=True).exists()  # described again
+    # idempotent: the task run again finds nothing left to move
+    assert services.idea_merge(run_id=run.pk, idea_id=trees.pk, into_id=cycling.pk) == 0
+
+
+def test_a_merge_refuses_bad_input_and_moves_nothing(
+    themed, django_capture_on_commit_callbacks, client
+):
+    run = start(themed, django_capture_on_commit_callbacks)
+    trees, cycling = idea_with_keyword(run, "arbres"), idea_with_keyword(run, "cyclables")
+    before = members(trees)
+    client.force_login(UserFactory(is_staff=True))
+    url = reverse("consensus:merge_idea", args=[themed.slug, run.pk, trees.number])
+    for data, error in (
+        ({}, "Choose the idea this one joins."),
+        ({"into": str(trees.number)}, "This analysis has no such idea"),  # itself: not offered
+        ({"into": "999"}, "This analysis has no such idea"),
+        ({"into": "x"}, "This analysis has no such idea"),
+    ):
+        with translation.override("en"), django_capture_on_commit_callbacks(execute=True):
+            page = client.post(url, data, follow=True, HTTP_ACCEPT_LANGUAGE="en")
+        assert error in page.content.decode(), data
+    assert client.get(url).status_code == 405
+    missing = reverse("consensus:merge_idea", args=[themed.slug, run.pk, 999])
+    assert client.post(missing, {"into": str(cycling.number)}).status_code == 404
+
+    with pytest.raises(services.EngineInputError):
+        services.idea_merge_start(run=run, number=trees.number, into=trees.number)
+    with pytest.raises(services.EngineInputError):
+        services.idea_merge(run_id="one", idea_id=trees.pk, into_id=cycling.pk)
+    assert services.idea_merge(run_id=run.pk + 99, idea_id=trees.pk, into_id=cycling.pk) == 0
+    # a run that is not the published one cannot be changed by hand
+    second = start(themed, django_capture_on_commit_callbacks)
+    assert second.pk != run.pk and Idea.objects.filter(run=second).exists()
+    with pytest.raises(services.EngineStateError):
+        services.idea_merge_start(run=run, number=trees.number, into=cycling.number)
+    assert services.idea_merge(run_id=run.pk, idea_id=trees.pk, into_id=cycling.pk) == 0
+    assert members(trees) == before
+    client.force_login(UserFactory())  # signed in, not staff
+    assert client.post(url, {"into": str(cycling.number)}).status_code == 404
+
+
 def test_a_membership_deleted_in_the_admin_leaves_its_idea_described_again(
     themed, django_capture_on_commit_callbacks, client
 ):

@@ -778,6 +778,8 @@ def idea_merge(*, run_id, idea_id, into_id, actor_id=None) -> int:
     run, an idea or the publication is gone (a refused proposal stays where it was)."""
     from django.contrib.auth import get_user_model
 
+    from .results_views import results_cache_forget
+
     try:
         run_id, idea_id, into_id = int(run_id), int(idea_id), int(into_id)
     except (TypeError, ValueError):
@@ -802,8 +804,12 @@ def idea_merge(*, run_id, idea_id, into_id, actor_id=None) -> int:
         except EngineStateError:  # another run was published meanwhile: stop there
             logger.info("merge of idea %s stopped: run %s is no longer published", idea_id, run_id)
             break
-        except EngineInputError:
-            continue
+        except EngineInputError as exc:
+            logger.warning(
+                "merge of idea %s: a batch was refused (%s); reading again", idea_id, exc
+            )
+    if moved:
+        results_cache_forget(consultation_id=run.consultation_id, run_id=run.pk)
     return moved
 
 

@@ -462,6 +462,26 @@ def test_staff_merge_an_idea_into_another_in_batches(
     assert services.idea_merge(run_id=run.pk, idea_id=trees.pk, into_id=cycling.pk) == 0
 
 
+def test_a_merge_reads_the_members_again_when_a_batch_is_refused(
+    themed, django_capture_on_commit_callbacks, monkeypatch
+):
+    run = start(themed, django_capture_on_commit_callbacks)
+    trees, cycling = idea_with_keyword(run, "arbres"), idea_with_keyword(run, "cyclables")
+    place, calls = services.proposals_place, []
+
+    def refused_once(**kwargs):  # a proposal refused between the read and the move
+        calls.append(kwargs["proposal_ids"])
+        if len(calls) == 1:
+            raise services.EngineInputError("1 of the chosen proposals is not accepted")
+        return place(**kwargs)
+
+    monkeypatch.setattr(services, "proposals_place", refused_once)
+    with django_capture_on_commit_callbacks(execute=True):
+        moved = services.idea_merge(run_id=run.pk, idea_id=trees.pk, into_id=cycling.pk)
+
+    assert moved == trees.size and len(calls) == 2 and not members(trees)
+
+
 def test_a_merge_refuses_bad_input_and_moves_nothing(
     themed, django_capture_on_commit_callbacks, client
 ):

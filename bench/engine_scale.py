@@ -887,7 +887,7 @@ def _rerun_lines(r: dict) -> list[str]:
         f"carry-over {t.get('write_ideas', 0):.1f} s; run including the chunk copies "
         f"{again['wall']:.1f} s. {m.get('n_ideas')} ideas; staff labels kept "
         f"{m.get('staff_labels_kept')}, action links added {m.get('action_links_kept')}, staff "
-        f"placements kept {m.get('staff_placements_kept')} (stopped where their idea split or "
+        f"placements kept {m.get('staff_placements_kept')} (stopped where their idea "
         f"disappeared: {m.get('staff_placements_stopped')}). Peak RSS "
         f"of the process over both runs {again['peak_rss_main_mb']:,.0f} MB.",
         "",

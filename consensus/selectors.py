@@ -151,7 +151,7 @@ METRIC_LABELS = {
     "lexical_weight": _("Weight of the shared words beside the meaning"),
     "staff_placements_kept": _("Proposals placed by staff, kept in the same ideas"),
     "staff_placements_stopped": _(
-        "Proposals placed by staff whose idea split or disappeared: the engine placed them again"
+        "Proposals placed by staff whose idea disappeared: the engine placed them again"
     ),
     "ideas_from_run": _("Ideas copied from run"),
     "votes_from_run": _("Vote results copied from run"),

@@ -1677,9 +1677,12 @@ def _carry_placements(
     """Staff placements of the base run, applied to this run's ``labels`` (changed in place).
 
     A proposal staff put in no idea stays in none; one they put in an idea goes to the idea it
-    became when that idea was kept or merged into one. When it split or disappeared there is no
-    one idea to follow: the proposal keeps the engine's idea and the placement stops. Returns the
-    placements to copy to this run as (proposal id, placed_by id, placed_at), and how many stopped.
+    became when that idea was kept or merged into one. When it split, the placed proposals follow
+    the part that holds most of the idea's other members (``_split_heirs``): so an idea staff
+    merged into another stays merged, though the engine alone would cut it again where it was
+    cut before. When it disappeared there is no idea to follow: the proposal keeps the engine's
+    idea and the placement stops. Returns the placements to copy to this run as (proposal id,
+    placed_by id, placed_at), and how many stopped.
     """
     placed = {
         pid: (by, at)
@@ -1689,12 +1692,15 @@ def _carry_placements(
     }
     if not placed or comparison is None:
         return [], 0
-    follows = comparison.successor
     base_idea = dict(
         IdeaMembership.objects.filter(run=base, proposal_id__in=list(placed)).values_list(
             "proposal_id", "idea__number"
         )
     )
+    follows = {
+        **_split_heirs(base, comparison, set(base_idea.values()), set(placed), ids, labels),
+        **comparison.successor,
+    }
     rows = np.flatnonzero(np.isin(ids, np.fromiter(placed, dtype=np.int64, count=len(placed))))
     kept, stopped = [], 0
     for row in rows:
@@ -1709,6 +1715,39 @@ def _carry_placements(
             continue
         kept.append((pid, *placed[pid]))
     return kept, stopped
+
+
+def _split_heirs(
+    base: EngineRun, comparison, numbers: set, placed: set, ids: np.ndarray, labels: np.ndarray
+) -> dict[int, int]:
+    """For each base idea among ``numbers`` that split in this run: the part (this run's idea
+    number) holding most of its members not ``placed`` by staff (all of them when staff placed
+    every one), ties to the lowest number."""
+    from .engine.compare import SPLIT
+
+    parts = {
+        change.a[0]: change.b
+        for change in comparison.of_kind(SPLIT)
+        if len(change.a) == 1 and change.a[0] in numbers
+    }
+    if not parts:
+        return {}
+    members: dict[int, list[int]] = {}
+    for pid, number in IdeaMembership.objects.filter(
+        run=base, idea__number__in=list(parts)
+    ).values_list("proposal_id", "idea__number"):
+        members.setdefault(number, []).append(pid)
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    heirs = {}
+    for number, candidates in parts.items():
+        everyone = members.get(number, [])
+        pids = np.asarray([pid for pid in everyone if pid not in placed] or everyone, np.int64)
+        at = np.minimum(np.searchsorted(sorted_ids, pids), max(len(ids) - 1, 0))
+        found = labels[order[at]][sorted_ids[at] == pids] if len(ids) else np.zeros(0, np.int64)
+        counts = {b: int(np.count_nonzero(found == b)) for b in candidates}
+        heirs[number] = min(counts, key=lambda b: (-counts[b], b))
+    return heirs
 
 
 def _carry_curation(run: EngineRun, base: EngineRun, comparison) -> tuple[int, int]:

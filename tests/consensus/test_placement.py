@@ -129,23 +129,41 @@ def test_a_proposal_put_in_no_idea_stays_out_and_can_come_back(
     assert Idea.objects.get(pk=trees_2.pk).share == pytest.approx(after[trees_2.pk] / 48)
 
 
-def test_a_placement_stops_when_its_idea_splits(themed, django_capture_on_commit_callbacks):
+def test_a_placement_follows_the_larger_part_of_its_split_idea_and_stops_when_it_disappears(
+    themed, django_capture_on_commit_callbacks
+):
     base = start(themed, django_capture_on_commit_callbacks, kind="ideas")
     cycling = idea_with_keyword(base, "cyclables")
+    placed = a_member(cycling)
     kept_out = a_member(idea_with_keyword(base, "arbres"))
-    services.proposals_place(run=base, proposal_ids=[a_member(cycling)], number=cycling.number)
+    services.proposals_place(run=base, proposal_ids=[placed], number=cycling.number)
     services.proposals_place(run=base, proposal_ids=[kept_out], number=None)
     after = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    cycling_after = idea_with_keyword(after, "cyclables").number
 
-    ids, labels = run_labelling(after, split=True)  # the cycling idea splits in two
+    # the cycling idea splits in two: its first half (the placed proposal among it) goes to the
+    # museums idea, the other half stays; the placed proposal follows the half holding most of
+    # the idea's other proposals
+    ids, labels = run_labelling(after, split=True)
+    row = list(ids).index(placed)
+    assert labels[row] != cycling_after
     # as if this run had put the proposal kept out into the trees idea again
     ids = np.append(ids, kept_out)
     labels = np.append(labels, idea_with_keyword(after, "arbres").number)
     comparison = services._base_comparison(base, ids, labels)
+    assert cycling.number not in comparison.successor  # it split
     kept, stopped = services._carry_placements(base, comparison, ids, labels)
-    assert stopped == 1  # no one idea to follow: the engine's choice stays
-    assert [row[0] for row in kept] == [kept_out]  # "in no idea" always holds
-    assert labels[list(ids).index(kept_out)] == -1
+    assert stopped == 0
+    assert sorted(r[0] for r in kept) == sorted([placed, kept_out])
+    assert labels[row] == cycling_after
+    assert labels[list(ids).index(kept_out)] == -1  # "in no idea" always holds
+
+    # the cycling idea disappears (its proposals in no idea): no idea to follow, it stops
+    ids, labels = run_labelling(after)
+    labels[labels == cycling_after] = -1
+    comparison = services._base_comparison(base, ids, labels)
+    kept, stopped = services._carry_placements(base, comparison, ids, labels)
+    assert stopped == 1 and placed not in [r[0] for r in kept]
 
 
 @pytest.mark.realservices
@@ -460,6 +478,28 @@ def test_staff_merge_an_idea_into_another_in_batches(
     assert not Idea.objects.filter(run=run, members_changed=True).exists()  # described again
     # idempotent: the task run again finds nothing left to move
     assert services.idea_merge(run_id=run.pk, idea_id=trees.pk, into_id=cycling.pk) == 0
+
+
+def test_an_idea_staff_merged_stays_merged_in_the_next_run(
+    themed, django_capture_on_commit_callbacks
+):
+    first = start(themed, django_capture_on_commit_callbacks)
+    trees, cycling = idea_with_keyword(first, "arbres"), idea_with_keyword(first, "cyclables")
+    moved = members(trees)
+    together = moved | members(cycling)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.idea_merge(run_id=first.pk, idea_id=trees.pk, into_id=cycling.pk)
+    assert members(Idea.objects.get(pk=cycling.pk)) == together
+
+    # the engine alone cuts them apart again; the merged idea "split", and the proposals staff
+    # placed follow the part that holds the idea's own proposals
+    second = start(themed, django_capture_on_commit_callbacks)
+    (merged,) = {
+        m.idea for m in IdeaMembership.objects.filter(run=second, proposal_id__in=together)
+    }
+    assert members(merged) == together
+    assert second.metrics["staff_placements_kept"] == len(moved)
+    assert second.metrics["staff_placements_stopped"] == 0
 
 
 def test_a_merge_reads_the_members_again_when_a_batch_is_refused(

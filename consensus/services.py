@@ -1552,9 +1552,14 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
     # staff placements of the base run follow their ideas; sizes and central proposals then
     # count the proposals each idea really holds (keywords and centres are the clustering's)
     comparison = _base_comparison(base, ids, labels)
+    engine_labels = labels.copy()
     placements, n_stopped = (
         ([], 0) if base is None else _carry_placements(base, comparison, ids, labels)
     )
+    # ideas the placements changed are described again once the run is done (``_finalize``
+    # queues ``tasks.refresh_ideas``): a merge staff made keeps its words, not only its members
+    moved = labels != engine_labels
+    touched = set(np.concatenate([engine_labels[moved], labels[moved]]).tolist()) - {-1}
     if placements:
         sizes = np.bincount(labels[labels >= 0], minlength=len(found))
         for idea in found:
@@ -1596,6 +1601,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
                     size=idea.size,
                     share=float(idea.share),
                     centroid=centroids[idea.id].astype(np.float32).tobytes(),
+                    members_changed=idea.id in touched,
                 )
                 for idea in found
             ]
@@ -2513,7 +2519,8 @@ def _finalize(run: EngineRun) -> dict:
             _publish(run)
             stats_cache_delete(run.consultation_id, run_id)
         if Idea.objects.filter(run_id=run_id, members_changed=True).exists():
-            # a votes-only run copied ideas that staff had changed and no refresh had described
+            # staff placements changed ideas of this run, or a votes-only run copied ideas that
+            # staff had changed and no refresh had described
             from .tasks import refresh_ideas
 
             refresh_ideas.delay_on_commit(run_id)

@@ -500,6 +500,10 @@ def test_an_idea_staff_merged_stays_merged_in_the_next_run(
     assert members(merged) == together
     assert second.metrics["staff_placements_kept"] == len(moved)
     assert second.metrics["staff_placements_stopped"] == 0
+    # and it is described from what it holds (the refresh queued when the run finished)
+    merged.refresh_from_db()
+    assert not merged.members_changed
+    assert {"arbres", "cyclables"} <= set(merged.keywords)
 
 
 def test_a_merge_reads_the_members_again_when_a_batch_is_refused(

@@ -1550,7 +1550,8 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
         else np.zeros((0, x.shape[1]), np.float32)
     )
     # staff placements of the base run follow their ideas; sizes and central proposals then
-    # count the proposals each idea really holds (keywords and centres are the clustering's)
+    # count the proposals each idea really holds (keywords and centres are the clustering's
+    # until the refresh queued below describes the ideas the placements changed)
     comparison = _base_comparison(base, ids, labels)
     engine_labels = labels.copy()
     placements, n_stopped = (

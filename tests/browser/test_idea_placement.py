@@ -18,14 +18,24 @@ from .conftest import ARTIFACTS, sign_in
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def test_staff_move_two_proposals_to_another_idea(live_server, browser):
+def published_themes():
+    """A consultation of 4 themes, its published ideas run, and a staff user to sign in."""
     consultation = consultation_with_themes()
     run = services.engine_run_start(consultation=consultation, kind="ideas", **HASHING)
     run.refresh_from_db()  # eager Celery: the run is done
-    (cycling,) = [i for i in Idea.objects.filter(run=run) if "cyclables" in i.keywords]
-    (museums,) = [i for i in Idea.objects.filter(run=run) if "musées" in i.keywords]
     UserFactory(email="staff@example.org", is_staff=True)
     ARTIFACTS.mkdir(exist_ok=True)
+    return consultation, run
+
+
+def idea_about(run, keyword):
+    (idea,) = [i for i in Idea.objects.filter(run=run) if keyword in i.keywords]
+    return idea
+
+
+def test_staff_move_two_proposals_to_another_idea(live_server, browser):
+    consultation, run = published_themes()
+    cycling, museums = idea_about(run, "cyclables"), idea_about(run, "musées")
     page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
 
     sign_in(
@@ -72,13 +82,8 @@ def test_staff_move_two_proposals_to_another_idea(live_server, browser):
 
 
 def test_staff_merge_an_idea_into_another(live_server, browser):
-    consultation = consultation_with_themes()
-    run = services.engine_run_start(consultation=consultation, kind="ideas", **HASHING)
-    run.refresh_from_db()  # eager Celery: the run is done
-    (trees,) = [i for i in Idea.objects.filter(run=run) if "arbres" in i.keywords]
-    (cycling,) = [i for i in Idea.objects.filter(run=run) if "cyclables" in i.keywords]
-    UserFactory(email="staff@example.org", is_staff=True)
-    ARTIFACTS.mkdir(exist_ok=True)
+    consultation, run = published_themes()
+    trees, cycling = idea_about(run, "arbres"), idea_about(run, "cyclables")
     page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
     sign_in(
         page,

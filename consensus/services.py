@@ -760,6 +760,10 @@ def idea_merge_start(*, run: EngineRun, number, into, actor=None) -> Idea:
                 _("This analysis has no idea number %(number)s.") % {"number": n}
             )
     source, target = ideas[number], ideas[into]
+    if not IdeaMembership.objects.filter(
+        idea=source, proposal__status=Proposal.Status.ACCEPTED
+    ).exists():
+        raise EngineInputError(_("This idea has no proposal left to move."))
     audit_record(
         actor=actor,
         action="idea.merge_started",

@@ -478,6 +478,9 @@ def test_staff_merge_an_idea_into_another_in_batches(
     assert not Idea.objects.filter(run=run, members_changed=True).exists()  # described again
     # idempotent: the task run again finds nothing left to move
     assert services.idea_merge(run_id=run.pk, idea_id=trees.pk, into_id=cycling.pk) == 0
+    # and a merge of what is left (a refused proposal) is refused
+    with translation.override("en"), pytest.raises(services.EngineInputError, match="left"):
+        services.idea_merge_start(run=run, number=trees.number, into=cycling.number)
 
 
 def test_an_idea_staff_merged_stays_merged_in_the_next_run(

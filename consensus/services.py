@@ -666,7 +666,7 @@ def proposals_place(*, run: EngineRun, proposal_ids, number: int | None, actor=N
         target_id = target.pk if target is not None else None
         # the ideas' rows next, in pk order, as ``ideas_refresh`` locks them
         touched = set(old.values()) | ({target_id} if target_id else set())
-        list(Idea.objects.select_for_update().filter(pk__in=touched).order_by("pk").values("pk"))
+        _lock_ideas(touched)
         # a votes-only run took its ideas, not its embeddings, from an earlier run
         vectors = dict(
             ProposalEmbedding.objects.filter(
@@ -723,6 +723,20 @@ def proposals_place(*, run: EngineRun, proposal_ids, number: int | None, actor=N
         if moving:
             refresh_ideas.delay_on_commit(run.pk)
     return len(moving)
+
+
+def _lock_ideas(idea_ids) -> list[int]:
+    """Lock these ideas' rows (ids or a values queryset) for the transaction; returns their ids.
+
+    Always in pk order, and before any membership is touched: ``proposals_place``,
+    ``ideas_refresh`` and ``ideas_losing_members`` all lock this way, so they never deadlock.
+    """
+    return list(
+        Idea.objects.select_for_update()
+        .filter(pk__in=idea_ids)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
 
 
 def _check_published(run: EngineRun) -> None:
@@ -973,7 +987,7 @@ def _describe_ideas(run: EngineRun, ideas: dict, touched: set) -> bool:
         ]
     with transaction.atomic():
         # the ideas' rows, locked in pk order as ``proposals_place`` locks them: a move waits
-        list(Idea.objects.select_for_update().filter(pk__in=touched).order_by("pk").values("pk"))
+        _lock_ideas(touched)
         now = list(
             IdeaMembership.objects.filter(run=run, idea_id__in=touched)
             .order_by("pk")
@@ -1109,20 +1123,13 @@ def engine_runs_prune(*, consultation: Consultation, keep: int = 5) -> int:
 def ideas_losing_members(idea_ids):
     """Around a deletion of idea memberships (the admin's delete), in one transaction: the ideas
     ``idea_ids`` (ids or a values queryset) are flagged ``members_changed`` before, and described
-    again after the commit (``tasks.refresh_ideas``).
-
-    Their rows are locked first, in pk order, as ``proposals_place`` and ``ideas_refresh`` lock
-    them before touching memberships: no deadlock between them.
+    again after the commit (``tasks.refresh_ideas``). Their rows are locked first
+    (``_lock_ideas``).
     """
     from .tasks import refresh_ideas
 
     with transaction.atomic():
-        ids = list(
-            Idea.objects.select_for_update()
-            .filter(pk__in=idea_ids)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
+        ids = _lock_ideas(idea_ids)
         Idea.objects.filter(pk__in=ids).update(members_changed=True)
         runs = sorted(set(Idea.objects.filter(pk__in=ids).values_list("run_id", flat=True)))
         yield

@@ -612,7 +612,9 @@ def _relabel_ideas_left(run_id: int, idea_ids, leaving: dict[int, str]) -> int:
 PLACE_MAX = 1_000  # proposals moved by one staff request
 
 
-def proposals_place(*, run: EngineRun, proposal_ids, number: int | None, actor=None) -> int:
+def proposals_place(
+    *, run: EngineRun, proposal_ids, number: int | None, actor=None, refresh: bool = True
+) -> int:
     """Staff move proposals of the published run into its idea ``number``, or into no idea (None).
 
     All or nothing: every proposal must be accepted and part of the run (a member of an idea, or
@@ -621,8 +623,9 @@ def proposals_place(*, run: EngineRun, proposal_ids, number: int | None, actor=N
     proposal that left it is named again, and an ``IdeaPlacement`` per proposal lets the next run
     keep the move (``_carry_placements``). The ideas touched are flagged (``members_changed``),
     described again (centre, central proposals, keywords, label) and every idea's vote figures
-    recomputed after the commit (``tasks.refresh_ideas``). Returns how many proposals changed
-    idea; the caller forgets the cached results pages.
+    recomputed after the commit (``tasks.refresh_ideas``; ``refresh=False`` leaves that to the
+    caller, as a merge does once after its last batch). Returns how many proposals changed idea;
+    the caller forgets the cached results pages.
     """
     from .tasks import refresh_ideas
 
@@ -720,7 +723,7 @@ def proposals_place(*, run: EngineRun, proposal_ids, number: int | None, actor=N
             before={"ideas": {str(pid): numbers.get(old.get(pid)) for pid in ids}},
             after={"idea": number, "proposals": ids},
         )
-        if moving:
+        if moving and refresh:
             refresh_ideas.delay_on_commit(run.pk)
     return len(moving)
 
@@ -750,10 +753,11 @@ def _check_published(run: EngineRun) -> None:
         )
 
 
-def idea_merge_start(*, run: EngineRun, number, into, actor=None) -> Idea:
+def idea_merge_start(*, run: EngineRun, number, into, actor=None) -> tuple[Idea, int]:
     """Staff merge idea ``number`` of the published run into idea ``into``: every accepted
     proposal of the first moves to the second, ``PLACE_MAX`` at a time, in a task queued after
-    the commit (``tasks.merge_idea``, which calls ``idea_merge``). Returns the target idea.
+    the commit (``tasks.merge_idea``, which calls ``idea_merge``). Returns the target idea and
+    how many proposals are to move (refused members stay where they are).
 
     The idea left empty drops out of the public results (``selectors.run_ideas_by_size``); the
     moves are ``proposals_place``'s, so the next runs keep them and each batch is audited.
@@ -774,26 +778,29 @@ def idea_merge_start(*, run: EngineRun, number, into, actor=None) -> Idea:
                 _("This analysis has no idea number %(number)s.") % {"number": n}
             )
     source, target = ideas[number], ideas[into]
-    if not IdeaMembership.objects.filter(
+    n_moving = IdeaMembership.objects.filter(
         idea=source, proposal__status=Proposal.Status.ACCEPTED
-    ).exists():
+    ).count()
+    if not n_moving:
         raise EngineInputError(_("This idea has no proposal left to move."))
     audit_record(
         actor=actor,
         action="idea.merge_started",
         target=run,
         before={"idea": number, "size": source.size},
-        after={"idea": into},
+        after={"idea": into, "proposals": n_moving},
     )
     merge_idea.delay_on_commit(run.pk, source.pk, target.pk, getattr(actor, "pk", None))
-    return target
+    return target, n_moving
 
 
 def idea_merge(*, run_id, idea_id, into_id, actor_id=None) -> int:
     """``idea_merge_start``'s work: move the accepted proposals of idea ``idea_id`` into idea
     ``into_id``, ``PLACE_MAX`` at a time (each batch one ``proposals_place``, in its own
-    transaction). Idempotent: run again, it moves what is left. Returns how many moved; 0 when the
-    run, an idea or the publication is gone (a refused proposal stays where it was)."""
+    transaction), then describe the ideas once (``ideas_refresh``; a refresh per batch would
+    describe a half-merged idea again and again). Idempotent: run again, it moves what is left.
+    Returns how many moved; 0 when the run, an idea or the publication is gone (a refused
+    proposal stays where it was)."""
     from django.contrib.auth import get_user_model
 
     from .results_views import results_cache_forget
@@ -818,7 +825,9 @@ def idea_merge(*, run_id, idea_id, into_id, actor_id=None) -> int:
         if not ids:
             break
         try:
-            moved += proposals_place(run=run, proposal_ids=ids, number=target.number, actor=actor)
+            moved += proposals_place(
+                run=run, proposal_ids=ids, number=target.number, actor=actor, refresh=False
+            )
         except EngineStateError:  # another run was published meanwhile: stop there
             logger.info("merge of idea %s stopped: run %s is no longer published", idea_id, run_id)
             break
@@ -826,6 +835,8 @@ def idea_merge(*, run_id, idea_id, into_id, actor_id=None) -> int:
             logger.warning(
                 "merge of idea %s: a batch was refused (%s); reading again", idea_id, exc
             )
+    # also after a retry that found nothing left: the batches before it were not described yet
+    ideas_refresh(run_id=run.pk)
     if moved:
         results_cache_forget(consultation_id=run.consultation_id, run_id=run.pk)
     return moved
@@ -1513,6 +1524,7 @@ def _fallback_labels(counts: np.ndarray, min_points: int) -> np.ndarray:
 
 def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
     from .engine import ideas as engine
+    from .engine.compare import compare_runs
 
     params = run.parameters
     timings: dict[str, float] = {}
@@ -1563,11 +1575,16 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
     # staff placements of the base run follow their ideas; sizes and central proposals then
     # count the proposals each idea really holds (keywords and centres are the clustering's
     # until the refresh queued below describes the ideas the placements changed)
-    comparison = _base_comparison(base, ids, labels)
+    base_members = _base_members(base)
+    comparison = compare_runs(*base_members, ids, labels) if base_members else None
     engine_labels = labels.copy()
     placements, n_stopped = (
         ([], 0) if base is None else _carry_placements(base, comparison, ids, labels)
     )
+    if placements:
+        # staff labels and action links follow the ideas as the placements left them: an idea
+        # staff merged and named is kept whole, so it keeps its name
+        comparison = compare_runs(*base_members, ids, labels)
     # ideas the placements changed are described again once the run is done (``_finalize``
     # queues ``tasks.refresh_ideas``): a merge staff made keeps its words, not only its members
     moved = labels != engine_labels
@@ -1662,12 +1679,11 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
     )
 
 
-def _base_comparison(base: EngineRun | None, ids: np.ndarray, labels: np.ndarray):
-    """The base run's ideas matched to this run's labels (``engine.compare.compare_runs``), or
-    None when nothing attached to the base run's ideas needs them (no staff label, action link
-    or placement): reading 2M memberships costs seconds."""
-    from .engine.compare import compare_runs
-
+def _base_members(base: EngineRun | None) -> tuple[np.ndarray, np.ndarray] | None:
+    """The base run's memberships as (proposal ids, idea numbers), for matching its ideas to
+    this run's (``engine.compare.compare_runs``); None when nothing attached to the base run's
+    ideas needs them (no staff label, action link or placement): reading 2M memberships costs
+    seconds."""
     if base is None:
         return None
     if not (
@@ -1684,9 +1700,7 @@ def _base_comparison(base: EngineRun | None, ids: np.ndarray, labels: np.ndarray
     ):
         items.append(proposal_id)
         numbers.append(number)
-    return compare_runs(
-        np.frombuffer(items, dtype=np.int64), np.frombuffer(numbers, dtype=np.int64), ids, labels
-    )
+    return np.frombuffer(items, dtype=np.int64), np.frombuffer(numbers, dtype=np.int64)
 
 
 def _carry_placements(
@@ -1771,13 +1785,13 @@ def _split_heirs(
 def _carry_curation(run: EngineRun, base: EngineRun, comparison) -> tuple[int, int]:
     """What staff and partners attached to the base run's ideas, passed on to this run's ideas.
 
-    Ideas are matched by the proposals they share (``_base_comparison``, default shares). A label
-    staff wrote goes to the same idea only (a *kept* one: each other's only link); an idea that
-    split, merged or disappeared passes its label to none, since it may no longer describe any
-    one idea, and staff name those again. The actions that build on an idea follow its
-    proposals: they are linked to every idea it was kept as, split into or merged into, so the
-    results page keeps showing them after the nightly run. Returns (labels carried, action links
-    added).
+    Ideas are matched by the proposals they share (``compare_runs`` with default shares, once
+    the staff placements are carried). A label staff wrote goes to the same idea only (a *kept*
+    one: each other's only link); an idea that split, merged or disappeared passes its label to
+    none, since it may no longer describe any one idea, and staff name those again. The actions
+    that build on an idea follow its proposals: they are linked to every idea it was kept as,
+    split into or merged into, so the results page keeps showing them after the nightly run.
+    Returns (labels carried, action links added).
     """
     from .engine.compare import KEPT, MERGED, SPLIT
 

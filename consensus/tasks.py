@@ -154,7 +154,7 @@ def refresh_ideas(self, run_id: int) -> bool:
 def merge_idea(self, run_id: int, idea_id: int, into_id: int, actor_id: int | None = None) -> int:
     """Move every accepted proposal of one idea into another (``services.idea_merge``).
 
-    Idempotent: a retry or a duplicate moves what is left, and each batch queues the refresh.
+    Idempotent: a retry or a duplicate moves what is left, then describes the ideas again.
     """
     return services.idea_merge(run_id=run_id, idea_id=idea_id, into_id=into_id, actor_id=actor_id)
 

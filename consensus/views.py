@@ -270,7 +270,7 @@ def idea_merge(request, slug, pk, number):
         messages.error(request, " ".join(form.errors["into"]))
         return redirect(back)
     try:
-        target = services.idea_merge_start(
+        target, n_moving = services.idea_merge_start(
             run=run, number=idea.number, into=form.cleaned_data["into"], actor=request.user
         )
     except services.EngineError as exc:
@@ -284,9 +284,9 @@ def idea_merge(request, slug, pk, number):
             "here while this idea lasts.",
             "The %(n)s proposals of “%(idea)s” are moving into this idea. The next runs keep "
             "them here while this idea lasts.",
-            idea.size,
+            n_moving,
         )
-        % {"n": idea.size, "idea": idea.label},
+        % {"n": n_moving, "idea": idea.label},
     )
     return redirect("consensus:run_idea", slug=consultation.slug, pk=run.pk, number=target.number)
 

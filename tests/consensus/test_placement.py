@@ -15,6 +15,7 @@ from django.utils import translation
 from accounts.models import AuditEntry
 from consensus import selectors, services, tasks
 from consensus.engine import ideas as engine_ideas
+from consensus.engine.compare import compare_runs
 from consensus.models import EngineRun, Idea, IdeaMembership, IdeaPlacement, ProposalEmbedding
 from consensus.tasks import engine_nightly, refresh_ideas
 from consultations.models import Proposal
@@ -83,6 +84,7 @@ def test_a_moved_proposal_changes_idea_and_the_next_run_keeps_it_there(
     assert museums_2.size == len(members(museums_2)) == museums_after.size
     assert second.metrics["staff_placements_kept"] == 1
     assert second.metrics["staff_placements_stopped"] == 0
+    # the name staff gave the merged idea goes with it (matched once the placements are carried)
     assert IdeaPlacement.objects.get(run=second, proposal_id=moved).placed_by == staff
     # and a votes-only run after it copies the placements with the ideas
     votes = start(themed, django_capture_on_commit_callbacks, kind="votes")
@@ -150,7 +152,7 @@ def test_a_placement_follows_the_larger_part_of_its_split_idea_and_stops_when_it
     # as if this run had put the proposal kept out into the trees idea again
     ids = np.append(ids, kept_out)
     labels = np.append(labels, idea_with_keyword(after, "arbres").number)
-    comparison = services._base_comparison(base, ids, labels)
+    comparison = compare_runs(*services._base_members(base), ids, labels)
     assert cycling.number not in comparison.successor  # it split
     kept, stopped = services._carry_placements(base, comparison, ids, labels)
     assert stopped == 0
@@ -161,7 +163,7 @@ def test_a_placement_follows_the_larger_part_of_its_split_idea_and_stops_when_it
     # the cycling idea disappears (its proposals in no idea): no idea to follow, it stops
     ids, labels = run_labelling(after)
     labels[labels == cycling_after] = -1
-    comparison = services._base_comparison(base, ids, labels)
+    comparison = compare_runs(*services._base_members(base), ids, labels)
     kept, stopped = services._carry_placements(base, comparison, ids, labels)
     assert stopped == 1 and placed not in [r[0] for r in kept]
 
@@ -455,6 +457,10 @@ def test_staff_merge_an_idea_into_another_in_batches(
         status=Proposal.Status.REFUSED, refusal_reason="test"
     )
     monkeypatch.setattr(services, "PLACE_MAX", 5)  # 11 accepted members: 3 batches
+    refresh, refreshes = services.ideas_refresh, []
+    monkeypatch.setattr(
+        services, "ideas_refresh", lambda **kwargs: refreshes.append(kwargs) or refresh(**kwargs)
+    )
     staff = UserFactory(is_staff=True)
     client.force_login(staff)
     url = reverse("consensus:merge_idea", args=[themed.slug, run.pk, trees.number])
@@ -467,6 +473,8 @@ def test_staff_merge_an_idea_into_another_in_batches(
     assert response.redirect_chain[-1][0] == reverse(
         "consensus:run_idea", args=[themed.slug, run.pk, cycling.number]
     )
+    # the message counts the proposals that move, not the refused one
+    assert f"The {len(moving) - 1} proposals of" in response.content.decode()
     assert "moving into this idea" in response.content.decode()
     assert members(trees) == {refused}
     assert moving - {refused} <= members(cycling)
@@ -476,6 +484,7 @@ def test_staff_merge_an_idea_into_another_in_batches(
     assert AuditEntry.objects.filter(action="idea.merge_started").count() == 1
     assert AuditEntry.objects.filter(action="idea.proposals_placed").count() == 3
     assert not Idea.objects.filter(run=run, members_changed=True).exists()  # described again
+    assert len(refreshes) == 1  # once, after the last batch, not once per batch
     # idempotent: the task run again finds nothing left to move
     assert services.idea_merge(run_id=run.pk, idea_id=trees.pk, into_id=cycling.pk) == 0
     # and a merge of what is left (a refused proposal) is refused
@@ -493,6 +502,7 @@ def test_an_idea_staff_merged_stays_merged_in_the_next_run(
     with django_capture_on_commit_callbacks(execute=True):
         services.idea_merge(run_id=first.pk, idea_id=trees.pk, into_id=cycling.pk)
     assert members(Idea.objects.get(pk=cycling.pk)) == together
+    services.idea_label_set(idea=Idea.objects.get(pk=cycling.pk), label="Arbres et vélos en ville")
 
     # the engine alone cuts them apart again; the merged idea "split", and the proposals staff
     # placed follow the part that holds the idea's own proposals
@@ -503,6 +513,9 @@ def test_an_idea_staff_merged_stays_merged_in_the_next_run(
     assert members(merged) == together
     assert second.metrics["staff_placements_kept"] == len(moved)
     assert second.metrics["staff_placements_stopped"] == 0
+    # the name staff gave the merged idea goes with it (matched once the placements are carried)
+    assert (merged.label, merged.named_by_staff) == ("Arbres et vélos en ville", True)
+    assert second.metrics["staff_labels_kept"] == 1
     # and it is described from what it holds (the refresh queued when the run finished)
     merged.refresh_from_db()
     assert not merged.members_changed

@@ -12,6 +12,7 @@ from django.db import OperationalError
 from django.utils.html import escape
 
 from consensus import services
+from consensus.engine.compare import compare_runs
 from consensus.engine.embedders import text_for_embedding
 from consensus.models import (
     EngineChunk,
@@ -316,7 +317,9 @@ def run_labelling(run, split=False):
 
 def carry(run, base, labelling):
     """``services._carry_curation`` of ``run`` over ``base``, with ``run`` labelled as given."""
-    return services._carry_curation(run, base, services._base_comparison(base, *labelling))
+    return services._carry_curation(
+        run, base, compare_runs(*services._base_members(base), *labelling)
+    )
 
 
 def test_a_staff_label_is_not_passed_on_when_its_idea_splits(

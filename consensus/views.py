@@ -134,9 +134,13 @@ def run_detail(request, slug, pk):
 @staff_required
 @require_POST
 def idea_label(request, slug, pk, number):
-    """Rename one of a run's ideas (HTMX: the card's title comes back; else back to the run)."""
+    """Rename one of a run's ideas (HTMX: the card's title comes back; else back to the page
+    it was renamed from, the run's by default)."""
     consultation = selectors.engine_consultation_get_for_staff(slug=slug, user=request.user)
     run = selectors.engine_run_get(consultation=consultation, pk=pk)
+    back = request.POST.get("back", "")
+    if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
+        back = reverse("consensus:run", args=[consultation.slug, run.pk])
     idea = get_object_or_404(Idea.objects.defer("centroid"), run=run, number=number)
     form = IdeaLabelForm(request.POST)
     if form.is_valid():
@@ -159,7 +163,7 @@ def idea_label(request, slug, pk, number):
         messages.error(request, " ".join(form.errors["label"]))
     else:
         messages.success(request, _("Idea renamed: later runs keep this label for the same idea."))
-    return redirect("consensus:run", slug=consultation.slug, pk=run.pk)
+    return redirect(back)
 
 
 @staff_required

@@ -103,7 +103,18 @@ def test_staff_merge_an_idea_into_another(live_server, browser):
     assert Idea.objects.get(pk=trees.pk).size == 0
     page.screenshot(path=ARTIFACTS / "engine-idea-merged.png", full_page=True)
 
+    # staff name the merged idea on its page; the public results show the new name
+    page.get_by_text("Rename", exact=True).click()
+    page.fill("#idea-label", "Des pistes cyclables et des arbres en ville")
+    page.get_by_role("button", name="Save the label").click()
+    page.wait_for_url(re.compile(rf"/ideas/{cycling.number}/$"))
+    assert page.locator("h1").inner_text() == "Des pistes cyclables et des arbres en ville"
+    meta = page.locator("p.meta", has_text="closest to the idea's centre first")
+    assert "named by staff" in meta.inner_text()
+    page.screenshot(path=ARTIFACTS / "engine-idea-renamed.png")
+
     # the public list of ideas no longer shows the empty one
     page.goto(f"{live_server.url}/engine/{consultation.slug}/results/ideas/")
     assert page.locator(f"a[href$='/results/ideas/{trees.number}/']").count() == 0
     assert page.locator(f"a[href$='/results/ideas/{cycling.number}/']").count() >= 1
+    assert "Des pistes cyclables et des arbres en ville" in page.locator("body").inner_text()

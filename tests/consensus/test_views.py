@@ -775,6 +775,37 @@ def test_staff_rename_an_idea_from_the_run_page(client, staff, consultation, set
     assert idea.label == "Des piscines l'été"
 
 
+def test_staff_rename_an_idea_from_its_own_page(client, staff, consultation):
+    run = make_run(consultation, EngineRun.Status.DONE)
+    Idea.objects.create(
+        run=run, consultation=consultation, number=0, label="Il faut des pistes", size=0
+    )
+    page = reverse("consensus:run_idea", args=[consultation.slug, run.pk, 0])
+    url = reverse("consensus:idea_label", args=[consultation.slug, run.pk, 0])
+    body = client.get(page).content.decode()
+    assert f'action="{url}"' in body and f'name="back" value="{page}"' in body
+
+    with translation.override("en"):
+        response = client.post(
+            url, {"label": "Pistes et arbres", "back": page}, follow=True, HTTP_ACCEPT_LANGUAGE="en"
+        )
+    assert response.redirect_chain == [(page, 302)]
+    body = response.content.decode()
+    assert "Idea renamed" in body and "Pistes et arbres" in body and "named by staff" in body
+
+    # bad input: the error on the page it came from, the label as it was
+    with translation.override("en"):
+        response = client.post(
+            url, {"label": "  ", "back": page}, follow=True, HTTP_ACCEPT_LANGUAGE="en"
+        )
+    assert response.redirect_chain == [(page, 302)]
+    assert "This field is required." in response.content.decode()
+    # a page elsewhere is not followed: back to the run
+    response = client.post(url, {"label": "Pistes", "back": "https://example.net/"})
+    assert response["Location"] == run_url(run)
+    assert Idea.objects.get(run=run, number=0).label == "Pistes"
+
+
 def test_the_label_service_refuses_empty_or_long_labels(consultation):
     run = make_run(consultation, EngineRun.Status.DONE)
     idea = Idea.objects.create(run=run, consultation=consultation, number=0, label="Avant", size=1)

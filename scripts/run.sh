@@ -12,5 +12,6 @@ $PY manage.py load_demo ${DEMO_LIMIT:+--limit "$DEMO_LIMIT"}
 $PY manage.py engine_run
 $PY manage.py demo_admin
 echo
-echo "Concorde is starting on http://127.0.0.1:8000  (admin: http://127.0.0.1:8000/admin/, credentials above)"
-exec $PY manage.py runserver "${ADDR:-127.0.0.1:8000}"
+ADDR="${ADDR:-127.0.0.1:8000}"
+echo "Concorde is starting on http://$ADDR  (admin: http://$ADDR/admin/, credentials above)"
+exec $PY manage.py runserver "$ADDR"

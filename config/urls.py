@@ -27,5 +27,7 @@ urlpatterns = [
 if settings.DEBUG:
     urlpatterns += static(settings.MEDIA_URL, document_root=settings.MEDIA_ROOT)
 
+handler404 = "config.errors.page_not_found"
+
 admin.site.site_header = "Concorde"
 admin.site.site_title = "Concorde"

@@ -24,7 +24,7 @@ from django.core.cache import cache
 from django.core.paginator import EmptyPage, PageNotAnInteger, Paginator
 from django.db.models import prefetch_related_objects
 from django.db.models.query import Prefetch
-from django.http import Http404, HttpResponseBadRequest, StreamingHttpResponse
+from django.http import HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.utils import translation
@@ -35,6 +35,7 @@ from django.utils.translation import gettext_lazy
 from django.views.decorators.http import require_GET
 
 from actions.selectors import action_public_by_idea
+from config.errors import NotFound
 from consultations.models import Participant, Proposal
 from consultations.selectors import consultation_get_for_user, consultation_stats, stats_cache_key
 
@@ -416,7 +417,7 @@ def results_ideas(request, slug):
     consultation = consultation_get_for_user(slug=slug, user=request.user)
     run = selectors.consultation_current_run(consultation=consultation)
     if run is None:
-        raise Http404(_("The results are not available yet: the votes have not been analysed."))
+        raise NotFound(_("The results are not available yet: the votes have not been analysed."))
     page, error = page_or_error(
         request,
         Paginator(selectors.run_ideas_by_size(run=run), IDEAS_PER_PAGE),
@@ -438,7 +439,7 @@ def page_or_error(request, paginator: Paginator, no_such_page: str):
     except PageNotAnInteger:
         return None, _bad_request(_("The page must be a whole number."))
     except EmptyPage:
-        raise Http404(
+        raise NotFound(
             no_such_page % {"page": request.GET.get("page", "")[:12], "pages": paginator.num_pages}
         ) from None
 
@@ -449,10 +450,10 @@ def results_idea(request, slug, number):
     consultation = consultation_get_for_user(slug=slug, user=request.user)
     run = selectors.consultation_current_run(consultation=consultation)
     if run is None:
-        raise Http404(_("The results are not available yet: the votes have not been analysed."))
+        raise NotFound(_("The results are not available yet: the votes have not been analysed."))
     idea = selectors.run_idea_get(run=run, number=number)
     if not idea.size:
-        raise Http404(_("Staff moved every proposal of this idea into other ideas."))
+        raise NotFound(_("Staff moved every proposal of this idea into other ideas."))
     page, error = page_or_error(
         request,
         Paginator(selectors.idea_members(idea=idea), PROPOSALS_PER_PAGE),

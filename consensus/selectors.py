@@ -8,6 +8,7 @@ from django.utils import formats
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
+from config.errors import NotFound
 from consultations.models import Consultation, Proposal
 
 from .models import (
@@ -52,20 +53,20 @@ def engine_run_get(*, consultation: Consultation, pk: int) -> EngineRun:
     return run
 
 
-def run_ideas(*, run: EngineRun, limit: int | None = 100) -> list[Idea]:
-    """Ideas of a run, largest first, each with ``central`` = its most central proposals."""
+def run_ideas(*, run: EngineRun):
+    """Ideas of a run, largest first (a queryset to page through), each with ``central`` = its
+    most central proposals once read."""
     central = (
         IdeaMembership.objects.filter(run=run, is_central=True)
         .select_related("proposal")
         .order_by("-similarity")
     )
-    qs = (
+    return (
         Idea.objects.filter(run=run)
         .defer("centroid")
         .order_by("-size", "number")
         .prefetch_related(Prefetch("memberships", queryset=central, to_attr="central"))
     )
-    return list(qs[:limit] if limit else qs)
 
 
 def run_opinion_groups(*, run: EngineRun) -> list[OpinionGroup]:
@@ -409,7 +410,7 @@ def run_idea_get(*, run: EngineRun, number: int) -> Idea:
     """One idea of the run by its number; 404 when the run has no such idea."""
     idea = Idea.objects.filter(run=run, number=number).defer("centroid").first()
     if idea is None:
-        raise Http404(_("This analysis has no idea number %(number)s.") % {"number": number})
+        raise NotFound(_("This analysis has no idea number %(number)s.") % {"number": number})
     return idea
 
 

@@ -25,6 +25,8 @@ from .forms import IdeaLabelForm, IdeaMergeForm, ProposalPlaceForm, RunCompareFo
 from .models import EngineRun, Idea
 from .results_views import PROPOSALS_PER_PAGE, page_or_error, results_cache_forget
 
+IDEAS_PER_PAGE = 100  # on a run's staff page
+
 
 def staff_required(view):
     @wraps(view)
@@ -117,7 +119,15 @@ def run_detail(request, slug, pk):
         "model_label": selectors.model_label(run.model_name) if run.model_name else None,
     }
     if not run.is_active:
-        context["ideas"] = selectors.run_ideas(run=run, limit=100)
+        # every idea, a page at a time: at 2M answers a run finds some 260
+        page, error = page_or_error(
+            request,
+            Paginator(selectors.run_ideas(run=run), IDEAS_PER_PAGE),
+            _("There is no page %(page)s: the ideas fill %(pages)d."),
+        )
+        if error:
+            return error
+        context["ideas"], context["ideas_page"] = page.object_list, page
         context["groups"] = selectors.run_opinion_groups(run=run)
         context["rankings"] = staff_selectors.run_rankings(run=run, limit=10)
         context["top_scores"] = context["rankings"]["top_score"]

@@ -81,6 +81,27 @@ def test_unknown_consultation_is_404(client):
     assert client.get("/c/does-not-exist/").status_code == 404
 
 
+def test_a_missing_page_is_the_sites_own_and_says_why_when_a_view_wrote_why(client):
+    # an unknown address: the site's page in French by default, the generic text, a way home
+    response = client.get("/nowhere/")
+    body = response.content.decode()
+    assert response.status_code == 404 and '<html lang="fr"' in body
+    assert "Page introuvable" in body and "Il n'y a rien à cette adresse\u00a0:" in body
+    assert 'href="/"' in body
+    # an internal message (untranslated, not written for visitors) is not shown
+    assert "No such consultation." not in client.get("/c/does-not-exist/").content.decode()
+    # a reason written for the visitor is shown, in their language
+    consultation = ConsultationFactory()
+    results = reverse("consensus:results_idea", args=[consultation.slug, 0])
+    for language, reason in (
+        ("fr", "Les résultats ne sont pas encore disponibles"),
+        ("en", "The results are not available yet: the votes have not been analysed."),
+    ):
+        response = client.get(results, HTTP_ACCEPT_LANGUAGE=language, HTTP_COOKIE="")
+        assert response.status_code == 404
+        assert reason in response.content.decode(), language
+
+
 def test_private_consultation_is_invisible_to_non_members(client):
     cause = CauseFactory(kind=Cause.Kind.PRIVATE_CONSULTATION)
     consultation = ConsultationFactory(cause=cause)

@@ -775,6 +775,40 @@ def test_staff_rename_an_idea_from_the_run_page(client, staff, consultation, set
     assert idea.label == "Des piscines l'été"
 
 
+def test_the_run_page_shows_every_idea_a_page_at_a_time(client, staff, consultation, monkeypatch):
+    from consensus import views
+
+    monkeypatch.setattr(views, "IDEAS_PER_PAGE", 2)
+    run = make_run(consultation, EngineRun.Status.DONE)
+    Idea.objects.bulk_create(
+        [
+            Idea(run=run, consultation=consultation, number=n, label=f"Idée {n}", size=10 - n)
+            for n in range(5)
+        ]
+    )
+
+    def titles(page):
+        body = page.content.decode()
+        return [n for n in range(5) if f'id="idea-title-{n}"' in body]
+
+    with translation.override("en"):
+        first = client.get(run_url(run), HTTP_ACCEPT_LANGUAGE="en")
+        assert titles(first) == [0, 1]  # the largest first
+        body = first.content.decode()
+        assert "5 ideas, the largest first" in body and "ideas 1 to 2 here" in body
+        assert 'href="?page=2"' in body
+        last = client.get(run_url(run), {"page": 3}, HTTP_ACCEPT_LANGUAGE="en")
+        assert titles(last) == [4] and 'start="5"' in last.content.decode()
+        # bad page numbers: a clear error, never a crash
+        missing = client.get(run_url(run), {"page": 9}, HTTP_ACCEPT_LANGUAGE="en")
+        assert missing.status_code == 404
+        assert "There is no page 9: the ideas fill 3." in missing.content.decode()
+        assert client.get(run_url(run), {"page": "x"}).status_code == 400
+    # a run still running shows no ideas, and ignores the page asked for
+    active = make_run(consultation, EngineRun.Status.RUNNING)
+    assert client.get(run_url(active), {"page": 9}).status_code == 200
+
+
 def test_staff_rename_an_idea_from_its_own_page(client, staff, consultation):
     run = make_run(consultation, EngineRun.Status.DONE)
     Idea.objects.create(

@@ -118,3 +118,9 @@ def test_staff_merge_an_idea_into_another(live_server, browser):
     assert page.locator(f"a[href$='/results/ideas/{trees.number}/']").count() == 0
     assert page.locator(f"a[href$='/results/ideas/{cycling.number}/']").count() >= 1
     assert "Des pistes cyclables et des arbres en ville" in page.locator("body").inner_text()
+    # an old link to the emptied idea says why it is gone
+    gone = page.goto(f"{live_server.url}/engine/{consultation.slug}/results/ideas/{trees.number}/")
+    assert gone.status == 404
+    assert page.locator("h1").inner_text() == "Page not found"
+    assert "Staff moved every proposal of this idea" in page.locator("[role=alert]").inner_text()
+    page.screenshot(path=ARTIFACTS / "results-idea-gone.png")

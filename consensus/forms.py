@@ -1,6 +1,7 @@
 from django import forms
 from django.utils.text import Truncator, format_lazy
 from django.utils.translation import gettext_lazy as _
+from django.utils.translation import ngettext
 
 from .models import EngineRun
 from .selectors import MODEL_LABELS
@@ -45,6 +46,20 @@ class ProposalIdsField(forms.Field):
             raise forms.ValidationError(self.error_messages["invalid"], code="invalid") from None
 
 
+def _idea_choices(ideas, leave_out=None) -> list[tuple[str, str]]:
+    """Choices of a "move to" list from ``selectors.run_idea_choices``: each idea's label and how
+    many proposals it holds (staff choosing among some 260 ideas of a large run see which count)."""
+    return [
+        (
+            str(number),
+            ngettext("%(label)s (%(n)s proposal)", "%(label)s (%(n)s proposals)", size)
+            % {"label": Truncator(label).chars(90), "n": size},
+        )
+        for number, label, size in ideas
+        if number != leave_out
+    ]
+
+
 class ProposalPlaceForm(forms.Form):
     """Staff move the ticked proposals of the published run to one of its ideas, or to none."""
 
@@ -58,7 +73,7 @@ class ProposalPlaceForm(forms.Form):
         self.fields["idea"].choices = [
             ("", _("Choose where they go")),
             (self.NO_IDEA, _("No idea (left out of every idea)")),
-            *((str(number), Truncator(label).chars(90)) for number, label in ideas),
+            *_idea_choices(ideas),
         ]
         self.fields["idea"].error_messages.update(
             required=_("Choose the idea the ticked proposals go to, or no idea."),
@@ -80,7 +95,7 @@ class IdeaMergeForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["into"].choices = [
             ("", _("Choose the idea it joins")),
-            *((str(n), Truncator(label).chars(90)) for n, label in ideas if n != number),
+            *_idea_choices(ideas, leave_out=number),
         ]
         self.fields["into"].error_messages.update(
             required=_("Choose the idea this one joins."),

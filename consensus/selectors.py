@@ -454,10 +454,12 @@ def placed_proposal_ids(*, run: EngineRun, proposal_ids) -> set[int]:
     )
 
 
-def run_idea_choices(*, run: EngineRun) -> list[tuple[int, str]]:
-    """(number, label) of the run's ideas, largest first, for a "move to" list."""
+def run_idea_choices(*, run: EngineRun) -> list[tuple[int, str, int]]:
+    """(number, label, size) of the run's ideas, largest first, for a "move to" list."""
     return list(
-        Idea.objects.filter(run=run).order_by("-size", "number").values_list("number", "label")
+        Idea.objects.filter(run=run)
+        .order_by("-size", "number")
+        .values_list("number", "label", "size")
     )
 
 

@@ -697,6 +697,8 @@ def test_staff_tick_proposals_and_move_them_from_the_idea_page(
     assert page.status_code == 200
     assert body.count('name="proposals"') == cycling.size
     assert f'<option value="{museums.number}">' in body and '<option value="none">' in body
+    # each idea offered with how many proposals it holds
+    assert f"({museums.size} proposals)</option>" in body
 
     two = sorted(members(cycling))[:2]
     back = idea_url(run, cycling.number)

@@ -418,11 +418,7 @@ def results_ideas(request, slug):
     run = selectors.consultation_current_run(consultation=consultation)
     if run is None:
         raise NotFound(_("The results are not available yet: the votes have not been analysed."))
-    page, error = page_or_error(
-        request,
-        Paginator(selectors.run_ideas_by_size(run=run), IDEAS_PER_PAGE),
-        _("There is no page %(page)s: the ideas fill %(pages)d."),
-    )
+    page, error = ideas_page_or_error(request, selectors.run_ideas_by_size(run=run))
     if error:
         return error
     ideas = list(page.object_list)
@@ -442,6 +438,15 @@ def page_or_error(request, paginator: Paginator, no_such_page: str):
         raise NotFound(
             no_such_page % {"page": request.GET.get("page", "")[:12], "pages": paginator.num_pages}
         ) from None
+
+
+def ideas_page_or_error(request, ideas, per_page: int | None = None):
+    """``page_or_error`` for a list of ideas, ``IDEAS_PER_PAGE`` a page unless told."""
+    return page_or_error(
+        request,
+        Paginator(ideas, per_page or IDEAS_PER_PAGE),
+        _("There is no page %(page)s: the ideas fill %(pages)d."),
+    )
 
 
 @require_GET

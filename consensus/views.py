@@ -23,7 +23,12 @@ from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling
 from . import selectors, services, staff_selectors
 from .forms import IdeaLabelForm, IdeaMergeForm, ProposalPlaceForm, RunCompareForm, RunStartForm
 from .models import EngineRun, Idea
-from .results_views import PROPOSALS_PER_PAGE, page_or_error, results_cache_forget
+from .results_views import (
+    PROPOSALS_PER_PAGE,
+    ideas_page_or_error,
+    page_or_error,
+    results_cache_forget,
+)
 
 IDEAS_PER_PAGE = 100  # on a run's staff page
 
@@ -120,11 +125,7 @@ def run_detail(request, slug, pk):
     }
     if not run.is_active:
         # every idea, a page at a time: at 2M answers a run finds some 260
-        page, error = page_or_error(
-            request,
-            Paginator(selectors.run_ideas(run=run), IDEAS_PER_PAGE),
-            _("There is no page %(page)s: the ideas fill %(pages)d."),
-        )
+        page, error = ideas_page_or_error(request, selectors.run_ideas(run=run), IDEAS_PER_PAGE)
         if error:
             return error
         context["ideas"], context["ideas_page"] = page.object_list, page

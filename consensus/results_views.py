@@ -116,11 +116,8 @@ class _Echo:
 
 
 def _csv_response(consultation, run):
-    ideas = (
-        Idea.objects.filter(run=run, size__gt=0)  # not an idea staff emptied
-        .defer("centroid")
-        .order_by("-size", "number")
-        .values_list("number", "label", "size", "share", "scores", "keywords")
+    ideas = selectors.run_ideas_by_size(run=run).values_list(
+        "number", "label", "size", "share", "scores", "keywords"
     )
 
     def rows():

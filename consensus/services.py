@@ -1581,15 +1581,14 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
     placements, n_stopped = (
         ([], 0) if base is None else _carry_placements(base, comparison, ids, labels)
     )
-    if placements:
-        # staff labels and action links follow the ideas as the placements left them: an idea
-        # staff merged and named is kept whole, so it keeps its name
-        comparison = compare_runs(*base_members, ids, labels)
     # ideas the placements changed are described again once the run is done (``_finalize``
     # queues ``tasks.refresh_ideas``): a merge staff made keeps its words, not only its members
     moved = labels != engine_labels
     touched = set(np.concatenate([engine_labels[moved], labels[moved]]).tolist()) - {-1}
     if placements:
+        # staff labels and action links follow the ideas as the placements left them: an idea
+        # staff merged and named is kept whole, so it keeps its name
+        comparison = compare_runs(*base_members, ids, labels)
         sizes = np.bincount(labels[labels >= 0], minlength=len(found))
         for idea in found:
             idea.size, idea.share = int(sizes[idea.id]), float(sizes[idea.id] / n)

@@ -147,8 +147,16 @@ class EngineChunkAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
 @admin.register(Idea)
 class IdeaAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    list_display = ("label", "consultation", "run", "size", "share", "named_by_staff")
-    list_filter = ("named_by_staff",)
+    list_display = (
+        "label",
+        "consultation",
+        "run",
+        "size",
+        "share",
+        "named_by_staff",
+        "created_by_staff",
+    )
+    list_filter = ("named_by_staff", "created_by_staff")
     list_select_related = ("consultation", "run")
     search_fields = ("label",)
     raw_id_fields = ("run", "consultation")

@@ -64,6 +64,7 @@ class ProposalPlaceForm(forms.Form):
     """Staff move the ticked proposals of the published run to one of its ideas, or to none."""
 
     NO_IDEA = "none"
+    NEW_IDEA = "new"
 
     proposals = ProposalIdsField()
     idea = forms.ChoiceField(label=_("Move the ticked proposals to"), choices=())
@@ -72,6 +73,7 @@ class ProposalPlaceForm(forms.Form):
         super().__init__(*args, **kwargs)
         self.fields["idea"].choices = [
             ("", _("Choose where they go")),
+            (self.NEW_IDEA, _("A new idea (split them out)")),
             (self.NO_IDEA, _("No idea (left out of every idea)")),
             *_idea_choices(ideas),
         ]
@@ -81,9 +83,13 @@ class ProposalPlaceForm(forms.Form):
         )
 
     @property
+    def new_idea(self) -> bool:
+        return self.cleaned_data["idea"] == self.NEW_IDEA
+
+    @property
     def number(self) -> int | None:
         idea = self.cleaned_data["idea"]
-        return None if idea == self.NO_IDEA else int(idea)
+        return None if idea in (self.NO_IDEA, self.NEW_IDEA) else int(idea)
 
 
 class IdeaMergeForm(forms.Form):

@@ -154,6 +154,16 @@ class Idea(models.Model):
             "that splits or merges gets its most central proposal as label again."
         ),
     )
+    # Set when staff split proposals out into a new idea; later runs keep it as its own idea.
+    created_by_staff = models.BooleanField(
+        _("created by staff"),
+        default=False,
+        editable=False,
+        help_text=_(
+            "Staff split proposals out of other ideas into this one. Later runs keep the "
+            "proposals they placed here together as an idea of its own."
+        ),
+    )
     keywords = models.JSONField(_("keywords"), default=list, blank=True)
     size = models.PositiveIntegerField(_("proposals"), default=0)
     share = models.FloatField(_("share of proposals"), default=0.0)

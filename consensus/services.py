@@ -842,6 +842,63 @@ def idea_merge(*, run_id, idea_id, into_id, actor_id=None) -> int:
     return moved
 
 
+def idea_split(*, run: EngineRun, proposal_ids, actor=None) -> tuple[Idea, int]:
+    """Staff split proposals of the published run out into a new idea of their own.
+
+    The idea takes the run's next number, is named after the first of them until the refresh
+    describes it (centre, central proposals, keywords, label), and is ``created_by_staff``: the
+    next runs keep the proposals placed in it together as an idea of their own
+    (``_carry_placements``), where the engine alone would put them back with their neighbours.
+    The moves are ``proposals_place``'s (checks, placements, audit, refresh after the commit);
+    when it refuses them no idea is left behind. Returns the new idea and how many moved.
+    """
+    _check_published(run)
+    with transaction.atomic():
+        # the run's row serialises the choice of the next number between two staff splitting
+        EngineRun.objects.select_for_update().filter(pk=run.pk).values_list("pk").first()
+        number = (Idea.objects.filter(run=run).aggregate(top=Max("number"))["top"] or 0) + 1
+        try:
+            ids = sorted({int(pid) for pid in proposal_ids})
+        except (TypeError, ValueError):
+            ids = []  # proposals_place says why
+        first = (
+            Proposal.objects.filter(pk__in=ids[:1], consultation_id=run.consultation_id)
+            .values_list("content", flat=True)
+            .first()
+        )
+        idea = Idea.objects.create(
+            run=run,
+            consultation_id=run.consultation_id,
+            number=number,
+            label=_engine_label(first, []) or _("New idea"),
+            created_by_staff=True,
+            members_changed=True,
+            centroid=_mean_vector(run, ids),
+        )
+        moved = proposals_place(run=run, proposal_ids=proposal_ids, number=number, actor=actor)
+        audit_record(
+            actor=actor,
+            action="idea.split",
+            target=idea,
+            before={},
+            after={"idea": number, "proposals": ids},
+        )
+    return idea, moved
+
+
+def _mean_vector(run: EngineRun, proposal_ids) -> bytes | None:
+    """The normalised mean of these proposals' embeddings in ``run`` (float32 bytes), or None."""
+    vectors = ProposalEmbedding.objects.filter(
+        run_id=(run.metrics or {}).get("ideas_from_run") or run.pk, proposal_id__in=proposal_ids
+    ).values_list("vector", flat=True)
+    rows = [np.frombuffer(bytes(v), dtype=np.float16).astype(np.float32) for v in vectors]
+    if not rows:
+        return None
+    centre = np.mean(rows, axis=0)
+    norm = float(np.linalg.norm(centre))
+    return (centre / norm if norm else centre).astype(np.float32).tobytes()
+
+
 def _move_memberships(run: EngineRun, moving, old: dict, target: Idea | None, vectors) -> None:
     """``proposals_place``'s writes: memberships, then sizes and shares of the ideas touched."""
     IdeaMembership.objects.filter(run=run, proposal_id__in=moving).delete()
@@ -1578,9 +1635,20 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
     base_members = _base_members(base)
     comparison = compare_runs(*base_members, ids, labels) if base_members else None
     engine_labels = labels.copy()
-    placements, n_stopped = (
-        ([], 0) if base is None else _carry_placements(base, comparison, ids, labels)
+    placements, n_stopped, created = (
+        ([], 0, {})
+        if base is None
+        else _carry_placements(base, comparison, ids, labels, first_new=len(found))
     )
+    if created:
+        # ideas staff split out stay ideas of their own: centred on what they hold, named as
+        # before until the refresh describes them
+        rows_of = {number: np.flatnonzero(labels == number) for number in sorted(created)}
+        for number, rows in rows_of.items():
+            centre = np.asarray(x[rows], dtype=np.float32).mean(axis=0)
+            centre /= max(float(np.linalg.norm(centre)), 1e-12)
+            found.append(engine.Idea(number, len(rows), len(rows) / n, [], [], rows, centre))
+        centroids = np.vstack([centroids, *(found[number].centroid for number in rows_of)])
     # ideas the placements changed are described again once the run is done (``_finalize``
     # queues ``tasks.refresh_ideas``): a merge staff made keeps its words, not only its members
     moved = labels != engine_labels
@@ -1621,10 +1689,13 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
                     run=run,
                     consultation_id=run.consultation_id,
                     number=idea.id,
-                    label=_engine_label(
+                    label=created[idea.id][1]
+                    if idea.id in created
+                    else _engine_label(
                         texts[central_rows[idea.id][0]] if central_rows[idea.id] else None,
                         idea.keywords,
                     ),
+                    created_by_staff=idea.id in created,
                     keywords=list(idea.keywords),
                     size=idea.size,
                     share=float(idea.share),
@@ -1703,17 +1774,20 @@ def _base_members(base: EngineRun | None) -> tuple[np.ndarray, np.ndarray] | Non
 
 
 def _carry_placements(
-    base: EngineRun, comparison, ids: np.ndarray, labels: np.ndarray
-) -> tuple[list[tuple[int, int | None, object]], int]:
+    base: EngineRun, comparison, ids: np.ndarray, labels: np.ndarray, *, first_new: int
+) -> tuple[list[tuple[int, int | None, object]], int, dict[int, tuple[int, str]]]:
     """Staff placements of the base run, applied to this run's ``labels`` (changed in place).
 
-    A proposal staff put in no idea stays in none; one they put in an idea goes to the idea it
-    became when that idea was kept or merged into one. When it split, the placed proposals follow
+    A proposal staff put in no idea stays in none; one they put in an idea staff created (split
+    out, ``idea_split``) goes to a new idea of this run, numbered from ``first_new``, with the
+    other proposals placed there. One they put in an engine's idea goes to the idea it became
+    when that idea was kept or merged into one. When it split, the placed proposals follow
     the part that holds most of the idea's other members (``_split_heirs``): so an idea staff
     merged into another stays merged, though the engine alone would cut it again where it was
     cut before. When it disappeared there is no idea to follow: the proposal keeps the engine's
     idea and the placement stops. Returns the placements to copy to this run as (proposal id,
-    placed_by id, placed_at), and how many stopped.
+    placed_by id, placed_at), how many stopped, and the ideas created here as {number: (base
+    run's number, its label)}.
     """
     placed = {
         pid: (by, at)
@@ -1722,30 +1796,40 @@ def _carry_placements(
         )
     }
     if not placed or comparison is None:
-        return [], 0
+        return [], 0, {}
     base_idea = dict(
         IdeaMembership.objects.filter(run=base, proposal_id__in=list(placed)).values_list(
             "proposal_id", "idea__number"
         )
     )
+    by_staff = dict(
+        Idea.objects.filter(run=base, created_by_staff=True).values_list("number", "label")
+    )
+    engine_ideas = set(base_idea.values()) - set(by_staff)
     follows = {
-        **_split_heirs(base, comparison, set(base_idea.values()), set(placed), ids, labels),
+        **_split_heirs(base, comparison, engine_ideas, set(placed), ids, labels),
         **comparison.successor,
     }
     rows = np.flatnonzero(np.isin(ids, np.fromiter(placed, dtype=np.int64, count=len(placed))))
-    kept, stopped = [], 0
+    kept, stopped, created = [], 0, {}
     for row in rows:
         pid = int(ids[row])
         number = base_idea.get(pid)
         if number is None:
             labels[row] = -1
+        elif number in by_staff:
+            new = next((n for n, (b, _label) in created.items() if b == number), None)
+            if new is None:
+                new = first_new + len(created)
+                created[new] = (number, by_staff[number])
+            labels[row] = new
         elif number in follows:
             labels[row] = follows[number]
         else:
             stopped += 1
             continue
         kept.append((pid, *placed[pid]))
-    return kept, stopped
+    return kept, stopped, created
 
 
 def _split_heirs(
@@ -2286,6 +2370,7 @@ def _copy_ideas_from(run: EngineRun, base: EngineRun) -> None:
                     number=idea.number,
                     label=idea.label,
                     named_by_staff=idea.named_by_staff,
+                    created_by_staff=idea.created_by_staff,
                     keywords=idea.keywords,
                     size=idea.size,
                     share=idea.share,

@@ -243,6 +243,8 @@ def proposals_place(request, slug, pk):
     if not form.is_valid():
         messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
         return redirect(back)
+    if form.new_idea:
+        return _split(request, run, form.cleaned_data["proposals"], back)
     try:
         moved = services.proposals_place(
             run=run,
@@ -269,6 +271,28 @@ def proposals_place(request, slug, pk):
         % {"n": moved, "idea": target},
     )
     return redirect(back)
+
+
+def _split(request, run, proposal_ids, back):
+    """``proposals_place`` with "a new idea": on to the new idea's page, where staff name it."""
+    try:
+        idea, moved = services.idea_split(run=run, proposal_ids=proposal_ids, actor=request.user)
+    except services.EngineError as exc:
+        messages.error(request, str(exc))
+        return redirect(back)
+    results_cache_forget(consultation_id=run.consultation_id, run_id=run.pk)
+    messages.success(
+        request,
+        ngettext(
+            "%(n)s proposal split out into this new idea. Name it below; the next runs keep it "
+            "as an idea of its own.",
+            "%(n)s proposals split out into this new idea. Name it below; the next runs keep "
+            "them together as an idea of their own.",
+            moved,
+        )
+        % {"n": moved},
+    )
+    return redirect("consensus:run_idea", slug=run.consultation.slug, pk=run.pk, number=idea.number)
 
 
 @staff_required

@@ -124,3 +124,41 @@ def test_staff_merge_an_idea_into_another(live_server, browser):
     assert page.locator("h1").inner_text() == "Page not found"
     assert "Staff moved every proposal of this idea" in page.locator("[role=alert]").inner_text()
     page.screenshot(path=ARTIFACTS / "results-idea-gone.png")
+
+
+def test_staff_split_proposals_out_into_a_new_idea_and_name_it(live_server, browser):
+    consultation, run = published_themes()
+    cycling = idea_about(run, "cyclables")
+    page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
+    sign_in(
+        page,
+        live_server.url,
+        "staff@example.org",
+        f"/engine/{consultation.slug}/runs/{run.pk}/ideas/{cycling.number}/",
+    )
+
+    boxes = page.locator("input[name=proposals]")
+    ticked = [int(boxes.nth(i).get_attribute("value")) for i in (1, 2)]
+    boxes.nth(1).check()
+    boxes.nth(2).check()
+    page.select_option("select[name=idea]", "new")
+    page.get_by_role("button", name="Move").press("Enter")
+    page.wait_for_load_state()
+
+    split = Idea.objects.get(run=run, created_by_staff=True)
+    assert page.url.endswith(f"/ideas/{split.number}/")
+    assert "2 proposals split out into this new idea" in page.locator("body").inner_text()
+    assert "split out by staff" in page.locator("p.meta").first.inner_text()
+    listed = page.locator("input[name=proposals]")
+    assert sorted(int(listed.nth(i).get_attribute("value")) for i in (0, 1)) == sorted(ticked)
+    page.screenshot(path=ARTIFACTS / "engine-idea-split.png", full_page=True)
+
+    page.get_by_text("Rename", exact=True).click()
+    page.fill("#idea-label", "Des pistes cyclables sûres")
+    page.get_by_role("button", name="Save the label").click()
+    page.wait_for_url(re.compile(rf"/ideas/{split.number}/$"))
+    assert page.locator("h1").inner_text() == "Des pistes cyclables sûres"
+    # the run's page lists it among the ideas
+    page.goto(f"{live_server.url}/engine/{consultation.slug}/runs/{run.pk}/")
+    assert page.locator(f"a[href$='/runs/{run.pk}/ideas/{split.number}/']").count() >= 1
+    page.screenshot(path=ARTIFACTS / "engine-run-with-split.png", full_page=True)

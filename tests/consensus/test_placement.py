@@ -154,8 +154,10 @@ def test_a_placement_follows_the_larger_part_of_its_split_idea_and_stops_when_it
     labels = np.append(labels, idea_with_keyword(after, "arbres").number)
     comparison = compare_runs(*services._base_members(base), ids, labels)
     assert cycling.number not in comparison.successor  # it split
-    kept, stopped = services._carry_placements(base, comparison, ids, labels)
-    assert stopped == 0
+    kept, stopped, created = services._carry_placements(
+        base, comparison, ids, labels, first_new=int(labels.max()) + 1
+    )
+    assert stopped == 0 and created == {}
     assert sorted(r[0] for r in kept) == sorted([placed, kept_out])
     assert labels[row] == cycling_after
     assert labels[list(ids).index(kept_out)] == -1  # "in no idea" always holds
@@ -164,8 +166,96 @@ def test_a_placement_follows_the_larger_part_of_its_split_idea_and_stops_when_it
     ids, labels = run_labelling(after)
     labels[labels == cycling_after] = -1
     comparison = compare_runs(*services._base_members(base), ids, labels)
-    kept, stopped = services._carry_placements(base, comparison, ids, labels)
+    kept, stopped, _created = services._carry_placements(
+        base, comparison, ids, labels, first_new=int(labels.max()) + 1
+    )
     assert stopped == 1 and placed not in [r[0] for r in kept]
+
+
+def test_staff_split_proposals_out_into_a_new_idea_that_the_next_runs_keep(
+    themed, django_capture_on_commit_callbacks
+):
+    first = start(themed, django_capture_on_commit_callbacks)
+    cycling = idea_with_keyword(first, "cyclables")
+    two = sorted(members(cycling) - {a_member_named(cycling)})[:2]
+    top = max(Idea.objects.filter(run=first).values_list("number", flat=True))
+    staff = UserFactory(is_staff=True)
+
+    with django_capture_on_commit_callbacks(execute=True):  # the refresh describes it
+        split, moved = services.idea_split(run=first, proposal_ids=two, actor=staff)
+
+    assert moved == 2 and split.number == top + 1
+    split.refresh_from_db()
+    assert split.created_by_staff and not split.named_by_staff and not split.members_changed
+    assert members(split) == set(two) and (split.size, split.share) == (2, pytest.approx(2 / 48))
+    assert Idea.objects.get(pk=cycling.pk).size == cycling.size - 2
+    assert split.label in Proposal.objects.filter(pk__in=two).values_list("content", flat=True)
+    assert "cyclables" in split.keywords  # described from its own words
+    assert split.centroid is not None
+    assert set(
+        IdeaPlacement.objects.filter(run=first, placed_by=staff).values_list(
+            "proposal_id", flat=True
+        )
+    ) == set(two)
+    entry = AuditEntry.objects.get(action="idea.split")
+    assert entry.after == {"idea": split.number, "proposals": two}
+    services.idea_label_set(idea=split, label="Des pistes cyclables sûres", actor=staff)
+
+    # The engine alone puts them back with the cycling proposals; the split stays an idea of
+    # its own, with its name, numbered after the engine's ideas of the new run.
+    second = start(themed, django_capture_on_commit_callbacks)
+    (again,) = {m.idea for m in IdeaMembership.objects.filter(run=second, proposal_id__in=two)}
+    assert members(again) == set(two)
+    assert again.created_by_staff and again.number == second.metrics["n_ideas"] - 1
+    assert (again.label, again.named_by_staff) == ("Des pistes cyclables sûres", True)
+    assert second.metrics["staff_placements_kept"] == 2
+    again.refresh_from_db()
+    assert not again.members_changed and "cyclables" in again.keywords
+    assert IdeaMembership.objects.filter(idea=again).exclude(similarity=0).count() == 2
+    # and the run after that, and a votes-only run, keep it too
+    third = start(themed, django_capture_on_commit_callbacks)
+    (kept,) = {m.idea for m in IdeaMembership.objects.filter(run=third, proposal_id__in=two)}
+    assert kept.created_by_staff and members(kept) == set(two)
+    votes = start(themed, django_capture_on_commit_callbacks, kind="votes")
+    assert Idea.objects.get(run=votes, number=kept.number).created_by_staff
+
+
+def a_member_named(idea):
+    """The member the idea is named after (left where it is, so the idea keeps its label)."""
+    return (
+        IdeaMembership.objects.filter(idea=idea, proposal__content=idea.label)
+        .values_list("proposal_id", flat=True)
+        .first()
+    )
+
+
+def test_a_split_refuses_bad_input_and_leaves_no_idea_behind(
+    themed, django_capture_on_commit_callbacks
+):
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    cycling = idea_with_keyword(run, "cyclables")
+    mine = a_member(cycling)
+    pending = ProposalFactory(consultation=themed, status=Proposal.Status.PENDING)
+    before = Idea.objects.count()
+    for proposal_ids, message in (
+        ([], "at least one proposal"),
+        (["abc"], "given by their numbers"),
+        ([mine, pending.pk], "not an accepted proposal"),
+        ([mine, 10**9], "not an accepted proposal"),
+        (list(range(1, services.PLACE_MAX + 2)), "At most"),
+    ):
+        with translation.override("en"), pytest.raises(services.EngineInputError, match=message):
+            services.idea_split(run=run, proposal_ids=proposal_ids)
+    assert Idea.objects.count() == before
+    assert members(cycling) == members(Idea.objects.get(pk=cycling.pk))
+    assert not IdeaPlacement.objects.exists()
+
+    start(themed, django_capture_on_commit_callbacks, kind="ideas")  # published instead
+    n_ideas = Idea.objects.filter(run=run).count()
+    with translation.override("en"), pytest.raises(services.EngineStateError, match="published"):
+        services.idea_split(run=run, proposal_ids=[mine])
+    assert Idea.objects.filter(run=run).count() == n_ideas
+    assert not Idea.objects.filter(created_by_staff=True).exists()
 
 
 @pytest.mark.realservices
@@ -760,3 +850,74 @@ def test_the_move_form_rejects_bad_input_and_strangers(
     # a page that moves emptied sends staff to the page that is last now
     response = client.get(idea_url(run, cycling.number) + "?page=3")
     assert response.status_code == 302 and response["Location"].endswith("?page=1")
+
+
+def test_staff_split_ticked_proposals_out_into_a_new_idea_from_the_idea_page(
+    client, themed, django_capture_on_commit_callbacks
+):
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    cycling = idea_with_keyword(run, "cyclables")
+    client.force_login(UserFactory(is_staff=True))
+    body = client.get(idea_url(run, cycling.number), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert '<option value="new">A new idea (split them out)</option>' in body
+
+    two = sorted(members(cycling) - {a_member_named(cycling)})[:2]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = client.post(
+            reverse("consensus:place", args=[themed.slug, run.pk]),
+            {"proposals": two, "idea": "new", "back": idea_url(run, cycling.number)},
+            HTTP_ACCEPT_LANGUAGE="en",
+            follow=True,
+        )
+    split = Idea.objects.get(run=run, created_by_staff=True)
+    assert response.redirect_chain[-1][0] == idea_url(run, split.number)
+    body = response.content.decode()
+    assert "2 proposals split out into this new idea" in body
+    assert "split out by staff" in body and body.count('name="proposals"') == 2
+    assert members(split) == set(two)
+
+    # a bad split goes back where it came from, says why, and creates nothing
+    response = client.post(
+        reverse("consensus:place", args=[themed.slug, run.pk]),
+        {"proposals": [10**9], "idea": "new", "back": idea_url(run, cycling.number)},
+        HTTP_ACCEPT_LANGUAGE="en",
+        follow=True,
+    )
+    assert response.redirect_chain[-1][0] == idea_url(run, cycling.number)
+    assert "not an accepted proposal of this analysis" in response.content.decode()
+    assert Idea.objects.filter(run=run, created_by_staff=True).count() == 1
+
+
+@pytest.mark.realservices
+@pytest.mark.django_db(transaction=True)
+def test_two_staff_splitting_at_once_make_two_ideas_with_their_own_numbers():
+    themed = consultation_with_themes()
+    run = services.engine_run_start(consultation=themed, kind="ideas", **HASHING)
+    run.refresh_from_db()
+    assert run.status == EngineRun.Status.DONE, run.error
+    top = max(Idea.objects.filter(run=run).values_list("number", flat=True))
+    picks = [[a_member(idea_with_keyword(run, word))] for word in ("cyclables", "musées")]
+    barrier = threading.Barrier(2)
+    real_move = services._move_memberships
+
+    def slow_move(*args, **kwargs):
+        time.sleep(0.3)  # hold the first split's transaction open while the second arrives
+        return real_move(*args, **kwargs)
+
+    def attempt(ids):
+        try:
+            barrier.wait(timeout=10)
+            with mock.patch.object(tasks.refresh_ideas, "delay_on_commit"):
+                idea, moved = services.idea_split(run=run, proposal_ids=ids)
+            return idea.number, moved
+        finally:
+            connection.close()
+
+    with mock.patch.object(services, "_move_memberships", side_effect=slow_move):
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            done = list(pool.map(attempt, picks))
+
+    assert sorted(done) == [(top + 1, 1), (top + 2, 1)]
+    for number, _moved in done:
+        idea = Idea.objects.get(run=run, number=number)
+        assert idea.created_by_staff and idea.size == len(members(idea)) == 1

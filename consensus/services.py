@@ -1811,25 +1811,21 @@ def _carry_placements(
         **comparison.successor,
     }
     rows = np.flatnonzero(np.isin(ids, np.fromiter(placed, dtype=np.int64, count=len(placed))))
-    kept, stopped, created = [], 0, {}
+    kept, stopped, new_of = [], 0, {}
     for row in rows:
         pid = int(ids[row])
         number = base_idea.get(pid)
         if number is None:
             labels[row] = -1
         elif number in by_staff:
-            new = next((n for n, (b, _label) in created.items() if b == number), None)
-            if new is None:
-                new = first_new + len(created)
-                created[new] = (number, by_staff[number])
-            labels[row] = new
+            labels[row] = new_of.setdefault(number, first_new + len(new_of))
         elif number in follows:
             labels[row] = follows[number]
         else:
             stopped += 1
             continue
         kept.append((pid, *placed[pid]))
-    return kept, stopped, created
+    return kept, stopped, {new: (number, by_staff[number]) for number, new in new_of.items()}
 
 
 def _split_heirs(

@@ -458,6 +458,8 @@ def run_stored(n: int, args) -> dict:
         result["rerun"] = _run_pipeline(consultation, n + len(new), args, rerun_stages, reuse=True)
         result["rerun"]["new_answers"] = len(new)
         result["rerun"]["comparison"] = _compare_runs(result["run_id"], result["rerun"]["run_id"])
+        if args.staff_move:
+            result["rerun"]["split_kept"] = _split_kept(result["run_id"], result["rerun"]["run_id"])
     return result
 
 
@@ -537,7 +539,41 @@ def _staff_move(run_id: int) -> dict:
         merge_batches=len(batches),
         merge_refresh=refreshes[0],
     )
+    # and staff split the most they can at once out of the largest idea now into a new idea
+    # (``services.idea_split``): the request, then the refresh it queues
+    largest = Idea.objects.filter(run=run).order_by("-size", "number").first()
+    ids = list(
+        IdeaMembership.objects.filter(idea=largest)
+        .order_by("-proposal_id")
+        .values_list("proposal_id", flat=True)[: services.PLACE_MAX]
+    )
+    queued.clear()
+    with mock.patch.object(
+        tasks.refresh_ideas, "delay_on_commit", side_effect=lambda *a: queued.append(a)
+    ):
+        t0 = time.perf_counter()
+        _idea, split = services.idea_split(run=run, proposal_ids=ids)
+        split_request = time.perf_counter() - t0
+    assert queued == [(run.pk,)], queued
+    t0 = time.perf_counter()
+    services.ideas_refresh(run_id=run.pk)
+    result.update(split=split, split_request=split_request, split_refresh=time.perf_counter() - t0)
     return result
+
+
+def _split_kept(first_id: int, rerun_id: int) -> dict:
+    """Where the next run put the proposals staff split out into a new idea of the first."""
+    from consensus.models import IdeaMembership
+
+    split = IdeaMembership.objects.filter(run_id=first_id, idea__created_by_staff=True)
+    after = IdeaMembership.objects.filter(
+        run_id=rerun_id, proposal_id__in=split.values("proposal_id")
+    )
+    return {
+        "proposals": split.count(),
+        "in_created_idea": after.filter(idea__created_by_staff=True).count(),
+        "ideas": after.values("idea_id").distinct().count(),
+    }
 
 
 def _curate(run_id: int, consultation) -> dict:
@@ -885,6 +921,16 @@ def _staff_move_lines(r: dict) -> list[str]:
             if "merged" in mv
             else []
         ),
+        *(
+            [
+                f"Last, staff split {mv['split']:,} proposals of the largest idea out into a new "
+                f"idea (`services.idea_split`): the request took **{mv['split_request']:.2f} s** "
+                f"and the refresh it queues **{mv['split_refresh']:.1f} s**.",
+                "",
+            ]
+            if "split" in mv
+            else []
+        ),
     ]
 
 
@@ -916,6 +962,17 @@ def _rerun_lines(r: dict) -> list[str]:
         f"{cmp['common']:,} answers of both runs, {cmp['moved']:,} of them in another idea than "
         "the best match of their former one.",
         "",
+        *(
+            [
+                f"The {sk['proposals']:,} proposals staff split out into a new idea: "
+                f"{sk['in_created_idea']:,} of them are in the new idea this run made for them "
+                f"(`created_by_staff`), spread over {sk['ideas']} idea"
+                f"{'s' if sk['ideas'] != 1 else ''} in all.",
+                "",
+            ]
+            if (sk := again.get("split_kept"))
+            else []
+        ),
         *_stage_table(again),
         "",
     ]

@@ -161,4 +161,5 @@ def test_staff_split_proposals_out_into_a_new_idea_and_name_it(live_server, brow
     # the run's page lists it among the ideas
     page.goto(f"{live_server.url}/engine/{consultation.slug}/runs/{run.pk}/")
     assert page.locator(f"a[href$='/runs/{run.pk}/ideas/{split.number}/']").count() >= 1
+    assert "split out by staff" in page.locator("body").inner_text()
     page.screenshot(path=ARTIFACTS / "engine-run-with-split.png", full_page=True)

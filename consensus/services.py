@@ -969,7 +969,7 @@ def ideas_refresh(*, run_id: int) -> bool:
     ideas = {idea.pk: idea for idea in Idea.objects.filter(run=run)}
     changed = {pk for pk, idea in ideas.items() if idea.members_changed}
     if changed and _describe_ideas(run, ideas, changed):
-        _idea_aggregates(run)
+        _idea_aggregates(run, changed)
         results_cache_forget(consultation_id=run.consultation_id, run_id=run.pk)
     return True
 
@@ -1919,13 +1919,14 @@ def _silhouette(
     )
 
 
-def _proposal_columns(run: EngineRun) -> np.ndarray:
+def _proposal_columns(run: EngineRun, ideas=None) -> np.ndarray:
+    """Sorted ids of the proposals the run scored (its input); ``ideas``: only their members."""
+    proposals = _snapshot_proposals(run.consultation_id, run.input_max_id)
+    if ideas is not None:
+        proposals = proposals.filter(idea_memberships__run=run, idea_memberships__idea__in=ideas)
     ids = array("q")
     ids.extend(
-        _snapshot_proposals(run.consultation_id, run.input_max_id)
-        .order_by("pk")
-        .values_list("pk", flat=True)
-        .iterator(chunk_size=READ_BATCH)
+        proposals.order_by("pk").values_list("pk", flat=True).iterator(chunk_size=READ_BATCH)
     )
     return np.frombuffer(ids, dtype=np.int64).copy() if ids else np.zeros(0, np.int64)
 
@@ -1935,8 +1936,11 @@ def min_zone_votes() -> int:
     return int(getattr(settings, "CONSENSUS_MIN_ZONE_VOTES", 10))
 
 
-def _load_counters(consultation_id: int, pids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(verified, sequence) count matrices (n_proposals, len(KEYS)) from ProposalCounter rows."""
+def _load_counters(
+    consultation_id: int, pids: np.ndarray, scope: Q | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(verified, sequence) count matrices (n_proposals, len(KEYS)) from ProposalCounter rows
+    (``scope``: a filter that narrows the rows read to those of ``pids``)."""
     from .engine.scores import KEY_INDEX, KEYS
 
     verified = np.zeros((pids.shape[0], len(KEYS)))
@@ -1947,6 +1951,7 @@ def _load_counters(consultation_id: int, pids: np.ndarray) -> tuple[np.ndarray, 
             proposal__status=Proposal.Status.ACCEPTED,
             trust__in=SCORED_TRUST,
         )
+        .filter(scope or Q())
         .values_list("proposal_id", "key", "trust", "count")
         .iterator(chunk_size=READ_BATCH)
     )
@@ -2463,30 +2468,44 @@ def _copy_votes_from(run: EngineRun, base: EngineRun) -> None:
     )
 
 
-def _idea_aggregates(run: EngineRun) -> None:
-    """Idea.scores: pooled Make.org scores of the idea's proposals, GIC over groups, vote counts."""
+def _idea_aggregates(run: EngineRun, idea_ids=None) -> None:
+    """Idea.scores: pooled Make.org scores of the idea's proposals, GIC over groups, vote counts.
+
+    Each idea's figures come from its own members only, so ``idea_ids`` (the ideas staff
+    changed) recomputes just those: a refresh after a move at 2M answers reads the members of two
+    ideas, not all 2M.
+    """
     from .engine import scores as engine_scores
 
-    ideas = list(Idea.objects.filter(run=run).order_by("number"))
+    ideas = Idea.objects.filter(run=run).order_by("number")
+    if idea_ids is not None:
+        ideas = ideas.filter(pk__in=idea_ids)
+    ideas = list(ideas.defer("centroid"))
     if not ideas:
         return
-    pids = _proposal_columns(run)
-    if pids.shape[0] == 0:
+    scope = None
+    if idea_ids is not None:
+        scope = Q(proposal__idea_memberships__run=run, proposal__idea_memberships__idea__in=ideas)
+    pids = _proposal_columns(run, None if idea_ids is None else ideas)
+    if pids.shape[0] == 0 and idea_ids is None:  # an idea staff emptied still gets its figures
         return
-    verified, sequence = _load_counters(run.consultation_id, pids)
+    verified, sequence = _load_counters(run.consultation_id, pids, scope)
     number_of = {idea.pk: idx for idx, idea in enumerate(ideas)}
-    member_idea, member_col = array("q"), array("q")
-    for proposal_id, idea_id in (
-        IdeaMembership.objects.filter(run=run)
-        .values_list("proposal_id", "idea_id")
-        .iterator(chunk_size=READ_BATCH)
+    members = IdeaMembership.objects.filter(run=run)
+    if idea_ids is not None:
+        members = members.filter(idea__in=ideas)
+    member_pid, member_idea = array("q"), array("q")
+    for proposal_id, idea_id in members.values_list("proposal_id", "idea_id").iterator(
+        chunk_size=READ_BATCH
     ):
-        j = int(np.searchsorted(pids, proposal_id))
-        if j < pids.shape[0] and pids[j] == proposal_id:
-            member_idea.append(number_of[idea_id])
-            member_col.append(j)
+        member_pid.append(proposal_id)
+        member_idea.append(number_of[idea_id])
+    mp = np.frombuffer(member_pid, dtype=np.int64) if member_pid else np.zeros(0, np.int64)
     mi = np.frombuffer(member_idea, dtype=np.int64) if member_idea else np.zeros(0, np.int64)
-    mc = np.frombuffer(member_col, dtype=np.int64) if member_col else np.zeros(0, np.int64)
+    # members the run scored (its input): their column in ``pids``
+    mc = np.minimum(np.searchsorted(pids, mp), max(pids.shape[0] - 1, 0))
+    scored = pids[mc] == mp if pids.shape[0] else np.zeros(mp.shape[0], dtype=bool)
+    mi, mc = mi[scored], mc[scored]
     k = len(ideas)
     ver = np.zeros((k, verified.shape[1]))
     seq = np.zeros((k, sequence.shape[1]))
@@ -2499,10 +2518,13 @@ def _idea_aggregates(run: EngineRun) -> None:
     # per-proposal zones and group counts from this run's scores, if any
     zone_of: dict[int, str] = {}
     group_counts: dict[int, list] = {}
-    for pid, zone, gc in (
-        ProposalScore.objects.filter(run=run)
-        .values_list("proposal_id", "zone", "group_counts")
-        .iterator(chunk_size=READ_BATCH)
+    scores = ProposalScore.objects.filter(run=run)
+    if idea_ids is not None:
+        scores = scores.filter(
+            proposal__idea_memberships__run=run, proposal__idea_memberships__idea__in=ideas
+        )
+    for pid, zone, gc in scores.values_list("proposal_id", "zone", "group_counts").iterator(
+        chunk_size=READ_BATCH
     ):
         zone_of[pid] = zone
         if gc:
@@ -2510,7 +2532,7 @@ def _idea_aggregates(run: EngineRun) -> None:
     n_groups = max((len(v) for v in group_counts.values()), default=0)
     agc = np.zeros((k, n_groups, 3))
     consensus_members = np.zeros(k)
-    for idea_idx, col in zip(mi, mc, strict=True):
+    for idea_idx, col in zip(mi.tolist(), mc.tolist(), strict=True):
         pid = int(pids[col])
         gc = group_counts.get(pid)
         if gc and len(gc) == n_groups:

@@ -220,6 +220,26 @@ def test_staff_split_proposals_out_into_a_new_idea_that_the_next_runs_keep(
     assert Idea.objects.get(run=votes, number=kept.number).created_by_staff
 
 
+def test_the_refresh_recomputes_the_vote_figures_of_the_ideas_it_describes_only(
+    themed, django_capture_on_commit_callbacks
+):
+    run = start(themed, django_capture_on_commit_callbacks)
+    trees, cycling = idea_with_keyword(run, "arbres"), idea_with_keyword(run, "cyclables")
+    others = dict(Idea.objects.exclude(pk__in=[trees.pk, cycling.pk]).values_list("pk", "scores"))
+    with django_capture_on_commit_callbacks(execute=True):  # the merge, then its one refresh
+        services.idea_merge(run_id=run.pk, idea_id=trees.pk, into_id=cycling.pk)
+    scoped = dict(Idea.objects.filter(run=run).values_list("pk", "scores"))
+    assert scoped[trees.pk]["trusted_votes"] == 0 and scoped[trees.pk]["consensus_share"] is None
+    assert scoped[cycling.pk]["trusted_votes"] == (
+        trees.scores["trusted_votes"] + cycling.scores["trusted_votes"]
+    )
+    assert {pk: scoped[pk] for pk in others} == others  # the other ideas keep theirs
+    # the figures of every idea computed afresh are the same: each idea's come from its members
+    Idea.objects.filter(run=run).update(scores={})
+    services._idea_aggregates(run)
+    assert dict(Idea.objects.filter(run=run).values_list("pk", "scores")) == scoped
+
+
 def a_member_named(idea):
     """The member the idea is named after (left where it is, so the idea keeps its label)."""
     return (

@@ -33,6 +33,15 @@ def idea_about(run, keyword):
     return idea
 
 
+def rename(page, number, label):
+    """Staff name the idea from its page ("Rename"); the page comes back with the new title."""
+    page.get_by_text("Rename", exact=True).click()
+    page.fill("#idea-label", label)
+    page.get_by_role("button", name="Save the label").click()
+    page.wait_for_url(re.compile(rf"/ideas/{number}/$"))
+    assert page.locator("h1").inner_text() == label
+
+
 def test_staff_move_two_proposals_to_another_idea(live_server, browser):
     consultation, run = published_themes()
     cycling, museums = idea_about(run, "cyclables"), idea_about(run, "musées")
@@ -104,11 +113,7 @@ def test_staff_merge_an_idea_into_another(live_server, browser):
     page.screenshot(path=ARTIFACTS / "engine-idea-merged.png", full_page=True)
 
     # staff name the merged idea on its page; the public results show the new name
-    page.get_by_text("Rename", exact=True).click()
-    page.fill("#idea-label", "Des pistes cyclables et des arbres en ville")
-    page.get_by_role("button", name="Save the label").click()
-    page.wait_for_url(re.compile(rf"/ideas/{cycling.number}/$"))
-    assert page.locator("h1").inner_text() == "Des pistes cyclables et des arbres en ville"
+    rename(page, cycling.number, "Des pistes cyclables et des arbres en ville")
     meta = page.locator("p.meta", has_text="closest to the idea's centre first")
     assert "named by staff" in meta.inner_text()
     page.screenshot(path=ARTIFACTS / "engine-idea-renamed.png")
@@ -153,11 +158,7 @@ def test_staff_split_proposals_out_into_a_new_idea_and_name_it(live_server, brow
     assert sorted(int(listed.nth(i).get_attribute("value")) for i in (0, 1)) == sorted(ticked)
     page.screenshot(path=ARTIFACTS / "engine-idea-split.png", full_page=True)
 
-    page.get_by_text("Rename", exact=True).click()
-    page.fill("#idea-label", "Des pistes cyclables sûres")
-    page.get_by_role("button", name="Save the label").click()
-    page.wait_for_url(re.compile(rf"/ideas/{split.number}/$"))
-    assert page.locator("h1").inner_text() == "Des pistes cyclables sûres"
+    rename(page, split.number, "Des pistes cyclables sûres")
     # the run's page lists it among the ideas
     page.goto(f"{live_server.url}/engine/{consultation.slug}/runs/{run.pk}/")
     assert page.locator(f"a[href$='/runs/{run.pk}/ideas/{split.number}/']").count() >= 1

@@ -278,33 +278,50 @@ def test_a_split_refuses_bad_input_and_leaves_no_idea_behind(
     assert not Idea.objects.filter(created_by_staff=True).exists()
 
 
-@pytest.mark.realservices
-@pytest.mark.django_db(transaction=True)
-def test_two_staff_moving_one_proposal_at_once_leave_it_in_one_idea_counted_once():
+def published_run():
+    """The themes consultation's ideas run, done and published (eager Celery runs it when its
+    start commits)."""
     themed = consultation_with_themes()
     run = services.engine_run_start(consultation=themed, kind="ideas", **HASHING)
-    run.refresh_from_db()  # eager Celery ran the pipeline when the start committed
+    run.refresh_from_db()
     assert run.status == EngineRun.Status.DONE, run.error
-    cycling = idea_with_keyword(run, "cyclables")
-    targets = [idea_with_keyword(run, "musées").number, idea_with_keyword(run, "arbres").number]
-    moved = a_member(cycling)
+    return run
+
+
+def two_at_once(attempt, items):
+    """``attempt(item)`` for both items in two threads that start together; each move holds its
+    transaction open 0.3 s, so the second arrives while the first holds its locks."""
     barrier = threading.Barrier(2)
     real_move = services._move_memberships
 
     def slow_move(*args, **kwargs):
-        time.sleep(0.3)  # hold the first move's transaction open while the second arrives
+        time.sleep(0.3)
         return real_move(*args, **kwargs)
 
-    def attempt(number):
+    def one(item):
         try:
             barrier.wait(timeout=10)
-            return services.proposals_place(run=run, proposal_ids=[moved], number=number)
+            return attempt(item)
         finally:
             connection.close()
 
     with mock.patch.object(services, "_move_memberships", side_effect=slow_move):
         with ThreadPoolExecutor(max_workers=2) as pool:
-            assert list(pool.map(attempt, targets)) == [1, 1]
+            return list(pool.map(one, items))
+
+
+@pytest.mark.realservices
+@pytest.mark.django_db(transaction=True)
+def test_two_staff_moving_one_proposal_at_once_leave_it_in_one_idea_counted_once():
+    run = published_run()
+    cycling = idea_with_keyword(run, "cyclables")
+    targets = [idea_with_keyword(run, "musées").number, idea_with_keyword(run, "arbres").number]
+    moved = a_member(cycling)
+
+    def move(number):
+        return services.proposals_place(run=run, proposal_ids=[moved], number=number)
+
+    assert two_at_once(move, targets) == [1, 1]
 
     assert IdeaMembership.objects.filter(run=run, proposal_id=moved).count() == 1
     assert Idea.objects.get(pk=cycling.pk).size == cycling.size - 1
@@ -315,10 +332,7 @@ def test_two_staff_moving_one_proposal_at_once_leave_it_in_one_idea_counted_once
 @pytest.mark.realservices
 @pytest.mark.django_db(transaction=True)
 def test_a_refresh_and_a_move_at_once_queue_and_leave_every_idea_right():
-    themed = consultation_with_themes()
-    run = services.engine_run_start(consultation=themed, kind="ideas", **HASHING)
-    run.refresh_from_db()
-    assert run.status == EngineRun.Status.DONE, run.error
+    run = published_run()
     cycling, museums = idea_with_keyword(run, "cyclables"), idea_with_keyword(run, "musées")
     Idea.objects.filter(pk__in=[cycling.pk, museums.pk]).update(members_changed=True)
     moved = a_member(cycling)
@@ -911,31 +925,16 @@ def test_staff_split_ticked_proposals_out_into_a_new_idea_from_the_idea_page(
 @pytest.mark.realservices
 @pytest.mark.django_db(transaction=True)
 def test_two_staff_splitting_at_once_make_two_ideas_with_their_own_numbers():
-    themed = consultation_with_themes()
-    run = services.engine_run_start(consultation=themed, kind="ideas", **HASHING)
-    run.refresh_from_db()
-    assert run.status == EngineRun.Status.DONE, run.error
+    run = published_run()
     top = max(Idea.objects.filter(run=run).values_list("number", flat=True))
     picks = [[a_member(idea_with_keyword(run, word))] for word in ("cyclables", "musées")]
-    barrier = threading.Barrier(2)
-    real_move = services._move_memberships
 
-    def slow_move(*args, **kwargs):
-        time.sleep(0.3)  # hold the first split's transaction open while the second arrives
-        return real_move(*args, **kwargs)
+    def split(ids):
+        with mock.patch.object(tasks.refresh_ideas, "delay_on_commit"):
+            idea, moved = services.idea_split(run=run, proposal_ids=ids)
+        return idea.number, moved
 
-    def attempt(ids):
-        try:
-            barrier.wait(timeout=10)
-            with mock.patch.object(tasks.refresh_ideas, "delay_on_commit"):
-                idea, moved = services.idea_split(run=run, proposal_ids=ids)
-            return idea.number, moved
-        finally:
-            connection.close()
-
-    with mock.patch.object(services, "_move_memberships", side_effect=slow_move):
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            done = list(pool.map(attempt, picks))
+    done = two_at_once(split, picks)
 
     assert sorted(done) == [(top + 1, 1), (top + 2, 1)]
     for number, _moved in done:

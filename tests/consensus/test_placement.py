@@ -930,11 +930,12 @@ def test_two_staff_splitting_at_once_make_two_ideas_with_their_own_numbers():
     picks = [[a_member(idea_with_keyword(run, word))] for word in ("cyclables", "musées")]
 
     def split(ids):
-        with mock.patch.object(tasks.refresh_ideas, "delay_on_commit"):
-            idea, moved = services.idea_split(run=run, proposal_ids=ids)
+        idea, moved = services.idea_split(run=run, proposal_ids=ids)
         return idea.number, moved
 
-    done = two_at_once(split, picks)
+    # patched once for both threads: two patches racing would leave the mock in place
+    with mock.patch.object(tasks.refresh_ideas, "delay_on_commit"):
+        done = two_at_once(split, picks)
 
     assert sorted(done) == [(top + 1, 1), (top + 2, 1)]
     for number, _moved in done:

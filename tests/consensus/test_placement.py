@@ -278,6 +278,19 @@ def test_a_split_refuses_bad_input_and_leaves_no_idea_behind(
     assert not Idea.objects.filter(created_by_staff=True).exists()
 
 
+@pytest.mark.realservices
+def test_a_run_leaves_fresh_planner_statistics_for_what_it_wrote(
+    themed, django_capture_on_commit_callbacks
+):
+    start(themed, django_capture_on_commit_callbacks)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT reltuples FROM pg_class WHERE oid = %s::regclass",
+            [IdeaMembership._meta.db_table],
+        )
+        assert cursor.fetchone()[0] == IdeaMembership.objects.count() == 48
+
+
 def published_run():
     """The themes consultation's ideas run, done and published (eager Celery runs it when its
     start commits)."""

@@ -891,12 +891,15 @@ def _mean_vector(run: EngineRun, proposal_ids) -> bytes | None:
     vectors = ProposalEmbedding.objects.filter(
         run_id=(run.metrics or {}).get("ideas_from_run") or run.pk, proposal_id__in=proposal_ids
     ).values_list("vector", flat=True)
-    rows = [np.frombuffer(bytes(v), dtype=np.float16).astype(np.float32) for v in vectors]
-    if not rows:
-        return None
-    centre = np.mean(rows, axis=0)
+    rows = [np.frombuffer(bytes(v), dtype=np.float16) for v in vectors]
+    return _centre(np.stack(rows)).tobytes() if rows else None
+
+
+def _centre(x: np.ndarray) -> np.ndarray:
+    """An idea's centre: the mean of its members' vectors (rows of ``x``), at unit length."""
+    centre = np.asarray(x, dtype=np.float32).mean(axis=0)
     norm = float(np.linalg.norm(centre))
-    return (centre / norm if norm else centre).astype(np.float32).tobytes()
+    return centre / norm if norm else centre
 
 
 def _move_memberships(run: EngineRun, moving, old: dict, target: Idea | None, vectors) -> None:
@@ -1028,10 +1031,8 @@ def _describe_ideas(run: EngineRun, ideas: dict, touched: set) -> bool:
             x = np.stack(
                 [np.frombuffer(bytes(vectors[row[2]]), dtype=np.float16) for row in with_vector]
             ).astype(np.float32)
-            centre = x.mean(axis=0)
-            norm = float(np.linalg.norm(centre))
-            centre = centre / norm if norm else centre
-            idea.centroid = centre.astype(np.float32).tobytes()
+            centre = _centre(x)
+            idea.centroid = centre.tobytes()
             sims = x @ centre
             order = np.argsort(-sims, kind="stable")  # ties: membership order, as label_ideas
             # membership pks of the most central accepted members
@@ -1645,8 +1646,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
         # before until the refresh describes them
         rows_of = {number: np.flatnonzero(labels == number) for number in sorted(created)}
         for number, rows in rows_of.items():
-            centre = np.asarray(x[rows], dtype=np.float32).mean(axis=0)
-            centre /= max(float(np.linalg.norm(centre)), 1e-12)
+            centre = _centre(x[rows])
             found.append(engine.Idea(number, len(rows), len(rows) / n, [], [], rows, centre))
         centroids = np.vstack([centroids, *(found[number].centroid for number in rows_of)])
     # ideas the placements changed are described again once the run is done (``_finalize``

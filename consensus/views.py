@@ -244,7 +244,7 @@ def proposals_place(request, slug, pk):
         messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
         return redirect(back)
     if form.new_idea:
-        return _split(request, run, form.cleaned_data["proposals"], back)
+        return _split(request, consultation, run, form.cleaned_data["proposals"], back)
     try:
         moved = services.proposals_place(
             run=run,
@@ -273,14 +273,14 @@ def proposals_place(request, slug, pk):
     return redirect(back)
 
 
-def _split(request, run, proposal_ids, back):
+def _split(request, consultation, run, proposal_ids, back):
     """``proposals_place`` with "a new idea": on to the new idea's page, where staff name it."""
     try:
         idea, moved = services.idea_split(run=run, proposal_ids=proposal_ids, actor=request.user)
     except services.EngineError as exc:
         messages.error(request, str(exc))
         return redirect(back)
-    results_cache_forget(consultation_id=run.consultation_id, run_id=run.pk)
+    results_cache_forget(consultation_id=consultation.pk, run_id=run.pk)
     messages.success(
         request,
         ngettext(
@@ -292,7 +292,7 @@ def _split(request, run, proposal_ids, back):
         )
         % {"n": moved},
     )
-    return redirect("consensus:run_idea", slug=run.consultation.slug, pk=run.pk, number=idea.number)
+    return redirect("consensus:run_idea", slug=consultation.slug, pk=run.pk, number=idea.number)
 
 
 @staff_required

@@ -20,6 +20,7 @@ from .models import (
     OpinionGroup,
     ParticipantProjection,
     ProposalScore,
+    Theme,
 )
 from .results_views import results_cache_forget
 
@@ -159,7 +160,7 @@ class IdeaAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_filter = ("named_by_staff", "created_by_staff")
     list_select_related = ("consultation", "run")
     search_fields = ("label",)
-    raw_id_fields = ("run", "consultation")
+    raw_id_fields = ("run", "consultation", "theme")
     exclude = ("centroid",)
     show_full_result_count = False
 
@@ -170,6 +171,20 @@ class IdeaAdmin(AuditedAdminMixin, admin.ModelAdmin):
             obj.named_by_staff = True
         super().save_model(request, obj, form, change)
         results_cache_forget(consultation_id=obj.consultation_id, run_id=obj.run_id)
+
+
+@admin.register(Theme)
+class ThemeAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    list_display = ("__str__", "run", "number")
+    list_select_related = ("run__consultation",)
+    search_fields = ("label", "run__consultation__question")
+    raw_id_fields = ("run",)
+    readonly_fields = ("keywords",)
+    show_full_result_count = False
+
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        results_cache_forget(consultation_id=obj.run.consultation_id, run_id=obj.run_id)
 
 
 class _ViewOrDeleteAdmin(AuditedAdminMixin, admin.ModelAdmin):

@@ -158,6 +158,12 @@ class RunStartForm(forms.Form):
         help_text=_("Empty: do not fold near duplicates."),
         **_bounds("near_threshold"),
     )
+    n_themes = forms.IntegerField(
+        label=_("Themes that group the ideas"),
+        required=False,
+        help_text=_("Empty: about the square root of the number of ideas, 12 at most; 0: none."),
+        **_bounds("n_themes"),
+    )
     max_groups = forms.IntegerField(
         label=_("Most opinion groups"),
         required=False,
@@ -189,6 +195,7 @@ class RunStartForm(forms.Form):
             ("min_cluster_size", "min_cluster_size"),
             ("expected_ideas", "expected_ideas"),
             ("resolution", "resolution"),
+            ("n_themes", "n_themes"),
         ):
             value = data.get(field)
             if value not in (None, ""):

@@ -136,6 +136,28 @@ class EngineRun(models.Model):
         return None
 
 
+class Theme(models.Model):
+    """Related ideas of one run, grouped by the engine (``engine.ideas.find_themes``). Its size
+    is its ideas' (``selectors.run_themes``): staff moves change it without a recount."""
+
+    run = models.ForeignKey(EngineRun, on_delete=models.CASCADE, related_name="themes")
+    number = models.PositiveIntegerField(_("number"))
+    # the theme's first three keywords, or what staff wrote (empty: "Theme <n>" is shown)
+    label = models.CharField(_("label"), max_length=250, blank=True)
+    keywords = models.JSONField(_("keywords"), default=list, blank=True)
+
+    class Meta:
+        verbose_name = _("theme")
+        verbose_name_plural = _("themes")
+        ordering = ["run", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "number"], name="theme_unique_number_per_run"),
+        ]
+
+    def __str__(self):
+        return self.label or _("Theme %(number)d") % {"number": self.number + 1}
+
+
 class Idea(models.Model):
     """A cluster of proposals found by one engine run."""
 
@@ -165,6 +187,14 @@ class Idea(models.Model):
         ),
     )
     keywords = models.JSONField(_("keywords"), default=list, blank=True)
+    theme = models.ForeignKey(
+        Theme,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="ideas",
+        verbose_name=_("theme"),
+    )
     size = models.PositiveIntegerField(_("proposals"), default=0)
     share = models.FloatField(_("share of proposals"), default=0.0)
     scores = models.JSONField(_("scores"), default=dict, blank=True)

@@ -263,6 +263,12 @@ def _build_sections(consultation, run) -> dict[str, str]:
     zoned = selectors.key_ideas(run=run, limit=IDEAS_PER_ZONE)
     largest = selectors.largest_ideas(run=run, limit=LARGEST_IDEAS)
     _decorate([i for group in zoned.values() for i in group] + largest, run, consultation)
+    # themes of a single idea say nothing: the section shows from two themes up
+    themes = [theme for theme in selectors.run_themes(run=run) if theme.size]
+    themes = themes if len(themes) >= 2 else []
+    widest = max((theme.share for theme in themes), default=0.0)
+    for theme in themes:
+        theme.bar = max(1, round(100 * theme.share / widest)) if widest else 0
     groups = selectors.run_opinion_groups(run=run)
     for group in groups:
         group.style = charts.group_style(group.number)
@@ -278,6 +284,7 @@ def _build_sections(consultation, run) -> dict[str, str]:
         "run": run,
         "zones": [(zone, title, help_text, zoned[zone]) for zone, title, help_text in ZONES],
         "largest": largest,
+        "themes": themes,
         "any_zoned": any(zoned.values()),
         "n_ideas": largest[0].n_published if largest else 0,
         "groups": groups,
@@ -291,8 +298,8 @@ def _build_sections(consultation, run) -> dict[str, str]:
     }
     template = "consensus/_results_sections.html"
     return {
-        name: _compact(render_to_string(f"{template}#{name}", context))
-        for name in ("ideas", "groups", "method")
+        name: _compact(render_to_string(f"{template}#{name}", context)).strip()
+        for name in ("ideas", "themes", "groups", "method")
     }
 
 
@@ -410,17 +417,32 @@ def results(request, slug):
 
 @require_GET
 def results_ideas(request, slug):
-    """Every idea of the published run, largest first, a page at a time."""
+    """Every idea of the published run, largest first, a page at a time; ``?theme=<number>``:
+    the ideas of one theme."""
     consultation = consultation_get_for_user(slug=slug, user=request.user)
     run = selectors.consultation_current_run(consultation=consultation)
     if run is None:
         raise NotFound(_("The results are not available yet: the votes have not been analysed."))
-    page, error = ideas_page_or_error(request, selectors.run_ideas_by_size(run=run))
+    ideas, theme = selectors.run_ideas_by_size(run=run), None
+    if "theme" in request.GET:
+        number = request.GET["theme"]
+        if not number.isascii() or not number.isdigit():
+            return _bad_request(_("The theme must be a whole number."))
+        theme = selectors.run_theme_get(run=run, number=int(number))
+        ideas = ideas.filter(theme=theme)
+    page, error = ideas_page_or_error(request, ideas)
     if error:
         return error
     ideas = list(page.object_list)
     _decorate(ideas, run, consultation)
-    context = {"consultation": consultation, "run": run, "page": page, "ideas": ideas}
+    context = {
+        "consultation": consultation,
+        "run": run,
+        "page": page,
+        "ideas": ideas,
+        "theme": theme,
+        "query": f"theme={theme.number}" if theme else "",
+    }
     return render(request, "consensus/results_ideas.html", context)
 
 

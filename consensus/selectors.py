@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Exists, OuterRef, Prefetch, QuerySet, Window
+from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Sum, Window
+from django.db.models.functions import Coalesce, RowNumber
 from django.http import Http404
 from django.utils import formats
 from django.utils.translation import gettext
@@ -19,6 +20,7 @@ from .models import (
     OpinionGroup,
     ProposalEmbedding,
     ProposalScore,
+    Theme,
 )
 
 
@@ -63,6 +65,7 @@ def run_ideas(*, run: EngineRun):
     )
     return (
         Idea.objects.filter(run=run)
+        .select_related("theme")
         .defer("centroid")
         .order_by("-size", "number")
         .prefetch_related(Prefetch("memberships", queryset=central, to_attr="central"))
@@ -139,6 +142,7 @@ METRIC_LABELS = {
     "embeddings_from_run": _("Vectors reused from run"),
     "ideas_model": _("Model of the ideas"),
     "n_ideas": _("Ideas"),
+    "n_themes": _("Themes"),
     "n_noise": _("Proposals in no idea"),
     "noise_share": _("Share of proposals in no idea"),
     "n_unique_texts": _("Distinct texts"),
@@ -404,6 +408,41 @@ def run_ideas_by_size(*, run: EngineRun):
     paging). An idea staff emptied (every proposal moved out) is left out: it stays on the
     staff pages only, where proposals can be moved back into it."""
     return Idea.objects.filter(run=run, size__gt=0).defer("centroid").order_by("-size", "pk")
+
+
+def run_themes(*, run: EngineRun, ideas_each: int = 3) -> list[Theme]:
+    """The run's themes, most proposals first, each with ``size`` (the proposals its ideas hold
+    now, staff moves included), ``share`` (of the run's proposals), ``n_ideas`` (its ideas
+    that hold any) and ``top_ideas`` (its ``ideas_each`` largest). Two queries (one when
+    ``ideas_each`` is 0)."""
+    held = Q(ideas__size__gt=0)
+    themes = list(
+        Theme.objects.filter(run=run)
+        .annotate(
+            size=Coalesce(Sum("ideas__size", filter=held), 0),
+            n_ideas=Count("ideas", filter=held),
+        )
+        .order_by("-size", "number")
+    )
+    by_theme: dict[int, list[Idea]] = {}
+    if ideas_each:
+        rank = Window(RowNumber(), partition_by=F("theme_id"), order_by=[F("size").desc(), "pk"])
+        top = run_ideas_by_size(run=run).filter(theme__isnull=False).annotate(rank=rank)
+        for idea in top.filter(rank__lte=ideas_each):
+            by_theme.setdefault(idea.theme_id, []).append(idea)
+    total = (run.metrics or {}).get("n_proposals") or 0
+    for theme in themes:
+        theme.share = theme.size / total if total else 0.0
+        theme.top_ideas = by_theme.get(theme.pk, [])
+    return themes
+
+
+def run_theme_get(*, run: EngineRun, number) -> Theme:
+    """One theme of the run by its number; 404 when the run has no such theme."""
+    theme = Theme.objects.filter(run=run, number=number).first()
+    if theme is None:
+        raise NotFound(_("This analysis has no theme number %(number)s.") % {"number": number})
+    return theme
 
 
 def run_idea_get(*, run: EngineRun, number: int) -> Idea:

@@ -57,6 +57,7 @@ from .models import (
     ParticipantProjection,
     ProposalEmbedding,
     ProposalScore,
+    Theme,
 )
 
 logger = logging.getLogger(__name__)
@@ -129,6 +130,8 @@ PARAMETERS: dict[str, _Param] = {
     "lexical_weight": _Param("float", None, 0.0, 2.0, nullable=True),
     # graph, above 10,000 unique texts: a stable sample, the rest voted in (default), or micro-clusters
     "large_graph": _Param("choice", None, nullable=True, choices=("sample", "micro")),
+    # themes that group the ideas: None picks round(sqrt(ideas)) up to 12, 0 makes none
+    "n_themes": _Param("int", None, 0, 50, nullable=True),
     "n_keywords": _Param("int", 8, 1, 30),
     "n_central": _Param("int", 3, 1, 20),
     # a newly accepted proposal joins the nearest idea when its cosine is at least this
@@ -866,10 +869,20 @@ def idea_split(*, run: EngineRun, proposal_ids, actor=None) -> tuple[Idea, int]:
             .values_list("content", flat=True)
             .first()
         )
+        # the new idea stays in the theme most of its proposals come from
+        theme_id = (
+            IdeaMembership.objects.filter(run=run, proposal_id__in=ids, idea__theme__isnull=False)
+            .values("idea__theme")
+            .annotate(n=Count("pk"))
+            .order_by("-n", "idea__theme")
+            .values_list("idea__theme", flat=True)
+            .first()
+        )
         idea = Idea.objects.create(
             run=run,
             consultation_id=run.consultation_id,
             number=number,
+            theme_id=theme_id,
             label=_engine_label(first, []) or _("New idea"),
             created_by_staff=True,
             members_changed=True,
@@ -1508,6 +1521,7 @@ def _delete_run_results(
     if ideas:
         IdeaMembership.objects.filter(run_id=run_id).delete()
         Idea.objects.filter(run_id=run_id).delete()
+        Theme.objects.filter(run_id=run_id).delete()
     if votes:
         ProposalScore.objects.filter(run_id=run_id).delete()
         ParticipantProjection.objects.filter(run_id=run_id).delete()
@@ -1664,6 +1678,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
         idea.id: [int(reps[i]) for i in idea.central_indices if labels[int(reps[i])] == idea.id]
         for idea in found
     }
+    themes = _themes_of(found, centroids, labels, texts, run)
     # cosine of each member to its idea's centre, block by block (float16 storage)
     sims = np.zeros(n, dtype=np.float32)
     step = 50_000
@@ -1683,12 +1698,19 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
     t0 = time.perf_counter()
     with transaction.atomic():
         _delete_run_results(run.pk, ideas=True, votes=False)
+        theme_rows = Theme.objects.bulk_create(
+            [
+                Theme(run=run, number=number, label=", ".join(words[:3]), keywords=words)
+                for number, words in enumerate(themes.keywords)
+            ]
+        )
         idea_rows = Idea.objects.bulk_create(
             [
                 Idea(
                     run=run,
                     consultation_id=run.consultation_id,
                     number=idea.id,
+                    theme=theme_rows[themes.of[idea.id]] if themes.of[idea.id] >= 0 else None,
                     label=created[idea.id][1]
                     if idea.id in created
                     else _engine_label(
@@ -1732,6 +1754,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
             "n_proposals": int(n),
             "dim": int(x.shape[1]),
             "n_ideas": len(found),
+            "n_themes": len(themes.keywords),
             "n_noise": n_noise,
             "noise_share": round(n_noise / n, 4),
             "n_unique_texts": int(dd.n_groups),
@@ -1747,6 +1770,33 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
             "staff_placements_stopped": n_stopped,
         },
     )
+
+
+@dataclass
+class _Themes:
+    of: np.ndarray  # theme number of each idea, -1: none
+    keywords: list[list[str]]  # per theme number
+
+
+def _themes_of(found, centroids: np.ndarray, labels: np.ndarray, texts: list[str], run) -> _Themes:
+    """The run's ideas grouped into themes (``engine.find_themes``), each with the distinctive
+    words of the proposals its ideas hold (c-TF-IDF across themes): its first three name it."""
+    from .engine import ideas as engine
+
+    params = run.parameters or {}
+    of = engine.find_themes(
+        centroids, [idea.size for idea in found], n_themes=params.get("n_themes"), seed=run.seed
+    )
+    if not (of >= 0).any():
+        return _Themes(of, [])
+    rows = np.where(labels >= 0, of[np.maximum(labels, 0)], -1)
+    keywords = engine.top_keywords(
+        texts,
+        rows,
+        n_keywords=params.get("n_keywords") or 8,
+        language=run.consultation.language,
+    )
+    return _Themes(of, keywords)
 
 
 def _base_members(base: EngineRun | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -2363,12 +2413,22 @@ def _copy_ideas_from(run: EngineRun, base: EngineRun) -> None:
     """A votes-only run keeps the ideas of the run it follows (copied, so each run is complete)."""
     with transaction.atomic():
         _delete_run_results(run.pk, ideas=True, votes=False)
+        themes = {
+            theme.number: theme
+            for theme in Theme.objects.bulk_create(
+                [
+                    Theme(run=run, number=theme.number, label=theme.label, keywords=theme.keywords)
+                    for theme in Theme.objects.filter(run=base)
+                ]
+            )
+        }
         Idea.objects.bulk_create(
             [
                 Idea(
                     run=run,
                     consultation_id=run.consultation_id,
                     number=idea.number,
+                    theme=themes[idea.theme.number] if idea.theme else None,
                     label=idea.label,
                     named_by_staff=idea.named_by_staff,
                     created_by_staff=idea.created_by_staff,
@@ -2378,7 +2438,7 @@ def _copy_ideas_from(run: EngineRun, base: EngineRun) -> None:
                     centroid=idea.centroid,
                     members_changed=idea.members_changed,  # described once this run is done
                 )
-                for idea in Idea.objects.filter(run=base)
+                for idea in Idea.objects.filter(run=base).select_related("theme")
             ]
         )
         m, i = IdeaMembership._meta.db_table, Idea._meta.db_table
@@ -2414,6 +2474,7 @@ def _copy_ideas_from(run: EngineRun, base: EngineRun) -> None:
     keep = (
         "n_proposals",
         "n_ideas",
+        "n_themes",
         "n_noise",
         "noise_share",
         "n_unique_texts",

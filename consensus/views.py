@@ -92,6 +92,7 @@ def run_list(request, slug):
             "expected_ideas",
             "resolution",
             "near_threshold",
+            "n_themes",
         ),  # fmt: skip
         "compare_form": RunCompareForm(consultation=consultation, initial=_compare_initial(runs)),
         "rollback_target": services.engine_run_rollback_target(consultation=consultation),
@@ -129,6 +130,7 @@ def run_detail(request, slug, pk):
         if error:
             return error
         context["ideas"], context["ideas_page"] = page.object_list, page
+        context["themes"] = selectors.run_themes(run=run, ideas_each=0)
         context["groups"] = selectors.run_opinion_groups(run=run)
         context["rankings"] = staff_selectors.run_rankings(run=run, limit=10)
         context["top_scores"] = context["rankings"]["top_score"]

@@ -192,6 +192,7 @@ def test_staff_split_proposals_out_into_a_new_idea_that_the_next_runs_keep(
     assert split.label in Proposal.objects.filter(pk__in=two).values_list("content", flat=True)
     assert "cyclables" in split.keywords  # described from its own words
     assert split.centroid is not None
+    assert cycling.theme_id and split.theme_id == cycling.theme_id  # its proposals' theme
     assert set(
         IdeaPlacement.objects.filter(run=first, placed_by=staff).values_list(
             "proposal_id", flat=True
@@ -208,6 +209,7 @@ def test_staff_split_proposals_out_into_a_new_idea_that_the_next_runs_keep(
     assert members(again) == set(two)
     assert again.created_by_staff and again.number == second.metrics["n_ideas"] - 1
     assert (again.label, again.named_by_staff) == ("Des pistes cyclables sûres", True)
+    assert again.theme.run_id == second.pk  # the run's themes group it with the others
     assert second.metrics["staff_placements_kept"] == 2
     again.refresh_from_db()
     assert not again.members_changed and "cyclables" in again.keywords

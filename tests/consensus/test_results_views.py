@@ -68,9 +68,9 @@ def test_results_page_shows_real_ideas_groups_and_method(
 ):
     consultation, run = published
     # cold cache: consultation, run, ideas by zone, largest ideas, central proposals, vote
-    # shares, actions, groups and their proposals, map (2); the live counters are only peeked at
-    # in the cache
-    with django_assert_max_num_queries(11):
+    # shares, actions, themes (2), groups and their proposals, map (2); the live counters are
+    # only peeked at in the cache
+    with django_assert_max_num_queries(13):
         response = client.get(results_url(consultation))
     assert response.status_code == 200
     assert "HX-Request" in response["Vary"]
@@ -177,6 +177,56 @@ def test_every_idea_page_refuses_bad_pages(client, published, page, status):
         reverse("consensus:results_ideas", args=[consultation.slug]), {"page": page}
     )
     assert response.status_code == status
+
+
+def test_the_results_show_the_themes_and_each_theme_lists_its_ideas(client, published, monkeypatch):
+    consultation, run = published
+    themes = selectors.run_themes(run=run)
+    assert len(themes) == 2, "4 ideas give 2 themes"
+    body = client.get(results_url(consultation)).content.decode()
+    assert 'href="#themes-title"' in body
+    section = body[body.index('id="themes"') :]
+    section = section[: section.index("</section>")]
+    every = reverse("consensus:results_ideas", args=[consultation.slug])
+    positions = [section.index(escape(str(theme))) for theme in themes]
+    assert positions == sorted(positions)  # most proposals first
+    for theme in themes:
+        share = round(100 * theme.size / run.metrics["n_proposals"])
+        assert f'href="{every}?theme={theme.number}"' in section
+        assert f"{theme.size} proposals · {share} % of all proposals" in section
+        assert all(escape(idea.label) in section for idea in theme.top_ideas)
+    assert 'width="100"' in section  # the widest bar fills its line
+
+    # a theme's page lists its ideas and no other, a page at a time
+    monkeypatch.setattr(results_views, "IDEAS_PER_PAGE", 1)
+    theme = themes[0]
+    own = list(Idea.objects.filter(run=run, theme=theme).order_by("-size", "pk"))
+    others = Idea.objects.filter(run=run).exclude(theme=theme)
+    page = client.get(every, {"theme": theme.number}).content.decode()
+    assert f"Theme: {escape(str(theme))}" in page and escape(own[0].label) in page
+    assert not any(escape(idea.label) in page for idea in others)
+    if len(own) > 1:
+        assert f'href="?theme={theme.number}&amp;page=2"' in page  # the pager keeps the theme
+
+
+@pytest.mark.parametrize(
+    ("theme", "status"), [("one", 400), ("-1", 400), ("1.5", 400), ("٣", 400), ("99", 404)]
+)
+def test_a_theme_page_refuses_bad_or_unknown_themes(client, published, theme, status):
+    consultation, _run = published
+    url = reverse("consensus:results_ideas", args=[consultation.slug])
+    assert client.get(url, {"theme": theme}).status_code == status
+
+
+def test_no_theme_section_without_two_themes(client, django_capture_on_commit_callbacks):
+    consultation = consultation_with_themes()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.engine_run_start(
+            consultation=consultation, kind="full", model_name="hashing", parameters={"n_themes": 0}
+        )
+    body = client.get(results_url(consultation)).content.decode()
+    assert 'id="ideas-all"' in body
+    assert 'id="themes"' not in body and "#themes-title" not in body
 
 
 def idea_url(consultation, number):
@@ -593,7 +643,7 @@ def test_warm_page_and_partials_cost_one_query(
 ):
     consultation, _run = published
     url = results_url(consultation)
-    with django_assert_max_num_queries(11):  # cold: run, ideas (2), central, shares, groups, map...
+    with django_assert_max_num_queries(13):  # cold: run, ideas (2), central, shares, themes (2)...
         cold = client.get(url).content.decode()
     with django_assert_max_num_queries(1):
         warm = client.get(url).content.decode()

@@ -11,7 +11,7 @@ import pytest
 from django.db import OperationalError
 from django.utils.html import escape
 
-from consensus import services
+from consensus import selectors, services
 from consensus.engine.compare import compare_runs
 from consensus.engine.embedders import text_for_embedding
 from consensus.models import (
@@ -23,6 +23,7 @@ from consensus.models import (
     ParticipantProjection,
     ProposalEmbedding,
     ProposalScore,
+    Theme,
 )
 from consensus.tasks import (
     assign_new_proposal,
@@ -281,6 +282,43 @@ def test_a_votes_run_keeps_the_ideas_of_the_published_run(
     assert OpinionGroup.objects.filter(run=ideas_again).count() == 2
 
 
+def theme_signature(run):
+    themes = sorted(Theme.objects.filter(run=run).values_list("number", "label", "keywords"))
+    ideas = sorted(Idea.objects.filter(run=run).values_list("number", "theme__number"))
+    return themes, ideas
+
+
+def test_a_run_groups_its_ideas_into_themes_named_by_their_words(
+    themed, django_capture_on_commit_callbacks
+):
+    from consensus.engine.ideas import theme_count
+
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    themes = list(Theme.objects.filter(run=run))
+    ideas = list(Idea.objects.filter(run=run))
+    assert len(themes) == run.metrics["n_themes"] == theme_count(len(ideas)) == 2
+    assert all(idea.theme.run_id == run.pk for idea in ideas)
+    for theme in themes:
+        assert theme.keywords and theme.label == ", ".join(theme.keywords[:3])
+    # a theme's size is its ideas'
+    assert sum(t.size for t in selectors.run_themes(run=run)) == sum(i.size for i in ideas)
+
+    # same input and seed: same themes; a votes-only run keeps them
+    again = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    assert theme_signature(again) == theme_signature(run)
+    votes_only = start(themed, django_capture_on_commit_callbacks, kind="votes")
+    assert votes_only.metrics["n_themes"] == 2
+    assert theme_signature(votes_only) == theme_signature(again)
+
+    # none when asked for none
+    none = start(
+        themed, django_capture_on_commit_callbacks, kind="ideas", parameters={"n_themes": 0}
+    )
+    assert none.status == EngineRun.Status.DONE, none.error
+    assert not Theme.objects.filter(run=none).exists() and none.metrics["n_themes"] == 0
+    assert not Idea.objects.filter(run=none, theme__isnull=False).exists()
+
+
 def test_a_label_written_by_staff_stays_with_its_idea_on_the_next_runs(
     themed, django_capture_on_commit_callbacks
 ):
@@ -448,6 +486,7 @@ def test_degenerate_inputs_end_in_a_sensible_run(
     if n_ideas is not None:
         assert ideas == n_ideas
     assert run.metrics["n_ideas"] == ideas
+    assert Theme.objects.filter(run=run).count() == run.metrics["n_themes"]
     assert IdeaMembership.objects.filter(run=run).count() + run.metrics["n_noise"] == len(texts)
     assert ProposalScore.objects.filter(run=run).count() == len(texts)
     assert run.metrics.get("opinion_skipped")  # nobody voted

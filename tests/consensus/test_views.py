@@ -8,13 +8,13 @@ from django.utils import translation
 from django.utils.html import escape
 
 from accounts.models import AuditEntry
-from consensus import results_views, services
-from consensus.models import EngineRun, Idea, IdeaMembership
+from consensus import results_views, selectors, services
+from consensus.models import EngineRun, Idea, IdeaMembership, Theme
 from consensus.selectors import METRIC_LABELS, TIMING_LABELS, model_label
 from partners.models import PartnerMembership
 
 from ..factories import ConsultationFactory, PartnerFactory, ProposalFactory, UserFactory
-from .engine_data import HASHING
+from .engine_data import HASHING, consultation_with_themes
 
 pytestmark = pytest.mark.django_db
 
@@ -186,6 +186,24 @@ def test_a_done_run_page_shows_ideas_metrics_and_publish_button(
     assert "hx-trigger" not in body
 
 
+def test_a_done_run_page_lists_its_themes_and_the_theme_of_each_idea(
+    client, staff, django_capture_on_commit_callbacks
+):
+    themed = consultation_with_themes()
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.engine_run_start(consultation=themed, kind="ideas", **HASHING)
+    themes = selectors.run_themes(run=run)
+    assert len(themes) == 2
+    with translation.override("en"):
+        body = client.get(run_url(run), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    table = body[body.index('id="themes"') : body.index('id="ideas"')]
+    for theme in themes:
+        assert f"<td>{escape(str(theme))}</td><td>{theme.size} (" in table
+        assert f"<td>{theme.n_ideas}</td>" in table and escape(", ".join(theme.keywords)) in table
+    for idea in Idea.objects.filter(run=run).select_related("theme"):
+        assert f"theme: {escape(str(idea.theme))}" in body
+
+
 def test_run_metrics_and_timings_read_as_text_not_as_python_values():
     from types import SimpleNamespace
 
@@ -315,6 +333,27 @@ def test_the_admin_shows_a_runs_metrics_and_timings_as_tables(admin_client, cons
     assert 'name="metrics"' not in body  # not an editable field
 
 
+def test_staff_rename_a_theme_in_the_admin_and_the_results_show_it_at_once(
+    admin_client, client, settings, django_capture_on_commit_callbacks
+):
+    settings.CONCORDE_RESULTS_CACHE_SECONDS = 600
+    cache.clear()
+    themed = consultation_with_themes()
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.engine_run_start(consultation=themed, kind="ideas", **HASHING)
+    results = reverse("consensus:results", args=[themed.slug])
+    assert client.get(results).status_code == 200  # the sections are now in the cache
+    theme = Theme.objects.filter(run=run).first()
+    url = reverse("admin:consensus_theme_change", args=[theme.pk])
+    assert admin_client.get(url).status_code == 200
+    data = {"run": run.pk, "number": theme.number, "label": "Mobilité douce"}
+    assert admin_client.post(url, data).status_code == 302
+    theme.refresh_from_db()
+    assert theme.label == "Mobilité douce" and theme.keywords  # its words stay
+    assert "Mobilité douce" in client.get(results).content.decode()
+    cache.clear()
+
+
 # --- who may do what ---------------------------------------------------------------------------
 
 
@@ -388,7 +427,7 @@ def test_the_start_form_passes_clustering_and_group_parameters(
     data = {
         "kind": "full", "model_name": "hashing", "seed": "11", "chunk_size": "100",
         "cluster_method": "hdbscan", "min_cluster_size": "4", "expected_ideas": "12", "resolution": "",
-        "near_threshold": "", "max_groups": "3", "publish": "manual",
+        "near_threshold": "", "n_themes": "0", "max_groups": "3", "publish": "manual",
     }  # fmt: skip
     with django_capture_on_commit_callbacks():
         response = client.post(runs_url(consultation), data)
@@ -397,6 +436,7 @@ def test_the_start_form_passes_clustering_and_group_parameters(
     p = run.parameters
     assert (p["method"], p["min_cluster_size"], p["expected_ideas"]) == ("hdbscan", 4, 12)
     assert p["resolution"] is None and p["near_threshold"] is None  # empty: default / folding off
+    assert p["n_themes"] == 0  # 0 is a value: no themes, not the default
     assert (p["max_groups"], p["make_current"], run.seed) == (3, False, 11)
     entry = AuditEntry.objects.get(action="engine_run.start")
     assert entry.actor == staff and entry.target_id == str(run.pk)
@@ -411,6 +451,8 @@ def test_the_start_form_passes_clustering_and_group_parameters(
         {"resolution": "-1"},
         {"near_threshold": "2"},
         {"max_groups": "9"},
+        {"n_themes": "-1"},
+        {"n_themes": "many"},
         {"publish": "later"},
     ],
 )

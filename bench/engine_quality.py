@@ -5,6 +5,7 @@
     .venv/bin/python bench/engine_quality.py --quick    # smaller samples, one draw, ~1 min
     .venv/bin/python bench/engine_quality.py --scale 2000000    # cluster_vectors on 2M synthetic
     .venv/bin/python bench/engine_quality.py --stability 60000  # the large paths run to run
+    .venv/bin/python bench/engine_quality.py --themes           # themes against the question
 
 Needs the `bench` extra (umap-learn, bertopic) for the BERTopic rows; without it they are skipped.
 
@@ -461,6 +462,67 @@ def seed_study(
             )
 
 
+def _bertopic_reduced(texts: list[str], x: np.ndarray, seed: int, n_topics: int):
+    """BERTopic's topics on the same vectors, and the same model's topics merged down to
+    ``n_topics`` by its own ``reduce_topics`` (c-TF-IDF similarity of its topics)."""
+    from bertopic import BERTopic
+    from umap import UMAP
+
+    umap_model = UMAP(
+        n_neighbors=15, n_components=5, min_dist=0.0, metric="cosine", random_state=seed
+    )
+    model = BERTopic(umap_model=umap_model)
+    topics = np.asarray(model.fit_transform(texts, embeddings=x)[0])
+    # nr_topics counts the outlier topic -1 when there is one
+    model.reduce_topics(texts, nr_topics=n_topics + int((topics < 0).any()))
+    return topics, np.asarray(model.topics_)
+
+
+def themes_study(emb, per_question: int, draws: int, with_bertopic: bool) -> None:
+    """Themes (``find_themes`` over the ideas' centres) against the questions: a coarser level
+    than ideas, scored where the question is the natural label (a theme per question)."""
+    from consensus.engine.ideas import find_themes
+
+    print(
+        "\n### Themes against the question (held-out questions only)\n\n"
+        "Concorde: its ideas, then the themes `find_themes` makes of them, with its own count "
+        "(about sqrt(ideas)) and with the number of questions. BERTopic: its topics, then the "
+        "same model's topics reduced to the number of questions (`reduce_topics`). ARI / NMI "
+        f"with noise as a label, mean of {draws} draw(s); counts of the first draw.\n"
+    )
+    head = "| set | ideas | themes (own count) | themes = questions |"
+    if with_bertopic:
+        head += " BERTopic topics | BERTopic reduced to questions |"
+    print(head)
+    print("|---" * (head.count("|") - 1) + "|")
+    sets = [("held-out 15 questions", GD_HELDOUT, 0)] + [
+        (f"bench 8 questions, sample {s}", GD_BENCH8, s) for s in (0, 1, 2)
+    ]
+    for name, questions, sample in sets:
+        texts, labels = grand_debat(questions, per_question, sample)
+        truth = labels["question"]
+        x = emb.encode(texts)
+        cols: list[list[tuple[float, float, int]]] = [[] for _ in range(5)]
+        for seed in draw_seeds(0, draws):
+            found = find_ideas(texts, x, params=ClusterParams(seed=seed))
+            sizes = [idea.size for idea in found.ideas]
+            preds = [found.labels]
+            for n_themes in (None, len(questions)):
+                of = find_themes(found.centroids, sizes, n_themes=n_themes, seed=seed)
+                preds.append(np.where(found.labels >= 0, of[np.maximum(found.labels, 0)], -1))
+            if with_bertopic:
+                preds += list(_bertopic_reduced(texts, x, seed, len(questions)))
+            for col, pred in zip(cols, preds, strict=False):
+                ari, nmi = scores(truth, pred)[0][:2]
+                col.append((ari, nmi, int(pred.max()) + 1))
+        cells = []
+        for col in cols:
+            if col:
+                a = np.array(col)
+                cells.append(f"{a[:, 0].mean():.3f} / {a[:, 1].mean():.3f} ({int(a[0, 2])})")
+        print(f"| {name} ({len(texts)}) | {' | '.join(cells)} |")
+
+
 def singles_study(emb, per_question: int, seed: int, draws: int, with_bertopic: bool) -> None:
     """Every held-out question clustered alone (the product case: one consultation question)."""
     print(
@@ -607,6 +669,7 @@ def main() -> None:
     ap.add_argument(
         "--stability", type=int, default=0, help="only the large paths' stability on N answers"
     )
+    ap.add_argument("--themes", action="store_true", help="only themes against the question")
     args = ap.parse_args()
     if args.scale:
         scale_check(args.scale, args.seed)
@@ -623,6 +686,7 @@ def main() -> None:
         ap.error("--draws must be at least 1")
     with_bt = not args.no_bertopic and bertopic_available()
     cmd = "python bench/engine_quality.py" + (" --quick" if args.quick else "")
+    cmd += " --themes" if args.themes else ""
     print("# Engine quality benchmark\n")
     print(
         f"`{cmd}` (per question {per_q}, seed {args.seed}, seed study {seeds_arg or 'none'}, "
@@ -642,6 +706,9 @@ def main() -> None:
     else:
         print("BERTopic rows skipped (install the `bench` extra: umap-learn, bertopic).")
     emb = get_embedder(args.embedder)
+    if args.themes:
+        themes_study(emb, per_q, draws, with_bt)
+        return
     sets: list[tuple[str, Callable]] = [
         ("Grand Débat, held-out 15 questions", lambda: grand_debat(GD_HELDOUT, per_q, args.seed)),
         ("Grand Débat, bench 8 questions", lambda: grand_debat(GD_BENCH8, per_q, args.seed)),

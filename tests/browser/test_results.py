@@ -101,3 +101,24 @@ def test_visitor_opens_an_idea_and_reads_all_its_proposals(live_server, browser,
     assert members.count() == idea.size  # every proposal, each linked to its page
     assert members.first.locator("a").get_attribute("href").startswith(f"/c/{consultation.slug}/p/")
     page.screenshot(path=ARTIFACTS / "results-idea.png", full_page=True)
+
+
+def test_visitor_reads_the_themes_and_opens_the_ideas_of_one(live_server, browser, published):
+    ARTIFACTS.mkdir(exist_ok=True)
+    consultation, run = published
+    page = browser.new_page(viewport={"width": 1200, "height": 900}, locale="en-US")
+    page.goto(f"{live_server.url}/engine/{consultation.slug}/results/")
+    page.get_by_role("link", name="Themes", exact=True).click()
+    rows = page.locator("#themes .theme-row")
+    assert rows.count() == run.themes.count() == 2
+    bar = rows.first.locator(".theme-bar")
+    assert bar.is_visible() and bar.bounding_box()["width"] > 300  # the largest theme's full bar
+    page.locator("#themes").screenshot(path=ARTIFACTS / "results-themes.png")
+
+    name = rows.first.locator("h3").inner_text()
+    rows.first.locator("h3 a").click()
+    page.wait_for_url(re.compile(r"/results/ideas/\?theme=\d+$"))
+    assert page.locator("h1").inner_text() == f"Theme: {name}"
+    theme = run.themes.get(number=int(page.url.rsplit("=", 1)[1]))
+    assert page.locator(".idea-card").count() == theme.ideas.filter(size__gt=0).count()
+    page.screenshot(path=ARTIFACTS / "results-theme.png", full_page=True)

@@ -175,7 +175,8 @@ class IdeaAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
 @admin.register(Theme)
 class ThemeAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    list_display = ("__str__", "run", "number")
+    list_display = ("__str__", "run", "number", "named_by_staff")
+    list_filter = ("named_by_staff",)
     list_select_related = ("run__consultation",)
     search_fields = ("label", "run__consultation__question")
     raw_id_fields = ("run",)
@@ -183,6 +184,9 @@ class ThemeAdmin(AuditedAdminMixin, admin.ModelAdmin):
     show_full_result_count = False
 
     def save_model(self, request, obj, form, change):
+        # as IdeaAdmin: a label staff rewrite is theirs, and later runs keep it
+        if "label" in form.changed_data and "named_by_staff" not in form.changed_data:
+            obj.named_by_staff = True
         super().save_model(request, obj, form, change)
         results_cache_forget(consultation_id=obj.run.consultation_id, run_id=obj.run_id)
 

@@ -144,6 +144,14 @@ class Theme(models.Model):
     number = models.PositiveIntegerField(_("number"))
     # the theme's first three keywords, or what staff wrote (empty: "Theme <n>" is shown)
     label = models.CharField(_("label"), max_length=250, blank=True)
+    named_by_staff = models.BooleanField(
+        _("named by staff"),
+        default=False,
+        help_text=_(
+            "The label was written by staff. Later runs keep it for the same theme; a theme "
+            "that splits or merges is named by its words again."
+        ),
+    )
     keywords = models.JSONField(_("keywords"), default=list, blank=True)
 
     class Meta:

@@ -528,26 +528,41 @@ def engine_run_make_current(*, run: EngineRun, actor=None) -> None:
     run.refresh_from_db()
 
 
+def _staff_label_set(obj: Idea | Theme, label: str, *, action: str, empty: str, actor):
+    """``obj`` named by staff: the label, spaces folded, checked, written and audited."""
+    label = " ".join(str(label).split())
+    if not label:
+        raise EngineInputError(empty)
+    if len(label) > type(obj)._meta.get_field("label").max_length:
+        raise EngineInputError(_("A label has at most 250 characters."))
+    with transaction.atomic():
+        before = model_snapshot(obj, fields=("label", "named_by_staff"))
+        type(obj).objects.filter(pk=obj.pk).update(label=label, named_by_staff=True)
+        obj.label, obj.named_by_staff = label, True
+        audit_record(
+            actor=actor,
+            action=action,
+            target=obj,
+            before=before,
+            after=model_snapshot(obj, fields=("label", "named_by_staff")),
+        )
+    return obj
+
+
 def idea_label_set(*, idea: Idea, label: str, actor=None) -> Idea:
     """Staff name an idea: the label is theirs from now on, and later runs keep it for the same
     idea (``_carry_curation``). The caller forgets the cached results pages."""
-    label = " ".join(str(label).split())
-    if not label:
-        raise EngineInputError(_("An idea needs a label."))
-    if len(label) > Idea._meta.get_field("label").max_length:
-        raise EngineInputError(_("A label has at most 250 characters."))
-    with transaction.atomic():
-        before = model_snapshot(idea, fields=("label", "named_by_staff"))
-        Idea.objects.filter(pk=idea.pk).update(label=label, named_by_staff=True)
-        idea.label, idea.named_by_staff = label, True
-        audit_record(
-            actor=actor,
-            action="idea.label_set",
-            target=idea,
-            before=before,
-            after=model_snapshot(idea, fields=("label", "named_by_staff")),
-        )
-    return idea
+    return _staff_label_set(
+        idea, label, action="idea.label_set", empty=_("An idea needs a label."), actor=actor
+    )
+
+
+def theme_label_set(*, theme: Theme, label: str, actor=None) -> Theme:
+    """Staff name a theme; later runs keep the name for the same theme (``_carry_theme_names``).
+    The caller forgets the cached results pages."""
+    return _staff_label_set(
+        theme, label, action="theme.label_set", empty=_("A theme needs a label."), actor=actor
+    )
 
 
 def _engine_label(central_text: str | None, keywords) -> str:
@@ -1738,6 +1753,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
             ),
         )
         n_named, n_links = _carry_curation(run, base, comparison)
+        n_theme_names = _carry_theme_names(theme_rows, base, base_members, ids, labels, themes.of)
         IdeaPlacement.objects.filter(run=run).delete()  # a retried stage writes them once
         IdeaPlacement.objects.bulk_create(
             [
@@ -1764,6 +1780,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
             "few_texts_fallback": fallback,
             "largest_idea_share": round(max((i.share for i in found), default=0.0), 4),
             "staff_labels_kept": n_named,
+            "staff_theme_names_kept": n_theme_names,
             "action_links_kept": n_links,
             "lexical_weight": cluster_params.lexical_weight,
             "staff_placements_kept": len(placements),
@@ -1802,12 +1819,13 @@ def _themes_of(found, centroids: np.ndarray, labels: np.ndarray, texts: list[str
 def _base_members(base: EngineRun | None) -> tuple[np.ndarray, np.ndarray] | None:
     """The base run's memberships as (proposal ids, idea numbers), for matching its ideas to
     this run's (``engine.compare.compare_runs``); None when nothing attached to the base run's
-    ideas needs them (no staff label, action link or placement): reading 2M memberships costs
-    seconds."""
+    ideas needs them (no staff label of an idea or theme, action link or placement): reading
+    2M memberships costs seconds."""
     if base is None:
         return None
     if not (
         Idea.objects.filter(run=base, named_by_staff=True).exists()
+        or Theme.objects.filter(run=base, named_by_staff=True).exists()
         or Idea.actions.through.objects.filter(idea__run=base).exists()
         or IdeaPlacement.objects.filter(run=base).exists()
     ):
@@ -1952,6 +1970,33 @@ def _carry_curation(run: EngineRun, base: EngineRun, comparison) -> tuple[int, i
     )
     Idea.objects.bulk_update(renamed, ["label", "named_by_staff"])
     return len(renamed), len(links)
+
+
+def _carry_theme_names(themes: list[Theme], base, base_members, ids, labels, of) -> int:
+    """Names staff gave the base run's themes, passed on to the same themes of this run.
+
+    Themes are matched as ideas are (``compare_runs``), by the proposals they hold through their
+    ideas: a name goes to the theme that is the base theme's only link and the other way round
+    (*kept*); a theme that split, merged or disappeared passes it to none. Returns how many."""
+    from .engine.compare import KEPT, compare_runs
+
+    named = dict(Theme.objects.filter(run=base, named_by_staff=True).values_list("number", "label"))
+    if not named or base_members is None or not themes:
+        return 0
+    base_ids, base_numbers = base_members
+    theme_of = dict(
+        Idea.objects.filter(run=base, theme__isnull=False).values_list("number", "theme__number")
+    )
+    base_themes = np.array([theme_of.get(int(n), -1) for n in base_numbers], dtype=np.int64)
+    now = np.where(labels >= 0, of[np.maximum(labels, 0)], -1)
+    renamed = []
+    for change in compare_runs(base_ids, base_themes, ids, now).changes:
+        if change.kind == KEPT and change.a[0] in named:
+            theme = themes[change.b[0]]
+            theme.label, theme.named_by_staff = named[change.a[0]], True
+            renamed.append(theme)
+    Theme.objects.bulk_update(renamed, ["label", "named_by_staff"])
+    return len(renamed)
 
 
 def _silhouette(
@@ -2417,7 +2462,13 @@ def _copy_ideas_from(run: EngineRun, base: EngineRun) -> None:
             theme.number: theme
             for theme in Theme.objects.bulk_create(
                 [
-                    Theme(run=run, number=theme.number, label=theme.label, keywords=theme.keywords)
+                    Theme(
+                        run=run,
+                        number=theme.number,
+                        label=theme.label,
+                        named_by_staff=theme.named_by_staff,
+                        keywords=theme.keywords,
+                    )
                     for theme in Theme.objects.filter(run=base)
                 ]
             )

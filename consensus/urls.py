@@ -13,6 +13,11 @@ urlpatterns = [
         views.idea_label,
         name="idea_label",
     ),
+    path(
+        "<slug:slug>/runs/<int:pk>/themes/<int:number>/label/",
+        views.theme_label,
+        name="theme_label",
+    ),
     path("<slug:slug>/runs/<int:pk>/ideas/<int:number>/", views.run_idea, name="run_idea"),
     path("<slug:slug>/runs/<int:pk>/ideas/none/", views.run_idea, name="run_unassigned"),
     path("<slug:slug>/runs/<int:pk>/place/", views.proposals_place, name="place"),

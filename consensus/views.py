@@ -151,31 +151,65 @@ def idea_label(request, slug, pk, number):
     it was renamed from, the run's by default)."""
     consultation = selectors.engine_consultation_get_for_staff(slug=slug, user=request.user)
     run = selectors.engine_run_get(consultation=consultation, pk=pk)
+    idea = get_object_or_404(Idea.objects.defer("centroid"), run=run, number=number)
+    return _rename(
+        request,
+        consultation,
+        run,
+        idea,
+        set_label=lambda label: services.idea_label_set(idea=idea, label=label, actor=request.user),
+        kind="idea",
+        done=_("Idea renamed: later runs keep this label for the same idea."),
+    )
+
+
+@staff_required
+@require_POST
+def theme_label(request, slug, pk, number):
+    """Rename one of a run's themes (HTMX: its title comes back; else back to the run's page)."""
+    consultation = selectors.engine_consultation_get_for_staff(slug=slug, user=request.user)
+    run = selectors.engine_run_get(consultation=consultation, pk=pk)
+    theme = selectors.run_theme_get(run=run, number=number)
+    return _rename(
+        request,
+        consultation,
+        run,
+        theme,
+        set_label=lambda label: services.theme_label_set(
+            theme=theme, label=label, actor=request.user
+        ),
+        kind="theme",
+        done=_("Theme renamed: later runs keep this name for the same theme."),
+    )
+
+
+def _rename(request, consultation, run, obj, *, set_label, kind, done):
+    """The label form posted for ``obj``, an idea or a theme (``kind``) of ``run``: ``set_label``
+    it, then its "<kind>-title" partial of run_detail.html for HTMX (422 with the error, swapped
+    in by static/js/concorde.js) or back to the page it came from."""
     back = request.POST.get("back", "")
     if not url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()}):
         back = reverse("consensus:run", args=[consultation.slug, run.pk])
-    idea = get_object_or_404(Idea.objects.defer("centroid"), run=run, number=number)
     form = IdeaLabelForm(request.POST)
     if form.is_valid():
         try:
-            services.idea_label_set(idea=idea, label=form.cleaned_data["label"], actor=request.user)
+            set_label(form.cleaned_data["label"])
         except services.EngineInputError as exc:
             form.add_error("label", str(exc))
         else:
             results_cache_forget(consultation_id=consultation.pk, run_id=run.pk)
     if request.htmx:
-        context = {"consultation": consultation, "run": run, "idea": idea, "label_form": form}
-        html = render_to_string("consensus/run_detail.html#idea-title", context, request=request)
+        context = {"consultation": consultation, "run": run, kind: obj, "label_form": form}
+        html = render_to_string(f"consensus/run_detail.html#{kind}-title", context, request=request)
         if not form.errors:
             return HttpResponse(html)
-        # static/js/concorde.js swaps a 4xx that names its target: the card, with the error
         return reswap(
-            retarget(HttpResponse(html, status=422), f"#idea-title-{idea.number}"), "outerHTML"
+            retarget(HttpResponse(html, status=422), f"#{kind}-title-{obj.number}"), "outerHTML"
         )
     if form.errors:
         messages.error(request, " ".join(form.errors["label"]))
     else:
-        messages.success(request, _("Idea renamed: later runs keep this label for the same idea."))
+        messages.success(request, done)
     return redirect(back)
 
 

@@ -164,3 +164,25 @@ def test_staff_split_proposals_out_into_a_new_idea_and_name_it(live_server, brow
     assert page.locator(f"a[href$='/runs/{run.pk}/ideas/{split.number}/']").count() >= 1
     assert "split out by staff" in page.locator("body").inner_text()
     page.screenshot(path=ARTIFACTS / "engine-run-with-split.png", full_page=True)
+
+
+def test_staff_name_a_theme_on_the_run_page_and_visitors_see_it(live_server, browser):
+    consultation, run = published_themes()
+    theme = run.themes.order_by("number").first()
+    page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
+    sign_in(
+        page, live_server.url, "staff@example.org", f"/engine/{consultation.slug}/runs/{run.pk}/"
+    )
+    cell = page.locator(f"#theme-title-{theme.number}")
+    cell.get_by_text("Rename", exact=True).click()
+    cell.locator("input[name=label]").fill("Se déplacer et se cultiver")
+    cell.get_by_role("button", name="Save the label").click()
+    # HTMX swaps the cell in place: the page does not reload
+    page.locator(f"#theme-title-{theme.number}", has_text="named by staff").wait_for()
+    assert page.url.endswith(f"/runs/{run.pk}/")
+    page.locator("#themes + table").screenshot(path=ARTIFACTS / "engine-theme-renamed.png")
+    theme.refresh_from_db()
+    assert (theme.label, theme.named_by_staff) == ("Se déplacer et se cultiver", True)
+
+    page.goto(f"{live_server.url}/engine/{consultation.slug}/results/")
+    assert page.locator("#themes .theme-row h3", has_text="Se déplacer et se cultiver").count() == 1

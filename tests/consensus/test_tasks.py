@@ -319,6 +319,47 @@ def test_a_run_groups_its_ideas_into_themes_named_by_their_words(
     assert not Idea.objects.filter(run=none, theme__isnull=False).exists()
 
 
+def theme_members(run):
+    """{theme number: proposals of its ideas}."""
+    out: dict[int, set[int]] = {}
+    for number, proposal in IdeaMembership.objects.filter(
+        run=run, idea__theme__isnull=False
+    ).values_list("idea__theme__number", "proposal_id"):
+        out.setdefault(number, set()).add(proposal)
+    return out
+
+
+def test_a_name_staff_gave_a_theme_stays_with_the_same_theme_on_the_next_runs(
+    themed, django_capture_on_commit_callbacks
+):
+    first = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    for theme in Theme.objects.filter(run=first):
+        services.theme_label_set(theme=theme, label=f"Axe {theme.number + 1}")
+    named = {frozenset(members): f"Axe {n + 1}" for n, members in theme_members(first).items()}
+
+    second = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    assert second.metrics["staff_theme_names_kept"] == 2
+    assert sorted(Theme.objects.filter(run=second).values_list("label", "named_by_staff")) == [
+        ("Axe 1", True),
+        ("Axe 2", True),
+    ]
+
+    # three themes of the same four ideas: a theme that holds the same proposals keeps its name,
+    # the parts of a theme that split are named by their words
+    third = start(
+        themed, django_capture_on_commit_callbacks, kind="ideas", parameters={"n_themes": 3}
+    )
+    kept = 0
+    for number, members in theme_members(third).items():
+        theme = Theme.objects.get(run=third, number=number)
+        if frozenset(members) in named:
+            assert (theme.label, theme.named_by_staff) == (named[frozenset(members)], True)
+            kept += 1
+        else:
+            assert not theme.named_by_staff and theme.label == ", ".join(theme.keywords[:3])
+    assert third.metrics["staff_theme_names_kept"] == kept < 3
+
+
 def test_a_label_written_by_staff_stays_with_its_idea_on_the_next_runs(
     themed, django_capture_on_commit_callbacks
 ):

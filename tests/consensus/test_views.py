@@ -198,8 +198,10 @@ def test_a_done_run_page_lists_its_themes_and_the_theme_of_each_idea(
         body = client.get(run_url(run), HTTP_ACCEPT_LANGUAGE="en").content.decode()
     table = body[body.index('id="themes"') : body.index('id="ideas"')]
     for theme in themes:
-        assert f"<td>{escape(str(theme))}</td><td>{theme.size} (" in table
-        assert f"<td>{theme.n_ideas}</td>" in table and escape(", ".join(theme.keywords)) in table
+        row = table[table.index(f'id="theme-title-{theme.number}"') :]
+        row = row[: row.index("</tr>")]
+        assert escape(str(theme)) in row and f"</td><td>{theme.size} (" in row
+        assert f"<td>{theme.n_ideas}</td>" in row and escape(", ".join(theme.keywords)) in row
     for idea in Idea.objects.filter(run=run).select_related("theme"):
         assert f"theme: {escape(str(idea.theme))}" in body
 
@@ -349,7 +351,7 @@ def test_staff_rename_a_theme_in_the_admin_and_the_results_show_it_at_once(
     data = {"run": run.pk, "number": theme.number, "label": "Mobilité douce"}
     assert admin_client.post(url, data).status_code == 302
     theme.refresh_from_db()
-    assert theme.label == "Mobilité douce" and theme.keywords  # its words stay
+    assert theme.label == "Mobilité douce" and theme.named_by_staff and theme.keywords
     assert "Mobilité douce" in client.get(results).content.decode()
     cache.clear()
 
@@ -774,15 +776,23 @@ def test_a_label_rewritten_in_the_admin_is_marked_as_named_by_staff(admin_client
     assert idea.label == "Pistes cyclables" and not idea.named_by_staff
 
 
-def test_staff_rename_an_idea_from_the_run_page(client, staff, consultation, settings):
+@pytest.mark.parametrize("kind", ["idea", "theme"])
+def test_staff_rename_an_idea_or_a_theme_from_the_run_page(
+    client, staff, consultation, settings, kind
+):
     settings.CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
     run = make_run(consultation, EngineRun.Status.DONE)
+    theme = Theme.objects.create(run=run, number=0, label="piscines, été", keywords=["piscines"])
     idea = Idea.objects.create(
         run=run, consultation=consultation, number=0, label="Il faut ouvrir les piscines l'été 0",
-        size=4, share=1.0, centroid=bytes(8),
+        size=4, share=1.0, centroid=bytes(8), theme=theme,
     )  # fmt: skip
-    url = reverse("consensus:idea_label", args=[consultation.slug, run.pk, 0])
-    assert 'id="idea-title-0"' in client.get(run_url(run)).content.decode()
+    if kind == "theme":
+        idea = theme  # what is renamed
+        theme.label = idea.label = "Il faut ouvrir les piscines l'été 0"
+        theme.save()
+    url = reverse(f"consensus:{kind}_label", args=[consultation.slug, run.pk, 0])
+    assert f'id="{kind}-title-0"' in client.get(run_url(run)).content.decode()
     with translation.override("en"):
         stale = results_views.results_cache_key(
             consultation_id=consultation.pk, run_id=run.pk, section="sections"
@@ -795,7 +805,7 @@ def test_staff_rename_an_idea_from_the_run_page(client, staff, consultation, set
     assert "Piscines ouvertes l&#x27;été" in response.content.decode()
     idea.refresh_from_db()
     assert idea.label == "Piscines ouvertes l'été" and idea.named_by_staff
-    assert AuditEntry.objects.get(action="idea.label_set").before["label"].endswith("l'été 0")
+    assert AuditEntry.objects.get(action=f"{kind}.label_set").before["label"].endswith("l'été 0")
     assert cache.get(stale) is None  # the public results show the new label at once
 
     # Bad input: a clear error in the card, and the label as it was.
@@ -803,14 +813,14 @@ def test_staff_rename_an_idea_from_the_run_page(client, staff, consultation, set
         response = client.post(url, {"label": bad}, HTTP_ACCEPT_LANGUAGE="en", **HTMX)
         body = response.content.decode()
         assert response.status_code == 422 and message in body and 'aria-invalid="true"' in body
-        assert response["HX-Retarget"] == "#idea-title-0"
+        assert response["HX-Retarget"] == f"#{kind}-title-0"
     idea.refresh_from_db()
     assert idea.label == "Piscines ouvertes l'été"
     # Without HTMX: back to the run page with a message.
     response = client.post(url, {"label": "Des piscines l'été"})
     assert response.status_code == 302 and response["Location"] == run_url(run)
     # Another run's number, or a user who is not staff: 404.
-    assert client.post(url.replace("/ideas/0/", "/ideas/7/"), {"label": "x"}).status_code == 404
+    assert client.post(url.replace("s/0/", "s/7/"), {"label": "x"}).status_code == 404
     client.force_login(UserFactory())
     assert client.post(url, {"label": "Pris"}).status_code == 404
     idea.refresh_from_db()

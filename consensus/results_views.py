@@ -77,6 +77,8 @@ CSV_HEADER = [
     "sequence_votes",
     "group_consensus",
     "keywords",
+    "theme",
+    "theme_label",
 ]
 
 
@@ -117,13 +119,15 @@ class _Echo:
 
 def _csv_response(consultation, run):
     ideas = selectors.run_ideas_by_size(run=run).values_list(
-        "number", "label", "size", "share", "scores", "keywords"
+        "number", "label", "size", "share", "scores", "keywords", "theme__number", "theme__label"
     )
 
     def rows():
         writer = csv.writer(_Echo())
         yield writer.writerow(CSV_HEADER)
-        for number, label, size, share, scores, keywords in ideas.iterator(chunk_size=2_000):
+        for number, label, size, share, scores, keywords, theme, theme_label in ideas.iterator(
+            chunk_size=2_000
+        ):
             scores = scores or {}
             yield writer.writerow(
                 [
@@ -138,6 +142,8 @@ def _csv_response(consultation, run):
                     _csv_cell(scores.get("sequence_votes")),
                     _csv_cell(scores.get("group_consensus")),
                     _csv_cell("; ".join(keywords or [])),
+                    _csv_cell(theme),
+                    _csv_cell(theme_label),
                 ]
             )
 

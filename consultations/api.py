@@ -266,6 +266,9 @@ def idea_list(request, slug):
                 "size": idea.size,
                 "share": idea.share,
                 "scores": idea.scores or {},
+                "theme": {"number": idea.theme.number, "label": str(idea.theme)}
+                if idea.theme
+                else None,
                 "central_proposals": [
                     {"id": m.proposal_id, "content": m.proposal.content}
                     for m in idea.central[:3]
@@ -284,6 +287,7 @@ def idea_list(request, slug):
         )
         qs = (
             Idea.objects.filter(run=run, size__gt=0)  # not an idea staff emptied
+            .select_related("theme")
             .defer("centroid")
             .order_by("-size", "number")
             .prefetch_related(Prefetch("memberships", queryset=central, to_attr="central"))

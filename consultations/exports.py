@@ -140,9 +140,13 @@ def ideas_rows(*, consultation: Consultation, run: EngineRun, **_params) -> Iter
     qs = (
         Idea.objects.filter(run=run, size__gt=0)  # not an idea staff emptied
         .order_by("number")
-        .values_list("number", "label", "keywords", "size", "share", "scores")
+        .values_list(
+            "number", "label", "keywords", "size", "share", "scores", "theme__number", "theme__label"
+        )
     )
-    for number, label, keywords, size, share, scores in qs.iterator(chunk_size=CHUNK_SIZE):
+    for number, label, keywords, size, share, scores, *theme in qs.iterator(
+        chunk_size=CHUNK_SIZE
+    ):
         scores = scores or {}
         yield (
             run.pk,
@@ -152,6 +156,7 @@ def ideas_rows(*, consultation: Consultation, run: EngineRun, **_params) -> Iter
             size,
             share,
             *(scores.get(key) for key in IDEA_SCORE_KEYS),
+            *theme,  # number and label, or None and None
         )
 
 
@@ -308,7 +313,7 @@ DATASETS: dict[str, Dataset] = {
         _cols(
             "run_id idea_number label:str keywords:str size share:float zone:str agreement:float "
             "disagreement:float top_score:float trusted_votes sequence_votes "
-            "group_consensus:float consensus_share:float"
+            "group_consensus:float consensus_share:float theme_number theme_label:str"
         ),
         ideas_rows,
         needs_run=True,

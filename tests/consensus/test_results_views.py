@@ -402,10 +402,17 @@ def test_csv_has_header_and_one_row_per_idea(client, published):
     assert {r[1] for r in rows[1:]} == set(
         Idea.objects.filter(run=run).values_list("label", flat=True)
     )
-    assert rows[0][-1] == "keywords"  # the words that set each idea apart, last column
-    assert {r[-1] for r in rows[1:]} == {
+    assert rows[0][-3] == "keywords"  # the words that set each idea apart
+    assert {r[-3] for r in rows[1:]} == {
         "; ".join(words)
         for words in Idea.objects.filter(run=run).values_list("keywords", flat=True)
+    }
+    assert rows[0][-2:] == ["theme", "theme_label"]  # added last, so earlier columns keep place
+    assert {(r[0], r[-2], r[-1]) for r in rows[1:]} == {
+        (str(number), str(theme), label)
+        for number, theme, label in Idea.objects.filter(run=run).values_list(
+            "number", "theme__number", "theme__label"
+        )
     }
 
 

@@ -5,7 +5,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from causes.models import Cause
-from consensus.models import EngineRun, Idea, IdeaMembership, ProposalScore
+from consensus.models import EngineRun, Idea, IdeaMembership, ProposalScore, Theme
 from consultations.models import Proposal, Vote, VoteKey
 from consultations.services import counters_rebuild
 from tests.factories import (
@@ -23,10 +23,11 @@ def publish(consultation, proposals):
     run = EngineRun.objects.create(
         consultation=consultation, status=EngineRun.Status.DONE, finished_at=timezone.now()
     )
+    theme = Theme.objects.create(run=run, number=0, label="", keywords=["idea"])
     ideas = [
         Idea.objects.create(
             run=run, consultation=consultation, number=n, label=f"Idea {n}", size=n + 1, share=0.5,
-            scores={"zone": "consensus", "agreement": 0.5},
+            scores={"zone": "consensus", "agreement": 0.5}, theme=theme if n else None,
         )
         for n in range(2)
     ]
@@ -109,6 +110,9 @@ def test_ideas_are_paginated_with_central_proposals(client, public):
     page2 = client.get(url("ideas", public["consultation"], page_size=1, page=2)).json()
     assert page2["results"][0]["label"] == "Idea 0"
     assert page2["results"][0]["central_proposals"][0]["id"] == public["proposals"][0].pk
+    # the theme of each idea, by number and name (a theme without a label is "Theme <n + 1>")
+    assert data["results"][0]["theme"] == {"number": 0, "label": "Theme 1"}
+    assert page2["results"][0]["theme"] is None
 
 
 def test_proposals_have_votes_and_idea_and_leave_out_unaccepted(client, public):

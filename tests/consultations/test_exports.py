@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from causes.models import Cause
-from consensus.models import EngineRun, Idea, IdeaMembership, ProposalScore
+from consensus.models import EngineRun, Idea, IdeaMembership, ProposalScore, Theme
 from consultations import exports
 from consultations.models import Participant, Proposal, Trust, Vote, VoteKey
 from consultations.services import counters_rebuild
@@ -77,6 +77,7 @@ def published():
         number=0,
         label="Open museums",
         keywords=["museum", "evening"],
+        theme=Theme.objects.create(run=run, number=0, label="Culture", keywords=["museum"]),
         size=2,
         share=1.0,
         scores={"zone": "consensus", "agreement": 0.7, "trusted_votes": 6},
@@ -142,6 +143,7 @@ def test_run_datasets_leave_out_proposals_no_longer_accepted(client, published):
     ideas = read_csv(client.get(export_url(consultation, "ideas")))
     assert ideas[0]["label"] == "Open museums" and ideas[0]["keywords"] == "museum; evening"
     assert ideas[0]["zone"] == "consensus"
+    assert (ideas[0]["theme_number"], ideas[0]["theme_label"]) == ("0", "Culture")
 
 
 @pytest.mark.parametrize("dataset", sorted(set(exports.DATASETS) - {"segments"}))

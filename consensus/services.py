@@ -1715,8 +1715,10 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
         _delete_run_results(run.pk, ideas=True, votes=False)
         theme_rows = Theme.objects.bulk_create(
             [
-                Theme(run=run, number=number, label=", ".join(words[:3]), keywords=words)
-                for number, words in enumerate(themes.keywords)
+                Theme(run=run, number=number, label=name, keywords=words)
+                for number, (words, name) in enumerate(
+                    zip(themes.keywords, themes.names, strict=True)
+                )
             ]
         )
         idea_rows = Idea.objects.bulk_create(
@@ -1793,11 +1795,13 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
 class _Themes:
     of: np.ndarray  # theme number of each idea, -1: none
     keywords: list[list[str]]  # per theme number
+    names: list[str]  # per theme number
 
 
 def _themes_of(found, centroids: np.ndarray, labels: np.ndarray, texts: list[str], run) -> _Themes:
     """The run's ideas grouped into themes (``engine.find_themes``), each with the distinctive
-    words of the proposals its ideas hold (c-TF-IDF across themes): its first three name it."""
+    words of the proposals its ideas hold (c-TF-IDF across themes), and a name made of them
+    (``engine.theme_names``)."""
     from .engine import ideas as engine
 
     params = run.parameters or {}
@@ -1805,7 +1809,7 @@ def _themes_of(found, centroids: np.ndarray, labels: np.ndarray, texts: list[str
         centroids, [idea.size for idea in found], n_themes=params.get("n_themes"), seed=run.seed
     )
     if not (of >= 0).any():
-        return _Themes(of, [])
+        return _Themes(of, [], [])
     rows = np.where(labels >= 0, of[np.maximum(labels, 0)], -1)
     keywords = engine.top_keywords(
         texts,
@@ -1813,7 +1817,7 @@ def _themes_of(found, centroids: np.ndarray, labels: np.ndarray, texts: list[str
         n_keywords=params.get("n_keywords") or 8,
         language=run.consultation.language,
     )
-    return _Themes(of, keywords)
+    return _Themes(of, keywords, engine.theme_names(keywords, texts))
 
 
 def _base_members(base: EngineRun | None) -> tuple[np.ndarray, np.ndarray] | None:

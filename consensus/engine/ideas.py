@@ -65,6 +65,7 @@ __all__ = [
     "nearest_neighbors",
     "normalize_text",
     "theme_count",
+    "theme_names",
     "top_keywords",
 ]
 
@@ -136,7 +137,7 @@ ta tant te tel telle telles tels tes toi ton tous tout toute toutes tres très t
 uns vers voila voilà vont vos votre vous y été étaient étais était étant étiez étions être êtes
 etre aller avoir chose choses cas fois faudrait falloir mettre non oui rien tout toujours jamais
 contre notamment ainsi déjà après mieux selon depuis pendant enfin sinon certes pourtant surtout
-autant assez vraiment cependant lors lorsque chez etc
+autant assez vraiment cependant lors lorsque chez etc dès
 """.split()
 
 _ENGLISH_EXTRA = "should must would could need needs also get make".split()
@@ -1831,6 +1832,36 @@ def find_themes(
     new[order] = np.arange(len(order))
     out[:] = new[labels]
     return out
+
+
+def opening_words(texts: list[str], *, sample: int = 20_000, min_count: int = 5) -> frozenset[str]:
+    """Words that open most of the texts that use them (stop words aside): the verb after
+    Make.org's "Il faut" ("interdire", "développer", "créer"). They say what a proposal asks
+    for, not what it is about. Read from `sample` texts spread over the list; a word counts
+    once `min_count` of them use it."""
+    from collections import Counter
+
+    step = max(1, len(texts) // sample)
+    first: Counter[str] = Counter()
+    used: Counter[str] = Counter()
+    for text in texts[::step]:
+        words = _tokenize(str(text))
+        if words:
+            first[words[0]] += 1
+            used.update(set(words))
+    return frozenset(w for w, n in first.items() if used[w] >= min_count and n >= used[w] / 2)
+
+
+def theme_names(keywords: list[list[str]], texts: list[str]) -> list[str]:
+    """A name per theme: its first three keywords that are not `opening_words` of the texts
+    ("animaux, élevage, chasse" rather than "interdire, animaux, arrêter"); its first three
+    keywords when too few are left."""
+    openers = opening_words(texts)
+    names = []
+    for words in keywords:
+        topical = [w for w in words if not openers.intersection(w.split())]
+        names.append(", ".join((topical if len(topical) >= 3 else words)[:3]))
+    return names
 
 
 # ---------------------------------------------------------------------------

@@ -875,3 +875,26 @@ def test_themes_of_real_answers_follow_their_questions(grand_debat_slice):
     )
     # measured: ARI 0.81 against the questions, 0.54 for the best random deal
     assert adjusted_rand_score(questions, rows) > chance + 0.15
+
+
+def test_a_theme_is_named_after_what_its_proposals_are_about_not_the_verb_they_open_with():
+    from consensus.engine.ideas import opening_words, theme_names
+
+    texts = [row["text"] for row in _read_rows(MAKEORG, limit=20_000)]
+    openers = opening_words(texts)
+    # "Il faut interdire ...", "Il faut développer ...": what proposals ask for
+    assert {"interdire", "développer", "créer", "réduire", "taxer"} <= openers
+    assert not {"animaux", "agriculture", "santé", "transports", "chasse"} & openers
+    names = theme_names(
+        [
+            ["interdire", "animaux", "arrêter", "élevage", "limiter", "chasse"],
+            ["transports", "développer", "commun", "vélo"],
+            ["interdire", "créer", "réduire"],  # nothing else left: its first words
+        ],
+        texts,
+    )
+    assert names == [
+        "animaux, élevage, chasse",
+        "transports, commun, vélo",
+        "interdire, créer, réduire",
+    ]

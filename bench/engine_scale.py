@@ -577,15 +577,17 @@ def _split_kept(first_id: int, rerun_id: int) -> dict:
 
 
 def _curate(run_id: int, consultation) -> dict:
-    """Staff name every idea of the run and one partner action builds on each, as a nightly
-    re-run finds them; the next run carries both over (consensus.services._carry_curation)."""
+    """Staff name every idea and every theme of the run and one partner action builds on each
+    idea, as a nightly re-run finds them; the next run carries them over
+    (consensus.services._carry_curation, _carry_theme_names)."""
     from actions.models import Action, ActionPlan
-    from consensus.models import Idea
+    from consensus.models import Idea, Theme
     from partners.models import Partner
 
     t0 = time.perf_counter()
     ideas = list(Idea.objects.filter(run_id=run_id).order_by("number"))
     Idea.objects.filter(run_id=run_id).update(named_by_staff=True)
+    themes = Theme.objects.filter(run_id=run_id).update(named_by_staff=True)
     partner, _ = Partner.objects.get_or_create(
         name="Bench partner", defaults={"slug": "bench-partner"}
     )
@@ -599,7 +601,12 @@ def _curate(run_id: int, consultation) -> dict:
             for a, i in zip(actions, ideas, strict=True)
         ]
     )
-    return {"named": len(ideas), "actions": len(actions), "seconds": time.perf_counter() - t0}
+    return {
+        "named": len(ideas),
+        "themes_named": themes,
+        "actions": len(actions),
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -664,6 +671,7 @@ FINAL_STEPS = [
     ("dedupe", "dedupe (exact + near)"),
     ("cluster", "cluster"),
     ("label", "label (keywords, central)"),
+    ("themes", "themes (k-means over the ideas, their words)"),
     ("write_ideas", "write ideas + memberships"),
     ("idea_scores", "idea scores"),
 ]
@@ -698,7 +706,8 @@ def _stage_table(r: dict) -> list[str]:
 def _result_line(r: dict) -> str:
     m = r["metrics"]
     return (
-        f"Result: {m.get('n_ideas')} ideas, noise share {m.get('noise_share')}, "
+        f"Result: {m.get('n_ideas')} ideas in {m.get('n_themes')} themes, "
+        f"noise share {m.get('noise_share')}, "
         f"{m.get('n_unique_texts'):,} unique texts after dedupe ({m.get('n_exact_duplicates'):,} exact and "
         f"{m.get('n_near_duplicates'):,} near duplicates folded), largest idea {m.get('largest_idea_share')}, "
         f"silhouette (cosine, 2,000-point sample) {m.get('silhouette')}."
@@ -953,7 +962,8 @@ def _rerun_lines(r: dict) -> list[str]:
         f"**Final step: {fw:.1f} s ({n / fw:,.0f} answers/s)**, of which writing the ideas with the "
         f"carry-over {t.get('write_ideas', 0):.1f} s; run including the chunk copies "
         f"{again['wall']:.1f} s. {m.get('n_ideas')} ideas; staff labels kept "
-        f"{m.get('staff_labels_kept')}, action links added {m.get('action_links_kept')}, staff "
+        f"{m.get('staff_labels_kept')}, staff theme names kept {m.get('staff_theme_names_kept')} "
+        f"of {cur.get('themes_named')}, action links added {m.get('action_links_kept')}, staff "
         f"placements kept {m.get('staff_placements_kept')} (stopped where their idea "
         f"disappeared: {m.get('staff_placements_stopped')}). Peak RSS "
         f"of the process over both runs {again['peak_rss_main_mb']:,.0f} MB.",

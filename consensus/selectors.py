@@ -183,6 +183,7 @@ TIMING_LABELS = {
     "dedupe": _("Folding duplicates"),
     "cluster": _("Clustering"),
     "label": _("Describing the ideas"),
+    "themes": _("Grouping the ideas into themes"),
     "write_ideas": _("Saving the ideas"),
     "load_counters": _("Loading the vote counters"),
     "scores": _("Scoring the proposals"),

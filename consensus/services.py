@@ -1693,7 +1693,6 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
         idea.id: [int(reps[i]) for i in idea.central_indices if labels[int(reps[i])] == idea.id]
         for idea in found
     }
-    themes = _themes_of(found, centroids, labels, texts, run)
     # cosine of each member to its idea's centre, block by block (float16 storage)
     sims = np.zeros(n, dtype=np.float32)
     step = 50_000
@@ -1708,6 +1707,9 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
     if len(found) >= 2:
         silhouette = _silhouette(rep_x, rep_labels, seed=run.seed)
     timings["label"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    themes = _themes_of(found, centroids, labels, texts, run)
+    timings["themes"] = time.perf_counter() - t0
     _record(run.pk, phase="writing ideas", timings=timings)
 
     t0 = time.perf_counter()

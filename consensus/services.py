@@ -1990,10 +1990,13 @@ def _carry_theme_names(themes: list[Theme], base, base_members, ids, labels, of)
     if not named or base_members is None or not themes:
         return 0
     base_ids, base_numbers = base_members
-    theme_of = dict(
-        Idea.objects.filter(run=base, theme__isnull=False).values_list("number", "theme__number")
-    )
-    base_themes = np.array([theme_of.get(int(n), -1) for n in base_numbers], dtype=np.int64)
+    theme_of = np.full(int(base_numbers.max(initial=-1)) + 1, -1, dtype=np.int64)  # by idea
+    for number, theme in Idea.objects.filter(run=base, theme__isnull=False).values_list(
+        "number", "theme__number"
+    ):
+        if number < theme_of.shape[0]:
+            theme_of[number] = theme
+    base_themes = theme_of[base_numbers]
     now = np.where(labels >= 0, of[np.maximum(labels, 0)], -1)
     renamed = []
     for change in compare_runs(base_ids, base_themes, ids, now).changes:

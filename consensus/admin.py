@@ -146,8 +146,20 @@ class EngineChunkAdmin(AuditedAdminMixin, admin.ModelAdmin):
     show_full_result_count = False
 
 
+class _NamedByStaffMixin:
+    """A label staff rewrite is theirs: later runs keep it for the same idea or theme
+    (services._carry_curation, _carry_theme_names), unless they untick "named by staff" in the
+    same save; the cached results pages show it at once."""
+
+    def save_model(self, request, obj, form, change):
+        if "label" in form.changed_data and "named_by_staff" not in form.changed_data:
+            obj.named_by_staff = True
+        super().save_model(request, obj, form, change)
+        results_cache_forget(consultation_id=obj.run.consultation_id, run_id=obj.run_id)
+
+
 @admin.register(Idea)
-class IdeaAdmin(AuditedAdminMixin, admin.ModelAdmin):
+class IdeaAdmin(_NamedByStaffMixin, AuditedAdminMixin, admin.ModelAdmin):
     list_display = (
         "label",
         "consultation",
@@ -164,17 +176,9 @@ class IdeaAdmin(AuditedAdminMixin, admin.ModelAdmin):
     exclude = ("centroid",)
     show_full_result_count = False
 
-    def save_model(self, request, obj, form, change):
-        # A label staff rewrite is theirs: later runs keep it (services._carry_curation),
-        # unless they untick the box in the same save.
-        if "label" in form.changed_data and "named_by_staff" not in form.changed_data:
-            obj.named_by_staff = True
-        super().save_model(request, obj, form, change)
-        results_cache_forget(consultation_id=obj.consultation_id, run_id=obj.run_id)
-
 
 @admin.register(Theme)
-class ThemeAdmin(AuditedAdminMixin, admin.ModelAdmin):
+class ThemeAdmin(_NamedByStaffMixin, AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("__str__", "run", "number", "named_by_staff")
     list_filter = ("named_by_staff",)
     list_select_related = ("run__consultation",)
@@ -182,13 +186,6 @@ class ThemeAdmin(AuditedAdminMixin, admin.ModelAdmin):
     raw_id_fields = ("run",)
     readonly_fields = ("keywords",)
     show_full_result_count = False
-
-    def save_model(self, request, obj, form, change):
-        # as IdeaAdmin: a label staff rewrite is theirs, and later runs keep it
-        if "label" in form.changed_data and "named_by_staff" not in form.changed_data:
-            obj.named_by_staff = True
-        super().save_model(request, obj, form, change)
-        results_cache_forget(consultation_id=obj.run.consultation_id, run_id=obj.run_id)
 
 
 class _ViewOrDeleteAdmin(AuditedAdminMixin, admin.ModelAdmin):

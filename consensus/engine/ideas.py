@@ -1861,11 +1861,13 @@ def theme_centres(centroids: np.ndarray, sizes, themes: np.ndarray) -> np.ndarra
     return _normalize(out)
 
 
-def opening_words(texts: list[str], *, sample: int = 20_000, min_count: int = 5) -> frozenset[str]:
-    """Words that open most of the texts that use them (stop words aside): the verb after
-    Make.org's "Il faut" ("interdire", "développer", "créer"). They say what a proposal asks
-    for, not what it is about. Read from `sample` texts spread over the list; a word counts
-    once `min_count` of them use it."""
+def opening_words(texts: list[str], *, sample: int = 20_000, min_count: int = 10) -> frozenset[str]:
+    """Words that open two thirds or more of the texts that use them (stop words aside): the
+    verb after Make.org's "Il faut" ("interdire", "développer", "créer"). They say what a
+    proposal asks for, not what it is about. Read from `sample` texts spread over the list; a
+    word counts once `min_count` of them use it. (On 2,466 English Polis comments, which have
+    no set opening, 8 words pass, "hope" and "think" among them; half instead of two thirds, or
+    5 uses, let topical words through: "labour", "land", "universal".)"""
     from collections import Counter
 
     step = max(1, len(texts) // sample)
@@ -1876,7 +1878,7 @@ def opening_words(texts: list[str], *, sample: int = 20_000, min_count: int = 5)
         if words:
             first[words[0]] += 1
             used.update(set(words))
-    return frozenset(w for w, n in first.items() if used[w] >= min_count and n >= used[w] / 2)
+    return frozenset(w for w, n in first.items() if used[w] >= min_count and 3 * n >= 2 * used[w])
 
 
 def theme_names(keywords: list[list[str]], texts: list[str]) -> list[str]:

@@ -266,7 +266,9 @@ def idea_list(request, slug):
                 "size": idea.size,
                 "share": idea.share,
                 "scores": idea.scores or {},
-                "theme": {"number": idea.theme.number, "label": str(idea.theme)}
+                # the stored label, as in the CSV and open data: the JSON is cached for every
+                # language, so no translated "Theme <n>" for a theme without one
+                "theme": {"number": idea.theme.number, "label": idea.theme.label}
                 if idea.theme
                 else None,
                 "central_proposals": [

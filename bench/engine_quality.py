@@ -6,6 +6,7 @@
     .venv/bin/python bench/engine_quality.py --scale 2000000    # cluster_vectors on 2M synthetic
     .venv/bin/python bench/engine_quality.py --stability 60000  # the large paths run to run
     .venv/bin/python bench/engine_quality.py --themes           # themes against the question
+    .venv/bin/python bench/engine_quality.py --threads 20000    # same ideas on 1 or 2 BLAS threads
 
 Needs the `bench` extra (umap-learn, bertopic) for the BERTopic rows; without it they are skipped.
 
@@ -602,6 +603,41 @@ def scale_check(n: int, seed: int) -> None:
         )
 
 
+def threads_check(n: int, embedder: str) -> None:
+    """The same ideas whatever BLAS threads the process has (`CONCORDE_CLUSTER_THREADS`).
+
+    The first n Make.org proposals, embedded once; `find_ideas` with the process's BLAS and
+    OpenMP pools at 1 and at 2 threads and the clustering at its default (1 thread): same
+    labels? Then the clustering at 2 threads, as it ran before its count was fixed: time and
+    agreement with the 1-thread ideas (what a worker with another core count used to give).
+    """
+    from threadpoolctl import threadpool_limits
+
+    path = DATA / "makeorg_monde_dapres_2020" / "proposals.csv"
+    with path.open(encoding="utf-8", newline="") as fh:
+        texts = [t for t in (row["text"].strip() for row in csv.DictReader(fh)) if t][:n]
+    x = get_embedder(embedder).encode(texts)
+    print(f"\n### Threads: find_ideas on {len(texts):,} Make.org proposals ({embedder})\n")
+    print(
+        "| process threads | CONCORDE_CLUSTER_THREADS | time s | ideas | same labels as the first row | ARI with the first row |"
+    )
+    print("|---|---|---|---|---|---|")
+    first = None
+    for outer, inner in ((1, "1"), (2, "1"), (2, "2"), (1, "1"), (2, "2")):
+        os.environ["CONCORDE_CLUSTER_THREADS"] = inner
+        with threadpool_limits(limits=outer):
+            t0 = time.perf_counter()
+            labels = find_ideas(texts, x).labels
+            secs = time.perf_counter() - t0
+        first = labels if first is None else first
+        print(
+            f"| {outer} | {inner} | {secs:.1f} | {int(labels.max()) + 1} | "
+            f"{'yes' if np.array_equal(labels, first) else 'no'} | "
+            f"{adjusted_rand_score(first, labels):.3f} |"
+        )
+    os.environ.pop("CONCORDE_CLUSTER_THREADS")
+
+
 def stability_check(n: int, embedder: str) -> None:
     """Above graph_max_nodes: the sampled large path against the micro-cluster one.
 
@@ -670,12 +706,18 @@ def main() -> None:
         "--stability", type=int, default=0, help="only the large paths' stability on N answers"
     )
     ap.add_argument("--themes", action="store_true", help="only themes against the question")
+    ap.add_argument(
+        "--threads", type=int, default=0, help="only the same ideas on 1 or 2 BLAS threads, N rows"
+    )
     args = ap.parse_args()
     if args.scale:
         scale_check(args.scale, args.seed)
         return
     if args.stability:
         stability_check(args.stability, args.embedder)
+        return
+    if args.threads:
+        threads_check(args.threads, args.embedder)
         return
     per_q = args.per_question or (100 if args.quick else 500)
     single_n = 300 if args.quick else 1000

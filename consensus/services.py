@@ -2736,8 +2736,12 @@ def engine_run_finalize(*, run_id: int) -> dict:
     ).update(finalizing_since=timezone.now())
     if not claimed:
         return {"skipped": "not running or already finalizing"}
+    from .engine.ideas import fixed_threads
+
     try:
-        return _finalize(EngineRun.objects.get(pk=run_id))
+        # as many BLAS threads on every worker, so the same floats and the same results
+        # (``engine.ideas.cluster_threads``)
+        return fixed_threads(_finalize)(EngineRun.objects.get(pk=run_id))
     except BaseException:
         EngineRun.objects.filter(pk=run_id).update(finalizing_since=None)
         raise

@@ -182,6 +182,28 @@ def test_a_chunk_retried_after_a_database_error_counts_once():
     assert EngineChunk.objects.get(run=run, lo_id=lo).done_at is not None
 
 
+def test_the_final_step_runs_with_the_cluster_thread_count_whatever_the_worker_uses(
+    themed, django_capture_on_commit_callbacks, monkeypatch
+):
+    # the same floats on a worker of any size (``engine.ideas.cluster_threads``): the votes'
+    # groups and the ideas' words are computed inside the limit, not only the clustering
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen = []
+    finalize = services._finalize
+
+    def spy(run):
+        seen.append({info["user_api"]: info["num_threads"] for info in threadpool_info()})
+        return finalize(run)
+
+    monkeypatch.setattr(services, "_finalize", spy)
+    monkeypatch.setenv("CONCORDE_CLUSTER_THREADS", "1")
+    with threadpool_limits(limits=2):
+        run = start(themed, django_capture_on_commit_callbacks)
+    assert run.status == EngineRun.Status.DONE, run.error
+    assert len(seen) == 1 and set(seen[0].values()) == {1}
+
+
 def test_a_failure_marks_the_run_failed_and_keeps_the_published_run(
     themed, django_capture_on_commit_callbacks
 ):

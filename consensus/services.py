@@ -985,6 +985,7 @@ def ideas_refresh(*, run_id: int) -> bool:
     (c-TF-IDF against every idea of the run) and, unless staff named it, the label (its most
     central accepted proposal). An idea left without members keeps its centre and keywords (the
     public results, the API and new proposals leave it out: ``selectors.run_ideas_by_size``).
+    The themes' words, and the names of those staff did not name, follow (``_describe_themes``).
     When the memberships change while it computes, it writes nothing: the refresh that change
     queued does it all. Returns False for a run that is gone or not done.
     """
@@ -1036,6 +1037,7 @@ def _describe_ideas(run: EngineRun, ideas: dict, touched: set) -> bool:
         n_keywords=params.get("n_keywords") or 8,
         language=run.consultation.language,
     )
+    themes = _describe_themes(run, ideas, touched, texts, idea_col)
     del texts, idea_col
     # a votes-only run took its ideas, not its embeddings, from an earlier run
     vectors = dict(
@@ -1098,7 +1100,36 @@ def _describe_ideas(run: EngineRun, ideas: dict, touched: set) -> bool:
             ["size", "share", "centroid", "keywords", "label", "members_changed"],
             batch_size=500,
         )
+        Theme.objects.bulk_update(themes, ["keywords", "label"])
     return True
+
+
+def _describe_themes(run: EngineRun, ideas: dict, touched: set, texts, idea_col) -> list[Theme]:
+    """The themes whose words ``ideas_refresh`` describes again: all of the run's, once a touched
+    idea belongs to one (proposals moved between two themes change both themes' words, and the
+    words are measured across themes). A name staff gave stays."""
+    from .engine import ideas as engine
+
+    if not any(ideas[pk].theme_id for pk in touched):
+        return []
+    themes = {theme.pk: theme for theme in Theme.objects.filter(run=run)}
+    theme_of_number = np.full(max(idea.number for idea in ideas.values()) + 1, -1, np.int64)
+    for idea in ideas.values():
+        if idea.theme_id in themes:
+            theme_of_number[idea.number] = themes[idea.theme_id].number
+    keywords = engine.top_keywords(
+        texts,
+        theme_of_number[np.asarray(idea_col, dtype=np.int64)],
+        n_keywords=(run.parameters or {}).get("n_keywords") or 8,
+        language=run.consultation.language,
+    )
+    names = engine.theme_names(keywords, texts)
+    for theme in themes.values():
+        if theme.number < len(keywords) and keywords[theme.number]:
+            theme.keywords = list(keywords[theme.number])
+            if not theme.named_by_staff:
+                theme.label = names[theme.number]
+    return list(themes.values())
 
 
 def _set_similarities(rows: list[tuple[int, float, bool]]) -> None:

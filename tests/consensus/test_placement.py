@@ -439,6 +439,36 @@ def test_the_ideas_a_move_touches_are_described_again(themed, django_capture_on_
     assert Idea.objects.get(pk=trees.pk).centroid == untouched.centroid
 
 
+def test_the_themes_words_follow_a_move_between_two_themes(
+    themed, django_capture_on_commit_callbacks
+):
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    ideas = list(Idea.objects.filter(run=run).select_related("theme"))
+    # an idea and an idea of another theme (4 ideas in 2 themes)
+    source = next(i for i in ideas if any(j.theme_id != i.theme_id for j in ideas))
+    target = next(i for i in ideas if i.theme_id != source.theme_id)
+    word = next(
+        w for w in source.keywords if w in source.theme.keywords and w not in target.theme.keywords
+    )
+    staff_named = target.theme
+    services.theme_label_set(theme=staff_named, label="Named by staff")
+    left = source.theme
+
+    with django_capture_on_commit_callbacks(execute=True):
+        services.proposals_place(
+            run=run, proposal_ids=sorted(members(source)), number=target.number
+        )
+
+    staff_named.refresh_from_db()
+    left.refresh_from_db()
+    # the moved proposals' words now describe the theme they joined, not the one they left
+    assert word in staff_named.keywords and word not in left.keywords
+    assert staff_named.label == "Named by staff"  # a name staff gave stays
+    # the other theme is named by its words again: three of them, the moved word not among them
+    named = left.label.split(", ")
+    assert len(named) == 3 and set(named) <= set(left.keywords) and word not in named
+
+
 def test_a_move_during_the_refresh_leaves_the_descriptions_to_its_own_refresh(
     themed, django_capture_on_commit_callbacks
 ):

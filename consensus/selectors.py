@@ -152,8 +152,10 @@ METRIC_LABELS = {
     "few_texts_fallback": _("Too few distinct texts: duplicates grouped as ideas"),
     "largest_idea_share": _("Share of the largest idea"),
     "staff_labels_kept": _("Labels written by staff, kept for the same ideas"),
+    "staff_theme_names_kept": _("Theme names written by staff, kept for the same themes"),
     "action_links_kept": _("Links from actions to ideas carried over from the previous run"),
     "lexical_weight": _("Weight of the shared words beside the meaning"),
+    "cluster_threads": _("Threads of the final step (the same number gives the same results)"),
     "staff_placements_kept": _("Proposals placed by staff, kept in the same ideas"),
     "staff_placements_stopped": _(
         "Proposals placed by staff whose idea disappeared: the engine placed them again"

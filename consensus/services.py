@@ -2807,6 +2807,9 @@ def _finalize(run: EngineRun) -> dict:
         raise EngineInputError(_("%(n)s chunks were not embedded.") % {"n": missing})
     t0 = time.perf_counter()
     base = _base_run(run)
+    from .engine.ideas import cluster_threads
+
+    _record(run.pk, metrics={"cluster_threads": cluster_threads()})
     if run.has_ideas:
         chunk_stats = run.chunks.aggregate(
             embedded=Sum("embedded"), reused=Sum("reused"), seconds=Sum("seconds")

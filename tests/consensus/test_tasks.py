@@ -182,6 +182,24 @@ def test_a_chunk_retried_after_a_database_error_counts_once():
     assert EngineChunk.objects.get(run=run, lo_id=lo).done_at is not None
 
 
+def test_every_figure_a_run_records_has_a_label_for_staff(
+    themed, django_capture_on_commit_callbacks
+):
+    from consensus.engine.ideas import cluster_threads
+    from consensus.selectors import HIDDEN_METRICS, METRIC_LABELS, TIMING_LABELS
+
+    first = start(themed, django_capture_on_commit_callbacks)
+    services.theme_label_set(theme=Theme.objects.filter(run=first).first(), label="Named")
+    run = start(themed, django_capture_on_commit_callbacks)  # carries labels: more metrics
+    assert run.status == EngineRun.Status.DONE, run.error
+    assert (
+        run.metrics["staff_theme_names_kept"] == 1
+        and run.metrics["cluster_threads"] == cluster_threads()
+    )
+    assert set(run.metrics) - HIDDEN_METRICS <= set(METRIC_LABELS)
+    assert set(run.timings) <= set(TIMING_LABELS)
+
+
 def test_the_final_step_runs_with_the_cluster_thread_count_whatever_the_worker_uses(
     themed, django_capture_on_commit_callbacks, monkeypatch
 ):

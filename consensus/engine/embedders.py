@@ -110,10 +110,9 @@ def _check_texts(texts: list[str]) -> list[str]:
 def _default_threads() -> int:
     # One BLAS thread per Celery worker process is the measured sweet spot on a
     # 2-core box (2 processes x 1 thread ~ 1,180 sentences/s).
-    env = os.environ.get("CONCORDE_EMBED_THREADS")
-    if env:
-        return max(1, int(env))
-    return 1
+    from .threads import env_threads
+
+    return env_threads("CONCORDE_EMBED_THREADS")
 
 
 class UseM3Embedder:

@@ -38,7 +38,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import math
-import os
 import re
 import threading
 import unicodedata
@@ -566,14 +565,9 @@ def cluster_threads() -> int:
     proposals: 68 ideas with one thread, 69 with two, ARI 0.944 between the two runs). With one
     number for every machine, a run gives the same ideas whichever worker computes it.
     """
-    raw = os.environ.get("CONCORDE_CLUSTER_THREADS", "").strip() or "1"
-    try:
-        threads = int(raw)
-    except ValueError:
-        threads = 0
-    if threads < 1:
-        raise ValueError(f"CONCORDE_CLUSTER_THREADS must be a whole number >= 1, not {raw!r}")
-    return threads
+    from .threads import env_threads
+
+    return env_threads("CONCORDE_CLUSTER_THREADS")
 
 
 def fixed_threads(fn):

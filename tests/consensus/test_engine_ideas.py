@@ -309,11 +309,27 @@ def test_ideas_are_the_same_whatever_threads_the_process_uses(monkeypatch):
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
-def test_a_bad_cluster_thread_count_is_refused_with_its_name(monkeypatch, value):
+def test_a_bad_thread_count_is_refused_with_its_name(monkeypatch, value):
+    from django.core.management import call_command
+    from django.core.management.base import SystemCheckError
+
+    from consensus.engine.embedders import UseM3Embedder
+
     monkeypatch.setenv("CONCORDE_CLUSTER_THREADS", value)
     x = np.eye(4, 8, dtype=np.float32)
     with pytest.raises(ValueError, match="CONCORDE_CLUSTER_THREADS must be a whole number"):
         cluster_vectors(x)
+    # and at deploy: `manage.py check` (migrate runs it) names the setting
+    with pytest.raises(SystemCheckError, match=r"consensus.E001.*CONCORDE_CLUSTER_THREADS"):
+        call_command("check")
+    monkeypatch.delenv("CONCORDE_CLUSTER_THREADS")
+    monkeypatch.setenv("CONCORDE_EMBED_THREADS", value)
+    with pytest.raises(ValueError, match="CONCORDE_EMBED_THREADS must be a whole number"):
+        UseM3Embedder()
+    with pytest.raises(SystemCheckError, match=r"consensus.E001.*CONCORDE_EMBED_THREADS"):
+        call_command("check")
+    monkeypatch.setenv("CONCORDE_EMBED_THREADS", " 3 ")
+    assert UseM3Embedder().threads == 3
 
 
 def test_large_path_micro_clusters_recover_separated_groups():

@@ -515,11 +515,9 @@ def test_a_burst_of_moves_is_described_by_one_refresh(themed, django_capture_on_
     flagged = set(Idea.objects.filter(members_changed=True).values_list("pk", flat=True))
     assert flagged == {cycling.pk, museums.pk, trees.pk}
 
-    with mock.patch.object(
-        engine_ideas, "top_keywords", wraps=engine_ideas.top_keywords
-    ) as keywords:
+    with mock.patch.object(services, "_describe_ideas", wraps=services._describe_ideas) as describe:
         assert all(services.ideas_refresh(run_id=run_id) for run_id in queued)
-    assert keywords.call_count == 1  # the second refresh found nothing left to describe
+    assert describe.call_count == 1  # the second refresh found nothing left to describe
     assert not Idea.objects.filter(members_changed=True).exists()
     assert Idea.objects.get(pk=trees.pk).size == trees.size - 1
 

@@ -2801,14 +2801,14 @@ def _analyze_written() -> None:
 
 
 def _finalize(run: EngineRun) -> dict:
+    from .engine.ideas import cluster_threads
+
     run_id = run.pk
     missing = run.chunks.filter(done_at__isnull=True).count()
     if missing:
         raise EngineInputError(_("%(n)s chunks were not embedded.") % {"n": missing})
     t0 = time.perf_counter()
     base = _base_run(run)
-    from .engine.ideas import cluster_threads
-
     _record(run.pk, metrics={"cluster_threads": cluster_threads()})
     if run.has_ideas:
         chunk_stats = run.chunks.aggregate(

@@ -1123,7 +1123,7 @@ def _describe_themes(run: EngineRun, ideas: dict, touched: set, texts, idea_col)
         n_keywords=(run.parameters or {}).get("n_keywords") or 8,
         language=run.consultation.language,
     )
-    names = engine.theme_names(keywords, texts)
+    names = engine.theme_names(keywords, texts, language=run.consultation.language)
     for theme in themes.values():
         if theme.number < len(keywords) and keywords[theme.number]:
             theme.keywords = list(keywords[theme.number])
@@ -1854,7 +1854,9 @@ def _themes_of(found, centroids: np.ndarray, labels, texts: list[str], run, base
         n_keywords=params.get("n_keywords") or 8,
         language=run.consultation.language,
     )
-    return _Themes(of, keywords, engine.theme_names(keywords, texts))
+    return _Themes(
+        of, keywords, engine.theme_names(keywords, texts, language=run.consultation.language)
+    )
 
 
 def _theme_centres(base: EngineRun | None) -> np.ndarray | None:

@@ -27,8 +27,9 @@ Pipeline (`find_ideas` runs all of it):
    `method="hdbscan"` / `"agglomerative"` keep the earlier path
    (micro-clusters, then HDBSCAN or average linkage on their centroids).
    Label -1 is noise. Same seed, same input -> same labels.
-3. `label_ideas`: class-based TF-IDF keywords (French + English stop words), the
-   3 members nearest to the centroid, size and share.
+3. `label_ideas`: class-based TF-IDF keywords (French and English stop words, and those of
+   the consultation's language; Chinese cut into words), the 3 members nearest to the
+   centroid, size and share.
 4. `assign_to_ideas` (new proposals -> nearest idea or none) and
    `nearest_neighbors` ("similar proposals" while typing).
 """
@@ -155,20 +156,88 @@ def _build_stop_words() -> frozenset[str]:
 
 STOP_WORDS: frozenset[str] = _build_stop_words()
 
-# Words of 3+ letters (no digits); French elisions ("l'eau", "d'accès") split on the apostrophe.
-_TOKEN_RE = re.compile(r"[^\W\d_]{3,}", re.UNICODE)
+# Simplified Chinese characters of common function words and their traditional forms: the
+# stop-word lists are simplified, Taiwanese and Hong Kong answers are traditional.
+_TRADITIONAL = str.maketrans(
+    "们为这个么说会没对过还从与觉样让应该时里关无将进来后发经现实点问间见开东尔则虽却于边较处"
+    "别并几据给儿两连吗认谁种么视级该总亲当务习乐买卖难头题须",
+    "們為這個麼說會沒對過還從與覺樣讓應該時裡關無將進來後發經現實點問間見開東爾則雖卻於邊較處"
+    "別並幾據給兒兩連嗎認誰種麼視級該總親當務習樂買賣難頭題須",
+)
+# Chinese opinion verbs, as "should" or "need" in English: in every idea, about none
+_CHINESE_EXTRA = "觉得 认为 应该 必须 希望".split()
+# Chinese characters (CJK unified ideographs, extension A, compatibility ideographs)
+_HAN_RE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LETTERS_RE = re.compile(r"[^\W\d_]+", re.UNICODE)
 
 
-def _tokenize(text: str) -> list[str]:
-    return [w for w in _TOKEN_RE.findall(text.lower()) if w not in STOP_WORDS]
+@functools.cache
+def stop_words(language: str = "fr") -> frozenset[str]:
+    """Stop words of a consultation: French and English ones always (`STOP_WORDS`: answers
+    mix them), plus those of its language from the `stopwordsiso` package for any other
+    language it knows ("de", "zh", ...; Chinese also in traditional characters)."""
+    if language in ("fr", "en"):
+        return STOP_WORDS
+    import stopwordsiso
+
+    extra = (
+        {w.lower() for w in stopwordsiso.stopwords(language)}
+        if stopwordsiso.has_lang(language)
+        else set()
+    )
+    if language == "zh":
+        extra |= set(_CHINESE_EXTRA)
+    extra |= {w.translate(_TRADITIONAL) for w in extra if _HAN_RE.search(w)}
+    extra |= {strip_accents(w) for w in extra}
+    return STOP_WORDS | frozenset(extra)
 
 
-_SHORT_TOKEN_RE = re.compile(r"[^\W\d_]{2,}", re.UNICODE)
+_SIMPLIFIED = {traditional: simplified for simplified, traditional in _TRADITIONAL.items()}
+
+
+def _han_words(run: str) -> list[str]:
+    """A run of letters with Chinese characters cut into words (jieba's dictionary, which is
+    simplified Chinese: the run is cut as its common characters would be written in simplified
+    form, one character for one, and the words keep the run's own characters)."""
+    import logging
+
+    import jieba
+
+    jieba.setLogLevel(logging.WARNING)
+    words, start = [], 0
+    for piece in jieba.cut(run.translate(_SIMPLIFIED)):
+        words.append(run[start : start + len(piece)])
+        start += len(piece)
+    return words
+
+
+@functools.cache
+def _tokenizer(language: str = "fr", min_len: int = 3) -> Callable[[str], list[str]]:
+    """The keywords' tokenizer for a language: lower-cased words of `min_len` letters or more
+    (no digits; French elisions split on the apostrophe), stop words (`stop_words`) removed.
+    Chinese, written without spaces, is cut into words first (jieba), and its words count
+    from two characters: a single character is mostly a particle ("的", "是")."""
+    stop = stop_words(language)
+
+    def tokenize(text: str) -> list[str]:
+        out = []
+        for run in _LETTERS_RE.findall(text.lower()):
+            if not _HAN_RE.search(run):
+                if len(run) >= min_len and run not in stop:
+                    out.append(run)
+                continue
+            for word in _han_words(run):
+                long_enough = len(word) >= (2 if _HAN_RE.search(word) else min_len)
+                if long_enough and word not in stop:
+                    out.append(word)
+        return out
+
+    return tokenize
 
 
 def _tokenize_short(text: str) -> list[str]:
     """Words of two letters or more, stop words removed: the keyword fallback ("IR", "UE")."""
-    return [w for w in _SHORT_TOKEN_RE.findall(text.lower()) if w not in STOP_WORDS]
+    return _tokenizer("fr", 2)(text)
 
 
 # ---------------------------------------------------------------------------
@@ -1632,9 +1701,10 @@ def top_keywords(
         keep, w = _keyword_sample(labels, w, max_texts_per_idea)
         if keep is not None:
             texts, labels = [texts[i] for i in keep], labels[keep]
-    out = _ctfidf(texts, labels, w, k, n_keywords, _tokenize, (1, 2), min_df, language)
+    out = _ctfidf(texts, labels, w, k, n_keywords, _tokenizer(language), (1, 2), min_df, language)
     if any(not words for words in out):
-        fallback = _ctfidf(texts, labels, w, k, n_keywords, _tokenize_short, (1, 1), 1, language)
+        short = _tokenizer(language, 2)
+        fallback = _ctfidf(texts, labels, w, k, n_keywords, short, (1, 1), 1, language)
         out = [words or extra for words, extra in zip(out, fallback, strict=True)]
     return out
 
@@ -1892,7 +1962,9 @@ def theme_centres(centroids: np.ndarray, sizes, themes: np.ndarray) -> np.ndarra
     return _normalize(out)
 
 
-def opening_words(texts: list[str], *, sample: int = 20_000, min_count: int = 10) -> frozenset[str]:
+def opening_words(
+    texts: list[str], *, sample: int = 20_000, min_count: int = 10, language: str = "fr"
+) -> frozenset[str]:
     """Words that open two thirds or more of the texts that use them (stop words aside): the
     verb after Make.org's "Il faut" ("interdire", "développer", "créer"). They say what a
     proposal asks for, not what it is about. Read from `sample` texts spread over the list; a
@@ -1902,21 +1974,22 @@ def opening_words(texts: list[str], *, sample: int = 20_000, min_count: int = 10
     from collections import Counter
 
     step = max(1, len(texts) // sample)
+    tokenize = _tokenizer(language)
     first: Counter[str] = Counter()
     used: Counter[str] = Counter()
     for text in texts[::step]:
-        words = _tokenize(str(text))
+        words = tokenize(str(text))
         if words:
             first[words[0]] += 1
             used.update(set(words))
     return frozenset(w for w, n in first.items() if used[w] >= min_count and 3 * n >= 2 * used[w])
 
 
-def theme_names(keywords: list[list[str]], texts: list[str]) -> list[str]:
+def theme_names(keywords: list[list[str]], texts: list[str], language: str = "fr") -> list[str]:
     """A name per theme: its first three keywords that are not `opening_words` of the texts
     ("animaux, élevage, chasse" rather than "interdire, animaux, arrêter"); its first three
     keywords when too few are left."""
-    openers = opening_words(texts)
+    openers = opening_words(texts, language=language)
     names = []
     for words in keywords:
         topical = [w for w in words if not openers.intersection(w.split())]

@@ -35,6 +35,7 @@ from consensus.engine.ideas import (
     label_ideas,
     nearest_neighbors,
     normalize_text,
+    top_keywords,
 )
 
 DATA = Path("/work/shared/data/opentext")
@@ -951,6 +952,38 @@ def test_a_theme_is_named_after_what_its_proposals_are_about_not_the_verb_they_o
         "transports, commun, vélo",
         "interdire, créer, réduire",
     ]
+
+
+POLIS = Path("/work/shared/data/polis")
+
+
+def _polis_comments(conversation: str) -> list[str]:
+    rows = _read_rows(POLIS / conversation / "comments.csv")
+    return [row["comment-body"].strip() for row in rows if row["comment-body"].strip()]
+
+
+def test_german_keywords_leave_out_german_stop_words(hashing):
+    texts = _polis_comments("austria-climate.7z7ejpbmv5.2022-08-08")  # 613 comments
+    labels = find_ideas(texts, hashing.encode(texts)).labels
+    german = {"und", "die", "der", "das", "für", "von", "nicht", "ist", "auf", "mit", "sie"}
+    keywords = label_ideas(texts, hashing.encode(texts), labels, language="de")
+    words = {w for idea in keywords for term in idea.keywords for w in term.split()}
+    assert not german & words
+    assert {"photovoltaik", "sanierung", "klimaschutz", "mieter"} <= words
+    # the same comments read as French keep those stop words: what the language changes
+    as_french = top_keywords(texts, labels, language="fr")
+    assert german & {w for idea in as_french for term in idea for w in term.split()}
+
+
+def test_chinese_keywords_are_words_not_whole_clauses(hashing):
+    texts = _polis_comments("vtaiwan.uberx")  # 197 comments, traditional Chinese
+    labels = find_ideas(texts, hashing.encode(texts)).labels
+    keywords = top_keywords(texts, labels, language="zh")
+    words = [w for idea in keywords for term in idea for w in term.split()]
+    assert words and all(len(w) <= 4 for w in words if not w.isascii())
+    # taxi, driver, passenger; no particle, no "I think" / "should" in any idea's words
+    assert {"計程車", "司機", "乘客"} <= set(words)
+    assert not {"的", "是", "覺得", "應該", "我們"} & set(words)
 
 
 def test_themes_start_from_the_previous_run_s_themes_and_keep_their_cut():

@@ -235,11 +235,6 @@ def _tokenizer(language: str = "fr", min_len: int = 3) -> Callable[[str], list[s
     return tokenize
 
 
-def _tokenize_short(text: str) -> list[str]:
-    """Words of two letters or more, stop words removed: the keyword fallback ("IR", "UE")."""
-    return _tokenizer("fr", 2)(text)
-
-
 # ---------------------------------------------------------------------------
 # Small helpers
 # ---------------------------------------------------------------------------

@@ -218,10 +218,14 @@ def _tokenizer(language: str = "fr", min_len: int = 3) -> Callable[[str], list[s
     Chinese, written without spaces, is cut into words first (jieba), and its words count
     from two characters: a single character is mostly a particle ("的", "是")."""
     stop = stop_words(language)
+    plain = re.compile(rf"[^\W\d_]{{{min_len},}}", re.UNICODE)
 
     def tokenize(text: str) -> list[str]:
+        text = text.lower()
+        if not _HAN_RE.search(text):  # the common case, at the cost of one regex
+            return [w for w in plain.findall(text) if w not in stop]
         out = []
-        for run in _LETTERS_RE.findall(text.lower()):
+        for run in _LETTERS_RE.findall(text):
             if not _HAN_RE.search(run):
                 if len(run) >= min_len and run not in stop:
                     out.append(run)

@@ -1793,7 +1793,8 @@ def _word_folder(unigrams, language: str = "fr") -> Callable[[str], str]:
     shortest result that is itself a word of the vocabulary is the key. French:
     "logiciels" -> "logiciel", "personnelles" -> "personnel", "hôpitaux" -> "hôpital",
     "élues" -> "élu"; English: "policies" -> "policy", but no final -e ("care" is not
-    "car"); other languages: a plural -s. Data-driven rather than a stemmer: only forms the
+    "car"); German: -s, -n, -en, -e, -er ("flächen" -> "fläche", "städten" -> "städte");
+    other languages: a plural -s. Data-driven rather than a stemmer: only forms the
     answers actually use are joined, and nothing is cut to a stem that is not a word
     (Snowball's French stemmer gives "don" for "données"). Homographs without accents share
     a key ("données" and the verb "donne"); the form shown is the one that scores highest
@@ -1825,6 +1826,8 @@ def _word_folder(unigrams, language: str = "fr") -> Callable[[str], str]:
 _ENDINGS: dict[str, tuple[tuple[str, str], ...]] = {
     "fr": (("s", ""), ("x", ""), ("e", ""), ("es", ""), ("aux", "al"), ("double", "")),
     "en": (("s", ""), ("es", ""), ("ies", "y")),
+    # German plurals and declensions that add letters: Flächen, Städten, Wohnungen, Gebäudes
+    "de": (("s", ""), ("n", ""), ("en", ""), ("e", ""), ("er", "")),
     "other": (("s", ""),),
 }
 

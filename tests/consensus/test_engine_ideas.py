@@ -970,6 +970,10 @@ def test_german_keywords_leave_out_german_stop_words(hashing):
     words = {w for idea in keywords for term in idea.keywords for w in term.split()}
     assert not german & words
     assert {"photovoltaik", "sanierung", "klimaschutz", "mieter"} <= words
+    # one form of a word per idea: "förderung" or "förderungen", not both
+    for idea in keywords:
+        assert not {"förderung", "förderungen"} <= set(idea.keywords), idea.keywords
+        assert not {"städte", "städten"} <= set(idea.keywords), idea.keywords
     # the same comments read as French keep those stop words: what the language changes
     as_french = top_keywords(texts, labels, language="fr")
     assert german & {w for idea in as_french for term in idea for w in term.split()}

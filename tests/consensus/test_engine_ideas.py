@@ -964,9 +964,10 @@ def _polis_comments(conversation: str) -> list[str]:
 
 def test_german_keywords_leave_out_german_stop_words(hashing):
     texts = _polis_comments("austria-climate.7z7ejpbmv5.2022-08-08")  # 613 comments
-    labels = find_ideas(texts, hashing.encode(texts)).labels
+    x = hashing.encode(texts)
+    labels = find_ideas(texts, x).labels
     german = {"und", "die", "der", "das", "für", "von", "nicht", "ist", "auf", "mit", "sie"}
-    keywords = label_ideas(texts, hashing.encode(texts), labels, language="de")
+    keywords = label_ideas(texts, x, labels, language="de")
     words = {w for idea in keywords for term in idea.keywords for w in term.split()}
     assert not german & words
     assert {"photovoltaik", "sanierung", "klimaschutz", "mieter"} <= words

@@ -169,6 +169,7 @@ _CHINESE_EXTRA = "觉得 认为 应该 必须 希望".split()
 # Chinese characters (CJK unified ideographs, extension A, compatibility ideographs)
 _HAN_RE = re.compile("[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _LETTERS_RE = re.compile(r"[^\W\d_]+", re.UNICODE)
+_WORD_RUN_RE = re.compile(r"\w+", re.UNICODE)
 
 
 @functools.cache
@@ -562,8 +563,8 @@ LEXICAL_FIT_MAX = 50_000  # texts the TF-IDF vocabulary and the LSA axes are fit
 def lexical_features(texts: list[str], *, dims: int = 100, seed: int = 0) -> np.ndarray | None:
     """LSA of the texts' TF-IDF: (n, <= dims) float32 rows of unit length, or None.
 
-    Words are lower-cased with accents folded and count when at least 2 texts use them
-    (sublinear term frequency). The vocabulary and the axes are fitted on at most
+    Words are lower-cased with accents folded (Chinese cut into words, `_lexical_words`) and
+    count when at least 2 texts use them (sublinear term frequency). The vocabulary and the axes are fitted on at most
     `LEXICAL_FIT_MAX` texts, those with the smallest CRC-32 (a sample that stays almost the
     same when a night adds answers), then every text is projected, so the cost stays
     linear in n. None when fewer than 3 words are shared (nothing to add); a text with no
@@ -579,8 +580,16 @@ def lexical_features(texts: list[str], *, dims: int = 100, seed: int = 0) -> np.
     if n > LEXICAL_FIT_MAX:
         crc = np.fromiter((zlib.crc32(t.encode("utf-8")) for t in texts), np.uint32, count=n)
         fit = np.sort(np.argsort(crc, kind="stable")[:LEXICAL_FIT_MAX])
+    chinese = any(_HAN_RE.search(texts[i]) for i in fit)
     vectorizer = TfidfVectorizer(
-        strip_accents="unicode", lowercase=True, min_df=2, sublinear_tf=True, dtype=np.float32
+        strip_accents="unicode",
+        lowercase=True,
+        min_df=2,
+        sublinear_tf=True,
+        dtype=np.float32,
+        # scikit-learn's words are runs of letters between spaces or punctuation: a Chinese
+        # clause would be one "word". Cut into words by jieba instead (`_lexical_words`).
+        **({"tokenizer": _lexical_words, "token_pattern": None} if chinese else {}),
     )
     try:
         fitted = vectorizer.fit_transform([texts[i] for i in fit])
@@ -595,6 +604,17 @@ def lexical_features(texts: list[str], *, dims: int = 100, seed: int = 0) -> np.
     for lo in range(0, n, step):
         out[lo : lo + step] = svd.transform(vectorizer.transform(texts[lo : lo + step]))
     return _normalize(out)
+
+
+def _lexical_words(text: str) -> list[str]:
+    """scikit-learn's default words (2 letters or digits and more) with every run that holds
+    Chinese characters cut into words by jieba (`_han_words`); a single character counts
+    only outside Chinese runs, as in the default (Chinese particles such as "的" are one)."""
+    out = []
+    for run in _WORD_RUN_RE.findall(text):
+        words = _han_words(run) if _HAN_RE.search(run) else [run]
+        out.extend(w for w in words if len(w) >= 2)
+    return out
 
 
 def with_lexical(

@@ -991,6 +991,35 @@ def test_chinese_keywords_are_words_not_whole_clauses(hashing):
     assert not {"的", "是", "覺得", "應該", "我們"} & set(words)
 
 
+def test_lexical_features_cut_chinese_into_words():
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from consensus.engine import ideas
+
+    texts = _polis_comments("vtaiwan.uberx")  # 197 comments, traditional Chinese
+    # scikit-learn's own words are the runs between spaces and punctuation: whole Chinese
+    # clauses, of which fewer than 30 are shared by two comments
+    plain = TfidfVectorizer(min_df=2).fit_transform(texts)
+    assert plain.shape[1] < 30 and (plain.getnnz(axis=1) > 0).sum() < len(texts) / 3
+    sentence = "我覺得uber的計程車司機，應該要有保險！ OK 2 l'État_central a b cc 42"
+    words = ideas._lexical_words(sentence.lower())
+    assert words == ["覺得", "uber", "計程車", "司機", "應該", "保險", "ok", "état_central"] + [
+        "cc",
+        "42",
+    ]
+    # cut into words, nearly every comment shares some with another
+    lex = ideas.lexical_features(texts)
+    assert lex.shape == (len(texts), 100)
+    assert (np.abs(lex).sum(axis=1) > 0).sum() >= 0.95 * len(texts)
+    # two comments about taxi drivers ("計程車司機") share words, and their rows say so
+    taxi = [i for i, t in enumerate(texts) if "計程車司機" in t]
+    assert len(taxi) >= 2 and float(lex[taxi[0]] @ lex[taxi[1]]) > 0.1
+    # texts without Chinese: scikit-learn's words, whichever tokenizer reads them
+    analyzer = TfidfVectorizer().build_analyzer()
+    for text in ["Il faut l'État à 2 vitesses", "l'état_central, a b cc 42", "vélo🙂vélo"]:
+        assert ideas._lexical_words(text.lower()) == analyzer(text)
+
+
 def test_themes_start_from_the_previous_run_s_themes_and_keep_their_cut():
     from consensus.engine.ideas import find_themes, theme_centres
 

@@ -211,12 +211,14 @@ def results_cache_forget(*, consultation_id: int, run_id: int) -> None:
         logger.warning("results cache delete failed", exc_info=True)
 
 
-_SPACES = re.compile(r"\s+")
+# HTML's own whitespace only: Python's \s also matches the no-break spaces French puts before
+# ":" and "?", which must not become places to wrap the line
+_SPACES = re.compile(r"[ \t\n\r\f]+")
 
 
 def _compact(html: str) -> str:
     """Runs of whitespace as one space: the browser renders them alike (no <pre> here), and the
-    cached sections are about a third smaller."""
+    cached sections are about a third smaller. No-break spaces stay."""
     return _SPACES.sub(" ", html)
 
 

@@ -605,6 +605,17 @@ def test_counters_partial_polls_while_open_and_matches_the_stats(
         client.get(results_url(consultation), {"part": "counters"}, HTTP_HX_REQUEST="true")
 
 
+def test_cached_sections_keep_french_no_break_spaces(client, published, results_cache):
+    consultation, _ = published
+    with translation.override("fr"):
+        expected = translation.gettext("Its most representative proposals:")
+        assert expected.endswith("\u00a0:")  # "représentatives :", never cut before the colon
+        for _ in ("built", "from the cache"):
+            body = client.get(results_url(consultation), HTTP_ACCEPT_LANGUAGE="fr")
+            assert expected in body.content.decode()
+    assert results_views._compact("a \n\t b\u00a0:\u202f!") == "a b\u00a0:\u202f!"
+
+
 def test_page_never_waits_for_the_counters_it_loads_them_when_not_cached(
     client, published, results_cache, django_assert_max_num_queries
 ):

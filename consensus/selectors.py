@@ -199,6 +199,17 @@ TIMING_LABELS = {
 
 HIDDEN_METRICS = {"opinion_state"}
 
+# Why the votes' steps were skipped, as the engine's ValueError says it (kept in the metrics as
+# is), in words staff read
+SKIP_REASONS = {
+    "need at least one participant and one statement": _("no vote yet"),
+    "no votes: nothing to compute": _("no vote yet"),
+    "no ratings left to fit after the participant/statement filters": _(
+        "too few votes: it needs participants with %(participant)s votes or more on proposals "
+        "with %(proposal)s or more"
+    ),
+}
+
 
 def run_metric_rows(*, run: EngineRun) -> list[tuple[str, str]]:
     """(label, value as text) pairs of a run's metrics for display, known ones first."""
@@ -213,6 +224,11 @@ def run_metric_rows(*, run: EngineRun) -> list[tuple[str, str]]:
 
 def _percent(share: float) -> str:
     return f"{formats.number_format(100 * share, 1)}\u00a0%"
+
+
+def _label_value(label, value) -> str:
+    # French puts a no-break space before the colon
+    return gettext("%(label)s: %(value)s") % {"label": label, "value": value}
 
 
 def metric_text(key: str, value) -> str:
@@ -238,10 +254,19 @@ def metric_text(key: str, value) -> str:
             gettext("%(k)s groups: %(score)s") % {"k": k, "score": metric_text("", v)}
             for k, v in sorted(value.items(), key=lambda item: int(item[0]))
         )
+    if key.endswith("_skipped") and isinstance(value, str):
+        if value not in SKIP_REASONS:
+            return value
+        from .engine import bridging
+
+        return SKIP_REASONS[value] % {
+            "participant": bridging.MIN_PARTICIPANT_VOTES,
+            "proposal": bridging.MIN_STATEMENT_VOTES,
+        }
     if key == "zones" and isinstance(value, dict):
         names = dict(ProposalScore.Zone.choices)
         return ", ".join(
-            f"{names.get(zone, zone)}: {metric_text('', n)}" for zone, n in value.items()
+            _label_value(names.get(zone, zone), metric_text("", n)) for zone, n in value.items()
         )
     if key == "majority" and isinstance(value, dict):
         return gettext("%(agree)s for, %(disagree)s against") % {
@@ -259,7 +284,7 @@ def metric_text(key: str, value) -> str:
     if isinstance(value, int):
         return formats.number_format(value, force_grouping=True)
     if isinstance(value, dict):
-        return ", ".join(f"{k}: {metric_text('', v)}" for k, v in value.items())
+        return ", ".join(_label_value(k, metric_text("", v)) for k, v in value.items())
     if isinstance(value, list):
         return ", ".join(metric_text("", v) for v in value)
     return str(value)

@@ -23,6 +23,8 @@ from consensus.engine.opinion import AGREE, DISAGREE, GroupCounts, VoteMatrix, _
 
 LAMBDA_INTERCEPT = 0.15  # Community Notes defaults (user, note and global intercepts)
 LAMBDA_FACTOR = 0.03  # user and note factors
+MIN_PARTICIPANT_VOTES = 7  # ratings a participant needs to take part in the fit
+MIN_STATEMENT_VOTES = 5  # ratings a statement needs, among those participants'
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,8 @@ def bridging_mf(
     pass_value: float | None = 0.5,
     lambda_intercept: float = LAMBDA_INTERCEPT,
     lambda_factor: float = LAMBDA_FACTOR,
-    min_participant_votes: int = 7,
-    min_statement_votes: int = 5,
+    min_participant_votes: int = MIN_PARTICIPANT_VOTES,
+    min_statement_votes: int = MIN_STATEMENT_VOTES,
     max_iter: int = 100,
     tol: float = 1e-6,
     seed: int = 0,

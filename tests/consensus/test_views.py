@@ -1,5 +1,7 @@
 """Engine staff pages: permissions, start form, HTMX progress partial, publish and roll back."""
 
+import re
+
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.cache import cache
@@ -206,6 +208,26 @@ def test_a_done_run_page_lists_its_themes_and_the_theme_of_each_idea(
         assert f"theme: {escape(str(idea.theme))}" in body
 
 
+def test_the_run_page_groups_the_digits_of_large_counts(
+    client, staff, django_capture_on_commit_callbacks
+):
+    themed = consultation_with_themes()
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.engine_run_start(consultation=themed, kind="ideas", **HASHING)
+    idea = Idea.objects.filter(run=run).select_related("theme").first()
+    Idea.objects.filter(pk=idea.pk).update(size=12345)  # as after a national consultation
+    EngineRun.objects.filter(pk=run.pk).update(input_count=2000000)
+    with translation.override("en"):
+        body = client.get(run_url(run), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "<dd>2,000,000</dd>" in body
+    themes = body[body.index('id="themes"') : body.index('id="ideas"')]
+    assert re.search(r"<td>12,\d{3} \(", themes)  # the idea's theme, with its other ideas
+    assert "12,345 proposals · " in body and "Keywords: " in body
+    body = client.get(run_url(run), HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "<dd>2\xa0000\xa0000</dd>" in body and "12\xa0345 propositions" in body
+    assert "Mots-clés\xa0: " in body and "Graine\xa0: " in body
+
+
 def test_run_metrics_and_timings_read_as_text_not_as_python_values():
     from types import SimpleNamespace
 
@@ -224,6 +246,9 @@ def test_run_metrics_and_timings_read_as_text_not_as_python_values():
             "bridging": {"rmse": 0.3097, "converged": True, "n_ratings": 5263},
             "ideas_from_run": 1234,
             "opinion_state": {"hidden": 1},
+            # the engine's own words for a step it skipped
+            "opinion_skipped": "need at least one participant and one statement",
+            "bridging_skipped": "no ratings left to fit after the participant/statement filters",
         },
         timings={"cluster": 0.034, "write_ideas": 32.94},
     )
@@ -253,7 +278,17 @@ def test_run_metrics_and_timings_read_as_text_not_as_python_values():
     assert rows["ideas_from_run"] == "#1234"
     assert rows["cluster"] == "0.03" and rows["write_ideas"] == "32.9"
     assert "opinion_state" not in rows and "{" not in "".join(rows.values())
+    assert rows["opinion_skipped"] == "no vote yet"
+    assert rows["bridging_skipped"] == (
+        "too few votes: it needs participants with 7 votes or more on proposals with 5 or more"
+    )
     rows = read("fr")
+    assert (
+        rows["zones"] == "Consensus\xa0: 7, Controverse\xa0: 38, Pas encore assez de votes\xa0: 1"
+    )
+    assert rows["group_sizes"].startswith("groupe 1\xa0: 97")
+    assert rows["opinion_skipped"] == "pas encore de vote"
+    assert rows["bridging_skipped"].startswith("trop peu de votes\xa0: il faut des participants")
     assert rows["n_votes"] == "5\xa0303"
     assert rows["noise_share"] == "1,2\xa0%"
     assert rows["majority"] == "3 pour, 1 contre"

@@ -29,7 +29,7 @@ from django.utils.translation import gettext as _
 from accounts.audit import audit_record, model_snapshot
 
 from .models import Consultation, Proposal, ProposalEdit
-from .selectors import proposal_similar
+from .selectors import proposal_similar_words
 from .sequence_cache import sequence_pool_invalidate
 
 logger = logging.getLogger(__name__)
@@ -526,7 +526,7 @@ def _assistance_trigram(proposal: Proposal, limit: int) -> Assistance:
 
     similar = [
         p
-        for p in proposal_similar(
+        for p in proposal_similar_words(
             consultation=proposal.consultation, text=proposal.content, limit=limit + 1
         )
         if p.pk != proposal.pk
@@ -550,73 +550,31 @@ def _assistance_trigram(proposal: Proposal, limit: int) -> Assistance:
 
 
 def _assistance_embeddings(proposal: Proposal, limit: int) -> Assistance | None:
-    import numpy as np
-
-    from consensus.engine.embedders import StaticEmbedder, get_embedder
-    from consensus.engine.ideas import nearest_neighbors
-    from consensus.models import EngineRun, Idea, IdeaMembership, ProposalEmbedding
+    from consensus.models import IdeaMembership
     from consensus.services import PARAMETERS
+    from consensus.similar import text_neighbours
 
-    run = EngineRun.objects.filter(
-        pk=proposal.consultation.current_run_id, status=EngineRun.Status.DONE
-    ).first()
-    if run is None:
+    found = text_neighbours(
+        consultation=proposal.consultation,
+        text=proposal.content,
+        limit=limit,
+        exclude=(proposal.pk,),
+        min_similarity=NEIGHBOUR_MIN_SIMILARITY,
+        n_ideas=NEIGHBOUR_IDEAS,
+        candidates_max=NEIGHBOUR_CANDIDATES_MAX,
+    )
+    if found is None:
         return None
-    model_name = (run.metrics or {}).get("ideas_model") or run.model_name
-    if not model_name:
-        return None
-    embedder = get_embedder(model_name)
-    if isinstance(embedder, StaticEmbedder) and not embedder.built:
-        # Distilling it takes ~20 s: not in a moderator's request. Trigrams until
-        # `manage.py embedder_build_static` (or an engine run) builds it on this machine.
-        return None
-    vector = embedder.encode([proposal.content])[0]
-    ideas = [
-        idea
-        for idea in Idea.objects.filter(run=run, size__gt=0).order_by("number")
-        if idea.centroid
-    ]
-    nearest_ideas: list[tuple[object, float]] = []
-    if ideas:
-        centroids = np.stack([np.frombuffer(bytes(i.centroid), dtype=np.float32) for i in ideas])
-        if centroids.shape[1] != vector.shape[0]:
-            return None
-        sims = centroids @ vector
-        order = np.argsort(-sims)[:NEIGHBOUR_IDEAS]
-        nearest_ideas = [(ideas[int(i)], float(sims[int(i)])) for i in order]
-    vectors = ProposalEmbedding.objects.filter(run=run).exclude(proposal_id=proposal.pk)
-    if (run.input_count or 0) > NEIGHBOUR_CANDIDATES_MAX and nearest_ideas:
-        vectors = vectors.filter(
-            proposal__idea_memberships__run=run,
-            proposal__idea_memberships__idea__in=[idea for idea, _sim in nearest_ideas],
-        )
-    rows = list(vectors.values_list("proposal_id", "vector")[:NEIGHBOUR_CANDIDATES_MAX])
-    if not rows and not nearest_ideas:
-        return None
-    assistance = Assistance(method="embeddings")
-    if rows:
-        matrix = np.stack([np.frombuffer(bytes(vec), dtype=np.float16) for _pk, vec in rows])
-        if matrix.shape[1] != vector.shape[0]:
-            return None
-        found = nearest_neighbors(
-            vector, matrix, k=limit * 2, min_similarity=NEIGHBOUR_MIN_SIMILARITY
-        )
-        ids = [rows[int(i)][0] for i in found.indices]
-        by_id = Proposal.objects.in_bulk(ids)
-        assistance.neighbours = [
-            (by_id[pk], float(sim))
-            for pk, sim in zip(ids, found.similarities, strict=True)
-            if pk in by_id and by_id[pk].status == Proposal.Status.ACCEPTED
-        ][:limit]
-    threshold = (run.parameters or {}).get(
+    assistance = Assistance(method="embeddings", neighbours=found.proposals)
+    threshold = (found.run.parameters or {}).get(
         "assign_threshold", PARAMETERS["assign_threshold"].default
     )
-    if nearest_ideas and nearest_ideas[0][1] >= threshold:
-        assistance.idea, assistance.idea_similarity = nearest_ideas[0]
+    if found.ideas and found.ideas[0][1] >= threshold:
+        assistance.idea, assistance.idea_similarity = found.ideas[0]
         assistance.idea_via = "centroid"
     elif assistance.neighbours:
         membership = (
-            IdeaMembership.objects.filter(run=run, proposal=assistance.neighbours[0][0])
+            IdeaMembership.objects.filter(run=found.run, proposal=assistance.neighbours[0][0])
             .select_related("idea")
             .first()
         )

@@ -216,7 +216,39 @@ SIMILARITY_THRESHOLD = 0.35
 
 
 def proposal_similar(*, consultation: Consultation, text: str, limit: int = 5) -> list[Proposal]:
-    """Accepted proposals that look like ``text`` (typed in the proposal form), best first.
+    """Accepted proposals like ``text`` (typed in the proposal form), best first.
+
+    By meaning once the engine has run on the consultation: the nearest proposals by the
+    current run's embeddings (``consensus.similar.text_neighbours``, cosine at least 0.5),
+    with their cosine as ``similarity``. Before any run, or when its model cannot answer here,
+    by wording (``proposal_similar_words``).
+    """
+    rest = proposal_text.strip_prefix(text or "", consultation.proposal_prefix)[:300]
+    if not proposal_text.significant_words(rest):
+        return []
+    if consultation.current_run_id:
+        from consensus.similar import text_neighbours
+
+        try:
+            found = text_neighbours(
+                consultation=consultation,
+                text=proposal_text.with_prefix(rest, consultation.proposal_prefix),
+                limit=limit,
+            )
+        except Exception:  # noqa: BLE001 - a model that fails must not break the form
+            logger.exception("similar proposals by meaning failed in %s", consultation.slug)
+            found = None
+        if found is not None:
+            for proposal, similarity in found.proposals:
+                proposal.similarity = similarity
+            return [proposal for proposal, _ in found.proposals]
+    return proposal_similar_words(consultation=consultation, text=text, limit=limit)
+
+
+def proposal_similar_words(
+    *, consultation: Consultation, text: str, limit: int = 5
+) -> list[Proposal]:
+    """Accepted proposals whose words look like ``text``'s, best first.
 
     On PostgreSQL: pg_trgm's ``word_similarity`` between what the user wrote (without the
     prefix) and each proposal. On SQLite: the share of the text's significant words that a

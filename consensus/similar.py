@@ -1,0 +1,109 @@
+"""Accepted proposals near a text by meaning, from a consultation's current engine run.
+
+Citizens see them while they type a proposal (``consultations.selectors.proposal_similar``),
+moderators beside a pending proposal (``consultations.moderation.moderation_assistance``).
+
+The run's ideas are the index. The text is embedded with the model that made them and compared
+with every idea's centre; its nearest proposals are then looked for exactly among the stored
+vectors of the members of the ``n_ideas`` nearest ideas: an inverted-file index whose lists are
+the ideas, so a request reads a bounded number of vectors at any size. A run with at most
+``candidates_max`` vectors is searched whole (exact). Measured in ``bench/similar_search.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from consultations.models import Consultation, Proposal
+
+from .models import EngineRun, Idea, IdeaMembership, ProposalEmbedding
+
+# Cosine a stored proposal needs to count as near. USE-m3 gave hand-written French paraphrases
+# 0.46 on average and unrelated proposals 0.10 (docs/bench_engine_quality.md, embedders).
+MIN_SIMILARITY = 0.5
+N_IDEAS = 3  # ideas whose members are searched
+CANDIDATES_MAX = 10_000  # vectors read per request
+
+
+@dataclass
+class TextNeighbours:
+    run: EngineRun
+    proposals: list[tuple[Proposal, float]] = field(default_factory=list)  # best first
+    ideas: list[tuple[Idea, float]] = field(default_factory=list)  # nearest centres first
+
+
+def text_neighbours(
+    *,
+    consultation: Consultation,
+    text: str,
+    limit: int = 5,
+    exclude: tuple[int, ...] = (),
+    min_similarity: float = MIN_SIMILARITY,
+    n_ideas: int = N_IDEAS,
+    candidates_max: int = CANDIDATES_MAX,
+) -> TextNeighbours | None:
+    """The accepted proposals nearest to ``text`` (at least ``min_similarity``, at most
+    ``limit``, none of ``exclude``) and the nearest idea centres, in the consultation's current
+    run. None when the engine cannot say: no finished run, a model this machine cannot load
+    without a long wait, vectors of another size. A model that fails to load raises.
+    """
+    from .engine.embedders import StaticEmbedder, get_embedder
+    from .engine.ideas import nearest_neighbors
+
+    run = EngineRun.objects.filter(
+        pk=consultation.current_run_id, status=EngineRun.Status.DONE
+    ).first()
+    model_name = run and ((run.metrics or {}).get("ideas_model") or run.model_name)
+    if not model_name:
+        return None
+    embedder = get_embedder(model_name)
+    if isinstance(embedder, StaticEmbedder) and not embedder.built:
+        # distilling it takes ~20 s: not in a request (`manage.py embedder_build_static`)
+        return None
+    query = embedder.encode([text])[0].astype(np.float32)
+    found = TextNeighbours(run=run)
+
+    ideas = [i for i in Idea.objects.filter(run=run, size__gt=0).order_by("number") if i.centroid]
+    if ideas:
+        centres = np.stack([np.frombuffer(bytes(i.centroid), dtype=np.float32) for i in ideas])
+        if centres.shape[1] != query.shape[0]:
+            return None
+        sims = centres @ query
+        order = np.lexsort((np.arange(len(ideas)), -sims))[:n_ideas]
+        found.ideas = [(ideas[i], float(sims[i])) for i in order]
+
+    # a votes-only run took its ideas, and so their vectors, from an earlier run
+    vectors = ProposalEmbedding.objects.filter(
+        run_id=(run.metrics or {}).get("ideas_from_run") or run.pk
+    ).exclude(proposal_id__in=exclude)
+    if (run.input_count or 0) > candidates_max and found.ideas:
+        per_idea = max(1, candidates_max // len(found.ideas))
+        members = []
+        for idea, _sim in found.ideas:  # the most central members first, when an idea is huge
+            members += (
+                IdeaMembership.objects.filter(idea=idea)
+                .order_by("-similarity", "pk")[:per_idea]
+                .values_list("proposal_id", flat=True)
+            )
+        vectors = vectors.filter(proposal_id__in=members)
+    rows = list(
+        vectors.order_by("proposal_id").values_list("proposal_id", "vector")[:candidates_max]
+    )
+    if not rows:
+        return found if found.ideas else None
+    matrix = np.frombuffer(b"".join(bytes(v) for _pk, v in rows), dtype=np.float16)
+    if matrix.size != len(rows) * query.shape[0]:
+        return None
+    matrix = matrix.reshape(len(rows), -1)
+    # a few more than asked: some may have been refused since the run
+    near = nearest_neighbors(query, matrix, k=limit + 10, min_similarity=min_similarity)
+    ids = [rows[int(i)][0] for i in near.indices]
+    accepted = Proposal.objects.filter(pk__in=ids, status=Proposal.Status.ACCEPTED).in_bulk()
+    found.proposals = [
+        (accepted[pk], float(sim))
+        for pk, sim in zip(ids, near.similarities, strict=True)
+        if pk in accepted
+    ][:limit]
+    return found

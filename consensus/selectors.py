@@ -149,6 +149,7 @@ METRIC_LABELS = {
     "n_exact_duplicates": _("Exact duplicates folded"),
     "n_near_duplicates": _("Near duplicates folded"),
     "silhouette": _("Silhouette (cosine, sample)"),
+    "chance_cosine": _("Cosine of two proposals drawn at random"),
     "few_texts_fallback": _("Too few distinct texts: duplicates grouped as ideas"),
     "largest_idea_share": _("Share of the largest idea"),
     "staff_labels_kept": _("Labels written by staff, kept for the same ideas"),
@@ -268,6 +269,11 @@ def metric_text(key: str, value) -> str:
         return ", ".join(
             _label_value(names.get(zone, zone), metric_text("", n)) for zone, n in value.items()
         )
+    if key == "chance_cosine" and isinstance(value, dict):
+        return gettext("mean %(mean)s, standard deviation %(sd)s") % {
+            "mean": metric_text("", value.get("mean")),
+            "sd": metric_text("", value.get("sd")),
+        }
     if key == "majority" and isinstance(value, dict):
         return gettext("%(agree)s for, %(disagree)s against") % {
             "agree": len(value.get("agree", [])),

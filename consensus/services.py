@@ -1737,6 +1737,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
     silhouette = None
     if len(found) >= 2:
         silhouette = _silhouette(rep_x, rep_labels, seed=run.seed)
+    chance = _chance_cosine(rep_x, seed=run.seed)
     timings["label"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     themes = _themes_of(found, centroids, labels, texts, run, base)
@@ -1812,6 +1813,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
             "n_exact_duplicates": int(dd.n_exact_duplicates),
             "n_near_duplicates": int(dd.n_near_duplicates),
             "silhouette": silhouette,
+            "chance_cosine": chance,
             "few_texts_fallback": fallback,
             "largest_idea_share": round(max((i.share for i in found), default=0.0), 4),
             "staff_labels_kept": n_named,
@@ -2084,6 +2086,21 @@ def _silhouette(
     return round(
         float(silhouette_score(np.asarray(x[ok], dtype=np.float32), labels[ok], metric="cosine")), 4
     )
+
+
+def _chance_cosine(x: np.ndarray, *, seed: int, pairs: int = 10_000) -> dict | None:
+    """Mean and standard deviation of the cosine between two distinct texts drawn at random
+    (rows of unit vectors ``x``, seeded): what two proposals of this consultation share by
+    chance under this model, the scale by which ``consensus.similar`` judges "similar"."""
+    n = x.shape[0]
+    if n < 3:
+        return None
+    rng = np.random.default_rng(seed)
+    i = rng.integers(0, n, pairs)
+    j = rng.integers(0, n - 1, pairs)
+    j += j >= i  # another row than i
+    cos = np.einsum("ij,ij->i", np.asarray(x[i], np.float32), np.asarray(x[j], np.float32))
+    return {"mean": round(float(cos.mean()), 4), "sd": round(float(cos.std()), 4)}
 
 
 def _proposal_columns(run: EngineRun, ideas=None) -> np.ndarray:
@@ -2604,6 +2621,7 @@ def _copy_ideas_from(run: EngineRun, base: EngineRun) -> None:
         "n_exact_duplicates",
         "n_near_duplicates",
         "silhouette",
+        "chance_cosine",
         "dim",
     )
     _record(

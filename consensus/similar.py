@@ -20,8 +20,15 @@ from consultations.models import Consultation, Proposal
 
 from .models import EngineRun, Idea, IdeaMembership, ProposalEmbedding
 
-# Cosine a stored proposal needs to count as near. USE-m3 gave hand-written French paraphrases
-# 0.46 on average and unrelated proposals 0.10 (docs/bench_engine_quality.md, embedders).
+# Cosine a stored proposal needs to count as near: CHANCE_SDS standard deviations above the
+# mean cosine of two proposals of the run drawn at random (``EngineRun.metrics["chance_cosine"]``),
+# so the bar follows the model and how close the consultation's proposals are to each other.
+# USE-m3 (scratch measure, session 19): on Make.org's 18,705 proposals chance is 0.170 +- 0.091,
+# a bar of 0.35; on its 400 most supported, mostly about the environment, 0.249 +- 0.115, a bar
+# of 0.48. Hand-written paraphrases of those proposals score 0.30-0.58; with 3 standard
+# deviations instead of 2 the 400 would show none of their originals. Runs from before that
+# measure: MIN_SIMILARITY.
+CHANCE_SDS = 2
 MIN_SIMILARITY = 0.5
 N_IDEAS = 3  # ideas whose members are searched
 CANDIDATES_MAX = 10_000  # vectors read per request
@@ -40,13 +47,13 @@ def text_neighbours(
     text: str,
     limit: int = 5,
     exclude: tuple[int, ...] = (),
-    min_similarity: float = MIN_SIMILARITY,
+    min_similarity: float | None = None,
     n_ideas: int = N_IDEAS,
     candidates_max: int = CANDIDATES_MAX,
 ) -> TextNeighbours | None:
-    """The accepted proposals nearest to ``text`` (at least ``min_similarity``, at most
-    ``limit``, none of ``exclude``) and the nearest idea centres, in the consultation's current
-    run. None when the engine cannot say: no finished run, a model this machine cannot load
+    """The accepted proposals nearest to ``text`` (at least ``min_similarity``, by default the
+    run's ``similarity_floor``; at most ``limit``, none of ``exclude``) and the nearest idea
+    centres, in the consultation's current run. None when the engine cannot say: no finished run, a model this machine cannot load
     without a long wait, vectors of another size. A model that fails to load raises.
     """
     from .engine.embedders import StaticEmbedder, get_embedder
@@ -98,6 +105,8 @@ def text_neighbours(
         return None
     matrix = matrix.reshape(len(rows), -1)
     # a few more than asked: some may have been refused since the run
+    if min_similarity is None:
+        min_similarity = similarity_floor(run)
     near = nearest_neighbors(query, matrix, k=limit + 10, min_similarity=min_similarity)
     ids = [rows[int(i)][0] for i in near.indices]
     accepted = Proposal.objects.filter(pk__in=ids, status=Proposal.Status.ACCEPTED).in_bulk()
@@ -107,3 +116,11 @@ def text_neighbours(
         if pk in accepted
     ][:limit]
     return found
+
+
+def similarity_floor(run: EngineRun) -> float:
+    """The cosine a proposal needs to be shown as similar in this run (see CHANCE_SDS)."""
+    chance = (run.metrics or {}).get("chance_cosine")
+    if not chance:
+        return MIN_SIMILARITY
+    return round(chance["mean"] + CHANCE_SDS * chance["sd"], 4)

@@ -245,6 +245,7 @@ def test_run_metrics_and_timings_read_as_text_not_as_python_values():
             "zones": {"consensus": 7, "controversy": 38, "unscored": 1},
             "bridging": {"rmse": 0.3097, "converged": True, "n_ratings": 5263},
             "ideas_from_run": 1234,
+            "chance_cosine": {"mean": 0.17, "sd": 0.0913},
             "opinion_state": {"hidden": 1},
             # the engine's own words for a step it skipped
             "opinion_skipped": "need at least one participant and one statement",
@@ -278,6 +279,7 @@ def test_run_metrics_and_timings_read_as_text_not_as_python_values():
     assert rows["ideas_from_run"] == "#1234"
     assert rows["cluster"] == "0.03" and rows["write_ideas"] == "32.9"
     assert "opinion_state" not in rows and "{" not in "".join(rows.values())
+    assert rows["chance_cosine"] == "mean 0.1700, standard deviation 0.0913"
     assert rows["opinion_skipped"] == "no vote yet"
     assert rows["bridging_skipped"] == (
         "too few votes: it needs participants with 7 votes or more on proposals with 5 or more"
@@ -287,6 +289,7 @@ def test_run_metrics_and_timings_read_as_text_not_as_python_values():
         rows["zones"] == "Consensus\xa0: 7, Controverse\xa0: 38, Pas encore assez de votes\xa0: 1"
     )
     assert rows["group_sizes"].startswith("groupe 1\xa0: 97")
+    assert rows["chance_cosine"] == "moyenne 0,1700, écart type 0,0913"
     assert rows["opinion_skipped"] == "pas encore de vote"
     assert rows["bridging_skipped"].startswith("trop peu de votes\xa0: il faut des participants")
     assert rows["n_votes"] == "5\xa0303"

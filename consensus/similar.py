@@ -53,8 +53,9 @@ def text_neighbours(
 ) -> TextNeighbours | None:
     """The accepted proposals nearest to ``text`` (at least ``min_similarity``, by default the
     run's ``similarity_floor``; at most ``limit``, none of ``exclude``) and the nearest idea
-    centres, in the consultation's current run. None when the engine cannot say: no finished run, a model this machine cannot load
-    without a long wait, vectors of another size. A model that fails to load raises.
+    centres, in the consultation's current run. None when the engine cannot say: no finished
+    run, a model this machine cannot load without a long wait, vectors of another size. A model
+    that fails to load raises.
     """
     from .engine.embedders import StaticEmbedder, get_embedder
     from .engine.ideas import nearest_neighbors
@@ -104,9 +105,9 @@ def text_neighbours(
     if matrix.size != len(rows) * query.shape[0]:
         return None
     matrix = matrix.reshape(len(rows), -1)
-    # a few more than asked: some may have been refused since the run
     if min_similarity is None:
         min_similarity = similarity_floor(run)
+    # a few more than asked: some may have been refused since the run
     near = nearest_neighbors(query, matrix, k=limit + 10, min_similarity=min_similarity)
     ids = [rows[int(i)][0] for i in near.indices]
     accepted = Proposal.objects.filter(pk__in=ids, status=Proposal.Status.ACCEPTED).in_bulk()

@@ -92,9 +92,10 @@ def test_beyond_the_bound_only_the_nearest_ideas_members_are_read(consulted, mon
         return original(query, vectors, *args, **kwargs)
 
     monkeypatch.setattr(ideas, "nearest_neighbors", counting)
-    bounded = similar.text_neighbours(consultation=consultation, text=text, candidates_max=300)
-    # at most 300 // 3 members of each of the 3 nearest ideas, fewer than the 400 proposals
-    assert read[-1] == sum(min(idea.size, 100) for idea, _ in bounded.ideas) < len(by_id)
+    bounded = similar.text_neighbours(consultation=consultation, text=text, candidates_max=150)
+    # 150 of the 400: the members of the nearest ideas, nearest first, and of the next one,
+    # its most central
+    assert read[-1] == 150 and bounded.ideas[0][0].size < 150
     # the nearest proposal is in the nearest ideas: the bounded search finds it too
     assert bounded.proposals[0][0] == whole.proposals[0][0]
     assert [i.pk for i, _ in bounded.ideas] == [i.pk for i, _ in whole.ideas]

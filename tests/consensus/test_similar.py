@@ -148,12 +148,10 @@ def test_vectors_of_another_size_are_not_compared(consulted, monkeypatch):
     assert similar.text_neighbours(consultation=consultation, text="Il faut du bio") is None
 
 
-@pytest.mark.parametrize(
-    "text",
-    ["", "Il faut", "   ", "🙂🙂🙂", "Il faut " + "recycler les déchets " * 120, "<b>bio</b>"],
-)
-def test_odd_texts_give_a_list_never_an_error(consulted, text):
+def test_odd_texts_give_a_list_never_an_error(consulted):
     consultation, _ = consulted
-    found = proposal_similar(consultation=consultation, text=text)
-    assert isinstance(found, list)
-    assert all(p.consultation_id == consultation.pk for p in found)
+    long = "Il faut " + "recycler les déchets " * 120
+    for text in ["", "Il faut", "   ", "🙂🙂🙂", long, "<b>bio</b>", "Il faut \x00 le bio"]:
+        found = proposal_similar(consultation=consultation, text=text)
+        assert isinstance(found, list)
+        assert all(p.consultation_id == consultation.pk for p in found)

@@ -487,18 +487,17 @@ class Assistance:
     idea_via: str = ""  # "centroid" or "neighbour"
 
 
-NEIGHBOUR_CANDIDATES_MAX = 50_000  # vectors compared per request; beyond, only the nearest ideas'
-NEIGHBOUR_MIN_SIMILARITY = 0.5
-NEIGHBOUR_IDEAS = 3
+NEIGHBOUR_CANDIDATES_MAX = 50_000  # vectors compared per request (consensus.similar)
+NEIGHBOUR_MIN_SIMILARITY = 0.5  # near-duplicates: a stricter bar than the proposal form's
 
 
 def moderation_assistance(*, proposal: Proposal, limit: int = 5) -> Assistance:
     """Near-duplicates of the proposal and the idea it would join, from the engine when it can.
 
-    With a current engine run that has ideas: the proposal is embedded with the run's model, the
-    nearest idea centres are found, and its nearest neighbours are looked for among the stored
-    vectors of the run (all of them up to ``NEIGHBOUR_CANDIDATES_MAX``, else the members of the
-    ``NEIGHBOUR_IDEAS`` nearest ideas, so a request stays bounded at any size). It would join the
+    With a current engine run that has ideas: ``consensus.similar.text_neighbours`` embeds the
+    proposal with the run's model, finds the nearest idea centres and its nearest neighbours
+    among the stored vectors of the run (all of them up to ``NEIGHBOUR_CANDIDATES_MAX``, else the
+    members of the nearest ideas up to that many, so a request stays bounded). It would join the
     nearest idea whose centre passes the run's ``assign_threshold``, else the idea of its nearest
     neighbour. Without a run (or when embedding fails): trigram similarity and the idea of the
     most similar proposal. Cached per proposal text and run.
@@ -560,7 +559,6 @@ def _assistance_embeddings(proposal: Proposal, limit: int) -> Assistance | None:
         limit=limit,
         exclude=(proposal.pk,),
         min_similarity=NEIGHBOUR_MIN_SIMILARITY,
-        n_ideas=NEIGHBOUR_IDEAS,
         candidates_max=NEIGHBOUR_CANDIDATES_MAX,
     )
     if found is None:

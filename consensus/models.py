@@ -130,6 +130,14 @@ class EngineRun(models.Model):
         return self.kind in (self.Kind.VOTES, self.Kind.FULL)
 
     @property
+    def vector_run_ids(self) -> list[int]:
+        """The runs whose stored embeddings stand for this run's ideas: a votes-only run took its
+        ideas, and their members' vectors, from an earlier run; the vectors of proposals
+        accepted since are stored under the run itself (``proposal_assign_to_idea``)."""
+        ideas_from = (self.metrics or {}).get("ideas_from_run")
+        return [ideas_from, self.pk] if ideas_from else [self.pk]
+
+    @property
     def duration(self):
         if self.started_at and self.finished_at:
             return (self.finished_at - self.started_at).total_seconds()

@@ -503,13 +503,16 @@ def idea_members(*, idea: Idea) -> QuerySet:
 def run_unassigned(*, run: EngineRun) -> QuerySet:
     """The run's accepted proposals that are in no idea (noise, or put there by staff), oldest
     first: those the run (or the run it took its ideas from) embedded, or scored."""
-    ideas_run = (run.metrics or {}).get("ideas_from_run") or run.pk
     return (
         Proposal.objects.filter(
             consultation_id=run.consultation_id, status=Proposal.Status.ACCEPTED
         )
         .filter(
-            Exists(ProposalEmbedding.objects.filter(run_id=ideas_run, proposal=OuterRef("pk")))
+            Exists(
+                ProposalEmbedding.objects.filter(
+                    run_id__in=run.vector_run_ids, proposal=OuterRef("pk")
+                )
+            )
             | Exists(ProposalScore.objects.filter(run=run, proposal=OuterRef("pk")))
         )
         .exclude(Exists(IdeaMembership.objects.filter(run=run, proposal=OuterRef("pk"))))

@@ -688,10 +688,9 @@ def proposals_place(
         # the ideas' rows next, in pk order, as ``ideas_refresh`` locks them
         touched = set(old.values()) | ({target_id} if target_id else set())
         _lock_ideas(touched)
-        # a votes-only run took its ideas, not its embeddings, from an earlier run
         vectors = dict(
             ProposalEmbedding.objects.filter(
-                run_id=(run.metrics or {}).get("ideas_from_run") or run.pk, proposal_id__in=ids
+                run_id__in=run.vector_run_ids, proposal_id__in=ids
             ).values_list("proposal_id", "vector")
         )
         scored = set(
@@ -917,7 +916,7 @@ def idea_split(*, run: EngineRun, proposal_ids, actor=None) -> tuple[Idea, int]:
 def _mean_vector(run: EngineRun, proposal_ids) -> bytes | None:
     """The normalised mean of these proposals' embeddings in ``run`` (float32 bytes), or None."""
     vectors = ProposalEmbedding.objects.filter(
-        run_id=(run.metrics or {}).get("ideas_from_run") or run.pk, proposal_id__in=proposal_ids
+        run_id__in=run.vector_run_ids, proposal_id__in=proposal_ids
     ).values_list("vector", flat=True)
     rows = [np.frombuffer(bytes(v), dtype=np.float16) for v in vectors]
     return _centre(np.stack(rows)).tobytes() if rows else None
@@ -1039,10 +1038,9 @@ def _describe_ideas(run: EngineRun, ideas: dict, touched: set) -> bool:
     )
     themes = _describe_themes(run, ideas, touched, texts, idea_col)
     del texts, idea_col
-    # a votes-only run took its ideas, not its embeddings, from an earlier run
     vectors = dict(
         ProposalEmbedding.objects.filter(
-            run_id=(run.metrics or {}).get("ideas_from_run") or run.pk,
+            run_id__in=run.vector_run_ids,
             proposal__idea_memberships__run=run,
             proposal__idea_memberships__idea_id__in=touched,
         ).values_list("proposal_id", "vector")
@@ -2611,6 +2609,19 @@ def _copy_ideas_from(run: EngineRun, base: EngineRun) -> None:
                 )
             ]
         )
+        if (base.metrics or {}).get("ideas_from_run"):
+            # base is votes-only too: the vectors of the proposals accepted under it come along
+            # (the others stay with the run that made the ideas)
+            ProposalEmbedding.objects.bulk_create(
+                (
+                    ProposalEmbedding(run=run, proposal_id=pid, vector=vector, text_hash=h)
+                    for pid, vector, h in ProposalEmbedding.objects.filter(run=base)
+                    .values_list("proposal_id", "vector", "text_hash")
+                    .iterator()
+                ),
+                batch_size=WRITE_BATCH,
+                ignore_conflicts=True,
+            )
     keep = (
         "n_proposals",
         "n_ideas",
@@ -2627,7 +2638,7 @@ def _copy_ideas_from(run: EngineRun, base: EngineRun) -> None:
     _record(
         run.pk,
         metrics={
-            "ideas_from_run": base.pk,
+            "ideas_from_run": (base.metrics or {}).get("ideas_from_run") or base.pk,
             "ideas_model": base.metrics.get("ideas_model") or base.model_name,
             **{k: base.metrics[k] for k in keep if k in base.metrics},
         },
@@ -2917,7 +2928,19 @@ def proposal_assign_to_idea(*, proposal_id: int) -> IdeaMembership | None:
     model_name = (run.metrics or {}).get("ideas_model") or run.model_name
     if not model_name:
         return None
-    vector = _encode(model_name, [proposal.content])
+    # a vector this run already holds for this text (a proposal accepted again) is not stored twice
+    text_hash = embedded_text_hash(proposal.content)
+    stored = (
+        ProposalEmbedding.objects.filter(
+            run_id__in=run.vector_run_ids, proposal=proposal, text_hash=text_hash
+        )
+        .values_list("vector", flat=True)
+        .first()
+    )
+    if stored is not None:
+        vector = np.frombuffer(bytes(stored), dtype=np.float16).astype(np.float32)[None, :]
+    else:
+        vector = _encode(model_name, [proposal.content])
     centroids = np.stack([np.frombuffer(bytes(idea.centroid), dtype=np.float32) for idea in ideas])
     if centroids.shape[1] != vector.shape[1]:
         logger.warning(
@@ -2927,14 +2950,16 @@ def proposal_assign_to_idea(*, proposal_id: int) -> IdeaMembership | None:
     threshold = run.parameters.get("assign_threshold", PARAMETERS["assign_threshold"].default)
     got = assign_to_ideas(vector, centroids, threshold=threshold)
     with transaction.atomic():
-        if run.has_ideas:
+        if stored is None:
+            # under this run even when it took its ideas from an earlier one (votes-only), so
+            # that it is found by meaning and counts in its idea's centre (``vector_run_ids``)
             ProposalEmbedding.objects.bulk_create(
                 [
                     ProposalEmbedding(
                         run=run,
                         proposal=proposal,
                         vector=vector[0].astype(np.float16).tobytes(),
-                        text_hash=embedded_text_hash(proposal.content),
+                        text_hash=text_hash,
                     )
                 ],
                 update_conflicts=True,

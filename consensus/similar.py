@@ -87,10 +87,9 @@ def text_neighbours(
         order_all = np.lexsort((np.arange(len(ideas)), -sims))
         found.ideas = [(ideas[i], float(sims[i])) for i in order_all[:n_ideas]]
 
-    # a votes-only run took its ideas, and so their vectors, from an earlier run
-    vectors = ProposalEmbedding.objects.filter(
-        run_id=(run.metrics or {}).get("ideas_from_run") or run.pk
-    ).exclude(proposal_id__in=exclude)
+    vectors = ProposalEmbedding.objects.filter(run_id__in=run.vector_run_ids).exclude(
+        proposal_id__in=exclude
+    )
     if (run.input_count or 0) > candidates_max and ideas:
         whole, left = [], candidates_max
         for i in order_all:  # nearest ideas first, whole while they fit
@@ -108,9 +107,14 @@ def text_neighbours(
                 .values_list("proposal_id", flat=True)[:left]
             )
         vectors = vectors.filter(proposal_id__in=members)
-    rows = list(
-        vectors.order_by("proposal_id").values_list("proposal_id", "vector")[:candidates_max]
-    )
+    rows, seen = [], set()
+    # a proposal edited and accepted again may hold a vector in both runs: the later one counts
+    for pk, vector in vectors.order_by("proposal_id", "-run_id").values_list(
+        "proposal_id", "vector"
+    )[:candidates_max]:
+        if pk not in seen:
+            seen.add(pk)
+            rows.append((pk, vector))
     if not rows:
         return found if found.ideas else None
     matrix = np.frombuffer(b"".join(bytes(v) for _pk, v in rows), dtype=np.float16)

@@ -11,7 +11,7 @@ import pytest
 from django.db import OperationalError
 from django.utils.html import escape
 
-from consensus import selectors, services
+from consensus import selectors, services, similar
 from consensus.engine.compare import compare_runs
 from consensus.engine.embedders import text_for_embedding
 from consensus.models import (
@@ -504,6 +504,43 @@ def test_a_new_proposal_joins_the_nearest_idea_once(themed, django_capture_on_co
         consultation=themed, content="Des pistes cyclables", status=Proposal.Status.PENDING
     )
     assert assign_new_proposal.apply(args=(pending.pk,)).get() is None
+
+
+def test_a_proposal_accepted_under_a_votes_only_run_is_found_by_meaning(
+    themed, django_capture_on_commit_callbacks
+):
+    ideas_run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    votes_run = start(themed, django_capture_on_commit_callbacks, kind="votes")
+    text = "Des pistes cyclables sécurisées pour aller à vélo le dimanche"
+    proposal = ProposalFactory(consultation=themed, content=text)
+
+    cycling = idea_with_keyword(votes_run, "cyclables")
+    assert assign_new_proposal.apply(args=(proposal.pk,)).get() == cycling.pk
+    assert ProposalEmbedding.objects.filter(run=votes_run, proposal=proposal).exists()
+    assert not ProposalEmbedding.objects.filter(run=ideas_run, proposal=proposal).exists()
+    themed.refresh_from_db()
+    found = similar.text_neighbours(consultation=themed, text=text, min_similarity=0.99)
+    assert [p for p, _sim in found.proposals] == [proposal]
+
+    # another votes-only run takes the ideas from the run that made them, and the new vector along
+    again = start(themed, django_capture_on_commit_callbacks, kind="votes")
+    assert again.metrics["ideas_from_run"] == ideas_run.pk
+    assert again.vector_run_ids == [ideas_run.pk, again.pk]
+    assert IdeaMembership.objects.filter(run=again, proposal=proposal).exists()
+    themed.refresh_from_db()
+    found = similar.text_neighbours(consultation=themed, text=text, min_similarity=0.99)
+    assert found.run == again and [p for p, _sim in found.proposals] == [proposal]
+    # the idea's members all have a vector, so its centre can be computed again from them
+    members = IdeaMembership.objects.filter(run=again).values_list("proposal_id", flat=True)
+    with_vector = ProposalEmbedding.objects.filter(
+        run_id__in=again.vector_run_ids, proposal_id__in=members
+    )
+    assert with_vector.count() == members.count() == 49
+    # assigned again (a retried task), it is neither embedded nor stored twice
+    with mock.patch.object(services, "_encode") as encode:
+        assert assign_new_proposal.apply(args=(proposal.pk,)).get() is not None
+    encode.assert_not_called()
+    assert ProposalEmbedding.objects.filter(proposal=proposal).count() == 2
 
 
 def test_a_cancelled_run_is_never_published(themed, django_capture_on_commit_callbacks):

@@ -23,6 +23,9 @@ Data (read from /work/shared/data at run time, never copied):
       each) again on fresh samples of answers, since one sample can favour one method;
 (b) République numérique 2015 opinions (title + first 300 characters); label = bill section
     (never used for tuning).
+(c) The comments of the 12 English Polis conversations in ../shared/data/polis mixed; label =
+    conversation; embedded with the English default (MiniLM), not --embedder (never used for
+    tuning; added in session 20; not in --quick).
 
 Methods on the same precomputed USE-m3 vectors (embedding time reported apart):
 * concorde: `find_ideas` with default `ClusterParams` (dedupe, the texts' TF-IDF words in
@@ -72,7 +75,7 @@ from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, v
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from consensus.engine.embedders import get_embedder  # noqa: E402
+from consensus.engine.embedders import default_embedder_name, get_embedder  # noqa: E402
 from consensus.engine.ideas import ClusterParams, find_ideas  # noqa: E402
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # BERTopic must never reach a hub
@@ -163,6 +166,37 @@ def republique_numerique():
         rows = [r for r in csv.DictReader(fh) if r["is_trashed"] in ("0", "False", "false", "")]
     texts = [(r["title"] + ". " + r["text"])[:300] for r in rows]
     return texts, {"section": [r["section"] for r in rows]}
+
+
+POLIS = Path("/work/shared/data/polis")
+# the English conversations of polis/ (README there: CC BY 4.0, The Computational Democracy
+# Project); the Austrian ones are German, vTaiwan's Chinese
+POLIS_EN = [
+    "15-per-hour-seattle",
+    "bg2050-volunteers",
+    "brexit-consensus",
+    "canadian-electoral-reform",
+    "football-concussions",
+    "london.youth.policing",
+    "scoop-hivemind.affordable-housing",
+    "scoop-hivemind.biodiversity",
+    "scoop-hivemind.freshwater",
+    "scoop-hivemind.taxes",
+    "scoop-hivemind.ubi",
+    "ssis.land-bank-farmland.2rumnecbeh.2021-08-01",
+]
+
+
+def polis_english():
+    """The comments of 12 English Polis conversations mixed; label = conversation."""
+    texts, labels = [], []
+    for conversation in POLIS_EN:
+        with (POLIS / conversation / "comments.csv").open(encoding="utf-8", newline="") as fh:
+            for row in csv.DictReader(fh):
+                if row["moderated"] != "-1" and row["comment-body"].strip():
+                    texts.append(row["comment-body"].strip())
+                    labels.append(conversation)
+    return texts, {"conversation": labels}
 
 
 # --- measuring ------------------------------------------------------------------------------
@@ -751,26 +785,36 @@ def main() -> None:
     if args.themes:
         themes_study(emb, per_q, draws, with_bt)
         return
-    sets: list[tuple[str, Callable]] = [
-        ("Grand Débat, held-out 15 questions", lambda: grand_debat(GD_HELDOUT, per_q, args.seed)),
-        ("Grand Débat, bench 8 questions", lambda: grand_debat(GD_BENCH8, per_q, args.seed)),
+    # (name, loader, embedder): the French sets with --embedder, the English one with the
+    # English default, as a consultation in English would run
+    sets: list[tuple[str, Callable, object]] = [
+        (
+            "Grand Débat, held-out 15 questions",
+            lambda: grand_debat(GD_HELDOUT, per_q, args.seed),
+            emb,
+        ),
+        ("Grand Débat, bench 8 questions", lambda: grand_debat(GD_BENCH8, per_q, args.seed), emb),
     ]
     for q in GD_SINGLE:
         sets.append(
             (
                 f"Grand Débat, one held-out question: {q}",
                 (lambda q=q: grand_debat([q], single_n, args.seed, ref_only=True)),
+                emb,
             )
         )
-    sets.append(("République numérique 2015", republique_numerique))
+    sets.append(("République numérique 2015", republique_numerique, emb))
+    if not args.quick:
+        english = get_embedder(default_embedder_name("en"))
+        sets.append((f"Polis, 12 English conversations ({english.name})", polis_english, english))
     t_start = time.perf_counter()
-    for name, loader in sets:
+    for name, loader, set_emb in sets:
         texts, labels = loader()
         t0 = time.perf_counter()
-        x = emb.encode(texts)
+        x = set_emb.encode(texts)
         secs = time.perf_counter() - t0
         print(
-            f"\n### {name}\n\nEmbedding {len(texts)} texts with {emb.name}: {secs:.1f} s "
+            f"\n### {name}\n\nEmbedding {len(texts)} texts with {set_emb.name}: {secs:.1f} s "
             f"({len(texts) / secs:.0f} sentences/s)."
         )
         evaluate(

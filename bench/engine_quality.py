@@ -7,6 +7,7 @@
     .venv/bin/python bench/engine_quality.py --stability 60000  # the large paths run to run
     .venv/bin/python bench/engine_quality.py --themes           # themes against the question
     .venv/bin/python bench/engine_quality.py --threads 20000    # same ideas on 1 or 2 BLAS threads
+    .venv/bin/python bench/engine_quality.py --kernels 20000    # same ideas with other CPUs' kernels
 
 Needs the `bench` extra (umap-learn, bertopic) for the BERTopic rows; without it they are skipped.
 
@@ -69,11 +70,15 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, v_measure_score
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# before numpy loads: the math kernels every Concorde process computes with (config/math_kernels.py)
+from config.math_kernels import pin  # noqa: E402
+
+pin()
+
+import numpy as np  # noqa: E402
+from sklearn.cluster import KMeans  # noqa: E402
+from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score, v_measure_score  # noqa: E402
 
 from consensus.engine.embedders import default_embedder_name, get_embedder  # noqa: E402
 from consensus.engine.ideas import ClusterParams, find_ideas  # noqa: E402
@@ -672,6 +677,100 @@ def threads_check(n: int, embedder: str) -> None:
     os.environ.pop("CONCORDE_CLUSTER_THREADS")
 
 
+KERNEL_CHILD = """
+import json, os, sys, time
+sys.path.insert(0, os.getcwd())
+from config.math_kernels import describe, pin
+pin()
+import numpy as np
+from threadpoolctl import threadpool_limits
+from consensus.engine.embedders import get_embedder
+from consensus.engine.ideas import find_ideas
+folder = sys.argv[1]
+texts = json.load(open(os.path.join(folder, "texts.json"), encoding="utf-8"))
+x = np.load(os.path.join(folder, "vectors.npy"))
+t0 = time.perf_counter()
+labels = find_ideas(texts, x).labels
+secs = time.perf_counter() - t0
+embedder = get_embedder(sys.argv[2])
+embedder.encode(texts[:50])
+with threadpool_limits(1):
+    t0 = time.perf_counter()
+    embedder.encode(texts[:2000])
+    rate = 2000 / (time.perf_counter() - t0)
+np.save(os.path.join(folder, sys.argv[3] + ".npy"), labels)
+print(json.dumps({"kernels": describe(), "secs": secs, "rate": rate}))
+"""
+
+
+def kernels_check(n: int, embedder: str) -> None:
+    """The same ideas on machines of other processor families (`config/math_kernels.py`).
+
+    The first n Make.org proposals, embedded once; then `find_ideas` on those same vectors in a
+    fresh process per row, each with the kernels a machine would pick: this machine's own, and
+    the mixes other processors give (OpenBLAS and numpy each choose AVX-512 or AVX2 loops by the
+    processor), forced here through the libraries' own switches; then the portable kernels that
+    every process of Concorde asks for (the default). Also each process's embedding rate (2,000
+    texts, one thread).
+    """
+    import json
+    import subprocess
+    import tempfile
+
+    from config.math_kernels import PORTABLE_ENV
+
+    path = DATA / "makeorg_monde_dapres_2020" / "proposals.csv"
+    with path.open(encoding="utf-8", newline="") as fh:
+        texts = [t for t in (row["text"].strip() for row in csv.DictReader(fh)) if t][:n]
+    x = get_embedder(embedder).encode(texts)
+    own = {"CONCORDE_PORTABLE_MATH": "0"}
+    rows = [
+        ("this machine's own kernels", own),
+        ("OpenBLAS AVX2, numpy's own", {**own, "OPENBLAS_CORETYPE": "Haswell"}),
+        (
+            "OpenBLAS's own, numpy AVX2",
+            {**own, "NPY_DISABLE_CPU_FEATURES": PORTABLE_ENV["NPY_DISABLE_CPU_FEATURES"]},
+        ),
+        ("portable (the default)", {}),
+        ("this machine's own kernels, again", own),
+        ("portable (the default), again", {}),
+    ]
+    base = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in (*PORTABLE_ENV, "CONCORDE_PORTABLE_MATH", "OPENBLAS_NUM_THREADS")
+    }
+    print(f"\n### Kernels: find_ideas on {len(texts):,} Make.org proposals ({embedder})\n")
+    print(
+        "| kernels | what the process used | cluster s | ideas | same labels as the portable run "
+        "| ARI with it | embedding /s (1 thread) |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    with tempfile.TemporaryDirectory() as folder:
+        with open(os.path.join(folder, "texts.json"), "w", encoding="utf-8") as fh:
+            json.dump(texts, fh)
+        np.save(os.path.join(folder, "vectors.npy"), x)
+        results = []
+        for i, (name, env) in enumerate(rows):
+            out = subprocess.run(
+                [sys.executable, "-c", KERNEL_CHILD, folder, embedder, f"labels{i}"],
+                cwd=Path(__file__).resolve().parent.parent,
+                env=base | env,
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            got = json.loads(out.stdout.strip().splitlines()[-1])
+            results.append((name, got, np.load(os.path.join(folder, f"labels{i}.npy"))))
+        portable = results[3][2]
+        for name, got, labels in results:
+            print(
+                f"| {name} | {got['kernels']} | {got['secs']:.1f} | {int(labels.max()) + 1} | "
+                f"{'yes' if np.array_equal(labels, portable) else 'no'} | "
+                f"{adjusted_rand_score(portable, labels):.3f} | {got['rate']:.0f} |"
+            )
+
+
 def stability_check(n: int, embedder: str) -> None:
     """Above graph_max_nodes: the sampled large path against the micro-cluster one.
 
@@ -743,6 +842,9 @@ def main() -> None:
     ap.add_argument(
         "--threads", type=int, default=0, help="only the same ideas on 1 or 2 BLAS threads, N rows"
     )
+    ap.add_argument(
+        "--kernels", type=int, default=0, help="only the same ideas with other math kernels, N rows"
+    )
     args = ap.parse_args()
     if args.scale:
         scale_check(args.scale, args.seed)
@@ -752,6 +854,9 @@ def main() -> None:
         return
     if args.threads:
         threads_check(args.threads, args.embedder)
+        return
+    if args.kernels:
+        kernels_check(args.kernels, args.embedder)
         return
     per_q = args.per_question or (100 if args.quick else 500)
     single_n = 300 if args.quick else 1000
@@ -769,6 +874,9 @@ def main() -> None:
         f"draws {draws}, embedder {args.embedder}) on {platform.machine()}, "
         f"{len(os.sched_getaffinity(0))} cores, machine shared with other jobs."
     )
+    from config.math_kernels import describe
+
+    print(f"Math kernels: {describe()} (config/math_kernels.py).")
     print(
         "Scores: ARI, NMI, V-measure with noise (-1) as one label; `nn` = the same on the rows "
         "the method did not leave as noise; the tally compares BERTopic's `nn` with Concorde on "

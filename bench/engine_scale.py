@@ -48,10 +48,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+# before numpy loads: the math kernels every Concorde process computes with (config/math_kernels.py)
+from config.math_kernels import pin  # noqa: E402
+
+pin()
+
+import numpy as np  # noqa: E402
+
 ANSWERS = Path(os.environ.get("CONCORDE_DATA_DIR", ROOT.parent / "shared" / "data")) / (
     "opentext/granddebat_2019_answers/answers.csv"
 )

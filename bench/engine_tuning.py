@@ -33,12 +33,15 @@ import sys
 import typing
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# before numpy loads: the math kernels every Concorde process computes with (config/math_kernels.py)
+from config.math_kernels import pin  # noqa: E402
+
+pin()
 
 import engine_quality as eq  # noqa: E402
+import numpy as np  # noqa: E402
 
 from consensus.engine.ideas import ClusterParams, find_ideas  # noqa: E402
 

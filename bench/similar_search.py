@@ -34,10 +34,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# before numpy loads: the math kernels every Concorde process computes with (config/math_kernels.py)
+from config.math_kernels import pin  # noqa: E402
+
+pin()
+
+import numpy as np  # noqa: E402
 
 from bench.engine_scale import django_setup, empty_tables, ensure_database  # noqa: E402
 

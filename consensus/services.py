@@ -2832,6 +2832,8 @@ def _analyze_written() -> None:
 
 
 def _finalize(run: EngineRun) -> dict:
+    from config.math_kernels import describe as math_kernels
+
     from .engine.ideas import cluster_threads
 
     run_id = run.pk
@@ -2840,7 +2842,7 @@ def _finalize(run: EngineRun) -> dict:
         raise EngineInputError(_("%(n)s chunks were not embedded.") % {"n": missing})
     t0 = time.perf_counter()
     base = _base_run(run)
-    _record(run.pk, metrics={"cluster_threads": cluster_threads()})
+    _record(run.pk, metrics={"cluster_threads": cluster_threads(), "math_kernels": math_kernels()})
     if run.has_ideas:
         chunk_stats = run.chunks.aggregate(
             embedded=Sum("embedded"), reused=Sum("reused"), seconds=Sum("seconds")

@@ -11,6 +11,7 @@ import pytest
 from django.db import OperationalError
 from django.utils.html import escape
 
+from config import math_kernels
 from consensus import selectors, services, similar
 from consensus.engine.compare import compare_runs
 from consensus.engine.embedders import text_for_embedding
@@ -99,6 +100,7 @@ def test_full_run_writes_ideas_scores_and_groups_and_is_published(
     assert OpinionGroup.objects.filter(run=run).count() == 2
     assert ParticipantProjection.objects.filter(run=run).count() == 40
     assert run.metrics["n_ideas"] == 4 and run.metrics["n_groups"] == 2
+    assert run.metrics["math_kernels"] == math_kernels.describe()  # what its final step used
     for step in (
         "chunking",
         "embed_cpu",

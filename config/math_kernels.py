@@ -49,8 +49,12 @@ def pin(environ=os.environ) -> bool:
 
 def describe() -> str:
     """The kernels this process computes with, e.g. "OpenBLAS Haswell, numpy X86_V3"."""
-    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
     from threadpoolctl import threadpool_info
+
+    try:  # numpy 2
+        from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    except ImportError:  # numpy 1.26
+        from numpy.core._multiarray_umath import __cpu_dispatch__, __cpu_features__
 
     blas = sorted(
         {

@@ -4,7 +4,8 @@ OpenBLAS (numpy's and scipy's) and numpy each pick their kernels by the processo
 AVX-512 ones on a recent Xeon or AMD EPYC, AVX2 ones elsewhere. The results differ in their
 last bits, the engine's randomized SVDs and near-ties in its kNN graph amplify that, and the
 same stored vectors then give other ideas on another machine (18,690 Make.org proposals: 68, 69
-or 70 ideas with the kernels of three machines; docs/bench_engine_quality.md). ``pin`` asks both
+or 70 ideas with the kernel mixes three kinds of processor pick, forced on one machine;
+docs/bench_engine_quality.md). ``pin`` asks both
 libraries for their AVX2 kernels, which every x86-64 server since 2013 (Intel Haswell, AMD Zen)
 has, so that a run gives the same ideas on whichever worker computes it. It must run before
 numpy is imported: ``config/__init__.py`` calls it first thing in every process (Celery
@@ -48,7 +49,7 @@ def pin(environ=os.environ) -> bool:
 
 
 def describe() -> str:
-    """The kernels this process computes with, e.g. "OpenBLAS Haswell, numpy X86_V3"."""
+    """The kernels this process computes with, e.g. "openblas Haswell, numpy X86_V3"."""
     from threadpoolctl import threadpool_info
 
     try:  # numpy 2

@@ -8,6 +8,7 @@
     .venv/bin/python bench/engine_quality.py --themes           # themes against the question
     .venv/bin/python bench/engine_quality.py --threads 20000    # same ideas on 1 or 2 BLAS threads
     .venv/bin/python bench/engine_quality.py --kernels 20000    # same ideas with other CPUs' kernels
+    .venv/bin/python bench/engine_quality.py --draw-study 20    # bench 8's main sample, 20 draws each
 
 Needs the `bench` extra (umap-learn, bertopic) for the BERTopic rows; without it they are skipped.
 
@@ -502,6 +503,55 @@ def seed_study(
             )
 
 
+def draw_study(emb, per_question: int, seed: int, draws: int) -> None:
+    """Bench 8's main sample, many algorithm seeds: how far one draw decides the comparison.
+
+    The main table takes the mean of 3 draws; BERTopic's UMAP lands in one of two modes on
+    this sample (docs), so 3 draws say little about its expected score. Here each method runs
+    `draws` times on the same vectors (seeds seed, seed + 100, ...): every draw's ARI and NMI
+    against the question and the reference clusters, the mean with a 95 % interval (Student's
+    t over the draws), and how many of BERTopic's draws beat Concorde's mean.
+    """
+    from scipy import stats
+
+    texts, labels = grand_debat(GD_BENCH8, per_question, seed)
+    x = emb.encode(texts)
+    print(f"\n### Draw study: bench 8, sample seed {seed}, {len(texts)} answers, {draws} draws\n")
+    print("| method | draw seed | q ARI | q NMI | ref ARI | ref NMI | ideas | noise | s |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    got = {}
+    for method in ("concorde", "bertopic"):
+        rows = []
+        for a in draw_seeds(seed, draws):
+            t0 = time.perf_counter()
+            p = labels_of(method, texts, x, a)
+            secs = time.perf_counter() - t0
+            row = (
+                scores(labels["question"], p)[0][:2] + scores(labels["reference cluster"], p)[0][:2]
+            )
+            rows.append(row)
+            cells = " | ".join(f"{v:.3f}" for v in row)
+            print(
+                f"| {method} | {a} | {cells} | {int(p.max()) + 1} | {np.mean(p < 0):.0%} "
+                f"| {secs:.1f} |",
+                flush=True,
+            )
+        got[method] = np.array(rows)
+    print(
+        "\n| score | Concorde mean [95 % interval] | BERTopic mean [95 % interval] "
+        "| BERTopic draws above Concorde's mean |"
+    )
+    print("|---|---|---|---|")
+    for i, name in enumerate(("q ARI", "q NMI", "ref ARI", "ref NMI")):
+        cells = []
+        for method in ("concorde", "bertopic"):
+            v = got[method][:, i]
+            half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
+            cells.append(f"{v.mean():.3f} [{v.mean() - half:.3f}, {v.mean() + half:.3f}]")
+        above = int((got["bertopic"][:, i] > got["concorde"][:, i].mean()).sum())
+        print(f"| {name} | {cells[0]} | {cells[1]} | {above} of {draws} |")
+
+
 def _bertopic_reduced(texts: list[str], x: np.ndarray, seed: int, n_topics: int):
     """BERTopic's topics on the same vectors, and the same model's topics merged down to
     ``n_topics`` by its own ``reduce_topics`` (c-TF-IDF similarity of its topics)."""
@@ -845,6 +895,12 @@ def main() -> None:
     ap.add_argument(
         "--kernels", type=int, default=0, help="only the same ideas with other math kernels, N rows"
     )
+    ap.add_argument(
+        "--draw-study",
+        type=int,
+        default=0,
+        help="only bench 8's main sample, N algorithm seeds per method",
+    )
     args = ap.parse_args()
     if args.scale:
         scale_check(args.scale, args.seed)
@@ -857,6 +913,16 @@ def main() -> None:
         return
     if args.kernels:
         kernels_check(args.kernels, args.embedder)
+        return
+    if args.draw_study:
+        if args.draw_study < 2 or not bertopic_available():
+            ap.error("--draw-study needs N >= 2 and the bench extra (umap-learn, bertopic)")
+        from config.math_kernels import describe
+
+        print(f"Math kernels: {describe()}; numba warm-up {warm_up_umap():.1f} s.")
+        draw_study(
+            get_embedder(args.embedder), args.per_question or 500, args.seed, args.draw_study
+        )
         return
     per_q = args.per_question or (100 if args.quick else 500)
     single_n = 300 if args.quick else 1000

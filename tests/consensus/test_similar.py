@@ -10,7 +10,7 @@ import pytest
 
 from consensus import services, similar
 from consensus.engine import embedders, ideas
-from consensus.models import EngineRun
+from consensus.models import EngineRun, ProposalEmbedding
 from consultations.models import Proposal
 from consultations.selectors import proposal_similar, proposal_similar_words
 
@@ -155,3 +155,44 @@ def test_odd_texts_give_a_list_never_an_error(consulted):
         found = proposal_similar(consultation=consultation, text=text)
         assert isinstance(found, list)
         assert all(p.consultation_id == consultation.pk for p in found)
+
+
+@pytest.mark.parametrize("path", ["database", "orm"])
+def test_stored_vectors_reads_each_proposals_latest_vector(path, monkeypatch):
+    """One read for both paths: on PostgreSQL arrays in and binary out, elsewhere the ORM (forced
+    here on any database by the "orm" case)."""
+    from django.db import connection
+
+    if path == "orm":
+        monkeypatch.setattr(connection, "vendor", "orm")
+    consultation = ConsultationFactory()
+    proposals = [ProposalFactory(consultation=consultation) for _ in range(5)]
+    done = EngineRun.Status.DONE
+    older = EngineRun.objects.create(consultation=consultation, kind="ideas", status=done)
+    newer = EngineRun.objects.create(consultation=consultation, kind="votes", status=done)
+
+    def vector(value):
+        return np.full(4, value, dtype=np.float16).tobytes()
+
+    for i, p in enumerate(proposals):
+        ProposalEmbedding.objects.create(run=older, proposal=p, vector=vector(i), text_hash="a")
+    # the second proposal was edited and accepted again under the newer run
+    ProposalEmbedding.objects.create(
+        run=newer, proposal=proposals[1], vector=vector(-1), text_hash="b"
+    )
+    ids = [p.pk for p in proposals]
+    runs = [older.pk, newer.pk]
+
+    rows = similar.stored_vectors(runs, None, (), 10)
+    assert [pk for pk, _ in rows] == ids
+    assert all(isinstance(v, bytes) for _, v in rows)
+    assert [np.frombuffer(v, dtype=np.float16)[0] for _, v in rows] == [0, -1, 2, 3, 4]
+    rows = similar.stored_vectors(runs, ids[1:4], (ids[2],), 10)
+    assert [(pk, np.frombuffer(v, dtype=np.float16)[0]) for pk, v in rows] == [
+        (ids[1], -1),
+        (ids[3], 3),
+    ]
+    assert [pk for pk, _ in similar.stored_vectors(runs, None, (), 2)] == ids[:2]
+    assert [pk for pk, _ in similar.stored_vectors([older.pk], ids[1:2], (), 2)] == ids[1:2]
+    assert similar.stored_vectors(runs, [], (), 10) == []
+    assert similar.stored_vectors([], None, (), 10) == []

@@ -146,7 +146,7 @@ def stored_vectors(
             where.append("proposal_id = ANY(%s::bigint[])")
             params.append(proposal_ids)
         sql = (
-            f"SELECT DISTINCT ON (proposal_id) proposal_id, vector "
+            "SELECT DISTINCT ON (proposal_id) proposal_id, vector "
             f"FROM {ProposalEmbedding._meta.db_table} WHERE {' AND '.join(where)} "
             "ORDER BY proposal_id, run_id DESC LIMIT %s"
         )

@@ -510,10 +510,9 @@ def draw_study(emb, per_question: int, seed: int, draws: int) -> None:
     this sample (docs), so 3 draws say little about its expected score. Here each method runs
     `draws` times on the same vectors (seeds seed, seed + 100, ...): every draw's ARI and NMI
     against the question and the reference clusters, the mean with a 95 % interval (Student's
-    t over the draws), and how many of BERTopic's draws beat Concorde's mean.
+    t over the draws), the medians, how many of BERTopic's draws beat Concorde's mean and in
+    how many pairs of draws (one of each) BERTopic's is higher (`draw_summary`).
     """
-    from scipy import stats
-
     texts, labels = grand_debat(GD_BENCH8, per_question, seed)
     x = emb.encode(texts)
     print(f"\n### Draw study: bench 8, sample seed {seed}, {len(texts)} answers, {draws} draws\n")
@@ -539,17 +538,47 @@ def draw_study(emb, per_question: int, seed: int, draws: int) -> None:
         got[method] = np.array(rows)
     print(
         "\n| score | Concorde mean [95 % interval] | BERTopic mean [95 % interval] "
-        "| BERTopic draws above Concorde's mean |"
+        "| medians | BERTopic draws above Concorde's mean | draw pairs where BERTopic is higher |"
     )
-    print("|---|---|---|---|")
-    for i, name in enumerate(("q ARI", "q NMI", "ref ARI", "ref NMI")):
-        cells = []
-        for method in ("concorde", "bertopic"):
-            v = got[method][:, i]
-            half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v))
-            cells.append(f"{v.mean():.3f} [{v.mean() - half:.3f}, {v.mean() + half:.3f}]")
-        above = int((got["bertopic"][:, i] > got["concorde"][:, i].mean()).sum())
-        print(f"| {name} | {cells[0]} | {cells[1]} | {above} of {draws} |")
+    print("|---|---|---|---|---|---|")
+    for name, row in zip(
+        ("q ARI", "q NMI", "ref ARI", "ref NMI"),
+        draw_summary(got["concorde"], got["bertopic"]),
+        strict=True,
+    ):
+        c, b = row["concorde"], row["bertopic"]
+        print(
+            f"| {name} | {c['mean']:.3f} [{c['low']:.3f}, {c['high']:.3f}] "
+            f"| {b['mean']:.3f} [{b['low']:.3f}, {b['high']:.3f}] "
+            f"| {c['median']:.3f} vs {b['median']:.3f} | {row['above_mean']} of {draws} "
+            f"| {row['pairs_higher']} of {row['pairs']} |"
+        )
+
+
+def draw_summary(concorde: np.ndarray, bertopic: np.ndarray) -> list[dict]:
+    """Per score (column) of two (draws x scores) arrays: each method's mean with a 95 %
+    interval (Student's t over its draws) and median; how many BERTopic draws exceed Concorde's
+    mean; of every pair (one draw of each), how many BERTopic wins."""
+    from scipy import stats
+
+    out = []
+    for i in range(concorde.shape[1]):
+        row = {}
+        for method, values in (("concorde", concorde[:, i]), ("bertopic", bertopic[:, i])):
+            n = values.shape[0]
+            half = stats.t.ppf(0.975, n - 1) * values.std(ddof=1) / np.sqrt(n)
+            mean = float(values.mean())
+            row[method] = {
+                "mean": mean,
+                "low": mean - half,
+                "high": mean + half,
+                "median": float(np.median(values)),
+            }
+        row["above_mean"] = int((bertopic[:, i] > row["concorde"]["mean"]).sum())
+        row["pairs_higher"] = int((bertopic[:, i][:, None] > concorde[:, i][None, :]).sum())
+        row["pairs"] = concorde.shape[0] * bertopic.shape[0]
+        out.append(row)
+    return out
 
 
 def _bertopic_reduced(texts: list[str], x: np.ndarray, seed: int, n_topics: int):

@@ -35,6 +35,25 @@ def test_tally_compares_means_and_counts_every_draw(eq):
     assert sum(c > b for c, b in eq.PAIRED) == 1 and len(eq.PAIRED) == 4
 
 
+def test_draw_summary_reads_a_bimodal_method_both_ways(eq):
+    # BERTopic's draws in two modes (3 high, 1 low), Concorde's tight: BERTopic's mean is
+    # lower but its median and most pairs of draws are higher
+    concorde = np.array([[0.24], [0.25], [0.25], [0.26]])
+    bertopic = np.array([[0.27], [0.28], [0.26], [0.10]])
+    (row,) = eq.draw_summary(concorde, bertopic)
+    assert row["concorde"]["mean"] == pytest.approx(0.25)
+    assert row["bertopic"]["mean"] == pytest.approx(0.2275)
+    assert row["concorde"]["median"] == pytest.approx(0.25)
+    assert row["bertopic"]["median"] == pytest.approx(0.265)
+    # Student's t, 3 degrees of freedom: 3.182 x sd / 2
+    half = 3.182446 * np.std([0.24, 0.25, 0.25, 0.26], ddof=1) / 2
+    assert row["concorde"]["low"] == pytest.approx(0.25 - half, abs=1e-6)
+    assert row["concorde"]["high"] == pytest.approx(0.25 + half, abs=1e-6)
+    assert row["above_mean"] == 3
+    # 0.27 and 0.28 beat all 4; 0.26 beats 3 (not 0.26 itself); 0.10 none
+    assert row["pairs_higher"] == 11 and row["pairs"] == 16
+
+
 def test_scores_count_noise_as_a_label_and_apart(eq):
     truth = ["a", "a", "b", "b"]
     full, nn = eq.scores(truth, np.array([0, 0, 1, -1]))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.db import connection
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Sum, Window
 from django.db.models.functions import Coalesce, RowNumber
 from django.http import Http404
@@ -629,3 +630,51 @@ def run_idea_vote_counts(*, run: EngineRun, idea_ids) -> dict[int, dict[str, int
     for idea_id, key, n in rows:
         out.setdefault(idea_id, {})[key] = int(n or 0)
     return out
+
+
+def stored_vectors(
+    *, run_ids: list[int], proposal_ids=None, exclude=(), limit: int | None = None
+) -> list[tuple[int, bytes]]:
+    """(proposal id, float16 bytes) of each proposal's vector in the latest of ``run_ids`` (a
+    proposal edited and accepted again may hold one in both), for ``proposal_ids`` (None: every
+    proposal) but ``exclude``, at most ``limit`` (None: all), in proposal id order. Every reader of
+    a run's vectors goes through it (``EngineRun.vector_run_ids``): similar proposals, staff
+    moves and splits, the refresh.
+
+    On PostgreSQL the ids travel as one array each and the vectors come back in binary. With
+    5,000 ids as Django parameters (38 ms to build the lookup alone) and bytea in text format,
+    the same read took 121 ms instead of 43 (p50, 186,900 proposals), and a whole request 146 ms
+    instead of 84 (200 queries, same results; docs/benchmarks.md)."""
+    if proposal_ids is not None and not proposal_ids:
+        return []
+    if connection.vendor == "postgresql":
+        where = ["run_id = ANY(%s::bigint[])", "NOT proposal_id = ANY(%s::bigint[])"]
+        params = [list(run_ids), list(exclude)]
+        if proposal_ids is not None:
+            where.append("proposal_id = ANY(%s::bigint[])")
+            params.append(list(proposal_ids))
+        sql = (
+            "SELECT DISTINCT ON (proposal_id) proposal_id, vector "
+            f"FROM {ProposalEmbedding._meta.db_table} WHERE {' AND '.join(where)} "
+            "ORDER BY proposal_id, run_id DESC LIMIT %s"
+        )
+        import psycopg
+
+        connection.ensure_connection()
+        # Django's cursors bind on the client, which cannot return binary results
+        with psycopg.Cursor(connection.connection) as cursor:
+            cursor.execute(sql, [*params, limit], binary=True)
+            return cursor.fetchall()
+    vectors = ProposalEmbedding.objects.filter(run_id__in=run_ids).exclude(proposal_id__in=exclude)
+    if proposal_ids is not None:
+        vectors = vectors.filter(proposal_id__in=proposal_ids)
+    rows, seen = [], set()
+    for pk, vector in vectors.order_by("proposal_id", "-run_id").values_list(
+        "proposal_id", "vector"
+    ):
+        if pk not in seen:
+            seen.add(pk)
+            rows.append((pk, bytes(vector)))
+            if len(rows) == limit:
+                break
+    return rows

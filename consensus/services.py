@@ -59,6 +59,7 @@ from .models import (
     ProposalScore,
     Theme,
 )
+from .selectors import stored_vectors
 
 logger = logging.getLogger(__name__)
 
@@ -688,11 +689,7 @@ def proposals_place(
         # the ideas' rows next, in pk order, as ``ideas_refresh`` locks them
         touched = set(old.values()) | ({target_id} if target_id else set())
         _lock_ideas(touched)
-        vectors = dict(
-            ProposalEmbedding.objects.filter(
-                run_id__in=run.vector_run_ids, proposal_id__in=ids
-            ).values_list("proposal_id", "vector")
-        )
+        vectors = dict(stored_vectors(run_ids=run.vector_run_ids, proposal_ids=ids))
         scored = set(
             ProposalScore.objects.filter(run=run, proposal_id__in=ids).values_list(
                 "proposal_id", flat=True
@@ -915,10 +912,8 @@ def idea_split(*, run: EngineRun, proposal_ids, actor=None) -> tuple[Idea, int]:
 
 def _mean_vector(run: EngineRun, proposal_ids) -> bytes | None:
     """The normalised mean of these proposals' embeddings in ``run`` (float32 bytes), or None."""
-    vectors = ProposalEmbedding.objects.filter(
-        run_id__in=run.vector_run_ids, proposal_id__in=proposal_ids
-    ).values_list("vector", flat=True)
-    rows = [np.frombuffer(bytes(v), dtype=np.float16) for v in vectors]
+    vectors = stored_vectors(run_ids=run.vector_run_ids, proposal_ids=proposal_ids)
+    rows = [np.frombuffer(v, dtype=np.float16) for _pk, v in vectors]
     return _centre(np.stack(rows)).tobytes() if rows else None
 
 
@@ -1039,11 +1034,7 @@ def _describe_ideas(run: EngineRun, ideas: dict, touched: set) -> bool:
     themes = _describe_themes(run, ideas, touched, texts, idea_col)
     del texts, idea_col
     vectors = dict(
-        ProposalEmbedding.objects.filter(
-            run_id__in=run.vector_run_ids,
-            proposal__idea_memberships__run=run,
-            proposal__idea_memberships__idea_id__in=touched,
-        ).values_list("proposal_id", "vector")
+        stored_vectors(run_ids=run.vector_run_ids, proposal_ids=[row[2] for row in members])
     )
     by_idea: dict[int, list] = {pk: [] for pk in touched}
     for row in members:
@@ -1057,7 +1048,7 @@ def _describe_ideas(run: EngineRun, ideas: dict, touched: set) -> bool:
         with_vector = [row for row in rows if row[2] in vectors]
         if with_vector:
             x = np.stack(
-                [np.frombuffer(bytes(vectors[row[2]]), dtype=np.float16) for row in with_vector]
+                [np.frombuffer(vectors[row[2]], dtype=np.float16) for row in with_vector]
             ).astype(np.float32)
             centre = _centre(x)
             idea.centroid = centre.tobytes()

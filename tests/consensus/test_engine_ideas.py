@@ -28,6 +28,7 @@ from consensus.engine.ideas import (
     ClusterParams,
     _leiden,
     _merge_similar_ideas,
+    _persistent_ideas,
     assign_to_ideas,
     cluster_vectors,
     dedupe,
@@ -240,6 +241,60 @@ def test_merge_ratio_is_opt_in_and_checked():
     assert adjusted_rand_score(np.repeat([0, 1, 2], 10), labels) == 1.0
     with pytest.raises(ValueError, match="merge_ratio"):
         cluster_vectors(x, params=ClusterParams(merge_ratio=1.5))
+
+
+def _levels(coarse: list[int], finer: list[np.ndarray]) -> list[np.ndarray]:
+    """Seven resolutions over four ideas of 20 nodes: the same coarse communities (of the
+    ideas) at the four coarser ones, the ideas themselves, then the two finer ones as given
+    (labels per node)."""
+    base = np.repeat(np.arange(4), 20)
+    return [np.asarray(coarse)[base]] * 4 + [base] + finer
+
+
+def test_persistent_ideas_keep_a_community_that_outlives_its_ideas():
+    # Ideas 0 and 1 share one community at every coarser resolution (mass 40 over 4 steps:
+    # 160); apart, each lives 3 steps (2 x 60 = 120). Ideas 2 and 3 are apart everywhere.
+    ideas = np.repeat(np.arange(4), 20)
+    levels = _levels([0, 0, 1, 2], [ideas, ideas])
+    mass = np.ones(80)
+    at_one = _persistent_ideas(levels, mass, 1.0)
+    assert len(set(at_one[:40])) == 1 and len(set(at_one)) == 3
+    # 160 is not 1.5 x 120: the ideas stay apart
+    assert len(set(_persistent_ideas(levels, mass, 1.5))) == 4
+    # idea 0 is cut in two halves at the first finer resolution: it lived 1 step, not 3
+    # (20 + 60 = 80 under the community's 160), so the community is kept at 1.5 too
+    split = ideas.copy()
+    split[10:20] = 4
+    unstable = _persistent_ideas(_levels([0, 0, 1, 2], [split, split]), mass, 1.5)
+    assert len(set(unstable[:40])) == 1 and len(set(unstable)) == 3
+    # a sliver (under a tenth of the idea) breaking off is not a split
+    sliver = ideas.copy()
+    sliver[19] = 4
+    assert len(set(_persistent_ideas(_levels([0, 0, 1, 2], [sliver, sliver]), mass, 1.5))) == 4
+    # mass counts, not nodes: with idea 1 weighing 8 per node, the community's 180 x 4 = 720
+    # is under 1.5 x (20 x 1 + 160 x 3) = 750, and the long-lived heavy idea stays apart
+    heavy = mass.copy()
+    heavy[20:40] = 8.0
+    apart = _persistent_ideas(_levels([0, 0, 1, 2], [split, split]), heavy, 1.5)
+    assert len(set(apart)) == 4
+
+
+def test_persistent_ideas_are_unions_of_the_default_ideas_on_a_real_slice(
+    hashing, grand_debat_slice
+):
+    texts, _ = grand_debat_slice
+    x = hashing.encode(texts)
+    default = cluster_vectors(x, params=ClusterParams(seed=0))
+    persistent = cluster_vectors(x, params=ClusterParams(seed=0, persistence_ratio=1.5))
+    assert ClusterParams().persistence_ratio is None
+    # never finer than the default: every default idea lies within one persistent idea
+    for idea in np.unique(default[default >= 0]):
+        assert len(set(persistent[default == idea]) - {-1}) == 1
+    assert 0 < len(set(persistent) - {-1}) <= len(set(default) - {-1})
+    again = cluster_vectors(x, params=ClusterParams(seed=0, persistence_ratio=1.5))
+    assert np.array_equal(persistent, again)
+    with pytest.raises(ValueError, match="persistence_ratio"):
+        cluster_vectors(x, params=ClusterParams(persistence_ratio=0))
 
 
 def test_default_params_assign_most_proposals_on_a_real_slice(hashing, grand_debat_slice):

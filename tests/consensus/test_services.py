@@ -111,6 +111,7 @@ def test_clustering_knobs_left_empty_keep_the_engine_defaults():
             "ensemble_runs": 3,
             "large_graph": "micro",
             "lexical_weight": 0,
+            "persistence_ratio": 1.5,
         }
     )
     built = services._cluster_params(chosen, seed=0)
@@ -118,6 +119,10 @@ def test_clustering_knobs_left_empty_keep_the_engine_defaults():
     assert built.noise_reassign_threshold is None and built.min_points == 4
     assert built.merge_ratio == 0.8 and built.edge_power == 1.0 and built.ensemble_runs == 3
     assert built.large_graph == "micro" and built.lexical_weight == 0
+    assert built.persistence_ratio == 1.5
+    assert services._cluster_params(
+        services.engine_parameters_validate({"persistence_ratio": "off"}), seed=0
+    ) == ClusterParams(seed=0, persistence_ratio=None)
     for bad in (
         {"lexical_weight": -0.5},
         {"lexical_weight": 3},
@@ -130,6 +135,8 @@ def test_clustering_knobs_left_empty_keep_the_engine_defaults():
         {"ensemble_runs": "many"},
         {"large_graph": "hdbscan"},
         {"large_graph": 1},
+        {"persistence_ratio": 0},
+        {"persistence_ratio": "wide"},
     ):
         with pytest.raises(services.EngineInputError):
             services.engine_parameters_validate(bad)

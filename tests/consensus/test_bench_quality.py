@@ -74,3 +74,23 @@ def test_tuning_sets_stay_in_the_tuning_half():
     # --all-singles adds the 4 transition questions to the 11 organisation ones, all tuning-half.
     assert every[: len(default)] == default and len(every) == len(default) + 4
     assert singles == eq.GD_TUNE and not set(singles) & set(eq.GD_HELDOUT)
+
+
+def test_tuning_scores_are_read_by_kind_of_label():
+    spec = importlib.util.spec_from_file_location(
+        "engine_tuning_kinds", BENCH.with_name("engine_tuning.py")
+    )
+    tuning = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tuning)
+    kinds = {
+        (name, label): tuning.score_kind(name, label)
+        for name, _, _ in tuning.tuning_sets(True, all_singles=True)
+        for label in (
+            ("reference cluster",) if name.endswith(" alone") else ("question", "reference cluster")
+        )
+    }
+    # 8 mixtures, each against the question and against the reference clusters; 15 alone
+    assert list(kinds.values()).count("question") == 8
+    assert list(kinds.values()).count("mixture") == 8
+    assert list(kinds.values()).count("alone") == 15
+    assert set(kinds.values()) == set(tuning.KINDS)

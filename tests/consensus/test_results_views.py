@@ -105,6 +105,13 @@ def test_the_method_says_in_plain_words_how_ideas_were_found(client, published):
     # the raw settings stay, folded away, for anyone reproducing the run
     details = method[method.index("<details>") : method.index("</details>")]
     assert f"<code>{run.model_name}</code>" in details and "chunk_size=" in details
+    assert "stay together when the grouping is made coarser" not in method
+    run.parameters = {**run.parameters, "persistence_ratio": 1.5}  # the opt-in gathering
+    run.save(update_fields=["parameters"])
+    cache.clear()
+    assert "stay together when the grouping is made coarser" in (
+        client.get(results_url(consultation)).content.decode()
+    )
     run.parameters = {**run.parameters, "method": "agglomerative"}
     run.save(update_fields=["parameters"])
     cache.clear()

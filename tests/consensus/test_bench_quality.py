@@ -1,4 +1,5 @@
-"""bench/engine_quality.py's tally: means over the draws, and the draw-by-draw pairs."""
+"""bench/engine_quality.py's tally (means over the draws, draw-by-draw pairs) and the tuning sets
+of bench/engine_tuning.py."""
 
 import importlib.util
 from pathlib import Path
@@ -12,6 +13,16 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "engine_quality.py"
 @pytest.fixture
 def eq():
     spec = importlib.util.spec_from_file_location("engine_quality_under_test", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture
+def tuning():
+    spec = importlib.util.spec_from_file_location(
+        "engine_tuning_under_test", BENCH.with_name("engine_tuning.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -61,12 +72,7 @@ def test_scores_count_noise_as_a_label_and_apart(eq):
     assert nn == [pytest.approx(1.0)] * 3  # the three kept rows are clustered perfectly
 
 
-def test_tuning_sets_stay_in_the_tuning_half():
-    spec = importlib.util.spec_from_file_location(
-        "engine_tuning_under_test", BENCH.with_name("engine_tuning.py")
-    )
-    tuning = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tuning)
+def test_tuning_sets_stay_in_the_tuning_half(tuning):
     eq = tuning.eq
     default = [name for name, _, _ in tuning.tuning_sets(True)]
     every = [name for name, _, _ in tuning.tuning_sets(True, all_singles=True)]
@@ -76,12 +82,7 @@ def test_tuning_sets_stay_in_the_tuning_half():
     assert singles == eq.GD_TUNE and not set(singles) & set(eq.GD_HELDOUT)
 
 
-def test_tuning_scores_are_read_by_kind_of_label():
-    spec = importlib.util.spec_from_file_location(
-        "engine_tuning_kinds", BENCH.with_name("engine_tuning.py")
-    )
-    tuning = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tuning)
+def test_tuning_scores_are_read_by_kind_of_label(tuning):
     kinds = {
         (name, label): tuning.score_kind(name, label)
         for name, _, _ in tuning.tuning_sets(True, all_singles=True)

@@ -708,6 +708,15 @@ def _stage_table(r: dict) -> list[str]:
     return lines
 
 
+def _encoded_line(r: dict) -> str:
+    m = r["metrics"]
+    return (
+        f"Texts encoded: {m.get('embedded', 0):,} of {r['n']:,} "
+        f"({m.get('repeats_embedded_once', 0):,} repeated within their chunk encoded once, "
+        f"{m.get('reused_embeddings', 0):,} vectors reused from an earlier run)."
+    )
+
+
 def _result_line(r: dict) -> str:
     m = r["metrics"]
     return (
@@ -857,6 +866,8 @@ def report(results: list[dict], args, stored=(), workers_cmp=None, earlier: str 
             + f" Load average (1 min) at start / end: {r['load_average'][0]} / {r['load_average'][1]}.",
             "",
             *_stage_table(r),
+            "",
+            _encoded_line(r),
             "",
             _result_line(r),
             "",

@@ -138,8 +138,9 @@ def model_label(name: str) -> str:
 METRIC_LABELS = {
     "n_proposals": _("Proposals embedded"),
     "dim": _("Vector dimensions"),
-    "embedded": _("Proposals embedded by this run"),
+    "embedded": _("Texts embedded by this run"),
     "reused_embeddings": _("Vectors reused from an earlier run"),
+    "repeats_embedded_once": _("Repeated texts embedded once"),
     "embeddings_from_run": _("Vectors reused from run"),
     "ideas_model": _("Model of the ideas"),
     "n_ideas": _("Ideas"),

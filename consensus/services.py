@@ -1481,22 +1481,27 @@ def engine_chunk_embed(*, run_id: int, lo_id: int, hi_id: int) -> dict:
         .values_list("pk", "content")
     )
     hashes = [embedded_text_hash(content) for _pk, content in proposals]
-    vectors: dict[int, bytes] = {}
+    # A vector belongs to the text its model read: one the source run stored for a text of this
+    # chunk is reused for every proposal with that text, and every other text is encoded once.
+    # Repeated answers ("Non", "Rien", a proposal pasted twice) are a fifth of the Grand Débat's.
+    known: dict[str, bytes] = {}
     source = (run.metrics or {}).get("embeddings_from_run")
     if source and proposals:
-        wanted = {pk: h for (pk, _c), h in zip(proposals, hashes, strict=True)}
-        for pk, h, vec in ProposalEmbedding.objects.filter(
+        wanted = set(hashes)
+        for h, vec in ProposalEmbedding.objects.filter(
             run_id=source, proposal_id__gte=lo_id, proposal_id__lte=hi_id
-        ).values_list("proposal_id", "text_hash", "vector"):
-            if wanted.get(pk) == h:
-                vectors[pk] = bytes(vec)
-    reused = len(vectors)
-    todo = [(pk, content) for pk, content in proposals if pk not in vectors]
+        ).values_list("text_hash", "vector"):
+            if h in wanted:
+                known.setdefault(h, bytes(vec))
+    todo: dict[str, str] = {}  # text hash -> the first content read that way, in id order
+    for (_pk, content), h in zip(proposals, hashes, strict=True):
+        if h not in known:
+            todo.setdefault(h, content)
     if todo:
-        encoded = _encode(run.model_name, [content for _pk, content in todo]).astype(np.float16)
-        for (pk, _content), vec in zip(todo, encoded, strict=True):
-            vectors[pk] = vec.tobytes()
-    rows = [(pk, vectors[pk], h) for (pk, _c), h in zip(proposals, hashes, strict=True)]
+        encoded = _encode(run.model_name, list(todo.values())).astype(np.float16)
+        known.update((h, vec.tobytes()) for h, vec in zip(todo, encoded, strict=True))
+    reused = sum(1 for h in hashes if h not in todo)
+    rows = [(pk, known[h], h) for (pk, _c), h in zip(proposals, hashes, strict=True)]
     seconds = time.perf_counter() - t0
     try:
         with transaction.atomic():
@@ -2837,14 +2842,21 @@ def _finalize(run: EngineRun) -> dict:
     base = _base_run(run)
     _record(run.pk, metrics={"cluster_threads": cluster_threads(), "math_kernels": math_kernels()})
     if run.has_ideas:
-        chunk_stats = run.chunks.aggregate(
-            embedded=Sum("embedded"), reused=Sum("reused"), seconds=Sum("seconds")
-        )
+        chunk_stats = {
+            k: v or 0
+            for k, v in run.chunks.aggregate(
+                size=Sum("size"),
+                embedded=Sum("embedded"),
+                reused=Sum("reused"),
+                seconds=Sum("seconds"),
+            ).items()
+        }
         _record(
             run.pk,
-            timings={"embed_cpu": chunk_stats["seconds"] or 0.0,
+            timings={"embed_cpu": chunk_stats["seconds"],
                      "embed_wall": (timezone.now() - run.started_at).total_seconds() if run.started_at else 0.0},
-            metrics={"embedded": chunk_stats["embedded"] or 0, "reused_embeddings": chunk_stats["reused"] or 0,
+            metrics={"embedded": chunk_stats["embedded"], "reused_embeddings": chunk_stats["reused"],
+                     "repeats_embedded_once": chunk_stats["size"] - chunk_stats["embedded"] - chunk_stats["reused"],
                      "ideas_model": run.model_name},
         )  # fmt: skip
         _ideas_stage(run, base)

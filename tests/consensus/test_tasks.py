@@ -283,6 +283,41 @@ def test_same_input_and_seed_give_the_same_ideas_and_reuse_embeddings(
     assert second.metrics["reused_embeddings"] == 48 and second.metrics["embedded"] == 0
 
 
+def test_a_text_repeated_in_a_chunk_is_embedded_once(themed, django_capture_on_commit_callbacks):
+    """Repeated answers, a shouted one included, are encoded once, and each proposal gets the vector."""
+    texts = ["Rien à ajouter.", "Rien à ajouter.", "RIEN À AJOUTER.", "Il faut des bancs."]
+    repeats = [ProposalFactory(consultation=themed, content=text) for text in texts]
+    assert len({text_for_embedding(text) for text in texts}) == 2
+    real = services._encode
+    encoded = []
+    with mock.patch.object(
+        services, "_encode", side_effect=lambda m, t: encoded.extend(t) or real(m, t)
+    ):
+        run = start(themed, django_capture_on_commit_callbacks, kind="ideas",
+                    parameters={"chunk_size": 100})  # fmt: skip
+
+    assert run.status == EngineRun.Status.DONE, run.error
+    assert len(encoded) == len(set(encoded)) == 48 + 2
+    assert run.metrics["embedded"] == 50 and run.metrics["repeats_embedded_once"] == 2
+    vectors = dict(
+        ProposalEmbedding.objects.filter(run=run, proposal__in=repeats).values_list(
+            "proposal_id", "vector"
+        )
+    )
+    assert len(vectors) == 4
+    assert (
+        bytes(vectors[repeats[0].pk])
+        == bytes(vectors[repeats[1].pk])
+        == bytes(vectors[repeats[2].pk])
+    )
+    assert bytes(vectors[repeats[3].pk]) != bytes(vectors[repeats[0].pk])
+    # the next run reuses the stored vector for every proposal with that text, a new one included
+    ProposalFactory(consultation=themed, content="Rien à ajouter.")
+    second = start(themed, django_capture_on_commit_callbacks, kind="ideas",
+                   parameters={"chunk_size": 100})  # fmt: skip
+    assert second.metrics["embedded"] == 0 and second.metrics["reused_embeddings"] == 53
+
+
 def test_a_vector_is_reused_only_for_the_text_its_model_read(
     themed, django_capture_on_commit_callbacks
 ):

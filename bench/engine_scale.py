@@ -241,6 +241,7 @@ def _run_pipeline(consultation, n: int, args, stages: dict, *, reuse: bool) -> d
                     if args.lexical_weight is not None
                     else {}
                 ),
+                **_extra_parameters(args.param),
             },
         )
     stages["start (input hash)"] = time.perf_counter() - t0
@@ -1004,6 +1005,21 @@ def _rerun_lines(r: dict) -> list[str]:
     ]
 
 
+def _extra_parameters(items: list[str]) -> dict:
+    """Run parameters given as NAME=VALUE (numbers and JSON literals parsed, the rest strings);
+    the engine checks them when the run starts."""
+    params = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SystemExit(f"--param wants NAME=VALUE, not {item!r}")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
+    return params
+
+
 def _subprocess(flag: str, value, args, extra: tuple = ()) -> dict:
     cmd = [sys.executable, __file__, flag, str(value), "--model", args.model, "--workers", str(args.workers),
            "--chunk-size", str(args.chunk_size), "--seed", str(args.seed), "--database-url", args.database_url,
@@ -1011,7 +1027,8 @@ def _subprocess(flag: str, value, args, extra: tuple = ()) -> dict:
            *(["--curated-rerun"] if args.curated_rerun else []),
            *(["--staff-move"] if args.staff_move else []),
            *(["--large-graph", args.large_graph] if args.large_graph else []),
-           *(["--lexical-weight", str(args.lexical_weight)] if args.lexical_weight is not None else [])]  # fmt: skip
+           *(["--lexical-weight", str(args.lexical_weight)] if args.lexical_weight is not None else []),
+           *(f"--param={item}" for item in args.param)]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
     line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode or line is None:
@@ -1062,6 +1079,8 @@ def main() -> None:
                         help="run parameter large_graph (default: the engine's)")  # fmt: skip
     parser.add_argument("--lexical-weight", type=float, default=None,
                         help="run parameter lexical_weight (default: the engine's; 0: embeddings alone)")  # fmt: skip
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="any other run parameter, e.g. persistence_ratio=1.5 (repeatable)")  # fmt: skip
     parser.add_argument("--chunk-size", type=int, default=2_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))

@@ -91,6 +91,7 @@ def run_list(request, slug):
             "min_cluster_size",
             "expected_ideas",
             "resolution",
+            "neighbour_ideas",
             "near_threshold",
             "n_themes",
         ),  # fmt: skip

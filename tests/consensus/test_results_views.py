@@ -125,6 +125,7 @@ def test_the_method_says_in_plain_words_how_ideas_were_found(client, published):
         french = client.get(results_url(consultation), HTTP_ACCEPT_LANGUAGE="fr").content.decode()
     assert "Comment les idées sont trouvées" in french
     assert f"{metrics['n_unique_texts']} textes distincts" in french
+    assert "<code>persistence_ratio=1.5</code>" in french  # settings as typed, not "1,5"
 
 
 def test_the_largest_ideas_show_before_anyone_votes(client, django_capture_on_commit_callbacks):

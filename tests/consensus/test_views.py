@@ -11,6 +11,7 @@ from django.utils.html import escape
 
 from accounts.models import AuditEntry
 from consensus import results_views, selectors, services
+from consensus.forms import GATHER_PERSISTENCE_RATIO, RunStartForm
 from consensus.models import EngineRun, Idea, IdeaMembership, Theme
 from consensus.selectors import METRIC_LABELS, TIMING_LABELS, model_label
 from partners.models import PartnerMembership
@@ -483,10 +484,29 @@ def test_the_start_form_passes_clustering_and_group_parameters(
     assert entry.after["parameters"]["method"] == "hdbscan"
 
 
+def test_staff_can_ask_for_neighbouring_ideas_to_be_gathered(
+    client, staff, consultation, django_capture_on_commit_callbacks
+):
+    data = {"kind": "ideas", "model_name": "hashing", "seed": "0", "chunk_size": "100"}
+    page = client.get(runs_url(consultation)).content.decode()
+    assert 'name="neighbour_ideas"' in page and "Gather those that stay together" in page
+    with django_capture_on_commit_callbacks():
+        client.post(runs_url(consultation), {**data, "neighbour_ideas": "gather"})
+    gathered = EngineRun.objects.get()
+    assert gathered.parameters["persistence_ratio"] == GATHER_PERSISTENCE_RATIO == 1.5
+    assert services._cluster_params(gathered.parameters, 0).persistence_ratio == 1.5
+    plain = RunStartForm(data)
+    assert plain.is_valid() and "persistence_ratio" not in plain.parameters()  # default: off
+    page = client.get(run_url(gathered)).content.decode()
+    assert "<code>persistence_ratio=1.5</code>" in page
+
+
 @pytest.mark.parametrize(
     "bad",
     [
         {"cluster_method": "kmeans"},
+        {"cluster_method": "hdbscan", "neighbour_ideas": "gather"},
+        {"neighbour_ideas": "all"},
         {"min_cluster_size": "1"},
         {"resolution": "-1"},
         {"near_threshold": "2"},

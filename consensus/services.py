@@ -568,7 +568,7 @@ def theme_label_set(*, theme: Theme, label: str, actor=None) -> Theme:
     )
 
 
-def _engine_label(central_text: str | None, keywords) -> str:
+def engine_label(central_text: str | None, keywords) -> str:
     """The label the engine gives an idea: its most central text, else its keywords."""
     if central_text:
         return Truncator(central_text).chars(250)
@@ -614,7 +614,7 @@ def _relabel_ideas_left(run_id: int, idea_ids, leaving: dict[int, str]) -> int:
     ideas = Idea.objects.filter(
         pk__in=idea_ids,
         named_by_staff=False,
-        label__in={_engine_label(text, ()) for text in leaving.values()},
+        label__in={engine_label(text, ()) for text in leaving.values()},
     ).defer("centroid")
     for idea in ideas:
         replacement = (
@@ -625,7 +625,7 @@ def _relabel_ideas_left(run_id: int, idea_ids, leaving: dict[int, str]) -> int:
             .values_list("proposal__content", flat=True)
             .first()
         )
-        Idea.objects.filter(pk=idea.pk).update(label=_engine_label(replacement, idea.keywords))
+        Idea.objects.filter(pk=idea.pk).update(label=engine_label(replacement, idea.keywords))
         renamed += 1
     return renamed
 
@@ -896,7 +896,7 @@ def idea_split(*, run: EngineRun, proposal_ids, actor=None) -> tuple[Idea, int]:
             consultation_id=run.consultation_id,
             number=number,
             theme_id=theme_id,
-            label=_engine_label(first, []) or _("New idea"),
+            label=engine_label(first, []) or _("New idea"),
             created_by_staff=True,
             members_changed=True,
             centroid=_mean_vector(run, ids),
@@ -1068,7 +1068,7 @@ def _describe_ideas(run: EngineRun, ideas: dict, touched: set) -> bool:
             idea.keywords = list(found)
         if not idea.named_by_staff:
             first = next((row[2] for row in rows if central and row[0] == central[0]), None)
-            idea.label = _engine_label(contents.get(first), idea.keywords)
+            idea.label = engine_label(contents.get(first), idea.keywords)
         idea.members_changed = False
         changed_ideas.append(idea)
         central_set = set(central)
@@ -1760,7 +1760,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
                     theme=theme_rows[themes.of[idea.id]] if themes.of[idea.id] >= 0 else None,
                     label=created[idea.id][1]
                     if idea.id in created
-                    else _engine_label(
+                    else engine_label(
                         texts[central_rows[idea.id][0]] if central_rows[idea.id] else None,
                         idea.keywords,
                     ),

@@ -141,12 +141,26 @@ def test_the_largest_ideas_show_before_anyone_votes(client, django_capture_on_co
     assert f"the {len(shown)} largest of the {len(ideas)} it found" in section
     central = run.memberships.filter(idea=shown[0], is_central=True).select_related("proposal")
     assert central and all(escape(m.proposal.content) in section for m in central)
+    # the idea is named after its most central proposal, which its card does not list again
+    card = section[: section.index(escape(shown[1].label))]
+    assert shown[0].label == central.order_by("-similarity")[0].proposal.content
+    assert card.count(escape(shown[0].label)) == 1
+    assert "Other representative proposals:" in card
+    services.idea_label_set(idea=shown[0], label="Named by staff")  # then it lists all three
+    cache.clear()
+    renamed = client.get(results_url(consultation)).content.decode()
+    renamed = renamed[renamed.index('id="ideas-all"') :]
+    card = renamed[: renamed.index(escape(shown[1].label))]
+    assert "Its most representative proposals:" in card
+    assert all(escape(m.proposal.content) in card for m in central)
     keywords = shown[0].keywords[:6]  # the words that set the idea apart, as tags
     assert keywords and all(
         f'<span class="keyword">{escape(w)}</span>' in section for w in keywords
     )
     assert 'href="#ideas-all"' in body
     assert "agreement:" not in section  # no agreement figure without a single vote
+    zones = body[body.index('id="ideas-consensual"') :]
+    assert zones.count("an idea comes here once its proposals have enough votes") == 3
     # no idea has a zone yet: what the engine found comes before the (empty) zones
     assert body.index('id="ideas-all"') < body.index('id="ideas-consensual"')
 
@@ -616,7 +630,7 @@ def test_counters_partial_polls_while_open_and_matches_the_stats(
 def test_cached_sections_keep_french_no_break_spaces(client, published, results_cache):
     consultation, _ = published
     with translation.override("fr"):
-        expected = translation.gettext("Its most representative proposals:")
+        expected = translation.gettext("Other representative proposals:")
         assert expected.endswith("\u00a0:")  # "représentatives :", never cut before the colon
         for _ in ("built", "from the cache"):
             body = client.get(results_url(consultation), HTTP_ACCEPT_LANGUAGE="fr")

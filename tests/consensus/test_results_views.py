@@ -275,6 +275,8 @@ def test_an_idea_page_lists_every_proposal_closest_first_a_page_at_a_time(
     assert response.status_code == 200
     body = response.content.decode()
     assert escape(idea.label) in body and all(escape(w) in body for w in idea.keywords[:6])
+    assert 'class="cards idea-cards idea-cards-single"' in body  # the card spans the page
+    assert "idea-cards-single" not in results
     assert f"The {len(members)} proposals in this idea" in body
     listed = body[body.index('id="members-title"') :]
     positions = [listed.index(escape(m.proposal.content)) for m in members[:4]]

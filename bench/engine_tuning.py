@@ -103,6 +103,11 @@ def parse_variant(text: str) -> tuple[str, dict]:
             kwargs[key] = None
             continue
         hint = str(hints[key])
+        if hint == "<class 'bool'>":
+            if raw.lower() not in ("true", "false"):
+                raise SystemExit(f"bad variant {text!r}: {key} wants true or false, not {raw!r}")
+            kwargs[key] = raw.lower() == "true"
+            continue
         try:
             kwargs[key] = float(raw) if "float" in hint else int(raw) if "int" in hint else raw
         except ValueError:

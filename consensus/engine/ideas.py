@@ -554,6 +554,10 @@ class ClusterParams:
     # 0.201 -> 0.229 (docs/bench_engine_quality.md). 0 turns it off.
     lexical_weight: float = 0.6
     lexical_dims: int = 100
+    # the words leave out each proposal's frame and the verb after it ("Il faut supprimer ...",
+    # `_without_frame`): shared, those made ideas of everything "to abolish" or "to ban" on
+    # Make.org's proposals (docs/bench_engine_quality.md, session 23).
+    lexical_skip_frame: bool = False
     # graph, opt-in: ideas chosen across resolutions (`_persistent_ideas`). Leiden also runs at
     # 1/4 to 2 times the resolution; the coarser communities form a tree over the ideas, and a
     # community replaces the ideas under it when its volume times the resolutions it lives
@@ -570,7 +574,27 @@ class ClusterParams:
 LEXICAL_FIT_MAX = 50_000  # texts the TF-IDF vocabulary and the LSA axes are fitted on
 
 
-def lexical_features(texts: list[str], *, dims: int = 100, seed: int = 0) -> np.ndarray | None:
+# A proposal's frame and the action right after it ("Il faut supprimer ...", "We should ban ...")
+# say what to do, not what about: shared, they made ideas of everything "to abolish" on
+# Make.org's proposals (docs/bench_engine_quality.md, session 23). The words leave them out.
+_FRAME_RE = re.compile(
+    r"^\W*(?:il\s+(?:ne\s+)?fau(?:t|drait)(?:\s+(?:pas|plus|surtout|absolument|vraiment|"
+    r"aussi|également|egalement|davantage|enfin|donc|rapidement|urgemment|d'abord))*"
+    r"(?:\s+(?P<fr>\w+(?:er|ir|re|oir)\b))?"
+    r"|(?:we|you|they|governments?|people)\s+(?:should|must|need\s+to|have\s+to|ought\s+to)"
+    r"(?:\s+(?:not|also|really|urgently|finally))*(?:\s+(?P<en>\w+))?)",
+    re.IGNORECASE,
+)
+
+
+def _without_frame(text: str) -> str:
+    """The text without its leading proposal frame and the verb that follows it."""
+    return _FRAME_RE.sub("", text, count=1)
+
+
+def lexical_features(
+    texts: list[str], *, dims: int = 100, seed: int = 0, skip_frame: bool = False
+) -> np.ndarray | None:
     """LSA of the texts' TF-IDF: (n, <= dims) float32 rows of unit length, or None.
 
     Words are lower-cased with accents folded (Chinese cut into words, `_lexical_words`) and
@@ -578,7 +602,8 @@ def lexical_features(texts: list[str], *, dims: int = 100, seed: int = 0) -> np.
     axes are fitted on at most `LEXICAL_FIT_MAX` texts, those with the smallest CRC-32 (a
     sample that stays almost the same when a night adds answers), then every text is
     projected, so the cost stays linear in n. None when fewer than 3 words are shared
-    (nothing to add); a text with no shared word gets a zero row.
+    (nothing to add); a text with no shared word gets a zero row. skip_frame: each text without
+    its leading proposal frame and the verb after it (`_without_frame`).
     """
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -586,6 +611,8 @@ def lexical_features(texts: list[str], *, dims: int = 100, seed: int = 0) -> np.
     n = len(texts)
     if n < 3:
         return None
+    if skip_frame:
+        texts = [_without_frame(t) for t in texts]
     fit = np.arange(n)
     if n > LEXICAL_FIT_MAX:
         crc = np.fromiter((zlib.crc32(t.encode("utf-8")) for t in texts), np.uint32, count=n)
@@ -628,7 +655,13 @@ def _lexical_words(text: str) -> list[str]:
 
 
 def with_lexical(
-    x: np.ndarray, texts: list[str], *, weight: float, dims: int = 100, seed: int = 0
+    x: np.ndarray,
+    texts: list[str],
+    *,
+    weight: float,
+    dims: int = 100,
+    seed: int = 0,
+    skip_frame: bool = False,
 ) -> np.ndarray:
     """Rows of x (unit embeddings) with `weight` x their `lexical_features` appended,
     re-normalised, in x's float type; x itself when weight is 0 or the texts share too few
@@ -637,7 +670,7 @@ def with_lexical(
         return x
     if len(texts) != x.shape[0]:
         raise ValueError(f"{len(texts)} texts but {x.shape[0]} vectors")
-    lex = lexical_features(texts, dims=dims, seed=seed)
+    lex = lexical_features(texts, dims=dims, seed=seed, skip_frame=skip_frame)
     if lex is None:
         return x
     dtype = x.dtype if x.dtype in (np.float16, np.float32) else np.float32
@@ -844,7 +877,12 @@ def cluster_vectors(
     embedded = x  # the large path draws its sample by a hash of the embeddings alone
     if texts is not None:
         x = with_lexical(
-            x, texts, weight=params.lexical_weight, dims=params.lexical_dims, seed=params.seed
+            x,
+            texts,
+            weight=params.lexical_weight,
+            dims=params.lexical_dims,
+            seed=params.seed,
+            skip_frame=params.lexical_skip_frame,
         )
 
     if params.method == "graph":

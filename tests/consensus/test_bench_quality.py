@@ -95,3 +95,13 @@ def test_tuning_scores_are_read_by_kind_of_label(tuning):
     assert list(kinds.values()).count("mixture") == 8
     assert list(kinds.values()).count("alone") == 15
     assert set(kinds.values()) == set(tuning.KINDS)
+
+
+def test_tuning_variants_are_typed_by_their_field(tuning):
+    name, kwargs = tuning.parse_variant("words:lexical_skip_frame=false,edge_power=2,method=graph")
+    assert name == "words"
+    assert kwargs == {"lexical_skip_frame": False, "edge_power": 2.0, "method": "graph"}
+    assert tuning.parse_variant("x:lexical_skip_frame=True")[1] == {"lexical_skip_frame": True}
+    for bad in ("x:lexical_skip_frame=yes", "x:edge_power=high", "x:nothing=1"):
+        with pytest.raises(SystemExit):
+            tuning.parse_variant(bad)

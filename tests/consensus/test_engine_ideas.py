@@ -892,6 +892,43 @@ def test_lexical_features_are_unit_rows_fitted_on_a_sample_stable_as_texts_are_a
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("Il faut supprimer les paradis fiscaux", " les paradis fiscaux"),
+        ("Il faut absolument interdire la chasse", " la chasse"),
+        ("IL NE FAUT PLUS acheter de plastique", " de plastique"),
+        ("Il faudrait taxer le kérosène", " le kérosène"),
+        ("Il faut plus de vélos", " de vélos"),  # no verb: only the frame goes
+        ("Il faut que l'État agisse", " que l'État agisse"),
+        ("We should ban single-use plastic", " single-use plastic"),
+        ("Réduire la vitesse sur les routes", "Réduire la vitesse sur les routes"),  # no frame
+        ("Les musées le soir : il faut les ouvrir", "Les musées le soir : il faut les ouvrir"),
+    ],
+)
+def test_the_words_leave_out_a_proposals_frame_and_its_verb(text, words):
+    from consensus.engine.ideas import _without_frame
+
+    assert _without_frame(text) == words
+
+
+def test_without_the_frame_proposals_share_what_they_are_about_not_their_verb():
+    from consensus.engine.ideas import lexical_features
+
+    objects = ("la publicité", "les paradis fiscaux", "la chasse", "les pesticides")
+    verbs = ("supprimer", "interdire", "arrêter")
+    texts = [f"Il faut {v} {o}" for v in verbs for o in objects]
+    for skip in (False, True):
+        lex = lexical_features(texts, dims=20, seed=0, skip_frame=skip)
+        cos = lex @ lex.T
+        same_object = cos[0, len(objects)]  # supprimer / interdire la publicité
+        same_verb = cos[0, 1]  # supprimer la publicité / les paradis fiscaux
+        if skip:
+            assert same_object > 0.99 and same_verb < 0.2
+        else:
+            assert same_object < 0.9 and same_verb > 0.2  # the verb counted
+
+
 def test_with_lexical_appends_weighted_words_and_keeps_the_float_type():
     from consensus.engine.ideas import with_lexical
 

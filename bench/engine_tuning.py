@@ -103,9 +103,7 @@ def parse_variant(text: str) -> tuple[str, dict]:
             kwargs[key] = None
             continue
         hint = str(hints[key])
-        if hint == "<class 'bool'>":
-            if raw.lower() not in ("true", "false"):
-                raise SystemExit(f"bad variant {text!r}: {key} wants true or false, not {raw!r}")
+        if "bool" in hint and raw.lower() in ("true", "false"):
             kwargs[key] = raw.lower() == "true"
             continue
         try:

@@ -131,6 +131,9 @@ PARAMETERS: dict[str, _Param] = {
     "ensemble_runs": _Param("int", None, 1, 50, nullable=True),
     # the words of the texts beside their embedding (engine default 0.6; 0 = the embedding alone)
     "lexical_weight": _Param("float", None, 0.0, 2.0, nullable=True),
+    # the words leave out each proposal's frame and the verb after it ("Il faut supprimer ...");
+    # None: the engine's "auto", on when most proposals start with a frame
+    "lexical_skip_frame": _Param("bool", None, nullable=True),
     # graph, above 10,000 unique texts: a stable sample, the rest voted in (default), or micro-clusters
     "large_graph": _Param("choice", None, nullable=True, choices=("sample", "micro")),
     # themes that group the ideas: None picks round(sqrt(ideas)) up to 12, 0 makes none
@@ -150,7 +153,7 @@ PARAMETERS: dict[str, _Param] = {
 CLUSTER_KNOBS = (
     "method", "min_cluster_size", "min_points", "expected_ideas", "micro_k", "graph_neighbors",
     "resolution", "noise_reassign_threshold", "merge_ratio", "edge_power", "ensemble_runs",
-    "large_graph", "lexical_weight", "persistence_ratio",
+    "large_graph", "lexical_weight", "persistence_ratio", "lexical_skip_frame",
 )  # fmt: skip
 
 KNOWN_MODELS = ("usem3", "minilm", "static", "hashing")
@@ -1816,6 +1819,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
             "staff_theme_names_kept": n_theme_names,
             "action_links_kept": n_links,
             "lexical_weight": cluster_params.lexical_weight,
+            "lexical_skip_frame": engine.skips_frame(cluster_params, rep_texts),
             "staff_placements_kept": len(placements),
             "staff_placements_stopped": n_stopped,
         },

@@ -556,8 +556,11 @@ class ClusterParams:
     lexical_dims: int = 100
     # the words leave out each proposal's frame and the verb after it ("Il faut supprimer ...",
     # `_without_frame`): shared, those made ideas of everything "to abolish" or "to ban" on
-    # Make.org's proposals (docs/bench_engine_quality.md, session 23).
-    lexical_skip_frame: bool = False
+    # Make.org's proposals, where every text starts "Il faut" (docs/bench_engine_quality.md,
+    # session 23). "auto": when at least FRAME_SHARE_AUTO of the texts start with a frame, as
+    # where a consultation asks for one; open answers (1-4 % per Grand Débat question) keep
+    # their words, since on the tuning half leaving the frames out scored a little lower.
+    lexical_skip_frame: bool | Literal["auto"] = "auto"
     # graph, opt-in: ideas chosen across resolutions (`_persistent_ideas`). Leiden also runs at
     # 1/4 to 2 times the resolution; the coarser communities form a tree over the ideas, and a
     # community replaces the ideas under it when its volume times the resolutions it lives
@@ -587,9 +590,26 @@ _FRAME_RE = re.compile(
 )
 
 
+FRAME_SHARE_AUTO = 0.5
+
+
 def _without_frame(text: str) -> str:
     """The text without its leading proposal frame and the verb that follows it."""
     return _FRAME_RE.sub("", text, count=1)
+
+
+def skips_frame(params: ClusterParams, texts: list[str]) -> bool:
+    """Whether the words leave out the proposals' frames (`ClusterParams.lexical_skip_frame`):
+    "auto" reads up to 10,000 texts spread over the list."""
+    value = params.lexical_skip_frame
+    if isinstance(value, bool):
+        return value
+    if value != "auto":
+        raise ValueError(f"lexical_skip_frame must be true, false or 'auto', not {value!r}")
+    if not texts:
+        return False
+    sample = texts[:: max(1, len(texts) // 10_000)]
+    return sum(1 for t in sample if _FRAME_RE.match(t)) >= FRAME_SHARE_AUTO * len(sample)
 
 
 def lexical_features(
@@ -882,7 +902,7 @@ def cluster_vectors(
             weight=params.lexical_weight,
             dims=params.lexical_dims,
             seed=params.seed,
-            skip_frame=params.lexical_skip_frame,
+            skip_frame=skips_frame(params, texts),
         )
 
     if params.method == "graph":

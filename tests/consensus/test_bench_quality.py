@@ -102,6 +102,20 @@ def test_tuning_variants_are_typed_by_their_field(tuning):
     assert name == "words"
     assert kwargs == {"lexical_skip_frame": False, "edge_power": 2.0, "method": "graph"}
     assert tuning.parse_variant("x:lexical_skip_frame=True")[1] == {"lexical_skip_frame": True}
-    for bad in ("x:lexical_skip_frame=yes", "x:edge_power=high", "x:nothing=1"):
+    assert tuning.parse_variant("x:lexical_skip_frame=auto")[1] == {"lexical_skip_frame": "auto"}
+    for bad in ("x:edge_power=high", "x:nothing=1"):
         with pytest.raises(SystemExit):
             tuning.parse_variant(bad)
+
+
+def test_proposal_frames_counts_each_verbs_share_in_its_largest_idea():
+    spec = importlib.util.spec_from_file_location(
+        "proposal_frames_under_test", BENCH.with_name("proposal_frames.py")
+    )
+    frames = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(frames)
+    texts = [f"Il faut {verb} {thing}" for verb in frames.VERBS for thing in ("a", "b", "c", "d")]
+    labels = np.array([i % 4 for i in range(len(texts))])  # by thing: each verb spread on 4
+    assert set(frames.verb_shares(texts, labels).values()) == {0.25}
+    labels = np.array([i // 4 for i in range(len(texts))])  # by verb: each in one idea
+    assert set(frames.verb_shares(texts, labels).values()) == {1.0}

@@ -929,6 +929,21 @@ def test_without_the_frame_proposals_share_what_they_are_about_not_their_verb():
             assert same_object < 0.9 and same_verb > 0.2  # the verb counted
 
 
+def test_frames_are_left_out_where_most_texts_have_one():
+    from consensus.engine.ideas import skips_frame
+
+    framed = [f"Il faut {v} la chasse" for v in ("interdire", "limiter", "arrêter")]
+    answers = ["Baisser la TVA", "Plus de trains", "RAS", "Des bus le soir"]
+    assert skips_frame(ClusterParams(), framed * 3 + answers)  # 9 of 13 texts
+    assert not skips_frame(ClusterParams(), framed + answers)  # 3 of 7
+    assert skips_frame(ClusterParams(), framed + ["Il faut des bus"])  # a frame without verb
+    assert not skips_frame(ClusterParams(), [])
+    assert skips_frame(ClusterParams(lexical_skip_frame=True), answers)
+    assert not skips_frame(ClusterParams(lexical_skip_frame=False), framed)
+    with pytest.raises(ValueError, match="lexical_skip_frame"):
+        skips_frame(ClusterParams(lexical_skip_frame="yes"), framed)
+
+
 def test_with_lexical_appends_weighted_words_and_keeps_the_float_type():
     from consensus.engine.ideas import with_lexical
 

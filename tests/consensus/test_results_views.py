@@ -97,6 +97,8 @@ def test_the_method_says_in_plain_words_how_ideas_were_found(client, published):
     assert "proposals closest to it in meaning" in method  # the default graph method
     assert run.metrics["lexical_weight"] == 0.6
     assert "the words proposals share bring them closer" in method
+    assert run.metrics["lexical_skip_frame"] is False  # its proposals carry no "Il faut"
+    assert "Not the opening words every proposal shares" not in method
     assert "Word-form hashing, no model" in method  # the model, named for people
     metrics = run.metrics
     assert f"{metrics['n_proposals']} proposals, {metrics['n_unique_texts']} distinct texts" in (
@@ -108,10 +110,12 @@ def test_the_method_says_in_plain_words_how_ideas_were_found(client, published):
     assert "stay together when the grouping is made coarser" not in method
     run.parameters = {**run.parameters, "persistence_ratio": 1.5}  # the opt-in gathering
     run.save(update_fields=["parameters"])
+    run.metrics = {**run.metrics, "lexical_skip_frame": True}  # as for "Il faut ..." proposals
+    run.save(update_fields=["metrics"])
     cache.clear()
-    assert "stay together when the grouping is made coarser" in (
-        client.get(results_url(consultation)).content.decode()
-    )
+    body = client.get(results_url(consultation)).content.decode()
+    assert "stay together when the grouping is made coarser" in body
+    assert "Not the opening words every proposal shares, nor the verb after them" in body
     run.parameters = {**run.parameters, "method": "agglomerative"}
     run.save(update_fields=["parameters"])
     cache.clear()

@@ -283,6 +283,31 @@ def test_same_input_and_seed_give_the_same_ideas_and_reuse_embeddings(
     assert second.metrics["reused_embeddings"] == 48 and second.metrics["embedded"] == 0
 
 
+def test_the_words_leave_out_the_frame_where_most_proposals_start_with_one(
+    themed, django_capture_on_commit_callbacks
+):
+    """Proposals written after a prefix ("Il faut ...") all share it and the verb after it: the
+    words the clustering adds leave them out there, and nowhere else unless asked."""
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    assert run.status == EngineRun.Status.DONE, run.error
+    assert run.parameters["lexical_skip_frame"] is None  # the engine's "auto"
+    assert run.metrics["lexical_skip_frame"] is False  # its texts carry no frame
+    framed = ConsultationFactory()
+    for verb in ("supprimer", "interdire", "arrêter"):
+        for thing in ("la publicité", "les paradis fiscaux", "la chasse", "les pesticides"):
+            ProposalFactory(consultation=framed, content=f"Il faut {verb} {thing}")
+    run = start(framed, django_capture_on_commit_callbacks, kind="ideas")
+    assert run.status == EngineRun.Status.DONE, run.error
+    assert run.metrics["lexical_skip_frame"] is True
+    asked = start(themed, django_capture_on_commit_callbacks, kind="ideas",
+                  parameters={"chunk_size": 10, "lexical_skip_frame": True})  # fmt: skip
+    assert asked.metrics["lexical_skip_frame"] is True
+    with pytest.raises(services.EngineInputError, match="lexical_skip_frame"):
+        services.engine_run_start(
+            consultation=themed, **{**HASHING, "parameters": {"lexical_skip_frame": "yes"}}
+        )
+
+
 def test_a_text_repeated_in_a_chunk_is_embedded_once(themed, django_capture_on_commit_callbacks):
     """Repeated answers, a shouted one included, are encoded once, and each proposal gets the vector."""
     texts = ["Rien à ajouter.", "Rien à ajouter.", "RIEN À AJOUTER.", "Il faut des bancs."]

@@ -583,9 +583,9 @@ LEXICAL_FIT_MAX = 50_000  # texts the TF-IDF vocabulary and the LSA axes are fit
 _FRAME_RE = re.compile(
     r"^\W*(?:il\s+(?:ne\s+)?fau(?:t|drait)(?:\s+(?:pas|plus|surtout|absolument|vraiment|"
     r"aussi|également|egalement|davantage|enfin|donc|rapidement|urgemment|d'abord))*"
-    r"(?:\s+(?P<fr>\w+(?:er|ir|re|oir)\b))?"
+    r"(?:\s+\w+(?:er|ir|re|oir)\b)?"
     r"|(?:we|you|they|governments?|people)\s+(?:should|must|need\s+to|have\s+to|ought\s+to)"
-    r"(?:\s+(?:not|also|really|urgently|finally))*(?:\s+(?P<en>\w+))?)",
+    r"(?:\s+(?:not|also|really|urgently|finally))*(?:\s+\w+)?)",
     re.IGNORECASE,
 )
 

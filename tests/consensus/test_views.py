@@ -187,6 +187,12 @@ def test_a_done_run_page_shows_ideas_metrics_and_publish_button(
     assert all(escape(label) in body for label in labels)
     assert f"<code>{run.model_name}</code>" in body
     assert "hx-trigger" not in body
+    # each idea shows its central proposals, but not again the one it is named after
+    idea = Idea.objects.filter(run=run).order_by("-size", "number").first()
+    central = IdeaMembership.objects.filter(run=run, idea=idea, is_central=True)
+    others = [m.proposal.content for m in central if m.proposal.content != idea.label]
+    assert len(others) < central.count() and f"<li>{escape(idea.label)}</li>" not in body
+    assert all(f"<li>{escape(text)}</li>" in body for text in others)
 
 
 def test_a_done_run_page_lists_its_themes_and_the_theme_of_each_idea(

@@ -39,7 +39,7 @@ from config.errors import NotFound
 from consultations.models import Participant, Proposal
 from consultations.selectors import consultation_get_for_user, consultation_stats, stats_cache_key
 
-from . import charts, selectors, services
+from . import charts, selectors
 from .models import Idea, IdeaMembership
 
 logger = logging.getLogger(__name__)
@@ -96,10 +96,7 @@ def _attach_central(ideas: list[Idea], run) -> None:
     )
     for idea in ideas:
         idea.central = idea.central_all[:CENTRAL_PER_IDEA]
-        # the engine names an idea after its most central proposal: its card does not say it twice
-        idea.central_others = [
-            m for m in idea.central if services.engine_label(m.proposal.content, ()) != idea.label
-        ]
+        idea.central_others = selectors.central_besides_label(idea, idea.central)
 
 
 def _zoned_ideas(run) -> dict[str, list[Idea]]:

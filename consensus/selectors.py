@@ -73,6 +73,14 @@ def run_ideas(*, run: EngineRun):
     )
 
 
+def central_besides_label(idea: Idea, central) -> list[IdeaMembership]:
+    """The idea's central memberships but the one whose proposal it is named after (the engine
+    names an idea after its most central proposal; a card need not show that text twice)."""
+    from .services import engine_label
+
+    return [m for m in central if engine_label(m.proposal.content, ()) != idea.label]
+
+
 def run_opinion_groups(*, run: EngineRun) -> list[OpinionGroup]:
     """Opinion groups, each with ``representative_items`` = [(proposal, item dict), ...]; a
     proposal refused since the run is left out."""

@@ -131,6 +131,8 @@ def run_detail(request, slug, pk):
         if error:
             return error
         context["ideas"], context["ideas_page"] = page.object_list, page
+        for idea in context["ideas"]:
+            idea.central_others = selectors.central_besides_label(idea, idea.central)
         context["themes"] = selectors.run_themes(run=run, ideas_each=0)
         context["groups"] = selectors.run_opinion_groups(run=run)
         context["rankings"] = staff_selectors.run_rankings(run=run, limit=10)

@@ -432,13 +432,9 @@ def results_ideas(request, slug):
     run = selectors.consultation_current_run(consultation=consultation)
     if run is None:
         raise NotFound(_("The results are not available yet: the votes have not been analysed."))
-    ideas, theme = selectors.run_ideas_by_size(run=run), None
-    if "theme" in request.GET:
-        number = request.GET["theme"]
-        if not number.isascii() or not number.isdigit():
-            return _bad_request(_("The theme must be a whole number."))
-        theme = selectors.run_theme_get(run=run, number=int(number))
-        ideas = ideas.filter(theme=theme)
+    ideas, theme, error = theme_filter_or_error(request, run, selectors.run_ideas_by_size(run=run))
+    if error:
+        return error
     page, error = ideas_page_or_error(request, ideas)
     if error:
         return error
@@ -466,6 +462,19 @@ def page_or_error(request, paginator: Paginator, no_such_page: str):
         raise NotFound(
             no_such_page % {"page": request.GET.get("page", "")[:12], "pages": paginator.num_pages}
         ) from None
+
+
+def theme_filter_or_error(request, run, ideas):
+    """``(ideas, theme, error)``: the ideas of the theme ``?theme=<number>`` names, or all of
+    them (theme None) without it; error is the 400 response for a number that is not a whole
+    number (a theme the run lacks: 404)."""
+    if "theme" not in request.GET:
+        return ideas, None, None
+    number = request.GET["theme"]
+    if not number.isascii() or not number.isdigit():
+        return ideas, None, _bad_request(_("The theme must be a whole number."))
+    theme = selectors.run_theme_get(run=run, number=int(number))
+    return ideas.filter(theme=theme), theme, None
 
 
 def ideas_page_or_error(request, ideas, per_page: int | None = None):

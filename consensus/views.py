@@ -28,6 +28,7 @@ from .results_views import (
     ideas_page_or_error,
     page_or_error,
     results_cache_forget,
+    theme_filter_or_error,
 )
 
 IDEAS_PER_PAGE = 100  # on a run's staff page
@@ -126,11 +127,16 @@ def run_detail(request, slug, pk):
         "model_label": selectors.model_label(run.model_name) if run.model_name else None,
     }
     if not run.is_active:
-        # every idea, a page at a time: at 2M answers a run finds some 260
-        page, error = ideas_page_or_error(request, selectors.run_ideas(run=run), IDEAS_PER_PAGE)
+        # every idea (or a theme's, ?theme=<number>), a page at a time: at 2M answers a run
+        # finds some 260
+        ideas, theme, error = theme_filter_or_error(request, run, selectors.run_ideas(run=run))
+        if error:
+            return error
+        page, error = ideas_page_or_error(request, ideas, IDEAS_PER_PAGE)
         if error:
             return error
         context["ideas"], context["ideas_page"] = page.object_list, page
+        context["shown_theme"], context["query"] = theme, f"theme={theme.number}" if theme else ""
         for idea in context["ideas"]:
             idea.central_others = selectors.central_besides_label(idea, idea.central)
         context["themes"] = selectors.run_themes(run=run, ideas_each=0)

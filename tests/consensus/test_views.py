@@ -212,7 +212,68 @@ def test_a_done_run_page_lists_its_themes_and_the_theme_of_each_idea(
         assert escape(str(theme)) in row and f"</td><td>{theme.size} (" in row
         assert f"<td>{theme.n_ideas}</td>" in row and escape(", ".join(theme.keywords)) in row
     for idea in Idea.objects.filter(run=run).select_related("theme"):
-        assert f"theme: {escape(str(idea.theme))}" in body
+        link = f'href="{run_url(run)}?theme={idea.theme.number}#ideas">{escape(str(idea.theme))}'
+        assert f"theme: <a {link}</a>" in body
+
+
+def test_staff_read_the_ideas_of_one_theme_on_the_run_page(
+    client, staff, monkeypatch, django_capture_on_commit_callbacks
+):
+    from consensus import views
+
+    themed = consultation_with_themes()
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.engine_run_start(consultation=themed, kind="ideas", **HASHING)
+    theme = selectors.run_themes(run=run)[0]
+    own = list(Idea.objects.filter(run=run, theme=theme).order_by("-size", "number"))
+    others = Idea.objects.filter(run=run).exclude(theme=theme)
+    assert own and others.exists()
+
+    def titles(body):
+        return {n for n in range(20) if f'id="idea-title-{n}"' in body}
+
+    link = f'href="{run_url(run)}?theme={theme.number}#ideas"'
+    with translation.override("en"):
+        body = client.get(run_url(run), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+        assert link in body  # from the themes table and from each of its ideas' cards
+        monkeypatch.setattr(views, "IDEAS_PER_PAGE", 1)
+        body = client.get(
+            run_url(run), {"theme": theme.number}, HTTP_ACCEPT_LANGUAGE="en"
+        ).content.decode()
+    assert titles(body) == {own[0].number}  # its largest idea, and no other theme's
+    count = f"{len(own)} idea{'s' if len(own) > 1 else ''} of the theme “{escape(str(theme))}”"
+    assert count in body and f'href="{run_url(run)}#ideas"' in body  # back to every idea
+    row = body[body.index('<tr class="current">') :]
+    assert f'id="theme-title-{theme.number}"' in row[: row.index("</tr>")]
+    if len(own) > 1:
+        assert f'href="?theme={theme.number}&amp;page=2"' in body  # the pager keeps the theme
+    # bad or unknown themes: a clear error, never a crash
+    for bad, status in (("one", 400), ("-1", 400), ("٣", 400), ("99", 404)):
+        assert client.get(run_url(run), {"theme": bad}).status_code == status
+    # French
+    body = client.get(
+        run_url(run), {"theme": theme.number}, HTTP_ACCEPT_LANGUAGE="fr"
+    ).content.decode()
+    assert f"du thème «\xa0{escape(str(theme))}\xa0»" in body
+
+
+def test_the_run_page_folds_its_metrics_and_timings_under_their_headings(
+    client, staff, consultation, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.engine_run_start(consultation=consultation, kind="ideas", **HASHING)
+    run.refresh_from_db()
+    with translation.override("en"):
+        body = client.get(run_url(run), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+        rows = selectors.run_metric_rows(run=run)
+    assert re.search(r'<details class="figures" id="metrics">\s*<summary><h2>Metrics</h2>', body)
+    assert f"{len(rows)} figures" in body
+    embed, final = (f"{run.timings[key]:.1f}" for key in ("embed_wall", "finalize"))
+    assert f"embedding: {embed} s · final step: {final} s" in body
+    # a failed run opens them: its figures say how far it got
+    EngineRun.objects.filter(pk=run.pk).update(status=EngineRun.Status.FAILED, error="Boom.")
+    body = client.get(run_url(run)).content.decode()
+    assert '<details class="figures" id="metrics" open>' in body
 
 
 def test_the_run_page_groups_the_digits_of_large_counts(

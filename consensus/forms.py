@@ -38,6 +38,12 @@ class IdeaLabelForm(forms.Form):
     label = forms.CharField(label=_("Label"), max_length=250, strip=True)
 
 
+class ProposalSearchForm(forms.Form):
+    """``?q=``: the words staff look for in a run's proposals (run and idea pages)."""
+
+    q = forms.CharField(label=_("Proposals that say"), max_length=100, required=False, strip=True)
+
+
 class ProposalIdsField(forms.Field):
     """Proposal numbers sent as repeated values (ticked checkboxes)."""
 

@@ -73,6 +73,24 @@ def run_ideas(*, run: EngineRun):
     )
 
 
+def ideas_saying(ideas: QuerySet, *, words: str) -> QuerySet:
+    """Those of ``ideas`` (one run's) whose published proposals contain ``words`` (any case;
+    on SQLite, any case of ASCII letters only), or whose label does; each with ``n_saying``,
+    its proposals that do, the most first."""
+    saying = Count(
+        "memberships",
+        filter=Q(
+            memberships__proposal__content__icontains=words,
+            memberships__proposal__status=Proposal.Status.ACCEPTED,
+        ),
+    )
+    return (
+        ideas.annotate(n_saying=saying)
+        .filter(Q(n_saying__gt=0) | Q(label__icontains=words))
+        .order_by("-n_saying", "-size", "number")
+    )
+
+
 def central_besides_label(idea: Idea, central) -> list[IdeaMembership]:
     """The idea's central memberships but the one whose proposal it is named after (the engine
     names an idea after its most central proposal; a card need not show that text twice)."""

@@ -14,17 +14,25 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
-from django.utils.http import url_has_allowed_host_and_scheme
+from django.utils.http import url_has_allowed_host_and_scheme, urlencode
 from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling, reswap, retarget
 
 from . import selectors, services, staff_selectors
-from .forms import IdeaLabelForm, IdeaMergeForm, ProposalPlaceForm, RunCompareForm, RunStartForm
+from .forms import (
+    IdeaLabelForm,
+    IdeaMergeForm,
+    ProposalPlaceForm,
+    ProposalSearchForm,
+    RunCompareForm,
+    RunStartForm,
+)
 from .models import EngineRun, Idea
 from .results_views import (
     PROPOSALS_PER_PAGE,
+    _bad_request,
     ideas_page_or_error,
     page_or_error,
     results_cache_forget,
@@ -127,16 +135,25 @@ def run_detail(request, slug, pk):
         "model_label": selectors.model_label(run.model_name) if run.model_name else None,
     }
     if not run.is_active:
-        # every idea (or a theme's, ?theme=<number>), a page at a time: at 2M answers a run
-        # finds some 260
+        # every idea, a page at a time (at 2M answers a run finds some 260); ?theme=<number>:
+        # a theme's; ?q=<words>: those whose proposals say them, the most first
+        words, error = _search_words_or_error(request)
+        if error:
+            return error
         ideas, theme, error = theme_filter_or_error(request, run, selectors.run_ideas(run=run))
         if error:
             return error
+        if words:
+            ideas = selectors.ideas_saying(ideas, words=words)
         page, error = ideas_page_or_error(request, ideas, IDEAS_PER_PAGE)
         if error:
             return error
         context["ideas"], context["ideas_page"] = page.object_list, page
-        context["shown_theme"], context["query"] = theme, f"theme={theme.number}" if theme else ""
+        context["shown_theme"], context["words"] = theme, words
+        query = {"theme": theme.number} if theme else {}
+        if words:
+            query["q"] = words
+        context["query"] = urlencode(query)  # what the pager's links keep
         for idea in context["ideas"]:
             idea.central_others = selectors.central_besides_label(idea, idea.central)
         context["themes"] = selectors.run_themes(run=run, ideas_each=0)
@@ -151,6 +168,15 @@ def run_detail(request, slug, pk):
         response = render(request, "consensus/run_detail.html", context)
     patch_vary_headers(response, ("HX-Request",))
     return response
+
+
+def _search_words_or_error(request):
+    """``(words, error)``: the words ``?q=`` looks for in the proposals ("" for none), or the
+    400 response that says why they cannot be (too long, a NUL character)."""
+    form = ProposalSearchForm(request.GET)
+    if not form.is_valid():
+        return "", _bad_request(" ".join(form.errors["q"]))
+    return form.cleaned_data["q"], None
 
 
 @staff_required
@@ -230,15 +256,21 @@ def run_idea(request, slug, pk, number=None):
     consultation = selectors.engine_consultation_get_for_staff(slug=slug, user=request.user)
     run = selectors.engine_run_get(consultation=consultation, pk=pk)
     idea = None if number is None else selectors.run_idea_get(run=run, number=number)
+    words, error = _search_words_or_error(request)  # ?q=: only the proposals that say them
+    if error:
+        return error
     if idea is None:
-        rows = selectors.run_unassigned(run=run)
+        every = selectors.run_unassigned(run=run)
+        rows = every.filter(content__icontains=words) if words else every
     else:
-        rows = selectors.idea_members(idea=idea)
+        every = selectors.idea_members(idea=idea)
+        rows = every.filter(proposal__content__icontains=words) if words else every
+    kept = {"q": words} if words else {}  # what the pager's links and the redirect keep
     paginator = Paginator(rows, PROPOSALS_PER_PAGE)
     asked = request.GET.get("page", "")
     if asked.isdigit() and int(asked) > paginator.num_pages:
         # moves emptied the last page: show the page that is last now
-        return redirect(f"{request.path}?page={paginator.num_pages}")
+        return redirect(f"{request.path}?{urlencode({**kept, 'page': paginator.num_pages})}")
     page, error = page_or_error(
         request, paginator, _("There is no page %(page)s: the proposals fill %(pages)d.")
     )
@@ -266,6 +298,9 @@ def run_idea(request, slug, pk, number=None):
         "idea": idea,
         "page": page,
         "items": items,
+        "words": words,
+        "query": urlencode(kept),
+        "total": every.count() if words else paginator.count,
         "editable": editable,
         "place_form": ProposalPlaceForm(ideas=choices) if editable else None,
         "merge_form": IdeaMergeForm(ideas=choices, number=idea.number)

@@ -109,4 +109,13 @@
   document.addEventListener("DOMContentLoaded", function () {
     document.querySelectorAll("[data-counter]").forEach(count);
   });
+
+  // Staff moving proposals: tick every box of the form the button is in.
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-tick-all]");
+    if (!button || !button.form) return;
+    button.form.querySelectorAll('input[type="checkbox"]').forEach(function (box) {
+      box.checked = true;
+    });
+  });
 })();

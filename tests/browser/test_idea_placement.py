@@ -12,15 +12,18 @@ from consensus import services
 from consensus.models import Idea, IdeaMembership, IdeaPlacement
 
 from ..consensus.engine_data import HASHING, consultation_with_themes
-from ..factories import UserFactory
+from ..factories import ProposalFactory, UserFactory
 from .conftest import ARTIFACTS, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
-def published_themes():
-    """A consultation of 4 themes, its published ideas run, and a staff user to sign in."""
+def published_themes(*extra):
+    """A consultation of 4 themes (and the ``extra`` proposals), its published ideas run, and a
+    staff user to sign in."""
     consultation = consultation_with_themes()
+    for text in extra:
+        ProposalFactory(consultation=consultation, content=text)
     run = services.engine_run_start(consultation=consultation, kind="ideas", **HASHING)
     run.refresh_from_db()  # eager Celery: the run is done
     UserFactory(email="staff@example.org", is_staff=True)
@@ -186,3 +189,41 @@ def test_staff_name_a_theme_on_the_run_page_and_visitors_see_it(live_server, bro
 
     page.goto(f"{live_server.url}/engine/{consultation.slug}/results/")
     assert page.locator("#themes .theme-row h3", has_text="Se déplacer et se cultiver").count() == 1
+
+
+def test_staff_find_the_proposals_that_say_some_words_and_move_them_all(live_server, browser):
+    """From the run page, staff look for words, follow an idea that holds some of them, keep
+    only those proposals, tick them all at once and move them to the idea they belong to."""
+    bike = "Des pistes cyclables sécurisées pour aller à vélo"
+    consultation, run = published_themes(f"{bike} au musée", f"{bike} jusqu'au musée du vin")
+    cycling, museums = idea_about(run, "cyclables"), idea_about(run, "musées")
+    saying = IdeaMembership.objects.filter(run=run, proposal__content__icontains="musée")
+    assert saying.filter(idea=cycling).count() == 2, "the hashing embedder puts them with bikes"
+    page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
+    sign_in(
+        page, live_server.url, "staff@example.org", f"/engine/{consultation.slug}/runs/{run.pk}/"
+    )
+
+    page.fill("#proposal-search", "musée")
+    page.get_by_role("button", name="Find").click()
+    page.wait_for_url(re.compile(r"\?q=mus%C3%A9e#ideas$"))
+    cards = page.locator("ol.ideas > li")
+    assert cards.count() == 2  # the museums' idea, whose 12 proposals say it, first
+    assert cards.first.locator(f"#idea-title-{museums.number}").count() == 1
+    page.screenshot(path=ARTIFACTS / "engine-run-search.png")
+
+    cards.nth(1).get_by_role("link", name="2 of its proposals say “musée”").click()
+    page.wait_for_url(re.compile(rf"/ideas/{cycling.number}/\?q=mus%C3%A9e$"))
+    boxes = page.locator("input[name=proposals]")
+    assert boxes.count() == 2
+    page.get_by_role("button", name="Tick every proposal of this page").click()
+    assert boxes.nth(0).is_checked() and boxes.nth(1).is_checked()
+    page.select_option("select[name=idea]", str(museums.number))
+    page.screenshot(path=ARTIFACTS / "engine-idea-search-ticked.png", full_page=True)
+    page.get_by_role("button", name="Move", exact=True).press("Enter")
+    page.wait_for_load_state()
+
+    assert "2 proposals moved to" in page.locator("body").inner_text()
+    assert "No proposal here says “musée”." in page.locator("body").inner_text()  # same search
+    assert not saying.filter(idea=cycling).exists()
+    assert saying.filter(idea=museums).count() == 14

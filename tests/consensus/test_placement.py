@@ -1,5 +1,6 @@
 """Staff move proposals between the ideas of the published run, and the next runs keep the move."""
 
+import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -927,6 +928,96 @@ def test_the_move_form_rejects_bad_input_and_strangers(
     # a page that moves emptied sends staff to the page that is last now
     response = client.get(idea_url(run, cycling.number) + "?page=3")
     assert response.status_code == 302 and response["Location"].endswith("?page=1")
+
+
+def test_staff_find_the_ideas_whose_proposals_say_some_words(
+    client, themed, monkeypatch, django_capture_on_commit_callbacks
+):
+    from consensus import views
+
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    cycling, museums = idea_with_keyword(run, "cyclables"), idea_with_keyword(run, "musées")
+    services.proposals_place(run=run, proposal_ids=[a_member(cycling)], number=museums.number)
+    services.idea_label_set(idea=Idea.objects.get(run=run, number=museums.number), label="Vélos?")
+    client.force_login(UserFactory(is_staff=True))
+    url = reverse("consensus:run", args=[themed.slug, run.pk])
+
+    def shown(body):
+        return [int(n) for n in re.findall(r'id="idea-title-(\d+)"', body)]
+
+    def saying(words):
+        return IdeaMembership.objects.filter(
+            run=run, proposal__content__icontains=words, proposal__status="accepted"
+        )
+
+    with translation.override("en"):
+        body = client.get(url, {"q": "vélo"}, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    # the cycling idea (11 proposals say it), then the museums' (the one moved there)
+    assert shown(body) == [cycling.number, museums.number]
+    assert saying("vélo").filter(idea__number=cycling.number).count() == 11
+    assert "2 ideas say “vélo” in their proposals or their name, the most first" in body
+    to_idea = reverse("consensus:run_idea", args=[themed.slug, run.pk, cycling.number])
+    assert f'<a href="{to_idea}?q=v%C3%A9lo">11 of its proposals say “vélo”</a>' in body
+    assert 'name="q" value="vélo"' in body  # the box keeps the words
+    # any case; on PostgreSQL accented capitals too
+    assert shown(client.get(url, {"q": "PISTES"}).content.decode()) == shown(body)
+    if connection.vendor == "postgresql":
+        assert shown(client.get(url, {"q": "VÉLO"}).content.decode()) == shown(body)
+    # an idea whose name says them, though none of its proposals does
+    body = client.get(url, {"q": "vélos?"}, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert shown(body) == [museums.number] and "of its proposals say" not in body
+    # none: said so, with the way back to every idea
+    body = client.get(url, {"q": "zorglub"}, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert shown(body) == [] and "No idea says “zorglub” in its proposals or its name." in body
+    assert f'href="{url}#ideas">Every idea of the run</a>' in body
+    body = client.get(url, {"q": "zorglub"}, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "Aucune idée ne dit «\xa0zorglub\xa0» dans ses propositions ou son nom." in body
+    # with a theme: its ideas that say them; the pager keeps both
+    theme = Idea.objects.get(pk=cycling.pk).theme
+    monkeypatch.setattr(views, "IDEAS_PER_PAGE", 1)
+    body = client.get(url, {"q": "l", "theme": theme.number}).content.decode()
+    ideas_of_theme = set(Idea.objects.filter(run=run, theme=theme).values_list("number", flat=True))
+    assert set(shown(body)) <= ideas_of_theme and f'name="theme" value="{theme.number}"' in body
+    if len(ideas_of_theme) > 1:
+        assert f'href="?theme={theme.number}&amp;q=l&amp;page=2"' in body
+    # an empty search is no search; bad words: a clear error, never a crash
+    assert client.get(url, {"q": "  "}).status_code == 200
+    for bad in ("x" * 101, "vé\x00lo"):
+        response = client.get(url, {"q": bad}, HTTP_ACCEPT_LANGUAGE="en")
+        assert response.status_code == 400 and response.content
+
+
+def test_staff_keep_the_proposals_of_an_idea_that_say_some_words_and_move_them(
+    client, themed, django_capture_on_commit_callbacks
+):
+    run = start(themed, django_capture_on_commit_callbacks, kind="ideas")
+    cycling, museums = idea_with_keyword(run, "cyclables"), idea_with_keyword(run, "musées")
+    client.force_login(UserFactory(is_staff=True))
+    url = idea_url(run, cycling.number)
+
+    with translation.override("en"):
+        body = client.get(url, {"q": "ENFANTS"}, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    (kid,) = Proposal.objects.filter(consultation=themed, content__endswith="avec les enfants")
+    assert re.findall(r'name="proposals" value="(\d+)"', body) == [str(kid.pk)]
+    assert f"{cycling.size} proposals · " in body  # the idea's own count stays in the heading
+    assert "1 proposal here says “ENFANTS”" in body and f'href="{url}">every proposal here' in body
+    assert "data-tick-all" in body and f'name="back" value="{url}?q=ENFANTS"' in body
+    body = client.get(url, {"q": "zorglub"}, HTTP_ACCEPT_LANGUAGE="en").content.decode()
+    assert "No proposal here says “zorglub”." in body and 'name="proposals"' not in body
+    # moving them comes back to the same search
+    response = client.post(
+        reverse("consensus:place", args=[themed.slug, run.pk]),
+        {"proposals": [kid.pk], "idea": museums.number, "back": f"{url}?q=ENFANTS"},
+    )
+    assert response.status_code == 302 and response["Location"] == f"{url}?q=ENFANTS"
+    assert IdeaMembership.objects.get(run=run, proposal=kid).idea_id == museums.pk
+    # a page beyond the last keeps the search; the proposals in no idea are searched too
+    response = client.get(url, {"q": "pistes", "page": 5})
+    assert response.status_code == 302 and response["Location"] == f"{url}?q=pistes&page=1"
+    services.proposals_place(run=run, proposal_ids=[kid.pk], number=None)
+    body = client.get(idea_url(run), {"q": "enfants"}).content.decode()
+    assert re.findall(r'name="proposals" value="(\d+)"', body) == [str(kid.pk)]
+    assert client.get(idea_url(run), {"q": "x" * 101}).status_code == 400
 
 
 def test_staff_split_ticked_proposals_out_into_a_new_idea_from_the_idea_page(

@@ -15,6 +15,7 @@ small variations (a word dropped or two words swapped, a suffix), so the extra r
     ... bench/engine_scale.py --compare-workers 30000               # 1 vs 2 worker processes
     ... bench/engine_scale.py --sizes --stored 2000000 --curated-rerun  # + the nightly re-run
     ... bench/engine_scale.py --sizes --stored 2000000 --staff-move     # + staff moving proposals
+    ... bench/engine_scale.py --sizes --stored 2000000 --staff-search   # + staff looking for words
 
 At --bertopic-size (default 100,000; needs the `bench` extra) BERTopic runs in its own process on
 the vectors the run stored, and the clustering-throughput ratio is printed. --stored N measures
@@ -42,6 +43,7 @@ import json
 import os
 import platform
 import random
+import re
 import resource
 import subprocess
 import sys
@@ -450,6 +452,8 @@ def run_stored(n: int, args) -> dict:
     stages["store vectors in PostgreSQL (setup)"] = time.perf_counter() - t0
     del texts, x
     result = _run_pipeline(consultation, n, args, stages, reuse=True)
+    if args.staff_search:
+        result["staff_search"] = _staff_search(result["run_id"])
     if args.staff_move:
         result["staff_move"] = _staff_move(result["run_id"])
     if args.curated_rerun:
@@ -564,6 +568,47 @@ def _staff_move(run_id: int) -> dict:
     t0 = time.perf_counter()
     services.ideas_refresh(run_id=run.pk)
     result.update(split=split, split_request=split_request, split_refresh=time.perf_counter() - t0)
+    return result
+
+
+SEARCH_WORDS = ("vélo", "impôts", "zorglub")  # a topic's word, a frequent one, none
+
+
+def _staff_search(run_id: int) -> dict:
+    """Staff look for words on the published run's page (``?q=``: the ideas whose proposals say
+    them, `consensus.selectors.ideas_saying`), then in the idea that holds most of them; each
+    page through Django's test client, the best of 3, beside the run's page without words."""
+    from django.contrib.auth import get_user_model
+    from django.test import Client
+    from django.urls import reverse
+
+    from consensus.models import EngineRun
+
+    run = EngineRun.objects.select_related("consultation").get(pk=run_id)
+    staff, _ = get_user_model().objects.get_or_create(
+        email="bench-staff@example.org", defaults={"is_staff": True}
+    )
+    client = Client()
+    client.force_login(staff)
+    url = reverse("consensus:run", args=[run.consultation.slug, run.pk])
+
+    def best(path, data=None):
+        times = []
+        for _ in range(3):
+            t0 = time.perf_counter()
+            response = client.get(path, data or {})
+            times.append(time.perf_counter() - t0)
+            assert response.status_code == 200, (path, data, response.status_code)
+        return min(times), response.content.decode()
+
+    result = {"run_page": best(url)[0], "words": {}}
+    for words in SEARCH_WORDS:
+        seconds, body = best(url, {"q": words})
+        found = {"run_page": seconds, "ideas": body.count('id="idea-title-')}
+        first = re.search(r'href="([^"]*/ideas/\d+/)\?q=', body)  # the first idea's link
+        if first:
+            found["idea_page"], _body = best(first.group(1), {"q": words})
+        result["words"][words] = found
     return result
 
 
@@ -901,6 +946,8 @@ def report(results: list[dict], args, stored=(), workers_cmp=None, earlier: str 
             "",
             *_raw(r),
         ]
+        if r.get("staff_search"):
+            lines += _staff_search_lines(r)
         if r.get("staff_move"):
             lines += _staff_move_lines(r)
         if r.get("rerun"):
@@ -918,6 +965,29 @@ def report(results: list[dict], args, stored=(), workers_cmp=None, earlier: str 
             "",
         ]
     return "\n".join(lines)
+
+
+def _staff_search_lines(r: dict) -> list[str]:
+    """Staff looking for words in the published run, against its page without words."""
+    ss = r["staff_search"]
+    rows = [
+        f"| {words} | {f['ideas']} | {f['run_page']:.2f} s | {f['run_page'] / ss['run_page']:.1f}x "
+        f"| {f'{s:.2f} s' if (s := f.get('idea_page')) is not None else '-'} |"
+        for words, f in ss["words"].items()
+    ]
+    return [
+        f"### Staff look for words in the {r['n']:,} proposals",
+        "",
+        f"The run's staff page without words (its first 100 ideas): {ss['run_page']:.2f} s. With "
+        "`?q=` it lists the ideas whose proposals say the words, the most first; the idea page "
+        "then keeps that idea's proposals that say them. Best of 3 requests each, through "
+        "Django's test client.",
+        "",
+        "| words | ideas found | run page | vs without words | idea page |",
+        "|---|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def _staff_move_lines(r: dict) -> list[str]:
@@ -1026,6 +1096,7 @@ def _subprocess(flag: str, value, args, extra: tuple = ()) -> dict:
            "--stored-base", str(args.stored_base), "--vectors-cache", args.vectors_cache, *extra,
            *(["--curated-rerun"] if args.curated_rerun else []),
            *(["--staff-move"] if args.staff_move else []),
+           *(["--staff-search"] if args.staff_search else []),
            *(["--large-graph", args.large_graph] if args.large_graph else []),
            *(["--lexical-weight", str(args.lexical_weight)] if args.lexical_weight is not None else []),
            *(f"--param={item}" for item in args.param)]  # fmt: skip
@@ -1073,6 +1144,8 @@ def main() -> None:
     )
     parser.add_argument("--staff-move", action="store_true",
                         help="stored mode: staff move 1,000 proposals; time it and the refresh")  # fmt: skip
+    parser.add_argument("--staff-search", action="store_true",
+                        help="with --stored: time staff looking for words in the run's proposals")
     parser.add_argument("--curated-rerun", action="store_true",
                         help="stored mode: name every idea, link an action to each, run again")  # fmt: skip
     parser.add_argument("--large-graph", choices=("sample", "micro"), default=None,

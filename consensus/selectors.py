@@ -190,6 +190,7 @@ METRIC_LABELS = {
     "action_links_kept": _("Links from actions to ideas carried over from the previous run"),
     "lexical_weight": _("Weight of the shared words beside the meaning"),
     "lexical_skip_frame": _("Shared words leave out the proposals' opening words and their verb"),
+    "frame_prefix": _("Proposal prefix, among those opening words"),
     "cluster_threads": _("Threads of the final step (the same number gives the same results)"),
     "math_kernels": _("Math kernels of the final step (the same kernels give the same results)"),
     "staff_placements_kept": _("Proposals placed by staff, kept in the same ideas"),

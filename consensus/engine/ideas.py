@@ -561,6 +561,13 @@ class ClusterParams:
     # where a consultation asks for one; open answers (1-4 % per Grand Débat question) keep
     # their words, since on the tuning half leaving the frames out scored a little lower.
     lexical_skip_frame: bool | Literal["auto"] = "auto"
+    # the prefix the consultation asks its proposals to start with (Make.org's per-question
+    # proposalPrefix; `Consultation.proposal_prefix`) is a frame too where the built-in French
+    # and English ones do not cover it ("Je propose de", "Bisogna"), with the word after it
+    # when that word is the verb (frame_verb_follows: French and English; not German, whose
+    # verb comes last, nor Chinese, written without spaces). `frame_pattern`.
+    frame_prefix: str = ""
+    frame_verb_follows: bool = False
     # graph, opt-in: ideas chosen across resolutions (`_persistent_ideas`). Leiden also runs at
     # 1/4 to 2 times the resolution; the coarser communities form a tree over the ideas, and a
     # community replaces the ideas under it when its volume times the resolutions it lives
@@ -593,27 +600,53 @@ _FRAME_RE = re.compile(
 FRAME_SHARE_AUTO = 0.5
 
 
-def _without_frame(text: str) -> str:
+@functools.lru_cache(maxsize=64)
+def frame_pattern(prefix: str = "", verb_follows: bool = False) -> re.Pattern:
+    """The frames the words leave out: the built-in ones (`_FRAME_RE`) and a consultation's own
+    ``prefix`` where they do not cover it whole, with the word after it when ``verb_follows``
+    (right after the prefix when it ends with an apostrophe: "Je propose d'agir")."""
+    prefix = " ".join(prefix.split())
+    covered = _FRAME_RE.match(prefix)
+    if not prefix or (covered and covered.end() == len(prefix)):
+        return _FRAME_RE
+    elided = prefix[-1] in "'’"
+    own = r"\s+".join(re.escape(word) for word in prefix.split(" "))
+    own = re.sub("['’]", "['’]", own)  # either apostrophe, whichever the prefix has
+    if verb_follows:
+        own += r"(?:\s*\w+)?" if elided else r"(?:\s+\w+)?"
+    # a whole word, not the start of one (not in Chinese, written without spaces)
+    whole = not (elided and not verb_follows) and not _HAN_RE.search(prefix[-1])
+    end = r"(?!\w)" if whole else ""
+    return re.compile(rf"^\W*(?:{own}){end}|{_FRAME_RE.pattern}", re.IGNORECASE)
+
+
+def _without_frame(text: str, frame: re.Pattern = _FRAME_RE) -> str:
     """The text without its leading proposal frame and the verb that follows it."""
-    return _FRAME_RE.sub("", text, count=1)
+    return frame.sub("", text, count=1)
+
+
+def frame_of(params: ClusterParams, texts: list[str]) -> re.Pattern | None:
+    """The frames the words leave out (`frame_pattern` of the params' prefix), or None where
+    they keep them (`ClusterParams.lexical_skip_frame`: "auto" leaves them out when at least
+    FRAME_SHARE_AUTO of up to 10,000 texts spread over the list start with one)."""
+    value = params.lexical_skip_frame
+    if not isinstance(value, bool) and value != "auto":
+        raise ValueError(f"lexical_skip_frame must be true, false or 'auto', not {value!r}")
+    frame = frame_pattern(params.frame_prefix, params.frame_verb_follows)
+    if value == "auto":
+        sample = texts[:: max(1, len(texts) // 10_000)]
+        framed = sum(1 for t in sample if frame.match(t))
+        value = bool(sample) and framed >= FRAME_SHARE_AUTO * len(sample)
+    return frame if value else None
 
 
 def skips_frame(params: ClusterParams, texts: list[str]) -> bool:
-    """Whether the words leave out the proposals' frames (`ClusterParams.lexical_skip_frame`):
-    "auto" reads up to 10,000 texts spread over the list."""
-    value = params.lexical_skip_frame
-    if isinstance(value, bool):
-        return value
-    if value != "auto":
-        raise ValueError(f"lexical_skip_frame must be true, false or 'auto', not {value!r}")
-    if not texts:
-        return False
-    sample = texts[:: max(1, len(texts) // 10_000)]
-    return sum(1 for t in sample if _FRAME_RE.match(t)) >= FRAME_SHARE_AUTO * len(sample)
+    """Whether the words leave out the proposals' frames (`frame_of`)."""
+    return frame_of(params, texts) is not None
 
 
 def lexical_features(
-    texts: list[str], *, dims: int = 100, seed: int = 0, skip_frame: bool = False
+    texts: list[str], *, dims: int = 100, seed: int = 0, frame: re.Pattern | None = None
 ) -> np.ndarray | None:
     """LSA of the texts' TF-IDF: (n, <= dims) float32 rows of unit length, or None.
 
@@ -622,8 +655,8 @@ def lexical_features(
     axes are fitted on at most `LEXICAL_FIT_MAX` texts, those with the smallest CRC-32 (a
     sample that stays almost the same when a night adds answers), then every text is
     projected, so the cost stays linear in n. None when fewer than 3 words are shared
-    (nothing to add); a text with no shared word gets a zero row. skip_frame: each text without
-    its leading proposal frame and the verb after it (`_without_frame`).
+    (nothing to add); a text with no shared word gets a zero row. frame: each text without its
+    leading proposal frame and the verb after it (`frame_pattern`, `_without_frame`).
     """
     from sklearn.decomposition import TruncatedSVD
     from sklearn.feature_extraction.text import TfidfVectorizer
@@ -631,8 +664,8 @@ def lexical_features(
     n = len(texts)
     if n < 3:
         return None
-    if skip_frame:
-        texts = [_without_frame(t) for t in texts]
+    if frame is not None:
+        texts = [_without_frame(t, frame) for t in texts]
     fit = np.arange(n)
     if n > LEXICAL_FIT_MAX:
         crc = np.fromiter((zlib.crc32(t.encode("utf-8")) for t in texts), np.uint32, count=n)
@@ -681,7 +714,7 @@ def with_lexical(
     weight: float,
     dims: int = 100,
     seed: int = 0,
-    skip_frame: bool = False,
+    frame: re.Pattern | None = None,
 ) -> np.ndarray:
     """Rows of x (unit embeddings) with `weight` x their `lexical_features` appended,
     re-normalised, in x's float type; x itself when weight is 0 or the texts share too few
@@ -690,7 +723,7 @@ def with_lexical(
         return x
     if len(texts) != x.shape[0]:
         raise ValueError(f"{len(texts)} texts but {x.shape[0]} vectors")
-    lex = lexical_features(texts, dims=dims, seed=seed, skip_frame=skip_frame)
+    lex = lexical_features(texts, dims=dims, seed=seed, frame=frame)
     if lex is None:
         return x
     dtype = x.dtype if x.dtype in (np.float16, np.float32) else np.float32
@@ -902,7 +935,7 @@ def cluster_vectors(
             weight=params.lexical_weight,
             dims=params.lexical_dims,
             seed=params.seed,
-            skip_frame=skips_frame(params, texts),
+            frame=frame_of(params, texts),
         )
 
     if params.method == "graph":

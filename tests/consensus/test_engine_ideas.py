@@ -912,14 +912,45 @@ def test_the_words_leave_out_a_proposals_frame_and_its_verb(text, words):
     assert _without_frame(text) == words
 
 
-def test_without_the_frame_proposals_share_what_they_are_about_not_their_verb():
-    from consensus.engine.ideas import lexical_features
+@pytest.mark.parametrize(
+    ("prefix", "verb_follows", "text", "words"),
+    [
+        ("Je propose de", True, "Je propose de créer des pistes", " des pistes"),
+        ("Je propose de", True, "je  PROPOSE de taxer le kérosène", " le kérosène"),
+        ("Je propose de", True, "Je proposerais autre chose", "Je proposerais autre chose"),
+        ("Je propose de", True, "Il faut interdire la chasse", " la chasse"),  # built-in still
+        ("Je propose d'", True, "Je propose d’agir vite", " vite"),  # either apostrophe
+        ("Je propose d'", False, "Je propose d'agir vite", "agir vite"),
+        ("Man sollte", False, "Man sollte Plastiktüten verbieten", " Plastiktüten verbieten"),
+        ("Bisogna", True, "Bisogna vietare la plastica", " la plastica"),
+        ("Bisogna", True, "Bisognava fare", "Bisognava fare"),  # a whole word only
+        ("我们应该", False, "我们应该禁止塑料袋", "禁止塑料袋"),  # no spaces in Chinese
+        ("Il faut que la culture", True, "Il faut que la culture soit à tous", " à tous"),
+        ("Il faut", True, "Il faut absolument interdire la chasse", " la chasse"),  # built-in
+        ("", True, "Je propose de créer des pistes", "Je propose de créer des pistes"),
+    ],
+)
+def test_a_consultations_own_prefix_is_a_frame_too(prefix, verb_follows, text, words):
+    from consensus.engine.ideas import _FRAME_RE, _without_frame, frame_pattern
+
+    frame = frame_pattern(prefix, verb_follows)
+    assert _without_frame(text, frame) == words
+    assert (frame is _FRAME_RE) == (prefix in ("", "Il faut"))  # covered whole by the built-in
+
+
+@pytest.mark.parametrize(
+    ("frame", "template"),
+    [((), "Il faut {} {}"), (("Je propose de", True), "Je propose de {} {}")],
+)
+def test_without_the_frame_proposals_share_what_they_are_about_not_their_verb(frame, template):
+    from consensus.engine.ideas import frame_pattern, lexical_features
 
     objects = ("la publicité", "les paradis fiscaux", "la chasse", "les pesticides")
     verbs = ("supprimer", "interdire", "arrêter")
-    texts = [f"Il faut {v} {o}" for v in verbs for o in objects]
+    texts = [template.format(v, o) for v in verbs for o in objects]
     for skip in (False, True):
-        lex = lexical_features(texts, dims=20, seed=0, skip_frame=skip)
+        pattern = frame_pattern(*frame) if skip else None
+        lex = lexical_features(texts, dims=20, seed=0, frame=pattern)
         cos = lex @ lex.T
         same_object = cos[0, len(objects)]  # supprimer / interdire la publicité
         same_verb = cos[0, 1]  # supprimer la publicité / les paradis fiscaux
@@ -942,6 +973,11 @@ def test_frames_are_left_out_where_most_texts_have_one():
     assert not skips_frame(ClusterParams(lexical_skip_frame=False), framed)
     with pytest.raises(ValueError, match="lexical_skip_frame"):
         skips_frame(ClusterParams(lexical_skip_frame="yes"), framed)
+    # a consultation's own prefix counts as a frame
+    own = [f"Je propose de {v} la chasse" for v in ("interdire", "limiter", "arrêter")]
+    assert not skips_frame(ClusterParams(), own + answers[:2])
+    with_prefix = ClusterParams(frame_prefix="Je propose de", frame_verb_follows=True)
+    assert skips_frame(with_prefix, own + answers[:2])  # 3 of 5
 
 
 def test_with_lexical_appends_weighted_words_and_keeps_the_float_type():

@@ -292,6 +292,7 @@ def test_the_words_leave_out_the_frame_where_most_proposals_start_with_one(
     assert run.status == EngineRun.Status.DONE, run.error
     assert run.parameters["lexical_skip_frame"] is None  # the engine's "auto"
     assert run.metrics["lexical_skip_frame"] is False  # its texts carry no frame
+    assert run.metrics["frame_prefix"] is None
     framed = ConsultationFactory()
     for verb in ("supprimer", "interdire", "arrêter"):
         for thing in ("la publicité", "les paradis fiscaux", "la chasse", "les pesticides"):
@@ -299,6 +300,20 @@ def test_the_words_leave_out_the_frame_where_most_proposals_start_with_one(
     run = start(framed, django_capture_on_commit_callbacks, kind="ideas")
     assert run.status == EngineRun.Status.DONE, run.error
     assert run.metrics["lexical_skip_frame"] is True
+    assert run.metrics["frame_prefix"] == "Il faut"  # the consultation's, covered by the engine's
+    # a prefix of the consultation's own, in French: it and the verb after it are left out
+    own = ConsultationFactory(proposal_prefix="Je propose de", language="fr")
+    for verb in ("supprimer", "interdire", "arrêter"):
+        for thing in ("la publicité", "les paradis fiscaux", "la chasse", "les pesticides"):
+            ProposalFactory(consultation=own, content=f"Je propose de {verb} {thing}")
+    run = start(own, django_capture_on_commit_callbacks, kind="ideas")
+    assert run.status == EngineRun.Status.DONE, run.error
+    assert run.metrics["lexical_skip_frame"] is True
+    assert run.metrics["frame_prefix"] == "Je propose de"
+    params = services._with_frame(services._cluster_params(run.parameters, 0), own)
+    assert (params.frame_prefix, params.frame_verb_follows) == ("Je propose de", True)
+    own.language = "de"  # German: the verb comes last, the word after the prefix stays
+    assert services._with_frame(params, own).frame_verb_follows is False
     asked = start(themed, django_capture_on_commit_callbacks, kind="ideas",
                   parameters={"chunk_size": 10, "lexical_skip_frame": True})  # fmt: skip
     assert asked.metrics["lexical_skip_frame"] is True

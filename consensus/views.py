@@ -40,6 +40,11 @@ from .results_views import (
 )
 
 IDEAS_PER_PAGE = 100  # on a run's staff page
+# the start form's clustering settings, under "Advanced settings" with the opinion groups'
+RUN_START_IDEA_FIELDS = (
+    "chunk_size", "cluster_method", "min_cluster_size", "expected_ideas", "resolution",
+    "neighbour_ideas", "near_threshold", "n_themes",
+)  # fmt: skip
 
 
 def staff_required(view):
@@ -88,22 +93,15 @@ def run_list(request, slug):
     else:
         form = RunStartForm()
     runs = list(selectors.engine_run_list(consultation=consultation)[:50])
+    advanced = (*RUN_START_IDEA_FIELDS, "max_groups")  # folded unless one of them is wrong
     context = {
         "consultation": consultation,
         "runs": runs,
         "any_active": any(run.is_active for run in runs),
         "form": form,
         "run_fields": ("kind", "model_name", "seed", "publish"),
-        "idea_fields": (
-            "chunk_size",
-            "cluster_method",
-            "min_cluster_size",
-            "expected_ideas",
-            "resolution",
-            "neighbour_ideas",
-            "near_threshold",
-            "n_themes",
-        ),  # fmt: skip
+        "idea_fields": RUN_START_IDEA_FIELDS,
+        "advanced_open": any(name in form.errors for name in advanced),
         "compare_form": RunCompareForm(consultation=consultation, initial=_compare_initial(runs)),
         "rollback_target": services.engine_run_rollback_target(consultation=consultation),
         "can_compare": sum(run.status == EngineRun.Status.DONE for run in runs) >= 2,

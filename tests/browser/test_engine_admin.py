@@ -50,6 +50,8 @@ def test_staff_run_the_engine_on_an_imported_polis_conversation(live_server, bro
     page.wait_for_url(re.compile(r"/engine/brexit/"))
     page.select_option("select[name=kind]", "full")
     page.select_option("select[name=model_name]", "hashing")
+    assert not page.locator("input[name=chunk_size]").is_visible()  # folded: defaults suit most
+    page.locator("#start-run summary", has_text="Advanced settings").click()
     page.fill("input[name=chunk_size]", "100")
     page.screenshot(path=ARTIFACTS / "engine-start-form.png", full_page=True)
     # the keyboard (a mouse click right after a full-page screenshot can miss in headless Chromium)
@@ -74,6 +76,7 @@ def test_staff_run_the_engine_on_an_imported_polis_conversation(live_server, bro
     page.goto(f"{live_server.url}/engine/brexit/")
     page.select_option("select[name=kind]", "full")
     page.select_option("select[name=model_name]", "hashing")
+    page.locator("#start-run summary", has_text="Advanced settings").click()
     page.fill("input[name=chunk_size]", "100")
     page.fill("input[name=seed]", "7")
     page.select_option("select[name=cluster_method]", "agglomerative")

@@ -85,6 +85,8 @@ def test_staff_see_the_runs_and_the_start_form(client, staff, consultation):
     assert response.status_code == 200
     assert reverse("consensus:run", args=[consultation.slug, run.pk]) in response.content.decode()
     assert 'name="chunk_size"' in response.content.decode()
+    # the clustering and opinion group settings are folded: the defaults suit most consultations
+    assert '<details class="advanced">' in response.content.decode()
 
 
 def test_unknown_consultation_or_run_of_another_consultation_is_404(client, staff, consultation):
@@ -588,6 +590,9 @@ def test_bad_clustering_parameters_are_form_errors(client, staff, consultation, 
     response = client.post(runs_url(consultation), data)
     assert response.status_code == 400 and "errorlist" in response.content.decode()
     assert not EngineRun.objects.exists() and not AuditEntry.objects.exists()
+    # an error under the folded settings unfolds them
+    opened = '<details class="advanced" open>' in response.content.decode()
+    assert opened == ("publish" not in bad)
 
 
 def test_the_runs_table_polls_while_a_run_is_active_and_stops_after(client, staff, consultation):

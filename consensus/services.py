@@ -209,11 +209,11 @@ def _with_frame(cluster_params, consultation):
 def _own_frame(consultation) -> list | None:
     """[prefix, verb follows] where the consultation's proposal prefix adds a frame to the
     engine's built-in ones (`consensus.engine.ideas.frame_pattern`), else None."""
-    from .engine.ideas import _FRAME_RE, frame_pattern
+    from .engine.ideas import frame_pattern
 
     verb_follows = consultation.language in FRAME_VERB_FOLLOWS
-    if frame_pattern(consultation.proposal_prefix, verb_follows) is _FRAME_RE:
-        return None
+    if frame_pattern(consultation.proposal_prefix, verb_follows) is frame_pattern():
+        return None  # the built-in frames cover it
     return [consultation.proposal_prefix, verb_follows]
 
 

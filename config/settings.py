@@ -376,6 +376,10 @@ CONCORDE_RATELIMITS = {
         "ip": env("CONCORDE_RATELIMIT_PROPOSE", "60/h"),
         "user": env("CONCORDE_RATELIMIT_PROPOSE_USER", "20/h"),
     },
+    "search": {  # looking for words in the ideas' proposals: a pass over them, ~1 s at 2M
+        "ip": env("CONCORDE_RATELIMIT_SEARCH", "30/m"),
+        "user": env("CONCORDE_RATELIMIT_SEARCH_USER", "10/m"),
+    },
 }
 # Bot protection of the proposal form: a signed timestamp (refused when sent sooner than
 # MIN_SECONDS after the form was shown, or later than MAX_SECONDS) and a honeypot field.

@@ -29,6 +29,7 @@ from django.shortcuts import render
 from django.template.loader import render_to_string
 from django.utils import translation
 from django.utils.cache import patch_vary_headers
+from django.utils.http import urlencode
 from django.utils.text import slugify
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -36,10 +37,12 @@ from django.views.decorators.http import require_GET
 
 from actions.selectors import action_public_by_idea
 from config.errors import NotFound
+from config.ratelimit import rate_limit_hit, too_many_requests
 from consultations.models import Participant, Proposal
 from consultations.selectors import consultation_get_for_user, consultation_stats, stats_cache_key
 
 from . import charts, selectors
+from .forms import ProposalSearchForm
 from .models import Idea, IdeaMembership
 
 logger = logging.getLogger(__name__)
@@ -427,14 +430,22 @@ def results(request, slug):
 @require_GET
 def results_ideas(request, slug):
     """Every idea of the published run, largest first, a page at a time; ``?theme=<number>``:
-    the ideas of one theme."""
+    the ideas of one theme; ``?q=<words>``: those whose proposals say them, the most first
+    (rate-limited: a pass over the proposals, about 1 s at 2M)."""
     consultation = consultation_get_for_user(slug=slug, user=request.user)
     run = selectors.consultation_current_run(consultation=consultation)
     if run is None:
         raise NotFound(_("The results are not available yet: the votes have not been analysed."))
+    words, error = search_words_or_error(request)
+    if error:
+        return error
     ideas, theme, error = theme_filter_or_error(request, run, selectors.run_ideas_by_size(run=run))
     if error:
         return error
+    if words:
+        if (retry_after := rate_limit_hit(request, "search")) is not None:
+            return too_many_requests(request, retry_after=retry_after)
+        ideas = selectors.ideas_saying(ideas, run=run, words=words)
     page, error = ideas_page_or_error(request, ideas)
     if error:
         return error
@@ -446,7 +457,8 @@ def results_ideas(request, slug):
         "page": page,
         "ideas": ideas,
         "theme": theme,
-        "query": f"theme={theme.number}" if theme else "",
+        "words": words,
+        "query": filters_query(theme, words),
     }
     return render(request, "consensus/results_ideas.html", context)
 
@@ -475,6 +487,23 @@ def theme_filter_or_error(request, run, ideas):
         return ideas, None, _bad_request(_("The theme must be a whole number."))
     theme = selectors.run_theme_get(run=run, number=int(number))
     return ideas.filter(theme=theme), theme, None
+
+
+def filters_query(theme, words: str) -> str:
+    """The query string that keeps a list of ideas' theme and words (for its pager)."""
+    kept = {"theme": theme.number} if theme else {}
+    if words:
+        kept["q"] = words
+    return urlencode(kept)
+
+
+def search_words_or_error(request):
+    """``(words, error)``: the words ``?q=`` looks for in the proposals ("" for none), or the
+    400 response that says why they cannot be (too long, a NUL character)."""
+    form = ProposalSearchForm(request.GET)
+    if not form.is_valid():
+        return "", _bad_request(" ".join(form.errors["q"]))
+    return form.cleaned_data["q"], None
 
 
 def ideas_page_or_error(request, ideas, per_page: int | None = None):

@@ -25,17 +25,17 @@ from .forms import (
     IdeaLabelForm,
     IdeaMergeForm,
     ProposalPlaceForm,
-    ProposalSearchForm,
     RunCompareForm,
     RunStartForm,
 )
 from .models import EngineRun, Idea
 from .results_views import (
     PROPOSALS_PER_PAGE,
-    _bad_request,
+    filters_query,
     ideas_page_or_error,
     page_or_error,
     results_cache_forget,
+    search_words_or_error,
     theme_filter_or_error,
 )
 
@@ -135,7 +135,7 @@ def run_detail(request, slug, pk):
     if not run.is_active:
         # every idea, a page at a time (at 2M answers a run finds some 260); ?theme=<number>:
         # a theme's; ?q=<words>: those whose proposals say them, the most first
-        words, error = _search_words_or_error(request)
+        words, error = search_words_or_error(request)
         if error:
             return error
         ideas, theme, error = theme_filter_or_error(request, run, selectors.run_ideas(run=run))
@@ -148,10 +148,7 @@ def run_detail(request, slug, pk):
             return error
         context["ideas"], context["ideas_page"] = page.object_list, page
         context["shown_theme"], context["words"] = theme, words
-        query = {"theme": theme.number} if theme else {}
-        if words:
-            query["q"] = words
-        context["query"] = urlencode(query)  # what the pager's links keep
+        context["query"] = filters_query(theme, words)  # what the pager's links keep
         for idea in context["ideas"]:
             idea.central_others = selectors.central_besides_label(idea, idea.central)
         context["themes"] = selectors.run_themes(run=run, ideas_each=0)
@@ -166,15 +163,6 @@ def run_detail(request, slug, pk):
         response = render(request, "consensus/run_detail.html", context)
     patch_vary_headers(response, ("HX-Request",))
     return response
-
-
-def _search_words_or_error(request):
-    """``(words, error)``: the words ``?q=`` looks for in the proposals ("" for none), or the
-    400 response that says why they cannot be (too long, a NUL character)."""
-    form = ProposalSearchForm(request.GET)
-    if not form.is_valid():
-        return "", _bad_request(" ".join(form.errors["q"]))
-    return form.cleaned_data["q"], None
 
 
 @staff_required
@@ -254,7 +242,7 @@ def run_idea(request, slug, pk, number=None):
     consultation = selectors.engine_consultation_get_for_staff(slug=slug, user=request.user)
     run = selectors.engine_run_get(consultation=consultation, pk=pk)
     idea = None if number is None else selectors.run_idea_get(run=run, number=number)
-    words, error = _search_words_or_error(request)  # ?q=: only the proposals that say them
+    words, error = search_words_or_error(request)  # ?q=: only the proposals that say them
     if error:
         return error
     every = selectors.run_unassigned(run=run) if idea is None else selectors.idea_members(idea=idea)

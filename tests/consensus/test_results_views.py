@@ -8,6 +8,7 @@ from unittest import mock
 
 import pytest
 from django.core.cache import cache
+from django.db.models import Count
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.html import escape
@@ -15,7 +16,7 @@ from django.utils.html import escape
 from actions.models import Action
 from causes.models import Cause
 from consensus import charts, results_views, selectors, services
-from consensus.models import EngineRun, Idea, OpinionGroup, ParticipantProjection
+from consensus.models import EngineRun, Idea, IdeaMembership, OpinionGroup, ParticipantProjection
 from consultations.models import Participant, Proposal
 from consultations.selectors import consultation_stats
 from partners.models import PartnerMembership
@@ -233,6 +234,46 @@ def test_the_results_show_the_themes_and_each_theme_lists_its_ideas(client, publ
     assert not any(escape(idea.label) in page for idea in others)
     if len(own) > 1:
         assert f'href="?theme={theme.number}&amp;page=2"' in page  # the pager keeps the theme
+
+
+def test_visitors_find_the_ideas_whose_proposals_say_some_words(client, published, settings):
+    consultation, run = published
+    every = reverse("consensus:results_ideas", args=[consultation.slug])
+    saying = (
+        IdeaMembership.objects.filter(run=run, proposal__content__icontains="vélo")
+        .values_list("idea__number")
+        .annotate(n=Count("pk"))
+    )
+    counts = dict(saying)
+    assert counts, "the cycling proposals say it"
+
+    body = client.get(every, {"q": "vélo"}).content.decode()
+    shown = [int(n) for n in re.findall(r'/results/ideas/(\d+)/"', body)]
+    assert sorted(set(shown)) == sorted(counts)
+    for n in counts.values():
+        assert (
+            f"{n} of its proposals say “vélo”" in body
+            or f"{n} of its proposals says “vélo”" in body
+        )
+    assert 'name="q" value="vélo"' in body
+    # none: said so, with the way back, and no "no idea yet" of the empty results
+    body = client.get(every, {"q": "zorglub"}).content.decode()
+    assert "No idea says “zorglub” in its proposals or its name." in body
+    assert "No idea here yet" not in body and f'href="{every}">every idea</a>' in body
+    body = client.get(every, {"q": "zorglub"}, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "Aucune idée ne dit «\xa0zorglub\xa0» dans ses propositions ou son nom." in body
+    # with a theme, the theme stays in the form and the way back
+    theme = Idea.objects.get(run=run, number=next(iter(counts))).theme
+    body = client.get(every, {"q": "vélo", "theme": theme.number}).content.decode()
+    assert f'name="theme" value="{theme.number}"' in body
+    # bad words: a clear error
+    assert client.get(every, {"q": "x" * 101}).status_code == 400
+    # searching takes a pass over the proposals: rate-limited (the plain list is not)
+    cache.clear()
+    settings.CONCORDE_RATELIMITS = {"search": {"ip": "2/d"}}
+    codes = [client.get(every, {"q": "vélo"}).status_code for _ in range(3)]
+    assert codes == [200, 200, 429] and client.get(every).status_code == 200
+    cache.clear()
 
 
 @pytest.mark.parametrize(

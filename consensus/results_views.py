@@ -436,16 +436,11 @@ def results_ideas(request, slug):
     run = selectors.consultation_current_run(consultation=consultation)
     if run is None:
         raise NotFound(_("The results are not available yet: the votes have not been analysed."))
-    words, error = search_words_or_error(request)
+    ideas, theme, words, error = ideas_filtered_or_error(
+        request, run, selectors.run_ideas_by_size(run=run), rate_limit="search"
+    )
     if error:
         return error
-    ideas, theme, error = theme_filter_or_error(request, run, selectors.run_ideas_by_size(run=run))
-    if error:
-        return error
-    if words:
-        if (retry_after := rate_limit_hit(request, "search")) is not None:
-            return too_many_requests(request, retry_after=retry_after)
-        ideas = selectors.ideas_saying(ideas, run=run, words=words)
     page, error = ideas_page_or_error(request, ideas)
     if error:
         return error
@@ -487,6 +482,22 @@ def theme_filter_or_error(request, run, ideas):
         return ideas, None, _bad_request(_("The theme must be a whole number."))
     theme = selectors.run_theme_get(run=run, number=int(number))
     return ideas.filter(theme=theme), theme, None
+
+
+def ideas_filtered_or_error(request, run, ideas, *, rate_limit: str | None = None):
+    """``(ideas, theme, words, error)``: ``ideas`` (``run``'s) of the theme ``?theme=`` names
+    and, with ``?q=<words>``, those whose proposals say them, the most first
+    (`selectors.ideas_saying`). error: the 400 for bad input (an unknown theme raises 404), or
+    the 429 once the ``rate_limit`` action is over its limit (a search reads every proposal)."""
+    words, error = search_words_or_error(request)
+    if error:
+        return ideas, None, "", error
+    ideas, theme, error = theme_filter_or_error(request, run, ideas)
+    if error or not words:
+        return ideas, theme, words, error
+    if rate_limit and (retry_after := rate_limit_hit(request, rate_limit)) is not None:
+        return ideas, theme, words, too_many_requests(request, retry_after=retry_after)
+    return selectors.ideas_saying(ideas, run=run, words=words), theme, words, None
 
 
 def filters_query(theme, words: str) -> str:

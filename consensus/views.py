@@ -32,11 +32,11 @@ from .models import EngineRun, Idea
 from .results_views import (
     PROPOSALS_PER_PAGE,
     filters_query,
+    ideas_filtered_or_error,
     ideas_page_or_error,
     page_or_error,
     results_cache_forget,
     search_words_or_error,
-    theme_filter_or_error,
 )
 
 IDEAS_PER_PAGE = 100  # on a run's staff page
@@ -135,14 +135,11 @@ def run_detail(request, slug, pk):
     if not run.is_active:
         # every idea, a page at a time (at 2M answers a run finds some 260); ?theme=<number>:
         # a theme's; ?q=<words>: those whose proposals say them, the most first
-        words, error = search_words_or_error(request)
+        ideas, theme, words, error = ideas_filtered_or_error(
+            request, run, selectors.run_ideas(run=run)
+        )
         if error:
             return error
-        ideas, theme, error = theme_filter_or_error(request, run, selectors.run_ideas(run=run))
-        if error:
-            return error
-        if words:
-            ideas = selectors.ideas_saying(ideas, run=run, words=words)
         page, error = ideas_page_or_error(request, ideas, IDEAS_PER_PAGE)
         if error:
             return error

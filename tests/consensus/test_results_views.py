@@ -256,6 +256,7 @@ def test_visitors_find_the_ideas_whose_proposals_say_some_words(client, publishe
             or f"{n} of its proposals says “vélo”" in body
         )
     assert 'name="q" value="vélo"' in body
+    assert "The engine found" not in body  # its count is every idea's, not those found
     # none: said so, with the way back, and no "no idea yet" of the empty results
     body = client.get(every, {"q": "zorglub"}).content.decode()
     assert "No idea says “zorglub” in its proposals or its name." in body

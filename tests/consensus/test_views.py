@@ -5,6 +5,7 @@ import re
 import pytest
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
 from django.core.cache import cache
+from django.template.defaultfilters import floatformat
 from django.urls import reverse
 from django.utils import translation
 from django.utils.html import escape
@@ -268,9 +269,9 @@ def test_the_run_page_folds_its_metrics_and_timings_under_their_headings(
     with translation.override("en"):
         body = client.get(run_url(run), HTTP_ACCEPT_LANGUAGE="en").content.decode()
         rows = selectors.run_metric_rows(run=run)
+        embed, final = (floatformat(run.timings[key], 1) for key in ("embed_wall", "finalize"))
     assert re.search(r'<details class="figures" id="metrics">\s*<summary><h2>Metrics</h2>', body)
     assert f"{len(rows)} figures" in body
-    embed, final = (f"{run.timings[key]:.1f}" for key in ("embed_wall", "finalize"))
     assert f"embedding: {embed} s · final step: {final} s" in body
     # a failed run opens them: its figures say how far it got
     EngineRun.objects.filter(pk=run.pk).update(status=EngineRun.Status.FAILED, error="Boom.")

@@ -41,7 +41,7 @@ class IdeaLabelForm(forms.Form):
 class ProposalSearchForm(forms.Form):
     """``?q=``: the words staff look for in a run's proposals (run and idea pages)."""
 
-    q = forms.CharField(label=_("Proposals that say"), max_length=100, required=False, strip=True)
+    q = forms.CharField(max_length=100, required=False, strip=True)  # its label is the page's
 
 
 class ProposalIdsField(forms.Field):

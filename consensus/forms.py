@@ -44,6 +44,14 @@ class ProposalSearchForm(forms.Form):
     q = forms.CharField(max_length=100, required=False, strip=True)  # its label is the page's
 
 
+class IdeasViewForm(forms.Form):
+    """``?view=``: how the staff run page shows its ideas, as cards (default) or a compact list."""
+
+    view = forms.ChoiceField(
+        choices=[("cards", _("Cards")), ("list", _("Compact list"))], required=False
+    )
+
+
 class ProposalIdsField(forms.Field):
     """Proposal numbers sent as repeated values (ticked checkboxes)."""
 

@@ -42,7 +42,7 @@ from consultations.models import Participant, Proposal
 from consultations.selectors import consultation_get_for_user, consultation_stats, stats_cache_key
 
 from . import charts, selectors
-from .forms import ProposalSearchForm
+from .forms import IdeasViewForm, ProposalSearchForm
 from .models import Idea, IdeaMembership
 
 logger = logging.getLogger(__name__)
@@ -515,6 +515,15 @@ def search_words_or_error(request):
     if not form.is_valid():
         return "", _bad_request(" ".join(form.errors["q"]))
     return form.cleaned_data["q"], None
+
+
+def ideas_view_or_error(request):
+    """``(compact, error)``: whether ``?view=list`` asks for the ideas as a compact list, or
+    the 400 response that says which views there are."""
+    form = IdeasViewForm(request.GET)
+    if not form.is_valid():
+        return False, _bad_request(" ".join(form.errors["view"]))
+    return form.cleaned_data["view"] == "list", None
 
 
 def ideas_page_or_error(request, ideas, per_page: int | None = None):

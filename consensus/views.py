@@ -34,6 +34,7 @@ from .results_views import (
     filters_query,
     ideas_filtered_or_error,
     ideas_page_or_error,
+    ideas_view_or_error,
     page_or_error,
     results_cache_forget,
     search_words_or_error,
@@ -134,20 +135,27 @@ def run_detail(request, slug, pk):
     }
     if not run.is_active:
         # every idea, a page at a time (at 2M answers a run finds some 260); ?theme=<number>:
-        # a theme's; ?q=<words>: those whose proposals say them, the most first
+        # a theme's; ?q=<words>: those whose proposals say them, the most first; ?view=list:
+        # a line each instead of a card
         ideas, theme, words, error = ideas_filtered_or_error(
             request, run, selectors.run_ideas(run=run)
         )
+        if error:
+            return error
+        compact, error = ideas_view_or_error(request)
         if error:
             return error
         page, error = ideas_page_or_error(request, ideas, IDEAS_PER_PAGE)
         if error:
             return error
         context["ideas"], context["ideas_page"] = page.object_list, page
-        context["shown_theme"], context["words"] = theme, words
-        context["query"] = filters_query(theme, words)  # what the pager's links keep
-        for idea in context["ideas"]:
-            idea.central_others = selectors.central_besides_label(idea, idea.central)
+        context["shown_theme"], context["words"], context["compact"] = theme, words, compact
+        context["filters"] = filters_query(theme, words)  # what the switch of view keeps
+        # what the pager's links keep
+        context["query"] = "&".join(q for q in (context["filters"], compact and "view=list") if q)
+        if not compact:
+            for idea in context["ideas"]:
+                idea.central_others = selectors.central_besides_label(idea, idea.central)
         context["themes"] = selectors.run_themes(run=run, ideas_each=0)
         context["groups"] = selectors.run_opinion_groups(run=run)
         context["rankings"] = staff_selectors.run_rankings(run=run, limit=10)

@@ -227,3 +227,28 @@ def test_staff_find_the_proposals_that_say_some_words_and_move_them_all(live_ser
     assert "No proposal here says “musée”." in page.locator("body").inner_text()  # same search
     assert not saying.filter(idea=cycling).exists()
     assert saying.filter(idea=museums).count() == 14
+
+
+def test_staff_read_the_ideas_as_a_compact_list_and_search_it(live_server, browser):
+    consultation, run = published_themes()
+    ideas = Idea.objects.filter(run=run)
+    page = browser.new_page(viewport={"width": 1280, "height": 1000}, locale="en-US")
+    sign_in(
+        page, live_server.url, "staff@example.org", f"/engine/{consultation.slug}/runs/{run.pk}/"
+    )
+
+    page.get_by_role("link", name="Compact list").click()
+    page.wait_for_url(re.compile(r"\?view=list#ideas$"))
+    rows = page.locator("table.ideas-compact tbody tr")
+    assert rows.count() == ideas.count() and page.locator("ol.ideas").count() == 0
+    page.screenshot(path=ARTIFACTS / "engine-run-compact.png", full_page=True)
+
+    # a search keeps the list; each line says how many of its proposals say the words
+    page.fill("#proposal-search", "partout")
+    page.get_by_role("button", name="Find").click()
+    page.wait_for_url(re.compile(r"q=partout"))
+    assert "view=list" in page.url and rows.count() == 2
+    assert set(rows.locator("td:last-child").all_inner_texts()) == {"1"}
+    rows.first.locator("td:last-child a").click()
+    page.wait_for_url(re.compile(r"/ideas/\d+/\?q=partout$"))
+    assert page.locator("input[name=proposals]").count() == 1

@@ -260,6 +260,87 @@ def test_staff_read_the_ideas_of_one_theme_on_the_run_page(
     assert f"du thème «\xa0{escape(str(theme))}\xa0»" in body
 
 
+def test_staff_read_a_run_s_ideas_as_a_compact_list(
+    client, staff, monkeypatch, django_capture_on_commit_callbacks
+):
+    from consensus import views
+
+    themed = consultation_with_themes()
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.engine_run_start(consultation=themed, kind="ideas", **HASHING)
+    ideas = list(Idea.objects.filter(run=run).select_related("theme").order_by("-size", "number"))
+    assert len(ideas) > 1
+
+    def compact(body):
+        table = body[body.index('<table class="ideas-compact">') :]
+        return table[: table.index("</table>")]
+
+    def row(table, idea):
+        row = table[table.index(f'id="idea-row-{idea.number}"') :]
+        return row[: row.index("</tr>")]
+
+    def idea_url(idea):
+        return reverse("consensus:run_idea", args=[themed.slug, run.pk, idea.number])
+
+    with translation.override("en"):
+        cards = client.get(run_url(run), HTTP_ACCEPT_LANGUAGE="en").content.decode()
+        body = client.get(
+            run_url(run), {"view": "list"}, HTTP_ACCEPT_LANGUAGE="en"
+        ).content.decode()
+    assert '<table class="ideas-compact">' not in cards and 'id="idea-title-' in cards
+    assert '<a href="?view=list#ideas">Compact list</a>' in cards
+    # a line per idea, largest first, no card: its name leads to its proposals
+    table = compact(body)
+    assert [int(n) for n in re.findall(r'id="idea-row-(\d+)"', table)] == [i.number for i in ideas]
+    assert 'id="idea-title-' not in body
+    assert '<a href="?#ideas">Cards</a>' in body
+    assert '<a href="?view=list#ideas" aria-current="true">Compact list</a>' in body
+    for idea in ideas:
+        line = row(table, idea)
+        assert f'<a href="{idea_url(idea)}">{escape(idea.label)}</a>' in line
+        assert f"<td>{idea.size} (" in line and escape(", ".join(idea.keywords[:6])) in line
+        theme_link = f"{run_url(run)}?theme={idea.theme.number}&amp;view=list#ideas"
+        assert f'<a href="{theme_link}">{escape(str(idea.theme))}</a>' in line
+    # the themes, the search form and the pager keep the list
+    assert f'href="{run_url(run)}?theme={ideas[0].theme.number}&amp;view=list#ideas"' in body
+    assert '<input type="hidden" name="view" value="list">' in body
+    monkeypatch.setattr(views, "IDEAS_PER_PAGE", 1)
+    body = client.get(run_url(run), {"view": "list", "page": 2}).content.decode()
+    assert re.findall(r'id="idea-row-(\d+)"', body) == [str(ideas[1].number)]
+    assert 'href="?view=list&amp;page=1"' in body
+    monkeypatch.setattr(views, "IDEAS_PER_PAGE", 100)
+    # with words: how many of each idea's proposals say them, linked to them on its page
+    saying = {
+        idea.number: n
+        for idea in ideas
+        if (n := IdeaMembership.objects.filter(
+            idea=idea, proposal__content__icontains="partout"
+        ).count())
+    }  # fmt: skip
+    assert sum(saying.values()) == 2
+    with translation.override("en"):
+        body = client.get(
+            run_url(run), {"view": "list", "q": "partout"}, HTTP_ACCEPT_LANGUAGE="en"
+        ).content.decode()
+    table = compact(body)
+    assert '<th scope="col">Proposals that say “partout”</th>' in table
+    assert {int(n) for n in re.findall(r'id="idea-row-(\d+)"', table)} == set(saying)
+    for number, n in saying.items():
+        idea = next(i for i in ideas if i.number == number)
+        assert f'<td><a href="{idea_url(idea)}?q=partout">{n}</a></td>' in row(table, idea)
+    assert '<a href="?q=partout#ideas">Cards</a>' in body
+    assert f'href="{run_url(run)}?view=list#ideas">every idea of the run</a>' in body
+    # an unknown view: a clear error
+    response = client.get(run_url(run), {"view": "table"}, HTTP_ACCEPT_LANGUAGE="en")
+    assert response.status_code == 400 and b"table is not one of the available choices" in (
+        response.content
+    )
+    # French
+    body = client.get(run_url(run), {"view": "list"}, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "Afficher les idées en\xa0:" in body and ">Liste compacte</a>" in body
+    assert ">Cartes</a>" in body and '<th scope="col">Idée</th>' in body
+
+
 def test_the_run_page_folds_its_metrics_and_timings_under_their_headings(
     client, staff, consultation, django_capture_on_commit_callbacks
 ):

@@ -577,12 +577,16 @@ SEARCH_WORDS = ("vélo", "impôts", "zorglub")  # a topic's word, a frequent one
 def _staff_search(run_id: int) -> dict:
     """Staff look for words on the published run's page (``?q=``: the ideas whose proposals say
     them, `consensus.selectors.ideas_saying`), then in the idea that holds most of them; each
-    page through Django's test client, the best of 3, beside the run's page without words."""
+    page through Django's test client, the best of 3, beside the run's page without words.
+    Then a visitor looks for the same words on the public "every idea" page: the first search
+    (the run's cached searches dropped first) and the same search again (from the cache)."""
     from django.contrib.auth import get_user_model
     from django.test import Client
     from django.urls import reverse
 
+    from causes.models import Cause
     from consensus.models import EngineRun
+    from consensus.results_views import results_cache_forget
 
     run = EngineRun.objects.select_related("consultation").get(pk=run_id)
     staff, _ = get_user_model().objects.get_or_create(
@@ -609,7 +613,22 @@ def _staff_search(run_id: int) -> dict:
         if first:
             found["idea_page"], _body = best(first.group(1), {"q": words})
         result["words"][words] = found
+    # the bench's cause opens, as a published consultation's would, for a visitor to see it
+    Cause.objects.filter(pk=run.consultation.cause_id).update(status=Cause.Status.ACTIVE)
+    visitor, public = Client(), reverse("consensus:results_ideas", args=[run.consultation.slug])
+    result["public_page"] = min(_timed(visitor.get, public)[0] for _ in range(3))
+    for words, found in result["words"].items():
+        results_cache_forget(consultation_id=run.consultation_id, run_id=run.pk)
+        for key in ("public_first", "public_again"):
+            found[key], response = _timed(visitor.get, public, {"q": words})
+            assert response.status_code == 200, (words, key, response.status_code)
     return result
+
+
+def _timed(call, *args):
+    t0 = time.perf_counter()
+    value = call(*args)
+    return time.perf_counter() - t0, value
 
 
 def _split_kept(first_id: int, rerun_id: int) -> dict:
@@ -972,7 +991,8 @@ def _staff_search_lines(r: dict) -> list[str]:
     ss = r["staff_search"]
     rows = [
         f"| {words} | {f['ideas']} | {f['run_page']:.2f} s | {f['run_page'] / ss['run_page']:.1f}x "
-        f"| {f'{s:.2f} s' if (s := f.get('idea_page')) is not None else '-'} |"
+        f"| {f'{s:.2f} s' if (s := f.get('idea_page')) is not None else '-'} "
+        f"| {_seconds(f.get('public_first'))} | {_seconds(f.get('public_again'))} |"
         for words, f in ss["words"].items()
     ]
     return [
@@ -981,13 +1001,20 @@ def _staff_search_lines(r: dict) -> list[str]:
         f"The run's staff page without words (its first 100 ideas): {ss['run_page']:.2f} s. With "
         "`?q=` it lists the ideas whose proposals say the words, the most first; the idea page "
         "then keeps that idea's proposals that say them. Best of 3 requests each, through "
-        "Django's test client.",
+        "Django's test client. Then a visitor on the public “every idea” page (without words "
+        f"{_seconds(ss.get('public_page'))}): the first search, the run's cached searches dropped "
+        "before it, and the same search again, from the cache (one request each).",
         "",
-        "| words | ideas found | run page | vs without words | idea page |",
-        "|---|---|---|---|---|",
+        "| words | ideas found | run page | vs without words | idea page | public, first "
+        "| public, again |",
+        "|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} s" if value < 0.1 else f"{value:.2f} s"
 
 
 def _staff_move_lines(r: dict) -> list[str]:

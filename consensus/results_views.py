@@ -8,7 +8,9 @@ map, method card) and each segment table are rendered once and kept in the cache
 production) under a key made of the consultation, its *current run id*, the section, the
 segment and the language. Publishing another run changes the key, so nothing needs deleting;
 ``CONCORDE_RESULTS_CACHE_SECONDS`` bounds how long an entry lives (the vote shares and segment
-cells read live counters). A warm page costs one query (the consultation, with its current run
+cells read live counters). What a visitor's word search found (each idea's proposals that say
+the words) is kept the same way, under a generation token that an idea renamed or proposals
+moved renew (``saying_cache_key``). A warm page costs one query (the consultation, with its current run
 id); a cache outage falls back to computing. The live counters come from the cached
 ``consultation_stats``: the page only peeks at the cache (counting distinct voters reads every
 vote), the ``?part=counters`` partial computes them, and HTMX polls it while the consultation is
@@ -16,8 +18,10 @@ open.
 """
 
 import csv
+import hashlib
 import logging
 import re
+import time
 
 from django.conf import settings
 from django.core.cache import cache
@@ -193,9 +197,29 @@ def results_cache_key(*, consultation_id: int, run_id: int, section: str, extra:
     )
 
 
+def _search_generation_key(consultation_id: int, run_id: int) -> str:
+    return f"results:v{RESULTS_CACHE_VERSION}:{consultation_id}:{run_id}:search-generation"
+
+
+def saying_cache_key(run) -> str | None:
+    """Prefix of the keys of ``run``'s cached word searches, or None when the cache is down.
+
+    Searches are as many as the words visitors type, too many to delete one by one: their keys
+    hold a generation token, which ``results_cache_forget`` drops, so that the next search
+    draws a new one and reads the proposals again."""
+    key = _search_generation_key(run.consultation_id, run.pk)
+    try:
+        generation = cache.get_or_set(key, time.time_ns, None)
+    except Exception:  # noqa: BLE001 - a cache outage must not break the page
+        logger.warning("results cache get failed", exc_info=True)
+        return None
+    return f"results:v{RESULTS_CACHE_VERSION}:{run.consultation_id}:{run.pk}:saying:{generation}"
+
+
 def results_cache_forget(*, consultation_id: int, run_id: int) -> None:
-    """Drop a run's cached sections and segment tables in every language (an idea renamed)."""
-    keys = []
+    """Drop a run's cached sections, segment tables (in every language) and word searches (an
+    idea renamed, proposals moved)."""
+    keys = [_search_generation_key(consultation_id, run_id)]
     for language, _name in settings.LANGUAGES:
         with translation.override(language):
             keys.append(
@@ -226,23 +250,35 @@ def _compact(html: str) -> str:
     return _SPACES.sub(" ", html)
 
 
-def _cached(key: str, build):
-    """``build()`` through the cache; a cache error (Redis down) computes and logs."""
-    ttl = int(getattr(settings, "CONCORDE_RESULTS_CACHE_SECONDS", 600))
-    if ttl:
-        try:
-            value = cache.get(key)
-        except Exception:  # noqa: BLE001 - a cache outage must not break the page
-            logger.warning("results cache get failed", exc_info=True)
-            value = None
-        if value is not None:
-            return value
-    value = build()
-    if ttl:
+def _cache_ttl() -> int:
+    return int(getattr(settings, "CONCORDE_RESULTS_CACHE_SECONDS", 600))
+
+
+def _cache_get(key: str):
+    """The cached value, or None (none, the cache turned off or down: logged)."""
+    if not _cache_ttl():
+        return None
+    try:
+        return cache.get(key)
+    except Exception:  # noqa: BLE001 - a cache outage must not break the page
+        logger.warning("results cache get failed", exc_info=True)
+        return None
+
+
+def _cache_set(key: str, value) -> None:
+    if ttl := _cache_ttl():
         try:
             cache.set(key, value, ttl)
         except Exception:  # noqa: BLE001
             logger.warning("results cache set failed", exc_info=True)
+
+
+def _cached(key: str, build):
+    """``build()`` through the cache; a cache error (Redis down) computes and logs."""
+    value = _cache_get(key)
+    if value is None:
+        value = build()
+        _cache_set(key, value)
     return value
 
 
@@ -488,16 +524,29 @@ def ideas_filtered_or_error(request, run, ideas, *, rate_limit: str | None = Non
     """``(ideas, theme, words, error)``: ``ideas`` (``run``'s) of the theme ``?theme=`` names
     and, with ``?q=<words>``, those whose proposals say them, the most first
     (`selectors.ideas_saying`). error: the 400 for bad input (an unknown theme raises 404), or
-    the 429 once the ``rate_limit`` action is over its limit (a search reads every proposal)."""
+    the 429 once the ``rate_limit`` action is over its limit (a search reads every proposal).
+
+    With ``rate_limit`` (the public page), what a search found is cached per run and words
+    (``saying_cache_key``): a search already made, or its next page, reads no proposal and
+    counts against no limit. Staff searches (no limit) always read the proposals as they are."""
     words, error = search_words_or_error(request)
     if error:
         return ideas, None, "", error
     ideas, theme, error = theme_filter_or_error(request, run, ideas)
     if error or not words:
         return ideas, theme, words, error
-    if rate_limit and (retry_after := rate_limit_hit(request, rate_limit)) is not None:
-        return ideas, theme, words, too_many_requests(request, retry_after=retry_after)
-    return selectors.ideas_saying(ideas, run=run, words=words), theme, words, None
+    counts = None
+    if rate_limit:
+        prefix = saying_cache_key(run)
+        key = prefix and f"{prefix}:{hashlib.sha256(words.encode()).hexdigest()}"
+        counts = _cache_get(key) if key else None
+        if counts is None:
+            if (retry_after := rate_limit_hit(request, rate_limit)) is not None:
+                return ideas, theme, words, too_many_requests(request, retry_after=retry_after)
+            counts = selectors.proposals_saying(run=run, words=words)
+            if key:
+                _cache_set(key, counts)
+    return selectors.ideas_saying(ideas, run=run, words=words, counts=counts), theme, words, None
 
 
 def filters_query(theme, words: str) -> str:

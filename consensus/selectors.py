@@ -73,13 +73,12 @@ def run_ideas(*, run: EngineRun):
     )
 
 
-def ideas_saying(ideas: QuerySet, *, run: EngineRun, words: str) -> list[Idea]:
-    """Those of ``ideas`` (``run``'s) whose accepted proposals contain ``words`` (any case; on
-    SQLite, any case of ASCII letters only), or whose label does, each with ``n_saying`` (its
-    proposals that do), the most first. The proposals are read once, then each match finds its
-    idea by index: about 1 s at 2M proposals, where counting through every idea's memberships
-    took 16 s (docs/bench_engine_scale.md)."""
-    counts = dict(
+def proposals_saying(*, run: EngineRun, words: str) -> dict[int, int]:
+    """``{idea id: how many of its accepted proposals contain words}`` (any case; on SQLite, any
+    case of ASCII letters only), for ``run``'s ideas that have some. The proposals are read
+    once, then each match finds its idea by index: about 1 s at 2M proposals, where counting
+    through every idea's memberships took 16 s (docs/bench_engine_scale.md)."""
+    return dict(
         IdeaMembership.objects.filter(
             run=run,
             proposal__consultation_id=run.consultation_id,
@@ -90,6 +89,16 @@ def ideas_saying(ideas: QuerySet, *, run: EngineRun, words: str) -> list[Idea]:
         .annotate(n=Count("pk"))
         .order_by()
     )
+
+
+def ideas_saying(
+    ideas: QuerySet, *, run: EngineRun, words: str, counts: dict[int, int] | None = None
+) -> list[Idea]:
+    """Those of ``ideas`` (``run``'s) whose accepted proposals contain ``words``, or whose label
+    does, each with ``n_saying`` (its proposals that do), the most first. ``counts``: what
+    ``proposals_saying`` gives for these words, when the caller has it already (cached)."""
+    if counts is None:
+        counts = proposals_saying(run=run, words=words)
     found = list(ideas.filter(Q(pk__in=list(counts)) | Q(label__icontains=words)))
     for idea in found:
         idea.n_saying = counts.get(idea.pk, 0)

@@ -269,12 +269,67 @@ def test_visitors_find_the_ideas_whose_proposals_say_some_words(client, publishe
     assert f'name="theme" value="{theme.number}"' in body
     # bad words: a clear error
     assert client.get(every, {"q": "x" * 101}).status_code == 400
-    # searching takes a pass over the proposals: rate-limited (the plain list is not)
+    # searching takes a pass over the proposals: rate-limited (the plain list is not); a
+    # search already made comes from the cache, and counts against no limit
     cache.clear()
     settings.CONCORDE_RATELIMITS = {"search": {"ip": "2/d"}}
-    codes = [client.get(every, {"q": "vélo"}).status_code for _ in range(3)]
+    codes = [client.get(every, {"q": words}).status_code for words in ("vélo", "musées", "arbres")]
     assert codes == [200, 200, 429] and client.get(every).status_code == 200
+    body = client.get(every, {"q": "vélo"}).content.decode()
+    assert sorted({int(n) for n in re.findall(r'/results/ideas/(\d+)/"', body)}) == sorted(counts)
+    assert client.get(every, {"q": "vélo", "theme": theme.number}).status_code == 200
+    assert client.get(every, {"q": "Vélo"}).status_code == 429  # other words: another search
     cache.clear()
+
+
+def test_a_cached_search_follows_the_proposals_staff_move(
+    client, published, settings, django_capture_on_commit_callbacks
+):
+    consultation, run = published
+    every = reverse("consensus:results_ideas", args=[consultation.slug])
+    cache.clear()
+    settings.CONCORDE_RATELIMITS = {"search": {"ip": "100/d"}}
+    labels = set(Idea.objects.filter(run=run).values_list("label", flat=True))
+    membership = next(
+        m
+        for m in IdeaMembership.objects.filter(run=run).select_related("idea", "proposal")
+        if m.proposal.content not in labels
+    )
+    words = membership.proposal.content  # said by this proposal alone
+
+    def found():
+        """{idea number: its proposals that say the words}, from the cards of the page."""
+        body = client.get(every, {"q": words}).content.decode()
+        cards = body.split('<li class="card idea-card">')[1:]
+        return {
+            int(re.search(r'/results/ideas/(\d+)/"', card)[1]): int(
+                re.search(r"(\d+) of its proposals says?", card)[1]
+            )
+            for card in cards
+        }
+
+    assert found() == {membership.idea.number: 1}
+    target = Idea.objects.filter(run=run).exclude(pk=membership.idea_id).first()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.proposals_place(
+            run=run, proposal_ids=[membership.proposal_id], number=target.number, actor=None
+        )
+    assert found() == {target.number: 1}  # the move dropped the cached search
+    cache.clear()
+
+
+def test_a_search_still_answers_when_the_cache_is_down(client, published, settings, monkeypatch):
+    consultation, _run = published
+    every = reverse("consensus:results_ideas", args=[consultation.slug])
+    settings.CONCORDE_RATELIMITS = {"search": {"ip": "100/d"}}
+
+    def down(*args, **kwargs):
+        raise ConnectionError("cache down")
+
+    monkeypatch.setattr(results_views.cache, "get_or_set", down)
+    monkeypatch.setattr(results_views.cache, "get", down)
+    body = client.get(every, {"q": "vélo"}).content.decode()
+    assert "of its proposals say" in body
 
 
 @pytest.mark.parametrize(

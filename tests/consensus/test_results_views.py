@@ -85,6 +85,8 @@ def test_results_page_shows_real_ideas_groups_and_method(
     ]
     assert zoned, "the themed votes should put some ideas in a zone"
     assert any(escape(i.label) in body for i in zoned)
+    voted = max(zoned, key=lambda i: i.scores["trusted_votes"])
+    assert f"· {voted.scores['trusted_votes']} trusted votes" in body
     assert f"#{run.pk}" in body
     assert "hashing" in body
     assert 'id="segments"' in body
@@ -151,6 +153,7 @@ def test_the_largest_ideas_show_before_anyone_votes(client, django_capture_on_co
     assert shown[0].label == central.order_by("-similarity")[0].proposal.content
     assert card.count(escape(shown[0].label)) == 1
     assert "Other representative proposals:" in card
+    assert "trusted vote" not in section  # no "0 trusted votes" on every card before any vote
     services.idea_label_set(idea=shown[0], label="Named by staff")  # then it lists all three
     cache.clear()
     renamed = client.get(results_url(consultation)).content.decode()

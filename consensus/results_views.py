@@ -586,7 +586,8 @@ def ideas_page_or_error(request, ideas, per_page: int | None = None):
 
 @require_GET
 def results_idea(request, slug, number):
-    """One idea of the published run: its figures, then every proposal in it, a page at a time."""
+    """One idea of the published run: its figures, then every proposal in it, a page at a time;
+    ``?q=<words>``: only those that say them (rate-limited as the search of every idea)."""
     consultation = consultation_get_for_user(slug=slug, user=request.user)
     run = selectors.consultation_current_run(consultation=consultation)
     if run is None:
@@ -594,15 +595,23 @@ def results_idea(request, slug, number):
     idea = selectors.run_idea_get(run=run, number=number)
     if not idea.size:
         raise NotFound(_("Staff moved every proposal of this idea into other ideas."))
+    words, error = search_words_or_error(request)
+    if error:
+        return error
+    every = rows = selectors.idea_members(idea=idea)
+    if words:
+        if (retry_after := rate_limit_hit(request, "search")) is not None:
+            return too_many_requests(request, retry_after=retry_after)
+        rows = selectors.rows_saying(every, field="proposal__content", words=words)
     page, error = page_or_error(
         request,
-        Paginator(selectors.idea_members(idea=idea), PROPOSALS_PER_PAGE),
+        Paginator(rows, PROPOSALS_PER_PAGE),
         _("There is no page %(page)s: the idea's proposals fill %(pages)d."),
     )
     if error:
         return error
     _decorate([idea], run, consultation)
-    members = list(page.object_list)
+    members = selectors.rows_by_id(every, page.object_list) if words else list(page.object_list)
     scores = selectors.proposal_scores_by_id(run=run, proposal_ids=[m.proposal_id for m in members])
     for member in members:
         member.score = scores.get(member.proposal_id)
@@ -613,5 +622,7 @@ def results_idea(request, slug, number):
         "ideas": [idea],
         "page": page,
         "members": members,
+        "words": words,
+        "query": urlencode({"q": words}) if words else "",  # what the pager's links keep
     }
     return render(request, "consensus/results_idea.html", context)

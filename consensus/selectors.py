@@ -545,6 +545,20 @@ def idea_members(*, idea: Idea) -> QuerySet:
     )
 
 
+def rows_saying(rows: QuerySet, *, field: str, words: str) -> list[int]:
+    """The ids of ``rows`` whose ``field`` contains ``words`` (any case), in ``rows``' order, in
+    one query: the words may take a pass over the proposals (about 1 s at 2M), which a count
+    and then a page would make twice. Page them, then read a page with ``rows_by_id``."""
+    return list(rows.filter(**{f"{field}__icontains": words}).values_list("pk", flat=True))
+
+
+def rows_by_id(rows: QuerySet, ids) -> list:
+    """The rows of ``rows`` with these ids (a page of ``rows_saying``), in that order; a row
+    gone meanwhile is left out."""
+    found = rows.in_bulk(ids)
+    return [found[pk] for pk in ids if pk in found]
+
+
 def run_unassigned(*, run: EngineRun) -> QuerySet:
     """The run's accepted proposals that are in no idea (noise, or put there by staff), oldest
     first: those the run (or the run it took its ideas from) embedded, or scored."""

@@ -253,10 +253,8 @@ def run_idea(request, slug, pk, number=None):
     every = selectors.run_unassigned(run=run) if idea is None else selectors.idea_members(idea=idea)
     rows = every
     if words:
-        said = {"content__icontains" if idea is None else "proposal__content__icontains": words}
-        # the ids of those that say them, in one query: the words may take a pass over the
-        # proposals (about 1 s at 2M), which a count and then a page would make twice
-        rows = list(every.filter(**said).values_list("pk", flat=True))
+        field = "content" if idea is None else "proposal__content"
+        rows = selectors.rows_saying(every, field=field, words=words)
     kept = {"q": words} if words else {}  # what the pager's links and the redirect keep
     paginator = Paginator(rows, PROPOSALS_PER_PAGE)
     asked = request.GET.get("page", "")
@@ -268,10 +266,7 @@ def run_idea(request, slug, pk, number=None):
     )
     if error:
         return error
-    shown = page.object_list
-    if words:
-        found = every.in_bulk(shown)
-        shown = [found[pk] for pk in shown if pk in found]
+    shown = selectors.rows_by_id(every, page.object_list) if words else page.object_list
     items = [
         {"id": row.pk, "content": row.content}
         if idea is None

@@ -401,6 +401,60 @@ def test_an_idea_page_lists_every_proposal_closest_first_a_page_at_a_time(
     assert f"The {len(members) - 1} proposals in this idea" in body
 
 
+def test_visitors_read_the_proposals_of_an_idea_that_say_some_words(
+    client, published, monkeypatch, settings
+):
+    consultation, run = published
+    # "Planter des arbres ... sur les parkings / toits / places": 3 of the 12 about trees
+    idea = run.memberships.get(proposal__content__endswith="sur les toits").idea
+    saying = list(
+        run.memberships.filter(idea=idea, proposal__content__icontains="sur les")
+        .select_related("proposal")
+        .order_by("-similarity", "pk")
+    )
+    others = run.memberships.filter(idea=idea).exclude(pk__in=[m.pk for m in saying])
+    assert len(saying) > 2 and others.exists()
+    cache.clear()
+    settings.CONCORDE_RATELIMITS = {"search": {"ip": "100/d"}}
+    # from the search of every idea, each count leads to those proposals
+    every = reverse("consensus:results_ideas", args=[consultation.slug])
+    body = client.get(every, {"q": "sur les"}).content.decode()
+    link = f"{idea_url(consultation, idea.number)}?q=sur%20les#members-title"
+    assert f'<a href="{link}">{len(saying)} of its proposals say “sur les”</a>' in body
+
+    monkeypatch.setattr(results_views, "PROPOSALS_PER_PAGE", 2)
+    body = client.get(idea_url(consultation, idea.number), {"q": "sur les"}).content.decode()
+    listed = body[body.index('id="members-title"') :]
+    assert f"{len(saying)} of its proposals say “sur les”</h2>" in listed
+    assert 'name="q" value="sur les"' in listed  # the box keeps the words
+    shown = [m for m in saying if escape(m.proposal.content) in listed]
+    assert shown == saying[:2]  # closest to the centre first, none of the others
+    assert not any(escape(m.proposal.content) in listed for m in others)
+    assert 'href="?q=sur+les&amp;page=2"' in listed  # the pager keeps the words
+    every_proposal = f'href="{idea_url(consultation, idea.number)}#members-title"'
+    assert f"{every_proposal}>Every proposal of this idea</a>" in listed
+    body = client.get(idea_url(consultation, idea.number), {"q": "zorglub"}).content.decode()
+    assert "0 of its proposals say “zorglub”" in body
+    # bad words, and too many searches: clear errors
+    assert client.get(idea_url(consultation, idea.number), {"q": "x" * 101}).status_code == 400
+    cache.clear()
+    settings.CONCORDE_RATELIMITS = {"search": {"ip": "1/d"}}
+    codes = [client.get(idea_url(consultation, idea.number), {"q": "sur les"}).status_code]
+    codes.append(client.get(idea_url(consultation, idea.number), {"q": "sur les"}).status_code)
+    assert (
+        codes == [200, 429] and client.get(idea_url(consultation, idea.number)).status_code == 200
+    )
+    cache.clear()
+    # French
+    settings.CONCORDE_RATELIMITS = {"search": {"ip": "100/d"}}
+    body = client.get(
+        idea_url(consultation, idea.number), {"q": "sur les"}, HTTP_ACCEPT_LANGUAGE="fr"
+    ).content.decode()
+    assert f"{len(saying)} de ses propositions disent «\xa0sur les\xa0»</h2>" in body
+    assert "Trouver ses propositions qui disent" in body
+    cache.clear()
+
+
 @pytest.mark.parametrize(
     ("number", "page", "status"), [(0, "two", 400), (0, "999", 404), (999, "1", 404)]
 )

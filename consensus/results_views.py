@@ -10,8 +10,8 @@ segment and the language. Publishing another run changes the key, so nothing nee
 ``CONCORDE_RESULTS_CACHE_SECONDS`` bounds how long an entry lives (the vote shares and segment
 cells read live counters). What a visitor's word search found (each idea's proposals that say
 the words) is kept the same way, under a generation token that an idea renamed or proposals
-moved renew (``saying_cache_key``). A warm page costs one query (the consultation, with its current run
-id); a cache outage falls back to computing. The live counters come from the cached
+moved renew (``saying_cache_key``). A warm page costs one query (the consultation, with its
+current run id); a cache outage falls back to computing. The live counters come from the cached
 ``consultation_stats``: the page only peeks at the cache (counting distinct voters reads every
 vote), the ``?part=counters`` partial computes them, and HTMX polls it while the consultation is
 open.

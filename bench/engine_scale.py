@@ -605,7 +605,7 @@ def _staff_search(run_id: int) -> dict:
             assert response.status_code == 200, (path, data, response.status_code)
         return min(times), response.content.decode()
 
-    result = {"run_page": best(url)[0], "words": {}}
+    result = {"run_page": best(url)[0], "compact": best(url, {"view": "list"})[0], "words": {}}
     for words in SEARCH_WORDS:
         seconds, body = best(url, {"q": words})
         found = {"run_page": seconds, "ideas": body.count('id="idea-title-')}
@@ -622,6 +622,11 @@ def _staff_search(run_id: int) -> dict:
         for key in ("public_first", "public_again"):
             found[key], response = _timed(visitor.get, public, {"q": words})
             assert response.status_code == 200, (words, key, response.status_code)
+        # then the idea's public page with the same words (its link on the first card)
+        first = re.search(r'href="([^"]*/results/ideas/\d+/)\?q=', response.content.decode())
+        if first:
+            found["public_idea"], response = _timed(visitor.get, first.group(1), {"q": words})
+            assert response.status_code == 200, (words, "public_idea", response.status_code)
     return result
 
 
@@ -992,22 +997,25 @@ def _staff_search_lines(r: dict) -> list[str]:
     rows = [
         f"| {words} | {f['ideas']} | {f['run_page']:.2f} s | {f['run_page'] / ss['run_page']:.1f}x "
         f"| {f'{s:.2f} s' if (s := f.get('idea_page')) is not None else '-'} "
-        f"| {_seconds(f.get('public_first'))} | {_seconds(f.get('public_again'))} |"
+        f"| {_seconds(f.get('public_first'))} | {_seconds(f.get('public_again'))} "
+        f"| {_seconds(f.get('public_idea'))} |"
         for words, f in ss["words"].items()
     ]
     return [
         f"### Staff look for words in the {r['n']:,} proposals",
         "",
-        f"The run's staff page without words (its first 100 ideas): {ss['run_page']:.2f} s. With "
+        f"The run's staff page without words (its first 100 ideas): {ss['run_page']:.2f} s "
+        f"(as a compact list, `?view=list`: {_seconds(ss.get('compact'))}). With "
         "`?q=` it lists the ideas whose proposals say the words, the most first; the idea page "
         "then keeps that idea's proposals that say them. Best of 3 requests each, through "
         "Django's test client. Then a visitor on the public “every idea” page (without words "
         f"{_seconds(ss.get('public_page'))}): the first search, the run's cached searches dropped "
-        "before it, and the same search again, from the cache (one request each).",
+        "before it, the same search again, from the cache, then the first idea's public page "
+        "with the same words (one request each).",
         "",
         "| words | ideas found | run page | vs without words | idea page | public, first "
-        "| public, again |",
-        "|---|---|---|---|---|---|---|",
+        "| public, again | public idea page |",
+        "|---|---|---|---|---|---|---|---|",
         *rows,
         "",
     ]

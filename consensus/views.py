@@ -153,7 +153,9 @@ def run_detail(request, slug, pk):
         context["filters"] = filters_query(theme, words)  # what the switch of view keeps
         # what the pager's links keep
         context["query"] = "&".join(q for q in (context["filters"], compact and "view=list") if q)
-        if not compact:
+        if compact:  # a column of agreement once votes put some ideas in a zone
+            context["zoned"] = any((idea.scores or {}).get("zone") for idea in context["ideas"])
+        else:
             for idea in context["ideas"]:
                 idea.central_others = selectors.central_besides_label(idea, idea.central)
         context["themes"] = selectors.run_themes(run=run, ideas_each=0)

@@ -18,7 +18,7 @@ from consensus.selectors import METRIC_LABELS, TIMING_LABELS, model_label
 from partners.models import PartnerMembership
 
 from ..factories import ConsultationFactory, PartnerFactory, ProposalFactory, UserFactory
-from .engine_data import HASHING, consultation_with_themes
+from .engine_data import HASHING, add_votes, consultation_with_themes
 
 pytestmark = pytest.mark.django_db
 
@@ -288,6 +288,7 @@ def test_staff_read_a_run_s_ideas_as_a_compact_list(
             run_url(run), {"view": "list"}, HTTP_ACCEPT_LANGUAGE="en"
         ).content.decode()
     assert '<table class="ideas-compact">' not in cards and 'id="idea-title-' in cards
+    assert "Agreement</th>" not in body  # nobody voted: no column of agreement
     assert '<a href="?view=list#ideas">Compact list</a>' in cards
     # a line per idea, largest first, no card: its name leads to its proposals
     table = compact(body)
@@ -339,6 +340,34 @@ def test_staff_read_a_run_s_ideas_as_a_compact_list(
     body = client.get(run_url(run), {"view": "list"}, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
     assert "Afficher les idées en\xa0:" in body and ">Liste compacte</a>" in body
     assert ">Cartes</a>" in body and '<th scope="col">Idée</th>' in body
+
+
+def test_the_compact_list_says_each_idea_s_agreement_once_votes_place_it(
+    client, staff, django_capture_on_commit_callbacks
+):
+    themed = consultation_with_themes()
+    add_votes(themed)
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.engine_run_start(consultation=themed, kind="full", **HASHING)
+    run.refresh_from_db()
+    assert run.status == EngineRun.Status.DONE, run.error
+    ideas = list(Idea.objects.filter(run=run))
+    zoned = [idea for idea in ideas if (idea.scores or {}).get("zone")]
+    assert zoned, "the two camps' votes put some ideas in a zone"
+    with translation.override("en"):
+        body = client.get(
+            run_url(run), {"view": "list"}, HTTP_ACCEPT_LANGUAGE="en"
+        ).content.decode()
+        cells = {  # as English writes them
+            idea.number: f"{floatformat(idea.scores['agreement'], 2)} · {escape(idea.zone_label)}"
+            for idea in zoned
+        }
+    table = body[body.index('<table class="ideas-compact">') :]
+    assert '<th scope="col">Agreement</th>' in table[: table.index("</thead>")]
+    for idea in zoned:
+        row = table[table.index(f'id="idea-row-{idea.number}"') :]
+        row = row[: row.index("</tr>")]
+        assert f"<td>{cells[idea.number]}</td>" in row
 
 
 def test_the_run_page_folds_its_metrics_and_timings_under_their_headings(

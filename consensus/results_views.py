@@ -10,7 +10,7 @@ segment and the language. Publishing another run changes the key, so nothing nee
 ``CONCORDE_RESULTS_CACHE_SECONDS`` bounds how long an entry lives (the vote shares and segment
 cells read live counters). What a visitor's word search found (each idea's proposals that say
 the words) is kept the same way, under a generation token that an idea renamed or proposals
-moved renew (``saying_cache_key``). A warm page costs one query (the consultation, with its
+moved renew (``saying_cache_prefix``). A warm page costs one query (the consultation, with its
 current run id); a cache outage falls back to computing. The live counters come from the cached
 ``consultation_stats``: the page only peeks at the cache (counting distinct voters reads every
 vote), the ``?part=counters`` partial computes them, and HTMX polls it while the consultation is
@@ -201,7 +201,7 @@ def _search_generation_key(consultation_id: int, run_id: int) -> str:
     return f"results:v{RESULTS_CACHE_VERSION}:{consultation_id}:{run_id}:search-generation"
 
 
-def saying_cache_key(run) -> str | None:
+def saying_cache_prefix(run) -> str | None:
     """Prefix of the keys of ``run``'s cached word searches, or None when the cache is down.
 
     Searches are as many as the words visitors type, too many to delete one by one: their keys
@@ -527,7 +527,7 @@ def ideas_filtered_or_error(request, run, ideas, *, rate_limit: str | None = Non
     the 429 once the ``rate_limit`` action is over its limit (a search reads every proposal).
 
     With ``rate_limit`` (the public page), what a search found is cached per run and words
-    (``saying_cache_key``): a search already made, or its next page, reads no proposal and
+    (``saying_cache_prefix``): a search already made, or its next page, reads no proposal and
     counts against no limit. Staff searches (no limit) always read the proposals as they are."""
     words, error = search_words_or_error(request)
     if error:
@@ -537,7 +537,7 @@ def ideas_filtered_or_error(request, run, ideas, *, rate_limit: str | None = Non
         return ideas, theme, words, error
     counts = None
     if rate_limit:
-        prefix = saying_cache_key(run)
+        prefix = saying_cache_prefix(run)
         key = prefix and f"{prefix}:{hashlib.sha256(words.encode()).hexdigest()}"
         counts = _cache_get(key) if key else None
         if counts is None:

@@ -34,7 +34,7 @@ from django.utils.translation import gettext as _
 from causes.models import Cause
 
 from .models import Consultation, Participant, Proposal, Trust, Vote, VoteKey
-from .services import counters_rebuild
+from .services import counters_rebuild, popular_rank_refresh
 
 DEFAULT_BATCH_SIZE = 2000
 # A file full of bad rows must not fill the memory: the first ones are kept, the rest counted.
@@ -452,6 +452,7 @@ def _import_proposal_rows(
         if report.created >= next_analyze:
             _analyze(Proposal)
             next_analyze *= 2
+    popular_rank_refresh(consultation_id=consultation.pk)  # ranked as imported ("Most voted")
 
 
 MAKEORG_STATS = {"votes": True, "adhesion": False, "engagement": False, "score": False}

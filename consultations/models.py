@@ -187,6 +187,8 @@ class Proposal(models.Model):
         help_text=_("Vote aggregates published by the platform the proposal was imported from."),
     )
     # Denormalised total of votes of every trust level, kept by F() increments (see services).
+    # In no index, so that a vote's update of this row is HOT: no index entry is written. The
+    # "Most voted" order sorts on a copy of it, ProposalRank.
     votes_total = models.PositiveIntegerField(_("votes"), default=0)
     moderated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -216,14 +218,13 @@ class Proposal(models.Model):
         permissions = [("moderate_proposal", _("Can moderate proposals"))]
         indexes = [
             models.Index(fields=["consultation", "status", "created_at"], name="proposal_queue_idx"),
-            models.Index(fields=["consultation", "status", "votes_total"], name="proposal_popular_idx"),
             # The moderation queue across all consultations: pending ones, oldest first.
             models.Index(
                 fields=["created_at"], condition=Q(status="pending"), name="proposal_pending_idx"
             ),
-            # No trigram (GIN) index on content: every vote rewrites the proposal row (votes_total
-            # is indexed, no HOT update), and a GIN index made that update ~60 % slower
-            # (docs/scaling.md section 2, items 4 and 7). Add it once votes_total leaves the row.
+            # On PostgreSQL also proposal_content_trgm_idx, a trigram GIN index on content for
+            # word searches and similar proposals (migration 0007; not in Django's state, so
+            # that SQLite never sees it), and the table's fillfactor is 90 (room for HOT updates).
         ]
         constraints = [
             models.UniqueConstraint(
@@ -397,6 +398,36 @@ class Qualification(models.Model):
 
     def __str__(self):
         return self.key
+
+
+class ProposalRank(models.Model):
+    """A proposal's place in the "Most voted" order: its vote total when that order was refreshed.
+
+    Kept apart from the proposal row so that neither a vote nor a refresh writes the proposal
+    table's indexes (its trigram index above all): votes update ``Proposal.votes_total``, which
+    is in no index, and ``services.popular_rank_refresh`` copies the totals that changed here.
+    """
+
+    proposal = models.OneToOneField(
+        Proposal, on_delete=models.CASCADE, primary_key=True, related_name="rank"
+    )
+    # rank_popular_idx (consultation, votes, proposal) covers the foreign key.
+    consultation = models.ForeignKey(
+        Consultation, on_delete=models.CASCADE, related_name="+", db_index=False
+    )
+    votes = models.PositiveIntegerField(_("votes"), default=0)
+
+    class Meta:
+        verbose_name = _("proposal rank")
+        verbose_name_plural = _("proposal ranks")
+        indexes = [
+            models.Index(
+                fields=["consultation", "-votes", "-proposal"], name="rank_popular_idx"
+            )
+        ]
+
+    def __str__(self):
+        return f"{self.proposal_id}: {self.votes}"
 
 
 class ProposalCounter(models.Model):

@@ -2,6 +2,7 @@
 
 import hashlib
 import logging
+import re
 
 from django.conf import settings
 from django.core.cache import cache
@@ -13,7 +14,16 @@ from django.http import Http404
 from causes.models import Cause
 
 from . import text as proposal_text
-from .models import Consultation, Participant, Proposal, ProposalCounter, Trust, Vote, VoteKey
+from .models import (
+    Consultation,
+    Participant,
+    Proposal,
+    ProposalCounter,
+    ProposalRank,
+    Trust,
+    Vote,
+    VoteKey,
+)
 from .sequence import Candidate, SequenceSettings
 
 logger = logging.getLogger(__name__)
@@ -42,6 +52,16 @@ def consultation_get_for_user(*, slug: str, user) -> Consultation:
     return consultation
 
 
+def content_saying(words: str, *, field: str = "content") -> Q:
+    """Rows whose ``field`` (a proposal's content) contains ``words``, in any case.
+
+    A case-insensitive regular expression of the escaped words: on PostgreSQL the trigram index
+    on proposals' content answers it (``icontains`` compares ``UPPER(content)``, which that
+    index cannot), on SQLite Python's ``re`` folds the case of every letter, not only ASCII's.
+    """
+    return Q(**{f"{field}__iregex": re.escape(words)})
+
+
 def proposal_public_list(
     *, consultation: Consultation, query: str = "", sort: str = "recent", seed: str = ""
 ) -> QuerySet[Proposal]:
@@ -52,9 +72,16 @@ def proposal_public_list(
     """
     qs = Proposal.objects.filter(consultation=consultation, status=Proposal.Status.ACCEPTED)
     if query:
-        qs = qs.filter(content__icontains=query)
+        qs = qs.filter(content_saying(query))
     if sort == "popular":
-        return qs.order_by("-votes_total", "-pk")
+        if not ProposalRank.objects.filter(consultation=consultation).exists():
+            # Not ranked yet (its first ranking is on its way): the live totals, unindexed.
+            return qs.order_by("-votes_total", "-pk")
+        # The ranks refreshed from the totals (services.popular_rank_refresh), read in the order
+        # of rank_popular_idx; a proposal accepted since the last refresh is not ranked yet.
+        return qs.filter(rank__consultation=consultation).order_by(
+            "-rank__votes", "-rank__proposal_id"
+        )
     if sort == "controversial":
         agree = Sum("counters__count", filter=Q(counters__key=VoteKey.AGREE))
         disagree = Sum("counters__count", filter=Q(counters__key=VoteKey.DISAGREE))
@@ -263,8 +290,8 @@ def proposal_similar_words(
         from django.contrib.postgres.search import TrigramWordSimilarity
 
         # ``content %> text`` is pg_trgm's indexable form of word_similarity(text, content) >=
-        # threshold (set for this transaction only): a trigram GIN index on content would answer
-        # it, once votes no longer rewrite the proposal row (docs/scaling.md section 2, item 7).
+        # threshold (set for this transaction only), which proposal_content_trgm_idx answers
+        # (docs/scaling.md section 2, item 7).
         with transaction.atomic(), connection.cursor() as cursor:
             cursor.execute(
                 "SELECT set_config('pg_trgm.word_similarity_threshold', %s, true)",

@@ -23,6 +23,7 @@ from .models import (
     Participant,
     Proposal,
     ProposalCounter,
+    ProposalRank,
     Qualification,
     Trust,
     Vote,
@@ -102,13 +103,17 @@ def participant_merge(*, source: Participant, target: Participant) -> int:
     return moved
 
 
-def _withdraw(vote: Vote) -> None:
-    """Take a vote and its qualifications out of the counters (the rows stay)."""
+def _withdraw(vote: Vote, *, total: bool = True) -> None:
+    """Take a vote and its qualifications out of the counters (the rows stay).
+
+    ``total=False`` leaves the proposal's ``votes_total`` alone: the vote is replaced, not gone.
+    """
     deltas = Counter({(vote.proposal_id, vote.key, vote.trust): -1})
     for qualification in vote.qualifications.all():
         deltas[(vote.proposal_id, qualification.key, vote.trust)] -= 1
     counters_add(deltas)
-    Proposal.objects.filter(pk=vote.proposal_id).update(votes_total=F("votes_total") - 1)
+    if total:
+        Proposal.objects.filter(pk=vote.proposal_id).update(votes_total=F("votes_total") - 1)
 
 
 def vote_cast(
@@ -154,12 +159,11 @@ def vote_cast(
         if vote.key == key:
             return vote, False
         old = (vote.key, vote.trust)
-        _withdraw(vote)
+        _withdraw(vote, total=False)
         vote.qualifications.all().delete()
         vote.key, vote.trust, vote.in_sequence = key, trust, in_sequence
         vote.save(update_fields=["key", "trust", "in_sequence", "updated_at"])
         counters_add({(proposal.pk, key, trust): 1})
-        Proposal.objects.filter(pk=proposal.pk).update(votes_total=F("votes_total") + 1)
         _note_vote_on_commit(proposal, {old: -1, (key, trust): 1})
         return vote, True
 
@@ -309,7 +313,60 @@ def counters_rebuild(*, consultation: Consultation) -> dict:
             [consultation.pk],
         )
         totals = cursor.rowcount
+    popular_rank_refresh(consultation_id=consultation.pk)
     return {"counters": counters, "totals_changed": totals}
+
+
+# The "Most voted" order -----------------------------------------------------------------------
+
+
+def popular_rank_refresh(*, consultation_id: int) -> int:
+    """Rank ``consultation_id``'s proposals by their current votes; returns how many moved.
+
+    The "Most voted" order sorts on ``ProposalRank.votes`` through ``rank_popular_idx``. A vote
+    only increments ``Proposal.votes_total``, which no index holds, so its update of the
+    proposal row is HOT (no index entry written); this one statement copies the totals that
+    changed since the last refresh, and ranks the proposals that have no rank yet, into that
+    narrow table, whose two indexes are all it writes. Idempotent.
+    """
+    qn = connection.ops.quote_name
+    proposal, rank = qn(Proposal._meta.db_table), qn(ProposalRank._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {rank} (proposal_id, consultation_id, votes) "
+            f"SELECT p.id, p.consultation_id, p.votes_total FROM {proposal} p "
+            f"LEFT JOIN {rank} r ON r.proposal_id = p.id "
+            "WHERE p.consultation_id = %s AND (r.proposal_id IS NULL OR r.votes <> p.votes_total) "
+            "ON CONFLICT (proposal_id) DO UPDATE SET votes = excluded.votes",
+            [consultation_id],
+        )
+        return cursor.rowcount
+
+
+def popular_rank_refresh_soon(*, consultation: Consultation) -> bool:
+    """Ask for ``popular_rank_refresh`` once per ``CONCORDE_POPULAR_RANK_SECONDS`` per consultation.
+
+    Called when someone reads the "Most voted" order: a consultation nobody sorts that way costs
+    nothing. The refresh runs as a task (inline without a broker, in the outbox when the broker
+    is down); returns whether one was asked for. Ranking a consultation from scratch takes a
+    minute at 2M proposals, never a request's time: until its first ranking is in, the order is
+    sorted on the live totals (``selectors.proposal_public_list``). A cache outage asks for none
+    (the order stays as last refreshed) and never fails the page.
+    """
+    from config.outbox import send_or_spool
+
+    from .tasks import popular_rank_refresh as task
+
+    try:
+        due = cache.add(
+            f"popular-rank:{consultation.pk}", 1, timeout=settings.CONCORDE_POPULAR_RANK_SECONDS
+        )
+    except Exception:  # noqa: BLE001 - Redis down: keep the last ranking
+        logger.warning("popular rank: cache unavailable, not refreshed", exc_info=True)
+        return False
+    if due:
+        send_or_spool(task, (consultation.pk,))
+    return due
 
 
 # Participants of a request -------------------------------------------------------------------

@@ -24,3 +24,13 @@ def moderation_classifiers_retrain() -> dict:
     from .classifier import classifiers_retrain_open
 
     return classifiers_retrain_open()
+
+
+@shared_task(name="consultations.popular_rank_refresh")
+def popular_rank_refresh(consultation_id: int) -> int:
+    """Refresh a consultation's "Most voted" order (services.popular_rank_refresh); idempotent."""
+    from .services import popular_rank_refresh as refresh
+
+    if not isinstance(consultation_id, int) or isinstance(consultation_id, bool):
+        raise ValueError(f"consultation_id must be an integer, not {consultation_id!r}")
+    return refresh(consultation_id=consultation_id)

@@ -34,6 +34,7 @@ from .services import (
     VoteError,
     participant_from_request,
     participant_peek,
+    popular_rank_refresh_soon,
     proposal_submit,
     qualification_toggle,
     sequence_start,
@@ -115,6 +116,8 @@ def _detail_context(request, consultation, *, form=None, similar=None):
     if sort not in SORTS:
         sort = "recent"
     seed = _visitor_seed(request) if sort == "random" else ""
+    if sort == "popular":
+        popular_rank_refresh_soon(consultation=consultation)
     proposals = proposal_public_list(consultation=consultation, query=query, sort=sort, seed=seed)
     page = Paginator(proposals, PAGE_SIZE).get_page(request.GET.get("page"))
     if sort == "random":

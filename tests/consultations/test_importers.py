@@ -23,6 +23,7 @@ from consultations.models import (
     Participant,
     Proposal,
     ProposalCounter,
+    ProposalRank,
     Qualification,
     Trust,
     Vote,
@@ -144,6 +145,10 @@ def test_makeorg_reports_bad_rows_and_keeps_every_good_row(makeorg_slice):
             "score": float(row[5]),
         }
     assert len(stored["mo-test-55"].content) > 140
+    # Ranked as imported: the "Most voted" order lists them from its first reader on.
+    assert set(ProposalRank.objects.filter(consultation=consultation).values_list("proposal_id", flat=True)) == {
+        p.pk for p in stored.values()
+    }
 
 
 def test_makeorg_reimport_creates_nothing(makeorg_slice):

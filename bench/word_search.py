@@ -1,0 +1,218 @@
+"""Word searches and the "Most voted" order on a 2M-proposal consultation, with and without the
+trigram index path.
+
+Runs on the database that ``bench/engine_scale.py --stored 2000000`` leaves behind (its
+published run of 2,000,000 real Grand Débat answers; ``--database-url``, default that script's).
+For each word, the best of ``--repeat`` runs of the same query written two ways, in the same
+process, one after the other:
+
+- ``trigram``: ``consultations.selectors.content_saying`` (a case-insensitive regular expression
+  of the escaped words, which ``proposal_content_trgm_idx`` answers), as the code now does;
+- ``icontains``: Django's ``icontains`` (``UPPER(content) LIKE``), which no index serves: the
+  query as it was before migration 0007 (the baseline).
+
+Queries: the ideas' counts of proposals that say the words (``consensus.selectors.proposals_saying``,
+the public and staff "every idea" search), the proposals of the idea holding most matches that say
+them (the idea pages), and the consultation page's search (its count, then its first page).
+Both ways must find the same rows; the script stops if they do not.
+
+Then the "Most voted" order (``consultations.services.popular_rank_refresh``): the consultation's
+ranks deleted and made again from scratch (what migration 0007 or an import does once), a
+refresh with nothing moved, ``--votes`` random vote increments then a refresh, and the first page
+with its pager's count beside the "Newest" order's (the baseline).
+
+Usage:
+    python bench/word_search.py [--database-url postgres://postgres@127.0.0.1:5432/concorde_bench]
+        [--words vélo impôts "pistes cyclables" zorglub] [--repeat 3] [--votes 20000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import random
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.engine_scale import DEFAULT_DB, django_setup  # noqa: E402
+
+WORDS = ["vélo", "impôts", "pistes cyclables", "zorglub"]
+
+
+def best(repeat: int, call, *args):
+    times, value = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        value = call(*args)
+        times.append(time.perf_counter() - t0)
+    return min(times), value
+
+
+def searches(run, consultation, words: list[str], repeat: int) -> list[str]:
+    from django.db.models import Count, Q
+
+    from consensus import selectors
+    from consensus.models import IdeaMembership
+    from consultations.models import Proposal
+    from consultations.selectors import content_saying, proposal_public_list
+
+    def old(field: str, w: str) -> Q:
+        return Q(**{f"{field}__icontains": w})
+
+    def counts(match):
+        return dict(
+            IdeaMembership.objects.filter(
+                match,
+                run=run,
+                proposal__consultation_id=run.consultation_id,
+                proposal__status=Proposal.Status.ACCEPTED,
+            )
+            .values_list("idea_id")
+            .annotate(n=Count("pk"))
+            .order_by()
+        )
+
+    lines = [
+        "| words | query | matches | trigram s | icontains s (before) | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def ids(qs, match):
+        return list(qs.filter(match).values_list("pk", flat=True))
+
+    def page(qs):
+        return qs.count(), [p.pk for p in qs.order_by("-created_at", "-pk")[:20]]
+
+    base = Proposal.objects.filter(consultation=consultation, status=Proposal.Status.ACCEPTED)
+    for w in words:
+        new_s, found = best(repeat, counts, content_saying(w, field="proposal__content"))
+        old_s, found_old = best(repeat, counts, old("proposal__content", w))
+        assert found == found_old, (w, "ideas' counts differ")
+        lines.append(
+            f"| {w} | ideas' counts (`proposals_saying`) | {sum(found.values()):,} in {len(found)} ideas | "
+            f"{new_s:.3f} | {old_s:.3f} | {old_s / new_s:.1f}x |"
+        )
+        if found:
+            idea = run.ideas.get(pk=max(found, key=found.get))
+            members = selectors.idea_members(idea=idea)
+            new_s, rows = best(repeat, ids, members, content_saying(w, field="proposal__content"))
+            old_s, rows_old = best(repeat, ids, members, old("proposal__content", w))
+            assert rows == rows_old, (w, "idea rows differ")
+            lines.append(
+                f"| {w} | one idea's proposals (`rows_saying`, idea of {idea.size:,}) | {len(rows):,} | "
+                f"{new_s:.3f} | {old_s:.3f} | {old_s / new_s:.1f}x |"
+            )
+        listed = proposal_public_list(consultation=consultation, query=w)
+        new_s, (n, first) = best(repeat, page, listed)
+        old_s, (n_old, first_old) = best(repeat, page, base.filter(old("content", w)))
+        assert (n, first) == (n_old, first_old), (w, "consultation page differs")
+        lines.append(
+            f"| {w} | consultation page: count + first 20 | {n:,} | {new_s:.3f} | {old_s:.3f} | {old_s / new_s:.1f}x |"
+        )
+    return lines
+
+
+def most_voted(consultation, votes: int, repeat: int) -> list[str]:
+    from django.core.paginator import Paginator
+    from django.db import connection
+
+    from consultations.models import Proposal, ProposalRank
+    from consultations.selectors import proposal_public_list
+    from consultations.services import popular_rank_refresh
+
+    def refresh():
+        t0 = time.perf_counter()
+        moved = popular_rank_refresh(consultation_id=consultation.pk)
+        return time.perf_counter() - t0, moved
+
+    t0 = time.perf_counter()
+    ProposalRank.objects.filter(consultation=consultation).delete()
+    deleted_s = time.perf_counter() - t0
+    first_s, first = refresh()
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE consultations_proposalrank")
+    again_s, again = refresh()
+    ids = list(Proposal.objects.filter(consultation=consultation).values_list("pk", flat=True))
+    chosen = random.Random(0).choices(ids, k=votes)
+    t0 = time.perf_counter()
+    with connection.cursor() as cursor:
+        for pk in chosen:  # as votes do: one row at a time (here in one transaction)
+            cursor.execute(
+                "UPDATE consultations_proposal SET votes_total = votes_total + 1 WHERE id = %s",
+                [pk],
+            )
+    voted_s = time.perf_counter() - t0
+    after_s, after = refresh()
+
+    def first_page(sort):
+        paginator = Paginator(proposal_public_list(consultation=consultation, sort=sort), 20)
+        return paginator.count, [p.pk for p in paginator.page(1).object_list]
+
+    lines = [
+        f"- ranks deleted ({deleted_s:.1f} s), then made from scratch: **{first:,} proposals ranked in {first_s:.1f} s**; "
+        f"a refresh with nothing moved: {again:,} in {again_s:.2f} s; {votes:,} random vote increments "
+        f"({voted_s:.1f} s, one transaction) then a refresh: {after:,} re-ranked in {after_s:.2f} s.",
+    ]
+    for sort, name in (("popular", '"Most voted"'), ("recent", '"Newest" (baseline)')):
+        seconds, (count, page) = best(repeat, first_page, sort)
+        lines.append(
+            f"- {name}: pager's count ({count:,}) + first page of {len(page)}: {seconds:.3f} s (best of {repeat})."
+        )
+    return lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
+    parser.add_argument("--words", nargs="+", default=WORDS)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--votes", type=int, default=20_000)
+    args = parser.parse_args()
+    if args.repeat < 1 or args.votes < 0:
+        parser.error("--repeat must be at least 1 and --votes at least 0")
+    django_setup(args.database_url)
+    from django.db import connection
+
+    from consensus.models import EngineRun
+
+    run = (
+        EngineRun.objects.filter(
+            status=EngineRun.Status.DONE, consultation__current_run_id__isnull=False
+        )
+        .select_related("consultation")
+        .order_by("-pk")
+        .first()
+    )
+    if run is None:
+        parser.error(
+            "no published run here: run bench/engine_scale.py --stored 2000000 on this database first"
+        )
+    consultation = run.consultation
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), pg_relation_size('consultations_proposal'), "
+            "pg_relation_size('proposal_content_trgm_idx') FROM consultations_proposal "
+            "WHERE consultation_id = %s",
+            [consultation.pk],
+        )
+        proposals, table_bytes, trigram_bytes = cursor.fetchone()
+        cursor.execute("SHOW server_version")
+        server = cursor.fetchone()[0]
+    print(
+        f"{proposals:,} proposals of the run's consultation (run {run.pk}); table {table_bytes / 1e6:,.0f} MB, "
+        f"trigram index {trigram_bytes / 1e6:,.0f} MB; PostgreSQL {server}, {platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
+    )
+    print("\n".join(searches(run, consultation, args.words, args.repeat)))
+    print()
+    print("\n".join(most_voted(consultation, args.votes, args.repeat)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -90,15 +90,21 @@ def percentile(values: list[float], q: float) -> float:
 # Setup ----------------------------------------------------------------------------------------
 
 
-def prepare(url: str, proposals: int, env: dict) -> None:
-    admin_execute(url, f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')
-    admin_execute(url, f'CREATE DATABASE "{SCRATCH_DB}"')
+def migrated_scratch(url: str, name: str, env: dict) -> None:
+    """Database ``name`` on ``url``'s server, dropped if there, created and migrated (``env``
+    names it in DATABASE_URL)."""
+    admin_execute(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    admin_execute(url, f'CREATE DATABASE "{name}"')
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
         cwd=ROOT,
         env=env,
         check=True,
     )
+
+
+def prepare(url: str, proposals: int, env: dict) -> None:
+    migrated_scratch(url, SCRATCH_DB, env)
     seed = (
         "from causes.models import Cause\n"
         "from consultations.models import Consultation, Proposal\n"

@@ -48,7 +48,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.vote_load import admin_execute, percentile, psycopg_url, with_database  # noqa: E402
+from bench.vote_load import (  # noqa: E402
+    admin_execute,
+    migrated_scratch,
+    percentile,
+    psycopg_url,
+    with_database,
+)
 
 SCRATCH_DB = "concorde_vote_row_bench"
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/concorde"
@@ -69,15 +75,8 @@ def real_texts(rows: int) -> list[str]:
 
 
 def prepare(url: str, rows: int) -> None:
-    admin_execute(url, f'DROP DATABASE IF EXISTS "{SCRATCH_DB}" WITH (FORCE)')
-    admin_execute(url, f'CREATE DATABASE "{SCRATCH_DB}"')
     env = {**os.environ, "DATABASE_URL": with_database(url, SCRATCH_DB)}
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-    )
+    migrated_scratch(url, SCRATCH_DB, env)
     seed = (
         "from causes.models import Cause\n"
         "from consultations.models import Consultation\n"

@@ -59,12 +59,15 @@ def searches(run, consultation, words: list[str], repeat: int) -> list[str]:
     from consensus import selectors
     from consensus.models import IdeaMembership
     from consultations.models import Proposal
-    from consultations.selectors import content_saying, proposal_public_list
+    from consultations.selectors import proposal_public_list
 
     def old(field: str, w: str) -> Q:
         return Q(**{f"{field}__icontains": w})
 
-    def counts(match):
+    def saying_counts(w):
+        return selectors.proposals_saying(run=run, words=w)
+
+    def counts_before(match):  # proposals_saying as it was: the same query, icontains
         return dict(
             IdeaMembership.objects.filter(
                 match,
@@ -77,21 +80,23 @@ def searches(run, consultation, words: list[str], repeat: int) -> list[str]:
             .order_by()
         )
 
-    lines = [
-        "| words | query | matches | trigram s | icontains s (before) | ratio |",
-        "|---|---|---|---|---|---|",
-    ]
+    def saying_rows(qs, w):
+        return selectors.rows_saying(qs, field="proposal__content", words=w)
 
-    def ids(qs, match):
+    def ids_before(qs, match):  # rows_saying as it was
         return list(qs.filter(match).values_list("pk", flat=True))
 
     def page(qs):
         return qs.count(), [p.pk for p in qs.order_by("-created_at", "-pk")[:20]]
 
     base = Proposal.objects.filter(consultation=consultation, status=Proposal.Status.ACCEPTED)
+    lines = [
+        "| words | query | matches | trigram s | icontains s (before) | ratio |",
+        "|---|---|---|---|---|---|",
+    ]
     for w in words:
-        new_s, found = best(repeat, counts, content_saying(w, field="proposal__content"))
-        old_s, found_old = best(repeat, counts, old("proposal__content", w))
+        new_s, found = best(repeat, saying_counts, w)
+        old_s, found_old = best(repeat, counts_before, old("proposal__content", w))
         assert found == found_old, (w, "ideas' counts differ")
         lines.append(
             f"| {w} | ideas' counts (`proposals_saying`) | {sum(found.values()):,} in {len(found)} ideas | "
@@ -100,8 +105,8 @@ def searches(run, consultation, words: list[str], repeat: int) -> list[str]:
         if found:
             idea = run.ideas.get(pk=max(found, key=found.get))
             members = selectors.idea_members(idea=idea)
-            new_s, rows = best(repeat, ids, members, content_saying(w, field="proposal__content"))
-            old_s, rows_old = best(repeat, ids, members, old("proposal__content", w))
+            new_s, rows = best(repeat, saying_rows, members, w)
+            old_s, rows_old = best(repeat, ids_before, members, old("proposal__content", w))
             assert rows == rows_old, (w, "idea rows differ")
             lines.append(
                 f"| {w} | one idea's proposals (`rows_saying`, idea of {idea.size:,}) | {len(rows):,} | "

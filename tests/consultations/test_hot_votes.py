@@ -1,8 +1,11 @@
 """A vote's update of its proposal row is HOT on PostgreSQL: no index entry is written.
 
 ``votes_total`` is in no index since migration 0007 (docs/scaling.md section 2, item 4), and
-the table keeps room for new row versions (fillfactor 90). Before, 0 of 50 such updates were
-HOT and each wrote an entry in 8 of the proposal table's indexes.
+the table keeps 10 % of each page free (fillfactor 90), so a vote's new row version fits on its
+page. Before, 0 of 50 such updates were HOT and each wrote an entry in 8 of the proposal
+table's indexes. How many stay HOT over many votes on the same rows also depends on how soon
+PostgreSQL can prune the old versions, which other sessions on the server influence: that is
+measured by ``bench/vote_row_update.py`` (6,000 of 6,000 on an idle server), not asserted here.
 """
 
 import pytest
@@ -28,21 +31,32 @@ def _proposal_updates() -> tuple[int, int]:
         return cursor.fetchone()
 
 
+def _one_proposal_per_page(consultation) -> list[int]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT DISTINCT ON ((ctid::text::point)[0]) id FROM consultations_proposal "
+            "WHERE consultation_id = %s ORDER BY (ctid::text::point)[0], id",
+            [consultation.pk],
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
 def test_votes_update_their_proposals_without_touching_an_index():
     consultation = ConsultationFactory()
-    proposals = ProposalFactory.create_batch(30, consultation=consultation)
-    participants = [participant_for_session(session_key=f"hot-{i}") for i in range(10)]
+    ProposalFactory.create_batch(400, consultation=consultation)
+    chosen = Proposal.objects.filter(pk__in=_one_proposal_per_page(consultation))
+    assert len(chosen) >= 5  # the 400 rows fill several pages
+    voter = participant_for_session(session_key="hot")
     updates, hot = _proposal_updates()
 
-    for participant in participants:  # 300 votes, each in its own transaction, as on the site
-        for proposal in proposals:
-            vote_cast(participant=participant, proposal=proposal, key="agree")
+    for proposal in chosen:  # each in its own transaction, as on the site
+        vote_cast(participant=voter, proposal=proposal, key="agree")
     # A changed vote replaces the old one: the total stays, and the row is not rewritten.
-    vote_cast(participant=participants[0], proposal=proposals[0], key="disagree")
+    vote_cast(participant=voter, proposal=chosen[0], key="disagree")
 
     updates_after, hot_after = _proposal_updates()
-    assert updates_after - updates == 300
-    assert hot_after - hot >= 0.95 * 300, f"only {hot_after - hot} of 300 updates were HOT"
+    assert updates_after - updates == len(chosen)
+    assert hot_after - hot == len(chosen), f"{hot_after - hot} of {len(chosen)} updates were HOT"
     assert set(
-        Proposal.objects.filter(consultation=consultation).values_list("votes_total", flat=True)
-    ) == {10}
+        Proposal.objects.filter(pk__in=[p.pk for p in chosen]).values_list("votes_total", flat=True)
+    ) == {1}

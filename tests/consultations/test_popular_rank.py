@@ -185,3 +185,25 @@ def test_word_search_ignores_case_and_accents_case_and_takes_words_literally(cli
     assert found(".*") == [] and found("[a-z]") == []
     html = client.get(consultation.get_absolute_url(), {"q": "forêt"}).content.decode()
     assert "Il faut protéger la forêt" in html and "ÉCOLES" not in html
+
+
+def test_the_pager_counts_from_the_live_counters_and_searches_count_their_matches(
+    client, django_assert_max_num_queries
+):
+    consultation = ConsultationFactory()
+    for i in range(25):
+        ProposalFactory(consultation=consultation, content=f"Il faut la proposition {i:02d}")
+    url = consultation.get_absolute_url()
+    for sort in ("recent", "popular", "controversial", "random"):
+        html = client.get(url, {"sort": sort, "page": 2}).content.decode()
+        assert "25 proposals" in html and "Page 2 of 2" in html, sort
+    assert html.count("Il faut la proposition") == 5
+    # The count of the page without words is the cached counters' (no count of its own).
+    with django_assert_max_num_queries(50) as queries:
+        client.get(url, {"sort": "recent"})
+    counts = [q["sql"] for q in queries.captured_queries if "COUNT(" in q["sql"].upper()]
+    assert not [
+        sql for sql in counts if "consultations_proposal" in sql and "participant" not in sql
+    ]
+    html = client.get(url, {"q": "proposition 1"}).content.decode()
+    assert "10 proposals" in html and "Page" not in html

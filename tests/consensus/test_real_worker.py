@@ -2,8 +2,12 @@
 
 Eager mode is an emulation: here the chord, its retries and the write-back go through Redis and
 a worker thread (pool "solo"), with committed transactions (``transaction=True``).
-TEST_REDIS_URL picks the Redis database (default redis://127.0.0.1:6379/15). The engine tasks go
-to a queue named after this process, so test runs sharing that Redis never take each other's work.
+WORKER_TEST_REDIS_URL picks the Redis database (default redis://127.0.0.1:6379/9), one of its
+own: the tests on TEST_REDIS_URL and OPS_REDIS_URL empty theirs (``flushdb``), and from another
+test process running at the same time (``pytest -n 2``) that can drop a chunk's message queued
+here (a run then waited for its fifth chunk until the test's timeout, once). The engine tasks go
+to a queue named after this process, so test processes sharing that Redis never take each
+other's work.
 """
 
 import os
@@ -35,7 +39,7 @@ from .engine_data import HASHING, add_votes, consultation_with_themes
 
 pytestmark = [pytest.mark.realservices, pytest.mark.django_db(transaction=True)]
 
-REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+REDIS_URL = os.environ.get("WORKER_TEST_REDIS_URL", "redis://127.0.0.1:6379/9")
 QUEUE = f"engine-test-{os.getpid()}"
 CONF_KEYS = (
     "broker_url", "result_backend", "task_always_eager", "task_eager_propagates", "task_routes",

@@ -8,6 +8,14 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+# A bijective scramble of proposal ids into [0, 2**32) (Knuth's multiplicative hash; exact for
+# ids below 3.4 billion, whose product stays within 64 bits): the "Random" order of a
+# consultation's proposals (``selectors.ShuffledProposals``), read through proposal_shuffle_idx.
+SHUFFLE_SPAN = 2**32
+SHUFFLE_KEY = models.ExpressionWrapper(
+    models.F("id") * 2654435761 % SHUFFLE_SPAN, output_field=models.BigIntegerField()
+)
+
 
 class Consultation(models.Model):
     """The question asked to citizens, within a cause."""
@@ -208,7 +216,8 @@ class Proposal(models.Model):
         verbose_name=_("locked by"),
     )
     locked_until = models.DateTimeField(_("locked until"), null=True, blank=True)
-    created_at = models.DateTimeField(_("created"), default=timezone.now, db_index=True)
+    # Indexed with the id by proposal_created_idx.
+    created_at = models.DateTimeField(_("created"), default=timezone.now)
     updated_at = models.DateTimeField(_("updated"), auto_now=True)
 
     class Meta:
@@ -217,7 +226,15 @@ class Proposal(models.Model):
         ordering = ["-created_at"]
         permissions = [("moderate_proposal", _("Can moderate proposals"))]
         indexes = [
-            models.Index(fields=["consultation", "status", "created_at"], name="proposal_queue_idx"),
+            # The moderation queue (oldest first) and the "Newest" order (newest first), both
+            # with the id as tie-break: an import gives thousands of proposals one timestamp.
+            models.Index(
+                fields=["consultation", "status", "created_at", "id"], name="proposal_queue_idx"
+            ),
+            # Every consultation's proposals, newest first (the admin's list, the classifier).
+            models.Index(fields=["created_at", "id"], name="proposal_created_idx"),
+            # The "Random" order: a fixed shuffle of the ids, read from a per-visitor start.
+            models.Index("consultation", "status", SHUFFLE_KEY, name="proposal_shuffle_idx"),
             # The moderation queue across all consultations: pending ones, oldest first.
             models.Index(
                 fields=["created_at"], condition=Q(status="pending"), name="proposal_pending_idx"
@@ -401,11 +418,12 @@ class Qualification(models.Model):
 
 
 class ProposalRank(models.Model):
-    """A proposal's place in the "Most voted" order: its vote total when that order was refreshed.
+    """A proposal's place in the "Most voted" and "Most debated" orders, as last refreshed.
 
     Kept apart from the proposal row so that neither a vote nor a refresh writes the proposal
     table's indexes (its trigram index above all): votes update ``Proposal.votes_total``, which
-    is in no index, and ``services.popular_rank_refresh`` copies the totals that changed here.
+    is in no index, and ``services.popular_rank_refresh`` copies the totals and balances that
+    changed here.
     """
 
     proposal = models.OneToOneField(
@@ -416,6 +434,8 @@ class ProposalRank(models.Model):
         Consultation, on_delete=models.CASCADE, related_name="+", db_index=False
     )
     votes = models.PositiveIntegerField(_("votes"), default=0)
+    # The smaller of its agree and disagree counts: large when both sides are numerous.
+    balance = models.PositiveIntegerField(_("balance"), default=0, db_default=0)
 
     class Meta:
         verbose_name = _("proposal rank")
@@ -423,7 +443,11 @@ class ProposalRank(models.Model):
         indexes = [
             models.Index(
                 fields=["consultation", "-votes", "-proposal"], name="rank_popular_idx"
-            )
+            ),
+            models.Index(
+                fields=["consultation", "-balance", "-votes", "-proposal"],
+                name="rank_debated_idx",
+            ),
         ]
 
     def __str__(self):

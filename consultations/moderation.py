@@ -21,7 +21,8 @@ from django.conf import settings
 from django.core.cache import cache
 from django.core.mail import send_mail
 from django.db import connection, transaction
-from django.db.models import Count, F, Q, QuerySet
+from django.db.models import Count, F, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 from django.http import Http404
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
@@ -130,10 +131,21 @@ def moderation_pending_count(*, moderator, consultation=None, language: str = ""
 
 
 def moderation_consultations(*, moderator) -> QuerySet[Consultation]:
-    """The moderator's consultations with their number of pending proposals, for the filter."""
+    """The moderator's consultations with their number of pending proposals, for the filter.
+
+    Each count reads the consultation's pending rows in ``proposal_queue_idx``: a join on all
+    proposals (``Count`` with a filter) read every proposal, 0.63 s per page at 2M accepted ones.
+    """
+    pending = (
+        Proposal.objects.filter(consultation=OuterRef("pk"), status=Proposal.Status.PENDING)
+        .order_by()
+        .values("consultation")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     return (
         moderation_scope(moderator=moderator)
-        .annotate(pending=Count("proposals", filter=Q(proposals__status=Proposal.Status.PENDING)))
+        .annotate(pending=Coalesce(Subquery(pending), 0))
         .order_by("question")
     )
 

@@ -323,35 +323,48 @@ def counters_rebuild(*, consultation: Consultation) -> dict:
 def popular_rank_refresh(*, consultation_id: int) -> int:
     """Rank ``consultation_id``'s proposals by their current votes; returns how many moved.
 
-    The "Most voted" order sorts on ``ProposalRank.votes`` through ``rank_popular_idx``. A vote
-    only increments ``Proposal.votes_total``, which no index holds, so its update of the
-    proposal row is HOT (no index entry written); this one statement copies the totals that
-    changed since the last refresh, and ranks the proposals that have no rank yet, into that
-    narrow table, whose two indexes are all it writes. Idempotent.
+    The "Most voted" order sorts on ``ProposalRank.votes`` through ``rank_popular_idx``, the
+    "Most debated" one on ``ProposalRank.balance`` (the smaller of the agree and disagree
+    counts) through ``rank_debated_idx``. A vote only increments ``Proposal.votes_total``, which
+    no index holds, so its update of the proposal row is HOT (no index entry written); this one
+    statement copies the totals and balances that changed since the last refresh, and ranks the
+    proposals that have no rank yet, into that narrow table, whose indexes are all it writes. A
+    changed vote moves the balance, not the total: the balances are read from the counters of
+    the consultation (``counter_consultation_idx``). Idempotent.
     """
     qn = connection.ops.quote_name
     proposal, rank = qn(Proposal._meta.db_table), qn(ProposalRank._meta.db_table)
+    counter = qn(ProposalCounter._meta.db_table)
+    balance = "COALESCE(CASE WHEN b.agree < b.disagree THEN b.agree ELSE b.disagree END, 0)"
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {rank} (proposal_id, consultation_id, votes) "
-            f"SELECT p.id, p.consultation_id, p.votes_total FROM {proposal} p "
+            f"INSERT INTO {rank} (proposal_id, consultation_id, votes, balance) "
+            f"SELECT p.id, p.consultation_id, p.votes_total, {balance} FROM {proposal} p "
+            "LEFT JOIN (SELECT proposal_id, "
+            "SUM(CASE WHEN key = %s THEN count ELSE 0 END) AS agree, "
+            "SUM(CASE WHEN key = %s THEN count ELSE 0 END) AS disagree "
+            f"FROM {counter} WHERE consultation_id = %s AND key IN (%s, %s) "
+            "GROUP BY proposal_id) b ON b.proposal_id = p.id "
             f"LEFT JOIN {rank} r ON r.proposal_id = p.id "
-            "WHERE p.consultation_id = %s AND (r.proposal_id IS NULL OR r.votes <> p.votes_total) "
-            "ON CONFLICT (proposal_id) DO UPDATE SET votes = excluded.votes",
-            [consultation_id],
-        )
+            "WHERE p.consultation_id = %s AND (r.proposal_id IS NULL "
+            f"OR r.votes <> p.votes_total OR r.balance <> {balance}) "
+            "ON CONFLICT (proposal_id) DO UPDATE "
+            "SET votes = excluded.votes, balance = excluded.balance",
+            [VoteKey.AGREE, VoteKey.DISAGREE, consultation_id, VoteKey.AGREE, VoteKey.DISAGREE,
+             consultation_id],
+        )  # fmt: skip
         return cursor.rowcount
 
 
 def popular_rank_refresh_soon(*, consultation: Consultation) -> bool:
     """Ask for ``popular_rank_refresh`` once per ``CONCORDE_POPULAR_RANK_SECONDS`` per consultation.
 
-    Called when someone reads the "Most voted" order: a consultation nobody sorts that way costs
-    nothing. The refresh runs as a task (inline without a broker, in the outbox when the broker
-    is down); returns whether one was asked for. Ranking a consultation from scratch takes a
-    minute at 2M proposals, never a request's time: until its first ranking is in, the order is
-    sorted on the live totals (``selectors.proposal_public_list``). A cache outage asks for none
-    (the order stays as last refreshed) and never fails the page.
+    Called when someone reads the "Most voted" or "Most debated" order: a consultation nobody
+    sorts those ways costs nothing. The refresh runs as a task (inline without a broker, in the
+    outbox when the broker is down); returns whether one was asked for. Ranking a consultation
+    from scratch takes a minute at 2M proposals, never a request's time: until its first ranking
+    is in, the orders are sorted on the live figures (``selectors.proposal_public_list``). A
+    cache outage asks for none (the orders stay as last refreshed) and never fails the page.
     """
     from config.outbox import send_or_spool
 

@@ -116,21 +116,17 @@ def _detail_context(request, consultation, *, form=None, similar=None):
     if sort not in SORTS:
         sort = "recent"
     seed = _visitor_seed(request) if sort == "random" else ""
-    if sort == "popular":
+    if sort in ("popular", "controversial"):
         popular_rank_refresh_soon(consultation=consultation)
     proposals = proposal_public_list(consultation=consultation, query=query, sort=sort, seed=seed)
     stats = consultation_stats(consultation=consultation)
     paginator = Paginator(proposals, PAGE_SIZE)
-    if not query and sort != "random":
+    if not query:
         # Every accepted proposal is listed: the live counters' count (cached) spares the pager
         # a count of them all (1.2 s at 2M, bench/word_search.py).
         paginator.count = stats["proposals"]
     page = paginator.get_page(request.GET.get("page"))
-    if sort == "random":
-        by_id = Proposal.objects.in_bulk(list(page.object_list))
-        items = [by_id[pk] for pk in page.object_list if pk in by_id]
-    else:
-        items = list(page.object_list)
+    items = list(page.object_list)
     shares = proposal_vote_shares(proposal_ids=[p.pk for p in items])
     if form is None:
         # A draft written before the login redirect comes back in the form.

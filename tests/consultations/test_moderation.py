@@ -320,3 +320,20 @@ def test_two_moderators_through_the_page_see_different_proposals(client):
     client.force_login(moderator())
     html = client.get(QUEUE).content.decode()
     assert second.content in html and first.content not in html
+
+
+def test_the_consultation_filter_counts_only_pending_proposals(client):
+    from consultations.moderation import moderation_consultations
+
+    busy, quiet = ConsultationFactory(question="A busy one"), ConsultationFactory(question="B")
+    pending(busy)
+    pending(busy, minutes_ago=5)
+    ProposalFactory.create_batch(3, consultation=busy)  # accepted
+    ProposalFactory(consultation=quiet)
+    ProposalFactory(consultation=quiet, status="refused", refusal_reason="spam")
+    user = moderator()
+    counts = {c.question: c.pending for c in moderation_consultations(moderator=user)}
+    assert counts == {"A busy one": 2, "B": 0}
+    client.force_login(user)
+    html = client.get(QUEUE).content.decode()
+    assert "A busy one (2)" in html and "B (0)" in html

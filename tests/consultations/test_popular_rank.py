@@ -5,7 +5,7 @@ from unittest import mock
 import pytest
 from django.core.cache import cache
 
-from consultations import services, tasks
+from consultations import services, tasks, views
 from consultations.models import Proposal, ProposalRank
 from consultations.selectors import proposal_public_list
 from consultations.services import participant_for_session, popular_rank_refresh, vote_cast
@@ -101,8 +101,9 @@ def test_reading_the_most_voted_order_refreshes_it_at_most_once_a_period(client,
 
 def test_other_orders_ask_for_no_ranking(client, three):
     consultation, *_ = three
-    with mock.patch.object(services, "popular_rank_refresh_soon") as asked:
-        client.get(consultation.get_absolute_url(), {"sort": "recent"})
+    with mock.patch.object(views, "popular_rank_refresh_soon") as asked:
+        for sort in ("recent", "random"):
+            client.get(consultation.get_absolute_url(), {"sort": sort})
     asked.assert_not_called()
     assert not ProposalRank.objects.exists()
     assert services.popular_rank_refresh_soon(consultation=consultation) is True

@@ -300,6 +300,20 @@ def test_hot_queries_use_indexes():
             ),
             {"rank_popular_idx"},
         ),
+        "consultation page: most debated proposals (proposal_public_list)": (
+            _explain_qs(
+                selectors.proposal_public_list(consultation=consultation, sort="controversial")[:20]
+            ),
+            {"rank_debated_idx"},
+        ),
+        "consultation page: random proposals, a visitor's page (ShuffledProposals)": (
+            _explain_qs(
+                selectors.proposal_public_list(
+                    consultation=consultation, sort="random", seed="plan"
+                ).head[:20]
+            ),
+            {"proposal_shuffle_idx"},
+        ),
         "moderation: oldest pending proposals": (
             _explain_qs(
                 Proposal.objects.filter(status=Proposal.Status.PENDING).order_by("created_at")[:20]

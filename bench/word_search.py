@@ -21,9 +21,19 @@ ranks deleted and made again from scratch (what migration 0007 or an import does
 refresh with nothing moved, ``--votes`` random vote increments then a refresh, and the first page
 with its pager's count beside the "Newest" order's (the baseline).
 
+Then every order of the consultation page (``proposal_public_list``), page 1 and page 500, as
+migration 0008 reads them and as they were read before (the baseline, same process): "Newest"
+with ``proposal_queue_idx`` as it was (rebuilt without the id in a transaction rolled back),
+"Most debated" on the live counters (``selectors._live_order``), "Random" by loading and hashing
+every id; then two staff pages: the admin's list of every proposal (newest first) with the
+indexes as they were, and the moderation filter's pending counts as they were counted.
+``--debated`` proposals are given agree and disagree counters first (deleted after), so that
+the balances have something to sort.
+
 Usage:
     python bench/word_search.py [--database-url postgres://postgres@127.0.0.1:5432/concorde_bench]
         [--words vélo impôts "pistes cyclables" zorglub] [--repeat 3] [--votes 20000]
+        [--debated 100000] [--skip-searches]
 """
 
 from __future__ import annotations
@@ -171,15 +181,146 @@ def most_voted(consultation, votes: int, repeat: int) -> list[str]:
     return lines
 
 
+def _random_before(qs, seed: str, lo: int, hi: int) -> list[int]:
+    """The "Random" page as it was read before migration 0008: every id loaded and hashed."""
+    import hashlib
+
+    from consultations.models import Proposal
+
+    ids = list(qs.values_list("pk", flat=True))
+    ids.sort(key=lambda pk: hashlib.blake2b(f"{seed}:{pk}".encode(), digest_size=8).digest())
+    by_id = Proposal.objects.in_bulk(ids[lo:hi])
+    return [pk for pk in ids[lo:hi] if pk in by_id]
+
+
+def list_orders(consultation, repeat: int, debated: int) -> list[str]:
+    """Every order of the consultation page, its first page and page 500, now and before 0008.
+
+    ``debated`` proposals get agree and disagree counters first (the bench's answers have no
+    votes), so that the "Most debated" order has balances to sort; they are deleted after."""
+    from django.db import connection, transaction
+
+    from consultations.models import Proposal, ProposalCounter
+    from consultations.selectors import _live_order, proposal_public_list
+    from consultations.services import popular_rank_refresh
+
+    qs = Proposal.objects.filter(consultation=consultation, status=Proposal.Status.ACCEPTED)
+    ids = list(qs.values_list("pk", flat=True))
+    rng = random.Random(1)
+    rows = [
+        ProposalCounter(consultation=consultation, proposal_id=pk, key=key, trust="trusted",
+                        count=rng.randint(1, 50))
+        for pk in rng.sample(ids, min(debated, len(ids))) for key in ("agree", "disagree")
+    ]  # fmt: skip
+    before = ProposalCounter.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+    ProposalCounter.objects.bulk_create(rows, batch_size=10_000)
+    t0 = time.perf_counter()
+    moved = popular_rank_refresh(consultation_id=consultation.pk)
+    refresh_s = time.perf_counter() - t0
+    with connection.cursor() as cursor:
+        cursor.execute("ANALYZE consultations_proposalcounter")
+    t0 = time.perf_counter()
+    again = popular_rank_refresh(consultation_id=consultation.pk)
+    again_s = time.perf_counter() - t0
+
+    def page(order, number):
+        return [p.pk for p in order[(number - 1) * 20 : number * 20]]
+
+    def before_0008(call, *args):
+        # the indexes as they were (no id after created_at), in a transaction rolled back
+        with transaction.atomic():
+            with connection.cursor() as cursor:
+                cursor.execute("DROP INDEX proposal_queue_idx")
+                cursor.execute("DROP INDEX proposal_created_idx")
+                cursor.execute(
+                    "CREATE INDEX proposal_queue_idx ON consultations_proposal "
+                    "(consultation_id, status, created_at)"
+                )
+                cursor.execute("CREATE INDEX proposal_created_old ON consultations_proposal (created_at)")
+            result = best(repeat, call, *args)
+            transaction.set_rollback(True)
+        return result
+
+    def newest_before(number):
+        return before_0008(page, qs.order_by("-created_at", "-pk"), number)
+
+    lines = [
+        f"{debated:,} proposals given agree and disagree counters, then a refresh of the ranks: "
+        f"{moved:,} moved in {refresh_s:.2f} s; again with nothing moved: {again:,} in {again_s:.2f} s.",
+        "",
+        "| order | page | now (s) | before 0008 (s) | before / now |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for number in (1, 500):
+        now_s, now = best(repeat, page, proposal_public_list(consultation=consultation), number)
+        old_s, old = newest_before(number)
+        if now != old:
+            raise SystemExit(f"Newest, page {number}: the two ways differ")
+        lines.append(f"| Newest | {number} | {now_s:.3f} | {old_s:.3f} | {old_s / now_s:.0f}x |")
+    for number in (1, 500):
+        order = proposal_public_list(consultation=consultation, sort="controversial")
+        now_s, now = best(repeat, page, order, number)
+        old_s, old = best(repeat, page, _live_order(qs, "controversial"), number)
+        if now != old:
+            raise SystemExit(f"Most debated, page {number}: the two ways differ")
+        lines.append(f"| Most debated | {number} | {now_s:.3f} | {old_s:.3f} | {old_s / now_s:.0f}x |")
+    for number in (1, 500):
+        order = proposal_public_list(consultation=consultation, sort="random", seed="bench")
+        now_s, now = best(repeat, page, order, number)
+        lo = (number - 1) * 20
+        old_s, old = best(repeat, _random_before, qs, "bench", lo, lo + 20)
+        if len(set(now)) != 20 or len(set(old)) != 20:
+            raise SystemExit(f"Random, page {number}: not 20 proposals")
+        lines.append(f"| Random | {number} | {now_s:.3f} | {old_s:.3f} | {old_s / now_s:.0f}x |")
+    # staff pages: the admin's list of every proposal (100 a page, newest first) with the
+    # indexes as they were, and the moderation filter's pending counts as they were
+    def page_of(qs, size):
+        return [p.pk for p in qs[:size]]
+
+    now_s, now = best(repeat, page_of, Proposal.objects.order_by("-created_at", "-pk"), 100)
+    old_s, old = before_0008(page_of, Proposal.objects.order_by("-created_at", "-pk"), 100)
+    if now != old:
+        raise SystemExit("admin list: the two ways differ")
+    lines.append(f"| admin: every proposal, newest first | 1 | {now_s:.3f} | {old_s:.3f} | {old_s / now_s:.0f}x |")
+    from django.contrib.auth import get_user_model
+    from django.db.models import Count, Q
+
+    from consultations.moderation import moderation_consultations, moderation_scope
+
+    staff = get_user_model()(pk=0, is_staff=True, is_superuser=True)
+    now_s, now = best(repeat, lambda: [(c.pk, c.pending) for c in moderation_consultations(moderator=staff)])
+    old_s, old = best(repeat, lambda: [
+        (c.pk, c.pending) for c in moderation_scope(moderator=staff)
+        .annotate(pending=Count("proposals", filter=Q(proposals__status="pending"))).order_by("question")
+    ])  # fmt: skip
+    if now != old:
+        raise SystemExit("moderation filter: the two ways differ")
+    lines.append(f"| moderation: the filter's pending counts | | {now_s:.3f} | {old_s:.3f} | {old_s / now_s:.0f}x |")
+    # a visitor whose start is near the end of the shuffle: page 500 is past the wrap
+    late = next(
+        f"late-{i}" for i in range(10_000)
+        if proposal_public_list(consultation=consultation, sort="random", seed=f"late-{i}").start
+        > 2**32 - 2**32 * 5_000 // max(len(ids), 1)
+    )  # fmt: skip
+    order = proposal_public_list(consultation=consultation, sort="random", seed=late)
+    now_s, now = best(repeat, page, order, 500)
+    lines.append(f"| Random, page past the wrap | 500 | {now_s:.3f} | | |")
+    ProposalCounter.objects.filter(consultation=consultation, pk__gt=before).delete()
+    popular_rank_refresh(consultation_id=consultation.pk)
+    return lines
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--database-url", default=os.environ.get("BENCH_DATABASE_URL", DEFAULT_DB))
     parser.add_argument("--words", nargs="+", default=WORDS)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--votes", type=int, default=20_000)
+    parser.add_argument("--debated", type=int, default=100_000)
+    parser.add_argument("--skip-searches", action="store_true", help="only the list orders")
     args = parser.parse_args()
-    if args.repeat < 1 or args.votes < 0:
-        parser.error("--repeat must be at least 1 and --votes at least 0")
+    if args.repeat < 1 or args.votes < 0 or args.debated < 0:
+        parser.error("--repeat must be at least 1, --votes and --debated at least 0")
     django_setup(args.database_url)
     from django.db import connection
 
@@ -213,9 +354,12 @@ def main() -> int:
         f"trigram index {trigram_bytes / 1e6:,.0f} MB; PostgreSQL {server}, {platform.machine()}, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}\n"
     )
-    print("\n".join(searches(run, consultation, args.words, args.repeat)))
+    if not args.skip_searches:
+        print("\n".join(searches(run, consultation, args.words, args.repeat)))
+        print()
+        print("\n".join(most_voted(consultation, args.votes, args.repeat)))
     print()
-    print("\n".join(most_voted(consultation, args.votes, args.repeat)))
+    print("\n".join(list_orders(consultation, args.repeat, args.debated)))
     return 0
 
 

@@ -19,12 +19,12 @@ Both ways must find the same rows; the script stops if they do not.
 Then the "Most voted" order (``consultations.services.popular_rank_refresh``): the consultation's
 ranks deleted and made again from scratch (what migration 0007 or an import does once), a
 refresh with nothing moved, ``--votes`` random vote increments then a refresh, and the first page
-with its pager's count beside the "Newest" order's (the baseline).
+with its pager's count beside the "Most recent" order's (the baseline).
 
 Then every order of the consultation page (``proposal_public_list``), page 1 and page 500, as
-migration 0008 reads them and as they were read before (the baseline, same process): "Newest"
+migration 0008 reads them and as they were read before (the baseline, same process): "Most recent"
 with ``proposal_queue_idx`` as it was (rebuilt without the id in a transaction rolled back),
-"Most debated" on the live counters (``selectors._live_order``), "Random" by loading and hashing
+"Most controversial" on the live counters (``selectors._live_order``), "Random" by loading and hashing
 every id; then two staff pages: the admin's list of every proposal (newest first) with the
 indexes as they were, and the moderation filter's pending counts as they were counted.
 ``--debated`` proposals are given agree and disagree counters first (deleted after), so that
@@ -173,7 +173,7 @@ def most_voted(consultation, votes: int, repeat: int) -> list[str]:
         f"a refresh with nothing moved: {again:,} in {again_s:.2f} s; {votes:,} random vote increments "
         f"({voted_s:.1f} s, one transaction) then a refresh: {after:,} re-ranked in {after_s:.2f} s.",
     ]
-    for sort, name in (("popular", '"Most voted"'), ("recent", '"Newest" (baseline)')):
+    for sort, name in (("popular", '"Most voted"'), ("recent", '"Most recent" (baseline)')):
         seconds, (count, page) = best(repeat, first_page, sort)
         lines.append(
             f"- {name}: pager's count ({count:,}) + first page of {len(page)}: {seconds:.3f} s (best of {repeat})."
@@ -197,7 +197,7 @@ def list_orders(consultation, repeat: int, debated: int) -> list[str]:
     """Every order of the consultation page, its first page and page 500, now and before 0008.
 
     ``debated`` proposals get agree and disagree counters first (the bench's answers have no
-    votes), so that the "Most debated" order has balances to sort; they are deleted after."""
+    votes), so that the "Most controversial" order has balances to sort; they are deleted after."""
     from django.db import connection, transaction
 
     from consultations.models import Proposal, ProposalCounter
@@ -256,14 +256,14 @@ def list_orders(consultation, repeat: int, debated: int) -> list[str]:
         old_s, old = newest_before(number)
         if now != old:
             raise SystemExit(f"Newest, page {number}: the two ways differ")
-        lines.append(f"| Newest | {number} | {now_s:.3f} | {old_s:.3f} | {old_s / now_s:.0f}x |")
+        lines.append(f"| Most recent | {number} | {now_s:.3f} | {old_s:.3f} | {old_s / now_s:.0f}x |")
     for number in (1, 500):
         order = proposal_public_list(consultation=consultation, sort="controversial")
         now_s, now = best(repeat, page, order, number)
         old_s, old = best(repeat, page, _live_order(qs, "controversial"), number)
         if now != old:
-            raise SystemExit(f"Most debated, page {number}: the two ways differ")
-        lines.append(f"| Most debated | {number} | {now_s:.3f} | {old_s:.3f} | {old_s / now_s:.0f}x |")
+            raise SystemExit(f"Most controversial, page {number}: the two ways differ")
+        lines.append(f"| Most controversial | {number} | {now_s:.3f} | {old_s:.3f} | {old_s / now_s:.0f}x |")
     for number in (1, 500):
         order = proposal_public_list(consultation=consultation, sort="random", seed="bench")
         now_s, now = best(repeat, page, order, number)

@@ -226,7 +226,7 @@ class Proposal(models.Model):
         ordering = ["-created_at"]
         permissions = [("moderate_proposal", _("Can moderate proposals"))]
         indexes = [
-            # The moderation queue (oldest first) and the "Newest" order (newest first), both
+            # The moderation queue (oldest first) and the "Most recent" order (newest first), both
             # with the id as tie-break: an import gives thousands of proposals one timestamp.
             models.Index(
                 fields=["consultation", "status", "created_at", "id"], name="proposal_queue_idx"
@@ -418,7 +418,7 @@ class Qualification(models.Model):
 
 
 class ProposalRank(models.Model):
-    """A proposal's place in the "Most voted" and "Most debated" orders, as last refreshed.
+    """A proposal's place in the "Most voted" and "Most controversial" orders, as last refreshed.
 
     Kept apart from the proposal row so that neither a vote nor a refresh writes the proposal
     table's indexes (its trigram index above all): votes update ``Proposal.votes_total``, which

@@ -324,7 +324,7 @@ def popular_rank_refresh(*, consultation_id: int) -> int:
     """Rank ``consultation_id``'s proposals by their current votes; returns how many moved.
 
     The "Most voted" order sorts on ``ProposalRank.votes`` through ``rank_popular_idx``, the
-    "Most debated" one on ``ProposalRank.balance`` (the smaller of the agree and disagree
+    "Most controversial" one on ``ProposalRank.balance`` (the smaller of the agree and disagree
     counts) through ``rank_debated_idx``. A vote only increments ``Proposal.votes_total``, which
     no index holds, so its update of the proposal row is HOT (no index entry written); this one
     statement copies the totals and balances that changed since the last refresh, and ranks the
@@ -359,7 +359,7 @@ def popular_rank_refresh(*, consultation_id: int) -> int:
 def popular_rank_refresh_soon(*, consultation: Consultation) -> bool:
     """Ask for ``popular_rank_refresh`` once per ``CONCORDE_POPULAR_RANK_SECONDS`` per consultation.
 
-    Called when someone reads the "Most voted" or "Most debated" order: a consultation nobody
+    Called when someone reads the "Most voted" or "Most controversial" order: a consultation nobody
     sorts those ways costs nothing. The refresh runs as a task (inline without a broker, in the
     outbox when the broker is down); returns whether one was asked for. Ranking a consultation
     from scratch takes a minute at 2M proposals, never a request's time: until its first ranking

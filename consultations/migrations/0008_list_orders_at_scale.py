@@ -1,9 +1,9 @@
 """Every order of a consultation's proposal list reads an index, whatever the consultation's size.
 
-"Newest" gets the id as tie-break in ``proposal_queue_idx``, and the admin's list of every
+"Most recent" gets the id as tie-break in ``proposal_queue_idx``, and the admin's list of every
 proposal in ``proposal_created_idx`` (an import gives thousands of proposals one timestamp, and
 the planner then sorted them all); "Random" reads a fixed shuffle of the ids from a per-visitor
-start (``proposal_shuffle_idx``) instead of loading and hashing every id; "Most debated" sorts
+start (``proposal_shuffle_idx``) instead of loading and hashing every id; "Most controversial" sorts
 on a balance refreshed with the "Most voted" ranks (``rank_debated_idx``) instead of summing
 every counter of the consultation per request (docs/operations.md, "The proposal table").
 """

@@ -1,4 +1,4 @@
-"""The proposal list's "Random" and "Most debated" orders: index-read pages at any size."""
+"""The proposal list's "Random" and "Most controversial" orders: index-read pages at any size."""
 
 import importlib
 from unittest import mock

@@ -300,7 +300,7 @@ def test_hot_queries_use_indexes():
             ),
             {"rank_popular_idx"},
         ),
-        "consultation page: most debated proposals (proposal_public_list)": (
+        "consultation page: most controversial proposals (proposal_public_list)": (
             _explain_qs(
                 selectors.proposal_public_list(consultation=consultation, sort="controversial")[:20]
             ),

@@ -23,6 +23,17 @@ def browser():
         browser.close()
 
 
+def open_page(browser, *, width: int = 1100, height: int = 900):
+    """A fresh English page with a generous timeout (a busy CI machine), and the list its
+    script errors are collected in."""
+    context = browser.new_context(locale="en-US", viewport={"width": width, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return page, errors
+
+
 PASSWORD = "correct horse battery"  # tests.factories.UserFactory's password
 
 

@@ -11,7 +11,7 @@ from django.core import mail
 from consultations.models import ModeratorAssignment, Proposal, Qualification, Trust, Vote
 
 from ..factories import ConsultationFactory, ProposalFactory, UserFactory
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -63,11 +63,7 @@ def shot(page, name):
 def test_citizen_journey(browser, live_server, world):
     consultation = world
     mail.outbox = []
-    context = browser.new_context(locale="en-US", viewport={"width": 1100, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(30_000)  # a busy CI machine
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    page, errors = open_page(browser)
 
     # 1. A newcomer opens the consultation.
     page.goto(f"{live_server.url}{consultation.get_absolute_url()}")
@@ -136,7 +132,7 @@ def test_citizen_journey(browser, live_server, world):
     assert proposal.content == f"Il faut {GOOD}" and proposal.status == "pending"
 
     # 5. A moderator accepts it with the keyboard; the author is told by e-mail.
-    context.clear_cookies()
+    page.context.clear_cookies()
     page.goto(f"{live_server.url}/moderation/")
     page.wait_for_url("**/accounts/login/**")
     page.fill('input[name="login"]', "moderator@example.org")
@@ -177,4 +173,4 @@ def test_citizen_journey(browser, live_server, world):
     vote.refresh_from_db()
     assert vote.key == "agree"
     assert not errors, errors
-    context.close()
+    page.context.close()

@@ -17,7 +17,7 @@ from consultations.models import ModeratorAssignment, Proposal, ProposalEdit
 
 from ..consultations.moderation_helpers import run_with_ideas
 from ..factories import ConsultationFactory, ProposalFactory, UserFactory
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -139,11 +139,7 @@ def showing(page, text):
 
 def test_moderate_ten_proposals_with_the_keyboard(browser, live_server, world):
     proposals, hidden = world
-    context = browser.new_context(locale="en-US", viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    page, errors = open_page(browser, width=1200)
 
     page.goto(f"{live_server.url}/moderation/")
     page.wait_for_url("**/accounts/login/**")
@@ -249,4 +245,4 @@ def test_moderate_ten_proposals_with_the_keyboard(browser, live_server, world):
     assert "Advertising" in page.locator("main").inner_text()
     shot(page, "08-public-stats")
     assert not errors, errors
-    context.close()
+    page.context.close()

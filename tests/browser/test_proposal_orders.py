@@ -9,7 +9,7 @@ import pytest
 from consultations.services import participant_for_session, vote_cast
 
 from ..factories import ConsultationFactory, ProposalFactory
-from .conftest import ARTIFACTS
+from .conftest import ARTIFACTS, open_page
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -45,11 +45,7 @@ def _swap(page, action, *, sort: str):
 
 
 def test_random_then_controversial_orders_through_htmx(browser, live_server, consultation):
-    context = browser.new_context(locale="en-US", viewport={"width": 1100, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(30_000)
-    errors = []
-    page.on("pageerror", lambda error: errors.append(str(error)))
+    page, errors = open_page(browser)
     page.goto(f"{live_server.url}{consultation.get_absolute_url()}")
     newest = _listed(page)
 

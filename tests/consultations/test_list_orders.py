@@ -51,7 +51,7 @@ def test_the_random_order_is_the_shuffle_read_from_the_visitors_start_around(thi
 def test_visitors_meet_the_proposals_in_different_places(thirty):
     consultation, pks = thirty
     firsts = {_shuffled(consultation, f"s{i}")[0:1][0].pk for i in range(200)}
-    # every proposal is as likely to open a visitor's page: 200 starts open (nearly) all 30
+    # the starts spread over the shuffle: 200 visitors' pages open with (nearly) all 30
     assert len(firsts) >= 25
     assert _pages(_shuffled(consultation, "same"), 30, 10) == _pages(
         _shuffled(consultation, "same"), 30, 10
@@ -99,7 +99,7 @@ def _vote(proposal, key: str, voters: int, tag: str = ""):
         )
 
 
-def _debated(consultation) -> list[str]:
+def _controversial(consultation) -> list[str]:
     return [
         p.content for p in proposal_public_list(consultation=consultation, sort="controversial")
     ]
@@ -119,18 +119,22 @@ def debate(db):
     return consultation, a, b, c
 
 
-def test_the_most_debated_order_is_the_live_one_until_ranked_then_the_ranks(debate):
+def test_the_most_controversial_order_is_the_live_one_until_ranked_then_the_ranks(debate):
     consultation, a, b, c = debate
-    assert _debated(consultation) == ["Il faut a", "Il faut c", "Il faut b"]  # live counters
+    assert _controversial(consultation) == ["Il faut a", "Il faut c", "Il faut b"]  # live counters
     assert popular_rank_refresh(consultation_id=consultation.pk) == 3
     balances = dict(ProposalRank.objects.values_list("proposal__content", "balance"))
     assert balances == {"Il faut a": 2, "Il faut b": 0, "Il faut c": 1}
-    assert _debated(consultation) == ["Il faut a", "Il faut c", "Il faut b"]
+    assert _controversial(consultation) == ["Il faut a", "Il faut c", "Il faut b"]
     _vote(b, "disagree", 2, tag="late")  # b: 5 agree, 2 disagree
-    assert _debated(consultation) == ["Il faut a", "Il faut c", "Il faut b"]  # until refreshed
+    assert _controversial(consultation) == [
+        "Il faut a",
+        "Il faut c",
+        "Il faut b",
+    ]  # until refreshed
     assert popular_rank_refresh(consultation_id=consultation.pk) == 1
     # b and a tie at 2: more votes first
-    assert _debated(consultation) == ["Il faut b", "Il faut a", "Il faut c"]
+    assert _controversial(consultation) == ["Il faut b", "Il faut a", "Il faut c"]
     assert popular_rank_refresh(consultation_id=consultation.pk) == 0  # idempotent
 
 
@@ -147,10 +151,10 @@ def test_a_changed_vote_moves_the_balance_though_not_the_total(debate):
     assert popular_rank_refresh(consultation_id=consultation.pk) == 1
     assert ProposalRank.objects.get(proposal=b).balance == 1
     # b and c at 1: b has more votes
-    assert _debated(consultation) == ["Il faut a", "Il faut b", "Il faut c"]
+    assert _controversial(consultation) == ["Il faut a", "Il faut b", "Il faut c"]
 
 
-def test_reading_the_most_debated_order_asks_for_a_refresh(client, debate):
+def test_reading_the_most_controversial_order_asks_for_a_refresh(client, debate):
     consultation, *_ = debate
     with mock.patch.object(views, "popular_rank_refresh_soon") as asked:
         client.get(consultation.get_absolute_url(), {"sort": "controversial"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-THREAD_SETTINGS = ("CONCORDE_EMBED_THREADS", "CONCORDE_CLUSTER_THREADS")
+THREAD_SETTINGS = ("CONCORDE_EMBED_THREADS", "CONCORDE_CLUSTER_THREADS", "CONCORDE_CLUSTER_WORKERS")
 
 
 def env_threads(name: str, default: int = 1) -> int:

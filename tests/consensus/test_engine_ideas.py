@@ -367,6 +367,65 @@ def test_ideas_are_the_same_whatever_threads_the_process_uses(monkeypatch):
     assert len(inside) == 2 and all(set(apis.values()) == {1} for apis in inside)
 
 
+def test_block_workers_share_the_loops_and_change_no_bit(monkeypatch):
+    """The sample's vote and the near-duplicate buckets on 1 and 3 threads: the same arrays."""
+    import threading
+
+    from consensus.engine import ideas as engine
+
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(40, 24)).astype(np.float32)
+
+    def rows(n):
+        x = centres[rng.integers(0, 40, n)] + 0.5 * rng.normal(size=(n, 24)).astype(np.float32)
+        return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+    zr, zs = rows(12_000), rows(20_000)  # 50 rows a block, 3,200 a task: 4 tasks
+    labels_s = rng.integers(0, 40, 20_000)
+    x = rows(3_000)
+    x[1::3] = x[::3] + 0.01 * rng.normal(size=x[::3].shape).astype(np.float32)  # near copies
+    texts = [f"t{i}" for i in range(3_000)]
+    names = set()
+    real = engine._near_pairs_exact
+
+    def seen(*args, **kwargs):
+        names.add(threading.current_thread().name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "_near_pairs_exact", seen)
+    runs = []
+    for workers in ("1", "3"):
+        monkeypatch.setenv("CONCORDE_CLUSTER_WORKERS", workers)
+        voted = engine._vote_from_sample(zr, zs, labels_s, ClusterParams())
+        dd = engine.dedupe(texts, x, exact_block_max=100, bucket_size=100)
+        runs.append((*voted, dd.group_of, dd.representatives))
+    for one, three in zip(*runs, strict=True):
+        np.testing.assert_array_equal(one, three)
+    assert runs[0][2].max() + 1 < 3_000  # near copies were folded
+    assert any(name.startswith("concorde-blocks") for name in names)  # threads did share
+
+
+def test_a_failing_block_stops_the_shared_loop(monkeypatch):
+    import time
+
+    from consensus.engine import ideas as engine
+
+    monkeypatch.setenv("CONCORDE_CLUSTER_WORKERS", "2")
+    started = []
+
+    def block(i):
+        started.append(i)
+        if i == 0:
+            raise ValueError("bad block")
+        time.sleep(0.01)
+        return i
+
+    with pytest.raises(ValueError, match="bad block"):
+        engine._map_blocks(block, range(200))
+    assert len(started) < 50  # the blocks not started when it failed were dropped
+    assert engine._map_blocks(lambda i: i * i, range(5)) == [0, 1, 4, 9, 16]
+
+
 @pytest.mark.parametrize("value", ["0", "-2", "two", "1.5"])
 def test_a_bad_thread_count_is_refused_with_its_name(monkeypatch, value):
     from django.core.management import call_command

@@ -756,12 +756,11 @@ def cluster_threads() -> int:
 
 
 def cluster_workers() -> int:
-    """Threads that share the clustering's loops over blocks of rows
-    (`CONCORDE_CLUSTER_WORKERS`, default: the cores of the machine, at most 4).
+    """Threads sharing the clustering's block loops (`CONCORDE_CLUSTER_WORKERS`).
 
-    Unlike `cluster_threads`, this number never changes the ideas: each block is computed
-    whole by one thread, with `cluster_threads()` BLAS threads, exactly as a loop computes it
-    (`_map_blocks`)."""
+    Default: the cores of the machine, at most 4. Unlike `cluster_threads`, this number never
+    changes the ideas: each block is computed whole by one thread, with `cluster_threads()` BLAS
+    threads, exactly as a loop computes it (`_map_blocks`)."""
     from .threads import env_threads
 
     return env_threads("CONCORDE_CLUSTER_WORKERS", default=max(1, min(4, os.cpu_count() or 1)))
@@ -770,10 +769,11 @@ def cluster_workers() -> int:
 def _map_blocks(fn, items) -> list:
     """``[fn(item) for item in items]`` on `cluster_workers()` threads, in order.
 
-    Numpy leaves Python's lock during its matrix products and selections, so blocks computed on
-    two threads take about half the time on two cores. Each call's result is what the loop
-    would give bit for bit: the blocks are the same whatever the number of threads, and every
-    product inside them runs on `cluster_threads()` BLAS threads (one by default).
+    Numpy leaves Python's lock during its matrix products and selections, so two threads on two
+    cores share the work (1.35-1.4x faster on 1M rows: docs/bench_engine_scale.md; the Python
+    parts of each block still take turns). Each call's result is what the loop would give bit
+    for bit: the blocks are the same whatever the number of threads, and every product inside
+    them runs on `cluster_threads()` BLAS threads (one by default).
     """
     items = list(items)
     workers = min(cluster_workers(), len(items))

@@ -255,7 +255,7 @@ def list_orders(consultation, repeat: int, debated: int) -> list[str]:
         now_s, now = best(repeat, page, proposal_public_list(consultation=consultation), number)
         old_s, old = newest_before(number)
         if now != old:
-            raise SystemExit(f"Newest, page {number}: the two ways differ")
+            raise SystemExit(f"Most recent, page {number}: the two ways differ")
         lines.append(f"| Most recent | {number} | {now_s:.3f} | {old_s:.3f} | {old_s / now_s:.0f}x |")
     for number in (1, 500):
         order = proposal_public_list(consultation=consultation, sort="controversial")

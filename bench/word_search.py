@@ -64,10 +64,9 @@ def best(repeat: int, call, *args):
 
 
 def searches(run, consultation, words: list[str], repeat: int) -> list[str]:
-    from django.db.models import Count, Q
+    from django.db.models import Q
 
     from consensus import selectors
-    from consensus.models import IdeaMembership
     from consultations.models import Proposal
     from consultations.selectors import proposal_public_list
 
@@ -78,17 +77,7 @@ def searches(run, consultation, words: list[str], repeat: int) -> list[str]:
         return selectors.proposals_saying(run=run, words=w)
 
     def counts_before(match):  # proposals_saying as it was: the same query, icontains
-        return dict(
-            IdeaMembership.objects.filter(
-                match,
-                run=run,
-                proposal__consultation_id=run.consultation_id,
-                proposal__status=Proposal.Status.ACCEPTED,
-            )
-            .values_list("idea_id")
-            .annotate(n=Count("pk"))
-            .order_by()
-        )
+        return selectors.idea_counts(run=run, match=match)
 
     def saying_rows(qs, w):
         return selectors.rows_saying(qs, field="proposal__content", words=w)

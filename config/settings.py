@@ -426,8 +426,9 @@ CONCORDE_PROPOSALS_PER_HOUR = env_int("CONCORDE_PROPOSALS_PER_HOUR", 10)
 CONCORDE_MODERATION_LOCK_MINUTES = env_int("CONCORDE_MODERATION_LOCK_MINUTES", 10)
 CONCORDE_SHARES_MIN_VOTES = env_int("CONCORDE_SHARES_MIN_VOTES", 10)
 CONCORDE_STATS_CACHE_SECONDS = env_int("CONCORDE_STATS_CACHE_SECONDS", 30)  # live counters; 0 = no cache
-# The "Most voted" order is refreshed from the vote totals at most this often per consultation,
-# when someone reads it (consultations.services.popular_rank_refresh_soon); at least 1.
+# The "Most voted" and "Most controversial" orders are refreshed from the vote totals and counters
+# at most this often per consultation, when someone reads them
+# (consultations.services.popular_rank_refresh_soon); at least 1.
 CONCORDE_POPULAR_RANK_SECONDS = max(1, env_int("CONCORDE_POPULAR_RANK_SECONDS", 60))
 # The sequence candidate pool of a consultation, cached per web process (consultations/
 # sequence_cache.py): rebuilt after this many seconds (0: every sequence start, the default under

@@ -78,9 +78,15 @@ def proposals_saying(*, run: EngineRun, words: str) -> dict[int, int]:
     """``{idea id: how many of its accepted proposals contain words}`` (any case), for
     ``run``'s ideas that have some. The trigram index finds the proposals that contain the
     words, then each finds its idea by index (docs/bench_engine_scale.md)."""
+    return idea_counts(run=run, match=content_saying(words, field="proposal__content"))
+
+
+def idea_counts(*, run: EngineRun, match: Q) -> dict[int, int]:
+    """``{idea id: how many of its accepted proposals ``match``}``, for ``run``'s ideas that
+    have some (``match`` filters memberships, e.g. on ``proposal__content``)."""
     return dict(
         IdeaMembership.objects.filter(
-            content_saying(words, field="proposal__content"),
+            match,
             run=run,
             proposal__consultation_id=run.consultation_id,
             proposal__status=Proposal.Status.ACCEPTED,

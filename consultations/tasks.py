@@ -28,7 +28,8 @@ def moderation_classifiers_retrain() -> dict:
 
 @shared_task(name="consultations.popular_rank_refresh")
 def popular_rank_refresh(consultation_id: int) -> int:
-    """Refresh a consultation's "Most voted" order (services.popular_rank_refresh); idempotent."""
+    """Refresh a consultation's "Most voted" and "Most controversial" orders
+    (services.popular_rank_refresh); idempotent."""
     from .services import popular_rank_refresh as refresh
 
     if not isinstance(consultation_id, int) or isinstance(consultation_id, bool):

@@ -441,6 +441,12 @@ def test_a_bad_thread_count_is_refused_with_its_name(monkeypatch, value):
     with pytest.raises(SystemCheckError, match=r"consensus.E001.*CONCORDE_CLUSTER_THREADS"):
         call_command("check")
     monkeypatch.delenv("CONCORDE_CLUSTER_THREADS")
+    monkeypatch.setenv("CONCORDE_CLUSTER_WORKERS", value)
+    with pytest.raises(ValueError, match="CONCORDE_CLUSTER_WORKERS must be a whole number"):
+        dedupe([f"t{i}" for i in range(4)], np.eye(4, 8, dtype=np.float32), exact_block_max=1)
+    with pytest.raises(SystemCheckError, match=r"consensus.E001.*CONCORDE_CLUSTER_WORKERS"):
+        call_command("check")
+    monkeypatch.delenv("CONCORDE_CLUSTER_WORKERS")
     monkeypatch.setenv("CONCORDE_EMBED_THREADS", value)
     with pytest.raises(ValueError, match="CONCORDE_EMBED_THREADS must be a whole number"):
         UseM3Embedder()

@@ -152,6 +152,35 @@ def test_normalize_text_drops_case_accents_punctuation_and_il_faut():
     assert normalize_text("  Il  faudrait des   arbres.") == "des arbres"
 
 
+def test_ascii_words_are_the_words_of_the_regexes_they_stand_for(grand_debat_slice):
+    """The fast path for ASCII texts (`_ascii_runs`) gives the words of `normalize_text`, of
+    the keywords' tokenizer and of scikit-learn's default token pattern: every ASCII character
+    between letters, digits and "_", random ASCII strings, real answers folded or not."""
+    from consensus.engine import ideas
+
+    texts = [f"ab{chr(c)}cd_1{chr(c)}{chr(c)}x9 {chr(c)}e" for c in range(128)]
+    rng = random.Random(0)
+    texts += [
+        "".join(rng.choice([chr(c) for c in range(128)]) for _ in range(40)) for _ in range(500)
+    ]
+    answers = [t for t in grand_debat_slice[0] if t.isascii()]
+    folded = [ideas.strip_accents(t.lower()) for t in grand_debat_slice[0]]
+    texts += answers + [t for t in folded if t.isascii()]
+    assert len(answers) > 50 and len(texts) > 1_000
+    for text in texts:
+        assert ideas._ascii_runs(text, ideas._ASCII_ALNUM) == ideas._WORD_RE.findall(text)
+        assert ideas._ascii_runs(text, ideas._ASCII_LETTERS) == ideas._LETTERS_RE.findall(text)
+        assert ideas._lexical_tokens(text) == ideas._TOKEN_RE.findall(text)
+    # the whole functions on every answer, ASCII or not, against their regex definitions
+    plain = ideas.re.compile(r"[^\W\d_]{3,}")
+    tokenize = ideas._tokenizer("fr")
+    for text in grand_debat_slice[0] + texts:
+        low = text.lower()
+        assert tokenize(text) == [w for w in plain.findall(low) if w not in STOP_WORDS]
+        words = ideas._WORD_RE.findall(ideas.strip_accents(low))
+        assert normalize_text(text) == ideas._PREFIX_RE.sub("", " ".join(words))
+
+
 def test_dedupe_folds_exact_and_near_duplicates_into_counted_groups(hashing):
     texts = [
         "Il faut développer les circuits courts alimentaires",  # 0

@@ -1630,17 +1630,15 @@ def _load_vectors(run: EngineRun) -> tuple[np.ndarray, list[str], np.ndarray]:
 def _embedding_batches(run: EngineRun):
     """Rows (proposal id, vector bytes, text) of the run in id order, READ_BATCH at a time.
 
-    On PostgreSQL a server-side cursor in binary format: bytea in text format travels
-    hex-encoded, twice its size, and decoding it was most of the load at 2M answers (24.7 s
-    against 14.3 s in binary, docs/bench_engine_scale.md)."""
-    qs = (
-        ProposalEmbedding.objects.filter(run=run)
-        .order_by("proposal_id")
-        .values_list("proposal_id", "vector", "proposal__content")
+    On PostgreSQL one binary ``COPY ... TO STDOUT``: the server streams the rows while they
+    are read, where a server-side cursor waits for each batch to be asked for (2M rows: 8.8 s
+    against 16.7 s, docs/bench_engine_scale.md), and bytea travels as bytes, not hex."""
+    qs = ProposalEmbedding.objects.filter(run=run).values_list(
+        "proposal_id", "vector", "proposal__content"
     )
     if connection.vendor != "postgresql":
         batch = []
-        for row in qs.iterator(chunk_size=READ_BATCH):
+        for row in qs.order_by("proposal_id").iterator(chunk_size=READ_BATCH):
             batch.append(row)
             if len(batch) == READ_BATCH:
                 yield batch
@@ -1649,12 +1647,21 @@ def _embedding_batches(run: EngineRun):
             yield batch
         return
     sql, params = qs.query.sql_with_params()
-    with transaction.atomic():
-        connection.ensure_connection()
-        with connection.connection.cursor(name=f"vectors_{run.pk}", binary=True) as cursor:
-            cursor.execute(sql, params)
-            while batch := cursor.fetchmany(READ_BATCH):
+    copy_sql = (
+        f"COPY (SELECT pid::bigint, vec, txt::text FROM ({sql}) AS e (pid, vec, txt) "
+        "ORDER BY pid) TO STDOUT (FORMAT BINARY)"
+    )
+    connection.ensure_connection()
+    with connection.connection.cursor() as cursor, cursor.copy(copy_sql, params) as copy:
+        copy.set_types(["int8", "bytea", "text"])
+        batch = []
+        for row in copy.rows():
+            batch.append(row)
+            if len(batch) == READ_BATCH:
                 yield batch
+                batch = []
+        if batch:
+            yield batch
 
 
 def _fallback_labels(counts: np.ndarray, min_points: int) -> np.ndarray:

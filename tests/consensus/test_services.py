@@ -406,3 +406,38 @@ def test_ideas_are_labelled_with_the_word_forms_of_the_consultation_language(
     assert run.status == EngineRun.Status.DONE, run.error
     assert keywords.call_args.kwargs["language"] == language
     assert all(idea.keywords for idea in run.ideas.all())
+
+
+@pytest.mark.parametrize("path", ["database", "orm"])
+def test_load_vectors_reads_the_runs_rows_in_id_order_with_their_texts(path, monkeypatch):
+    """The final step's read (a binary COPY on PostgreSQL, the ORM elsewhere, forced here by the
+    "orm" case): the run's rows only, in proposal id order across batches, each vector with its
+    own text, texts that COPY must escape coming back as written."""
+    from consensus.models import ProposalEmbedding
+
+    if path == "orm":
+        monkeypatch.setattr(connection, "vendor", "orm")
+    monkeypatch.setattr(services, "READ_BATCH", 2)
+    consultation = ConsultationFactory()
+    texts = [
+        "Il faut\tdes tabulations",
+        "Il faut des lignes\net des retours\r\n",
+        "Il faut un \\N et des \\\\ barres",
+        "Il faut des « guillemets » et des 'apostrophes' 😀",
+        "Il faut plus de vélos",
+    ]
+    proposals = [ProposalFactory(consultation=consultation, content=t) for t in texts]
+    done = EngineRun.Status.DONE
+    run = EngineRun.objects.create(consultation=consultation, kind="ideas", status=done)
+    other = EngineRun.objects.create(consultation=consultation, kind="ideas", status=done)
+    for i in (3, 0, 4, 1, 2):  # stored out of order
+        vector = np.full(8, i, dtype=np.float16).tobytes()
+        ProposalEmbedding.objects.create(run=run, proposal=proposals[i], vector=vector)
+        ProposalEmbedding.objects.create(run=other, proposal=proposals[i], vector=vector[:8])
+
+    ids, read, x = services._load_vectors(run)
+
+    assert ids.tolist() == [p.pk for p in proposals]
+    assert read == texts
+    assert x.dtype == np.float16 and x.shape == (5, 8)
+    assert x[:, 0].tolist() == [0, 1, 2, 3, 4] and (x == x[:, :1]).all()

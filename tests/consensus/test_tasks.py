@@ -37,7 +37,7 @@ from consultations.models import Participant, Proposal
 
 from ..actions.factories import ActionFactory, ActionPlanFactory
 from ..factories import ConsultationFactory, ProposalFactory
-from .engine_data import HASHING, add_votes, consultation_with_themes
+from .engine_data import HASHING, add_votes, consultation_with_themes, theme_texts
 
 pytestmark = pytest.mark.django_db
 
@@ -733,6 +733,72 @@ def test_vectors_are_float16_and_normalised(themed, django_capture_on_commit_cal
     )
     assert vec.shape == (256,)
     assert abs(float(np.linalg.norm(vec.astype(np.float32))) - 1.0) < 1e-2
+
+
+def stored_vectors(run):
+    return {
+        e.proposal_id: np.frombuffer(bytes(e.vector), np.float16).astype(np.float32)
+        for e in ProposalEmbedding.objects.filter(run=run)
+    }
+
+
+def memberships_checked_against_stored_vectors(run):
+    """Every membership's similarity is its own stored vector's cosine to its idea's centre;
+    the memberships."""
+    vectors = stored_vectors(run)
+    centres = {
+        idea.pk: np.frombuffer(bytes(idea.centroid), np.float32)
+        for idea in Idea.objects.filter(run=run)
+    }
+    rows = list(IdeaMembership.objects.filter(run=run).select_related("proposal"))
+    for row in rows:
+        cosine = float(vectors[row.proposal_id] @ centres[row.idea_id])
+        assert row.similarity == pytest.approx(cosine, abs=1e-5)
+    return rows
+
+
+def test_each_membership_holds_its_own_vectors_cosine_to_its_idea(
+    django_capture_on_commit_callbacks,
+):
+    """Copies written right after their original (an exact one, and one in capitals with a
+    "!"): the final step puts the groups' representatives first, and every member's similarity
+    is still the cosine of its own stored vector to its idea's centre, on a run and on the next
+    one, where an idea staff split out is centred on its own members."""
+    consultation = ConsultationFactory()
+    texts = theme_texts()
+    for i, text in enumerate(texts):
+        ProposalFactory(consultation=consultation, content=text)
+        if i % 5 == 0:
+            ProposalFactory(consultation=consultation, content=text)
+            ProposalFactory(consultation=consultation, content=text.upper() + " !")
+    first = start(consultation, django_capture_on_commit_callbacks, kind="ideas")
+
+    assert first.status == EngineRun.Status.DONE, first.error
+    assert first.metrics["n_exact_duplicates"] == 2 * len(texts[::5])
+    rows = memberships_checked_against_stored_vectors(first)
+    assert len(rows) == len(texts) + 2 * len(texts[::5])
+    idea_of = {}
+    for row in rows:  # a text and its copies are in one idea
+        key = row.proposal.content.lower().rstrip(" !")
+        assert idea_of.setdefault(key, row.idea_id) == row.idea_id
+    # the copies' own vectors differ from the original's: their cosines are their own
+    assert len({round(r.similarity, 6) for r in rows}) > len(texts)
+
+    trees = idea_with_keyword(first, "arbres")  # the last texts: rows moved by the copies
+    two = sorted(members_of := {r.proposal_id for r in rows if r.idea_id == trees.pk})[-2:]
+    assert len(members_of) > 2
+    services.idea_split(run=first, proposal_ids=two)
+    with mock.patch("consensus.tasks.refresh_ideas.delay_on_commit") as refresh:
+        # what the final step wrote, before the refresh describes the split idea again
+        second = start(consultation, django_capture_on_commit_callbacks, kind="ideas")
+    refresh.assert_called_once_with(second.pk)
+    assert second.metrics["staff_placements_kept"] == 2
+    (split,) = Idea.objects.filter(run=second, created_by_staff=True)
+    assert set(split.memberships.values_list("proposal_id", flat=True)) == set(two)
+    memberships_checked_against_stored_vectors(second)
+    mean = np.mean([stored_vectors(second)[pid] for pid in two], axis=0)  # its own centre
+    centre = np.frombuffer(bytes(split.centroid), np.float32)
+    np.testing.assert_allclose(centre, mean / np.linalg.norm(mean), atol=1e-6)
 
 
 @pytest.fixture

@@ -451,6 +451,7 @@ def test_the_final_steps_other_block_loops_change_no_bit_on_threads(monkeypatch)
     texts = [f"mot{i % 40} autre{i % 13}" for i in range(n)]
     labels = truth.copy()
     labels[::50] = -1  # noise to reassign
+    monkeypatch.setattr(engine, "_BLOCK_CELLS", 200_000)  # the sums: 9 blocks, not 1
     runs = []
     for workers in ("1", "3"):
         monkeypatch.setenv("CONCORDE_CLUSTER_WORKERS", workers)

@@ -785,8 +785,9 @@ def test_each_membership_holds_its_own_vectors_cosine_to_its_idea(
     assert len({round(r.similarity, 6) for r in rows}) > len(texts)
 
     trees = idea_with_keyword(first, "arbres")  # the last texts: rows moved by the copies
-    two = sorted(members_of := {r.proposal_id for r in rows if r.idea_id == trees.pk})[-2:]
+    members_of = sorted(r.proposal_id for r in rows if r.idea_id == trees.pk)
     assert len(members_of) > 2
+    two = members_of[-2:]
     services.idea_split(run=first, proposal_ids=two)
     with mock.patch("consensus.tasks.refresh_ideas.delay_on_commit") as refresh:
         # what the final step wrote, before the refresh describes the split idea again

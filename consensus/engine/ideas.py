@@ -299,10 +299,7 @@ def _normalize_own(a: np.ndarray, step: int = 100_000) -> np.ndarray:
     (the words' LSA of 1.2M texts: 0.47 GB)."""
 
     def unit(lo: int) -> None:
-        block = a[lo : lo + step]
-        n = np.linalg.norm(block, axis=1, keepdims=True)
-        n[n == 0] = 1.0
-        block /= n
+        a[lo : lo + step] = _normalize(a[lo : lo + step])
 
     _map_blocks(unit, range(0, a.shape[0], step))
     return a

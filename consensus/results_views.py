@@ -48,10 +48,12 @@ from consultations.selectors import consultation_get_for_user, consultation_stat
 from . import charts, selectors
 from .forms import IdeasViewForm, ProposalSearchForm
 from .models import Idea, IdeaMembership
+from .services import min_zone_votes
 
 logger = logging.getLogger(__name__)
 
-RESULTS_CACHE_VERSION = 3  # 2: the largest ideas section; 3: keywords, idea links, method
+# 2: the largest ideas section; 3: keywords, idea links, method; 4: the votes at the source
+RESULTS_CACHE_VERSION = 4
 PARTS = ("counters",)
 
 CENTRAL_PER_IDEA = 3
@@ -86,6 +88,8 @@ CSV_HEADER = [
     "keywords",
     "theme",
     "theme_label",
+    "source_votes",
+    "source_adhesion",
 ]
 
 
@@ -152,6 +156,8 @@ def _csv_response(consultation, run):
                     _csv_cell("; ".join(keywords or [])),
                     _csv_cell(theme),
                     _csv_cell(theme_label),
+                    _csv_cell(scores.get("source_votes")),
+                    _csv_cell(scores.get("source_adhesion")),
                 ]
             )
 
@@ -310,7 +316,14 @@ def _build_sections(consultation, run) -> dict[str, str]:
     # the engine found before anyone votes. An idea may be in both lists (two objects).
     zoned = selectors.key_ideas(run=run, limit=IDEAS_PER_ZONE)
     largest = selectors.largest_ideas(run=run, limit=LARGEST_IDEAS)
-    _decorate([i for group in zoned.values() for i in group] + largest, run, consultation)
+    # ideas of imported proposals, by the votes they received where they were made
+    min_source_votes = min_zone_votes()
+    supported = selectors.ideas_supported_at_source(
+        run=run, min_votes=min_source_votes, limit=IDEAS_PER_ZONE
+    )
+    _decorate(
+        [i for group in zoned.values() for i in group] + largest + supported, run, consultation
+    )
     # themes of a single idea say nothing: the section shows from two themes up
     themes = [theme for theme in selectors.run_themes(run=run) if theme.size]
     themes = themes if len(themes) >= 2 else []
@@ -332,6 +345,8 @@ def _build_sections(consultation, run) -> dict[str, str]:
         "run": run,
         "zones": [(zone, title, help_text, zoned[zone]) for zone, title, help_text in ZONES],
         "largest": largest,
+        "supported": supported,
+        "min_source_votes": min_source_votes,
         "themes": themes,
         "any_zoned": any(zoned.values()),
         "n_ideas": largest[0].n_published if largest else 0,
@@ -347,7 +362,7 @@ def _build_sections(consultation, run) -> dict[str, str]:
     template = "consensus/_results_sections.html"
     return {
         name: _compact(render_to_string(f"{template}#{name}", context)).strip()
-        for name in ("ideas", "themes", "groups", "method")
+        for name in ("ideas", "source_nav", "themes", "groups", "method")
     }
 
 

@@ -488,6 +488,31 @@ def key_ideas(
     }
 
 
+def ideas_supported_at_source(*, run: EngineRun, min_votes: int, limit: int = 20) -> list[Idea]:
+    """The run's ideas whose proposals received at least ``min_votes`` votes where they were
+    imported from, the most supported there first: by the lower bound of their share of votes
+    for (``engine.scores.share_lower_bound``), so that a small idea does not lead on few votes.
+
+    From Idea.scores' ``source_votes`` and ``source_adhesion``; none for a consultation whose
+    proposals were all made here.
+    """
+    from .engine.scores import share_lower_bound
+
+    ideas = [
+        idea
+        for idea in Idea.objects.filter(run=run, size__gt=0, scores__has_key="source_adhesion")
+        .defer("centroid")
+        .order_by("pk")
+        if (idea.scores.get("source_votes") or 0) >= max(1, min_votes)
+        and idea.scores.get("source_adhesion") is not None
+    ]
+    lower = share_lower_bound(
+        [i.scores["source_adhesion"] for i in ideas], [i.scores["source_votes"] for i in ideas]
+    )
+    order = sorted(range(len(ideas)), key=lambda j: (-lower[j], ideas[j].pk))
+    return [ideas[j] for j in order[:limit]]
+
+
 def run_ideas_by_size(*, run: EngineRun):
     """The run's published ideas, most proposals first, whatever their votes (a queryset, for
     paging). An idea staff emptied (every proposal moved out) is left out: it stays on the
@@ -546,7 +571,14 @@ def idea_members(*, idea: Idea) -> QuerySet:
             run_id=idea.run_id, idea=idea, proposal__status=Proposal.Status.ACCEPTED
         )
         .select_related("proposal")
-        .only("id", "similarity", "is_central", "proposal__id", "proposal__content")
+        .only(
+            "id",
+            "similarity",
+            "is_central",
+            "proposal__id",
+            "proposal__content",
+            "proposal__source_stats",
+        )
         .order_by("-similarity", "pk")
     )
 

@@ -44,7 +44,15 @@ from django.utils.translation import gettext as _
 from django.utils.translation import ngettext
 
 from accounts.audit import audit_record, model_snapshot
-from consultations.models import Consultation, Proposal, ProposalCounter, Trust, Vote, VoteKey
+from consultations.models import (
+    Consultation,
+    Proposal,
+    ProposalCounter,
+    Trust,
+    Vote,
+    VoteKey,
+    source_support,
+)
 from consultations.selectors import stats_cache_delete
 
 from .models import (
@@ -2762,6 +2770,10 @@ def _idea_aggregates(run: EngineRun, idea_ids=None) -> None:
     seq = np.zeros((k, sequence.shape[1]))
     np.add.at(ver, mi, verified[mc])
     np.add.at(seq, mi, sequence[mc])
+    votes_at_source, for_at_source = _source_columns(run, pids, None if idea_ids is None else ideas)
+    source_votes, source_for = np.zeros(k), np.zeros(k)
+    np.add.at(source_votes, mi, votes_at_source[mc])
+    np.add.at(source_for, mi, for_at_source[mc])
     weight = Consultation.objects.values_list("non_sequence_votes_weight", flat=True).get(
         pk=run.consultation_id
     )
@@ -2809,8 +2821,44 @@ def _idea_aggregates(run: EngineRun, idea_ids=None) -> None:
             "consensus_share": round(float(consensus_members[idx] / members_per_idea[idx]), 4)
             if members_per_idea[idx]
             else None,
+            # the votes its proposals received where they were imported from (Make.org...)
+            "source_votes": int(source_votes[idx]),
+            "source_adhesion": round(float(source_for[idx] / source_votes[idx]), 4)
+            if source_votes[idx]
+            else None,
         }
     Idea.objects.bulk_update(ideas, ["scores"], batch_size=1_000)
+
+
+def _source_columns(run: EngineRun, pids: np.ndarray, ideas=None) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of ``pids``: the votes at the source and how many of them were for.
+
+    Read from the proposals' ``source_stats`` through ``consultations.models.source_support``
+    (zero where a proposal has none, or figures that do not read as votes and a share);
+    ``ideas``: only their members.
+    """
+    votes, votes_for = np.zeros(pids.shape[0]), np.zeros(pids.shape[0])
+    if not pids.shape[0]:
+        return votes, votes_for
+    rows = Proposal.objects.filter(
+        consultation_id=run.consultation_id, source_stats__has_key="votes"
+    )
+    if ideas is not None:
+        rows = rows.filter(idea_memberships__run=run, idea_memberships__idea__in=ideas)
+    ids, counts, shares = array("q"), array("d"), array("d")
+    for pk, stats in rows.values_list("pk", "source_stats").iterator(chunk_size=READ_BATCH):
+        support = source_support(stats)
+        if support is not None:
+            ids.append(pk)
+            counts.append(support.votes)
+            shares.append(support.adhesion)
+    if ids:
+        ids_ = np.frombuffer(ids, dtype=np.int64)
+        col = np.minimum(np.searchsorted(pids, ids_), pids.shape[0] - 1)
+        found = pids[col] == ids_
+        votes[col[found]] = np.frombuffer(counts)[found]
+        votes_for[col[found]] = np.frombuffer(counts)[found] * np.frombuffer(shares)[found]
+    return votes, votes_for
 
 
 def _base_run(run: EngineRun) -> EngineRun | None:

@@ -157,6 +157,8 @@ def ideas_rows(*, consultation: Consultation, run: EngineRun, **_params) -> Iter
             share,
             *(scores.get(key) for key in IDEA_SCORE_KEYS),
             *theme,  # number and label, or None and None
+            scores.get("source_votes"),  # votes where the proposals were imported from
+            scores.get("source_adhesion"),
         )
 
 
@@ -313,7 +315,8 @@ DATASETS: dict[str, Dataset] = {
         _cols(
             "run_id idea_number label:str keywords:str size share:float zone:str agreement:float "
             "disagreement:float top_score:float trusted_votes sequence_votes "
-            "group_consensus:float consensus_share:float theme_number theme_label:str"
+            "group_consensus:float consensus_share:float theme_number theme_label:str "
+            "source_votes source_adhesion:float"
         ),
         ideas_rows,
         needs_run=True,

@@ -1,4 +1,6 @@
+import math
 import uuid
+from typing import NamedTuple
 
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -260,6 +262,43 @@ class Proposal(models.Model):
 
     def get_absolute_url(self):
         return reverse("consultations:proposal", kwargs={"slug": self.consultation.slug, "pk": self.pk})
+
+    @property
+    def source_support(self) -> "SourceSupport | None":
+        return source_support(self.source_stats)
+
+
+class SourceSupport(NamedTuple):
+    votes: int
+    adhesion: float  # share of the votes that were for, 0 to 1
+
+
+def _finite(value) -> float | None:
+    if isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def source_support(stats) -> SourceSupport | None:
+    """The votes a proposal received where it was imported from, and the share of them for it.
+
+    From ``source_stats``' ``votes`` and ``adhesion`` (Make.org's open data: ``adhesion`` is the
+    share of "for" votes); CSV imports keep them as text. None unless both read as numbers with
+    votes a whole number >= 1 and adhesion within 0-1: a column of another meaning is left out
+    rather than misread.
+    """
+    if not isinstance(stats, dict):
+        return None
+    votes, adhesion = _finite(stats.get("votes")), _finite(stats.get("adhesion"))
+    if votes is None or adhesion is None or votes < 1 or votes != int(votes):
+        return None
+    if not 0.0 <= adhesion <= 1.0:
+        return None
+    return SourceSupport(int(votes), adhesion)
 
 
 class Participant(models.Model):

@@ -68,10 +68,10 @@ def test_results_page_shows_real_ideas_groups_and_method(
     client, published, django_assert_max_num_queries
 ):
     consultation, run = published
-    # cold cache: consultation, run, ideas by zone, largest ideas, central proposals, vote
-    # shares, actions, themes (2), groups and their proposals, map (2); the live counters are
-    # only peeked at in the cache
-    with django_assert_max_num_queries(13):
+    # cold cache: consultation, run, ideas by zone, largest ideas, ideas with votes at the
+    # source, central proposals, vote shares, actions, themes (2), groups and their proposals,
+    # map (2); the live counters are only peeked at in the cache
+    with django_assert_max_num_queries(14):
         response = client.get(results_url(consultation))
     assert response.status_code == 200
     assert "HX-Request" in response["Vary"]
@@ -584,18 +584,19 @@ def test_csv_has_header_and_one_row_per_idea(client, published):
     assert {r[1] for r in rows[1:]} == set(
         Idea.objects.filter(run=run).values_list("label", flat=True)
     )
-    assert rows[0][-3] == "keywords"  # the words that set each idea apart
-    assert {r[-3] for r in rows[1:]} == {
+    # columns are added last, so that earlier ones keep their place
+    assert rows[0][10:] == ["keywords", "theme", "theme_label", "source_votes", "source_adhesion"]
+    assert {r[10] for r in rows[1:]} == {
         "; ".join(words)
         for words in Idea.objects.filter(run=run).values_list("keywords", flat=True)
     }
-    assert rows[0][-2:] == ["theme", "theme_label"]  # added last, so earlier columns keep place
-    assert {(r[0], r[-2], r[-1]) for r in rows[1:]} == {
+    assert {(r[0], r[11], r[12]) for r in rows[1:]} == {
         (str(number), str(theme), label)
         for number, theme, label in Idea.objects.filter(run=run).values_list(
             "number", "theme__number", "theme__label"
         )
     }
+    assert {(r[13], r[14]) for r in rows[1:]} == {("0", "")}  # no proposal was imported
 
 
 def test_segment_partial_by_htmx_hides_small_segments(
@@ -843,7 +844,7 @@ def test_warm_page_and_partials_cost_one_query(
 ):
     consultation, _run = published
     url = results_url(consultation)
-    with django_assert_max_num_queries(13):  # cold: run, ideas (2), central, shares, themes (2)...
+    with django_assert_max_num_queries(14):  # cold: run, ideas (3), central, shares, themes (2)...
         cold = client.get(url).content.decode()
     with django_assert_max_num_queries(1):
         warm = client.get(url).content.decode()

@@ -1,0 +1,233 @@
+"""Imported proposals keep the votes they received at the source (Make.org): the engine sums them
+per idea, and the results show the ideas most supported there, beside their own votes."""
+
+import csv
+import html
+import io
+import math
+from itertools import islice
+
+import pytest
+from django.urls import reverse
+
+from consensus import selectors, services
+from consensus.engine.scores import share_lower_bound
+from consensus.models import EngineRun, Idea, IdeaMembership
+from consultations.importers import import_makeorg
+from consultations.models import Proposal, SourceSupport, source_support
+
+from ..factories import ConsultationFactory, ProposalFactory
+from .engine_data import HASHING
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
+
+MAKEORG = "opentext/makeorg_monde_dapres_2020/proposals.csv"
+
+
+@pytest.mark.parametrize(
+    "stats, expected",
+    [
+        ({"votes": 692, "adhesion": 0.9444, "engagement": 0.63}, SourceSupport(692, 0.9444)),
+        ({"votes": "54", "adhesion": "0.5"}, SourceSupport(54, 0.5)),  # a CSV import's text
+        ({"votes": 12.0, "adhesion": 1}, SourceSupport(12, 1.0)),
+        ({"votes": 10}, None),  # no share
+        ({"adhesion": 0.8}, None),
+        ({"votes": "beaucoup", "adhesion": 0.8}, None),
+        ({"votes": 10, "adhesion": "n/a"}, None),
+        ({"votes": 10, "adhesion": 1.2}, None),  # not a share
+        ({"votes": 10, "adhesion": -0.1}, None),
+        ({"votes": 0, "adhesion": 0.5}, None),
+        ({"votes": -3, "adhesion": 0.5}, None),
+        ({"votes": 2.5, "adhesion": 0.5}, None),  # not a count
+        ({"votes": True, "adhesion": 0.5}, None),
+        ({"votes": "nan", "adhesion": 0.5}, None),
+        ({"votes": "inf", "adhesion": 0.5}, None),
+        ({"votes": None, "adhesion": None}, None),
+        ({}, None),
+        ([692, 0.9], None),
+        (None, None),
+    ],
+)
+def test_the_votes_at_the_source_are_read_only_as_a_count_and_a_share(stats, expected):
+    assert source_support(stats) == expected
+
+
+def test_a_share_of_few_votes_has_a_lower_bound_far_below_it():
+    lower = share_lower_bound([0.95, 0.95, 0.9, 0.5, 1.0], [20, 20_000, 20_000, 100, 10])
+    assert (
+        lower[0] < 0.85 < lower[2] < lower[1] < 0.95
+    )  # 95 % of 20 votes ranks below 90 % of 20,000
+    assert lower[3] == pytest.approx(0.5 - 2 * math.sqrt(0.25 / 104))
+    assert lower[4] < 0.85  # 10 votes all for
+
+
+@pytest.fixture
+def imported(data_dir, tmp_path, django_capture_on_commit_callbacks):
+    """120 real Make.org proposals from all over the file (adhesion 0.2 to 0.98), one of our own
+    with figures that are not votes, and two made here; a run published over them."""
+    with open(data_dir / MAKEORG, newline="", encoding="utf-8") as f:
+        reader = csv.reader(f)
+        header = next(reader)
+        rows = list(islice(reader, 0, None, 150))[:120]
+    path = tmp_path / "proposals.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    consultation = ConsultationFactory()
+    report = import_makeorg(consultation=consultation, path=path)
+    assert report.created == len(rows)
+    ProposalFactory(
+        consultation=consultation,
+        content="Il faut compter les votes autrement",
+        source_stats={"votes": "beaucoup", "adhesion": "0.9"},
+    )
+    ProposalFactory(consultation=consultation, content="Il faut planter des arbres en ville")
+    ProposalFactory(consultation=consultation, content="Il faut ouvrir les musées le soir")
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.engine_run_start(consultation=consultation, kind="full", **HASHING)
+    run.refresh_from_db()
+    assert run.status == EngineRun.Status.DONE, run.error
+    consultation.refresh_from_db()
+    assert consultation.current_run_id == run.pk
+    file_stats = {row[0]: (int(row[2]), float(row[3])) for row in rows}
+    return consultation, run, file_stats
+
+
+def expected_support(run, file_stats):
+    """Per idea pk: the votes at the source of its members in the file, and the share for."""
+    votes, votes_for = {}, {}
+    for idea_id, external_id in IdeaMembership.objects.filter(run=run).values_list(
+        "idea_id", "proposal__external_id"
+    ):
+        n, adhesion = file_stats.get(external_id, (0, 0.0))
+        votes[idea_id] = votes.get(idea_id, 0) + n
+        votes_for[idea_id] = votes_for.get(idea_id, 0.0) + n * adhesion
+    return {
+        pk: (votes[pk], round(votes_for[pk] / votes[pk], 4) if votes[pk] else None) for pk in votes
+    }
+
+
+def test_each_idea_sums_the_votes_its_proposals_received_at_the_source(imported):
+    consultation, run, file_stats = imported
+    expected = expected_support(run, file_stats)
+    got = {
+        idea.pk: (idea.scores["source_votes"], idea.scores["source_adhesion"])
+        for idea in Idea.objects.filter(run=run)
+    }
+    assert got == expected
+    assert sum(v for v, _share in got.values()) == sum(n for n, _a in file_stats.values())
+    # the proposals made here, and the one whose figures are not votes, add nothing
+    made_here = Proposal.objects.filter(consultation=consultation, external_id="")
+    assert made_here.count() == 3
+    for proposal in made_here:
+        assert proposal.source_support is None
+
+
+def test_a_merge_describes_the_merged_ideas_votes_at_the_source_again(
+    imported, django_capture_on_commit_callbacks
+):
+    consultation, run, file_stats = imported
+    first, second = Idea.objects.filter(run=run).order_by("-size")[:2]
+    with django_capture_on_commit_callbacks(execute=True):  # the merge, then its one refresh
+        services.idea_merge(run_id=run.pk, idea_id=first.pk, into_id=second.pk)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.scores["source_votes"], first.scores["source_adhesion"]) == (0, None)
+    assert (second.scores["source_votes"], second.scores["source_adhesion"]) == expected_support(
+        run, file_stats
+    )[second.pk]
+
+
+def test_the_results_show_the_ideas_most_supported_at_the_source(client, imported, settings):
+    consultation, run, file_stats = imported
+    settings.CONSENSUS_MIN_ZONE_VOTES = 500
+    ideas = list(Idea.objects.filter(run=run, size__gt=0))
+    eligible = [i for i in ideas if i.scores["source_votes"] >= 500]
+    assert 2 <= len(eligible) < len(ideas)  # the threshold leaves some out
+    # by the lower bound of the share for (a few votes' share counts for less), as the scores'
+    lower = {
+        i.pk: i.scores["source_adhesion"]
+        - 2 * math.sqrt(q * (1 - q) / (i.scores["source_votes"] + 4))
+        for i in eligible
+        for q in [
+            (i.scores["source_votes"] * i.scores["source_adhesion"] + 2)
+            / (i.scores["source_votes"] + 4)
+        ]
+    }
+    eligible.sort(key=lambda i: (-lower[i.pk], i.pk))
+    shown = eligible[:10]
+
+    page = client.get(reverse("consensus:results", args=[consultation.slug])).content.decode()
+    assert '<a href="#ideas-source">Most supported at the source</a>' in page
+    section = page.split('id="ideas-source"', 1)[1].split("</section>", 1)[0]
+    assert "at least 500 votes at the source" in section
+    titles = [t.split("</a>")[0] for t in section.split("<h3><a href=")[1:]]
+    assert [html.unescape(t.split(">", 1)[1]) for t in titles] == [i.label for i in shown]
+    top = shown[0]
+    votes = f"{top.scores['source_votes']:,}"
+    assert f"at the source: {votes} votes, {round(100 * top.scores['source_adhesion'])} % for" in (
+        " ".join(section.split())
+    )
+    low = [i for i in ideas if i not in eligible]
+    for idea in low:
+        assert f">{html.escape(idea.label)}</a></h3>" not in section
+
+    # the CSV gives every idea's figures
+    response = client.get(reverse("consensus:results", args=[consultation.slug]), {"format": "csv"})
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    expected = {(i.number, i.scores["source_votes"], i.scores["source_adhesion"]) for i in ideas}
+    assert {
+        (int(r["idea"]), int(r["source_votes"]), float(r["source_adhesion"])) for r in rows
+    } == expected
+    # and so does the open-data export
+    url = reverse(
+        "api:export", kwargs={"slug": consultation.slug, "dataset": "ideas", "fmt": "csv"}
+    )
+    response = client.get(url)
+    assert response.status_code == 200
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert {
+        (int(r["idea_number"]), int(r["source_votes"]), float(r["source_adhesion"])) for r in rows
+    } == expected
+
+
+def test_an_idea_with_few_votes_at_the_source_does_not_lead_on_them(imported):
+    consultation, run, file_stats = imported
+    few, many, too_few, *others = Idea.objects.filter(run=run, size__gt=0).order_by("pk")
+    for idea, votes, adhesion in [(few, 30, 0.97), (many, 5_000, 0.93), (too_few, 19, 0.99)]:
+        idea.scores = {**idea.scores, "source_votes": votes, "source_adhesion": adhesion}
+        idea.save(update_fields=["scores"])
+    Idea.objects.filter(pk__in=[i.pk for i in others]).update(scores={})
+    assert selectors.ideas_supported_at_source(run=run, min_votes=20) == [many, few]
+    assert selectors.ideas_supported_at_source(run=run, min_votes=20, limit=1) == [many]
+    assert selectors.ideas_supported_at_source(run=run, min_votes=5_001) == []
+
+
+def test_an_ideas_page_gives_each_proposals_votes_at_the_source(client, imported):
+    consultation, run, file_stats = imported
+    member = (
+        IdeaMembership.objects.filter(run=run, proposal__external_id__startswith="mo-")
+        .select_related("idea", "proposal")
+        .first()
+    )
+    n, adhesion = file_stats[member.proposal.external_id]
+    url = reverse("consensus:results_idea", args=[consultation.slug, member.idea.number])
+    page = " ".join(client.get(url).content.decode().split())
+    assert f"at the source: {n:,} votes, {round(100 * adhesion)} % for" in page
+
+
+def test_results_without_votes_at_the_source_have_no_such_section(
+    client, django_capture_on_commit_callbacks
+):
+    consultation = ConsultationFactory()
+    for text in ("Il faut planter des arbres", "Il faut des pistes cyclables", "Il faut lire"):
+        ProposalFactory(consultation=consultation, content=text)
+    with django_capture_on_commit_callbacks(execute=True):
+        run = services.engine_run_start(consultation=consultation, kind="full", **HASHING)
+    run.refresh_from_db()
+    assert run.status == EngineRun.Status.DONE, run.error
+    assert {i.scores["source_votes"] for i in Idea.objects.filter(run=run)} == {0}
+    page = client.get(reverse("consensus:results", args=[consultation.slug])).content.decode()
+    assert "Largest ideas" in page
+    assert "ideas-source" not in page and "at the source" not in page

@@ -3,9 +3,10 @@
 Eager mode is an emulation: here the chord, its retries and the write-back go through Redis and
 a worker thread (pool "solo"), with committed transactions (``transaction=True``).
 WORKER_TEST_REDIS_URL picks the Redis database (default redis://127.0.0.1:6379/9), one of its
-own: the tests on TEST_REDIS_URL and OPS_REDIS_URL empty theirs (``flushdb``), and from another
-test process running at the same time (``pytest -n 2``) that can drop a chunk's message queued
-here (a run then waited for its fifth chunk until the test's timeout, once). The engine tasks go
+own: the tests on OPS_REDIS_URL empty theirs (``flushdb``; those on TEST_REDIS_URL did too until
+2026-12-07), and from another test process running at the same time (``pytest -n 2``) that can
+drop a chunk's message queued here (a run then waited for its fifth chunk until the test's
+timeout, once). The engine tasks go
 to a queue named after this process, so test processes sharing that Redis never take each
 other's work.
 """

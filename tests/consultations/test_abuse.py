@@ -2,6 +2,7 @@
 
 import os
 import time
+import uuid
 from collections import Counter
 
 import pytest
@@ -35,17 +36,25 @@ IP = "203.0.113.9"
 
 @pytest.fixture
 def redis_cache(settings):
-    """The default cache on the real Redis of TEST_REDIS_URL (its own db, flushed around)."""
+    """The default cache on the real Redis of TEST_REDIS_URL, under a key prefix of its own
+    (deleted after): no flush, so tests running beside it on that database (pytest -n) keep
+    their keys, and its counters start from nothing."""
     url = os.environ.get("TEST_REDIS_URL")
     if not url:
         pytest.skip("set TEST_REDIS_URL to run the rate-limit tests on the real Redis")
+    prefix = f"test-abuse-{uuid.uuid4().hex}"
     settings.CACHES = {
-        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": url}
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": url,
+            "KEY_PREFIX": prefix,
+        }
     }
     client = redis.Redis.from_url(url)
-    client.flushdb()
     yield client
-    client.flushdb()
+    keys = list(client.scan_iter(f"{prefix}:*"))
+    if keys:
+        client.delete(*keys)
 
 
 @pytest.fixture

@@ -217,6 +217,20 @@ def test_an_ideas_page_gives_each_proposals_votes_at_the_source(client, imported
     assert f"at the source: {n:,} votes, {round(100 * adhesion)} % for" in page
 
 
+def test_a_proposals_pages_give_its_votes_at_the_source(client, imported):
+    consultation, run, file_stats = imported
+    proposal = Proposal.objects.filter(consultation=consultation, external_id="mo-mda-00151").get()
+    n, adhesion = file_stats[proposal.external_id]
+    said = f"{n:,} votes, {round(100 * adhesion)} % for"
+    page = " ".join(client.get(proposal.get_absolute_url()).content.decode().split())
+    assert f"At the source: {said}." in page
+    listing = client.get(consultation.get_absolute_url(), {"q": proposal.content[:40]})
+    assert f"at the source: {said}" in " ".join(listing.content.decode().split())
+    # figures that are not votes say nothing
+    odd = Proposal.objects.get(consultation=consultation, content__startswith="Il faut compter")
+    assert "At the source" not in client.get(odd.get_absolute_url()).content.decode()
+
+
 def test_results_without_votes_at_the_source_have_no_such_section(
     client, django_capture_on_commit_callbacks
 ):

@@ -155,6 +155,10 @@ def run_detail(request, slug, pk):
         context["query"] = "&".join(q for q in (context["filters"], compact and "view=list") if q)
         if compact:  # a column of agreement once votes put some ideas in a zone
             context["zoned"] = any((idea.scores or {}).get("zone") for idea in context["ideas"])
+            # and one of the votes imported proposals received where they were made
+            context["sourced"] = any(
+                (idea.scores or {}).get("source_votes") for idea in context["ideas"]
+            )
         else:
             for idea in context["ideas"]:
                 idea.central_others = selectors.central_besides_label(idea, idea.central)

@@ -16,7 +16,7 @@ from consensus.models import EngineRun, Idea, IdeaMembership
 from consultations.importers import import_makeorg
 from consultations.models import Proposal, SourceSupport, source_support
 
-from ..factories import ConsultationFactory, ProposalFactory
+from ..factories import ConsultationFactory, ProposalFactory, UserFactory
 from .engine_data import HASHING
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
@@ -231,6 +231,19 @@ def test_a_proposals_pages_give_its_votes_at_the_source(client, imported):
     assert "At the source" not in client.get(odd.get_absolute_url()).content.decode()
 
 
+def test_staff_see_each_ideas_votes_at_the_source_on_the_run_page(client, imported):
+    consultation, run, file_stats = imported
+    client.force_login(UserFactory(is_staff=True))
+    url = reverse("consensus:run", args=[consultation.slug, run.pk])
+    top = Idea.objects.filter(run=run).order_by("-size", "pk").first()
+    votes, percent = f"{top.scores['source_votes']:,}", round(100 * top.scores["source_adhesion"])
+    cards = " ".join(client.get(url).content.decode().split())
+    assert f"at the source: {votes} votes, {percent} % for" in cards
+    table = " ".join(client.get(url, {"view": "list"}).content.decode().split())
+    assert '<th scope="col">Votes at the source</th>' in table
+    assert f"<td>{votes} ({percent} % for)</td>" in table
+
+
 def test_results_without_votes_at_the_source_have_no_such_section(
     client, django_capture_on_commit_callbacks
 ):
@@ -245,3 +258,7 @@ def test_results_without_votes_at_the_source_have_no_such_section(
     page = client.get(reverse("consensus:results", args=[consultation.slug])).content.decode()
     assert "Largest ideas" in page
     assert "ideas-source" not in page and "at the source" not in page
+    client.force_login(UserFactory(is_staff=True))
+    url = reverse("consensus:run", args=[consultation.slug, run.pk])
+    for query in ({}, {"view": "list"}):
+        assert "at the source" not in client.get(url, query).content.decode()

@@ -12,12 +12,12 @@ from django.urls import reverse
 
 from consensus import selectors, services
 from consensus.engine.scores import share_lower_bound
-from consensus.models import EngineRun, Idea, IdeaMembership
+from consensus.models import Idea, IdeaMembership
 from consultations.importers import import_makeorg
 from consultations.models import Proposal, SourceSupport, source_support
 
 from ..factories import ConsultationFactory, ProposalFactory, UserFactory
-from .engine_data import HASHING
+from .test_results_views import start
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
 
@@ -84,12 +84,7 @@ def imported(data_dir, tmp_path, django_capture_on_commit_callbacks):
     )
     ProposalFactory(consultation=consultation, content="Il faut planter des arbres en ville")
     ProposalFactory(consultation=consultation, content="Il faut ouvrir les musées le soir")
-    with django_capture_on_commit_callbacks(execute=True):
-        run = services.engine_run_start(consultation=consultation, kind="full", **HASHING)
-    run.refresh_from_db()
-    assert run.status == EngineRun.Status.DONE, run.error
-    consultation.refresh_from_db()
-    assert consultation.current_run_id == run.pk
+    run = start(consultation, django_capture_on_commit_callbacks)
     file_stats = {row[0]: (int(row[2]), float(row[3])) for row in rows}
     return consultation, run, file_stats
 
@@ -250,10 +245,7 @@ def test_results_without_votes_at_the_source_have_no_such_section(
     consultation = ConsultationFactory()
     for text in ("Il faut planter des arbres", "Il faut des pistes cyclables", "Il faut lire"):
         ProposalFactory(consultation=consultation, content=text)
-    with django_capture_on_commit_callbacks(execute=True):
-        run = services.engine_run_start(consultation=consultation, kind="full", **HASHING)
-    run.refresh_from_db()
-    assert run.status == EngineRun.Status.DONE, run.error
+    run = start(consultation, django_capture_on_commit_callbacks)
     assert {i.scores["source_votes"] for i in Idea.objects.filter(run=run)} == {0}
     page = client.get(reverse("consensus:results", args=[consultation.slug])).content.decode()
     assert "Largest ideas" in page

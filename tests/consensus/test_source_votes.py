@@ -185,6 +185,12 @@ def test_the_results_show_the_ideas_most_supported_at_the_source(client, importe
     assert {
         (int(r["idea_number"]), int(r["source_votes"]), float(r["source_adhesion"])) for r in rows
     } == expected
+    # and the JSON API
+    data = client.get(reverse("api:ideas", args=[consultation.slug]), {"page_size": 200}).json()
+    assert {
+        (i["number"], i["scores"]["source_votes"], i["scores"]["source_adhesion"])
+        for i in data["results"]
+    } == expected
 
 
 def test_an_idea_with_few_votes_at_the_source_does_not_lead_on_them(imported):

@@ -318,11 +318,16 @@ def _build_sections(consultation, run) -> dict[str, str]:
     largest = selectors.largest_ideas(run=run, limit=LARGEST_IDEAS)
     # ideas of imported proposals, by the votes they received where they were made
     min_source_votes = min_zone_votes()
-    supported = selectors.ideas_supported_at_source(
+    at_source = selectors.ideas_by_support_at_source(
         run=run, min_votes=min_source_votes, limit=IDEAS_PER_ZONE
     )
     _decorate(
-        [i for group in zoned.values() for i in group] + largest + supported, run, consultation
+        [i for group in zoned.values() for i in group]
+        + largest
+        + at_source["most"]
+        + at_source["least"],
+        run,
+        consultation,
     )
     # themes of a single idea say nothing: the section shows from two themes up
     themes = [theme for theme in selectors.run_themes(run=run) if theme.size]
@@ -345,7 +350,8 @@ def _build_sections(consultation, run) -> dict[str, str]:
         "run": run,
         "zones": [(zone, title, help_text, zoned[zone]) for zone, title, help_text in ZONES],
         "largest": largest,
-        "supported": supported,
+        "supported": at_source["most"],
+        "unsupported": at_source["least"],
         "min_source_votes": min_source_votes,
         "themes": themes,
         "any_zoned": any(zoned.values()),

@@ -488,15 +488,18 @@ def key_ideas(
     }
 
 
-def ideas_supported_at_source(*, run: EngineRun, min_votes: int, limit: int = 20) -> list[Idea]:
+def ideas_by_support_at_source(
+    *, run: EngineRun, min_votes: int, limit: int = 20
+) -> dict[str, list[Idea]]:
     """The run's ideas whose proposals received at least ``min_votes`` votes where they were
-    imported from, the most supported there first: by the lower bound of their share of votes
-    for (``engine.scores.share_lower_bound``), so that a small idea does not lead on few votes.
+    imported from: ``most``, the most supported there first, by the lower bound of their share
+    of votes for; ``least``, of the others, the least supported first, by its upper bound
+    (``engine.scores.share_half_width``: a small idea neither leads nor trails on few votes).
 
-    From Idea.scores' ``source_votes`` and ``source_adhesion``; none for a consultation whose
-    proposals were all made here.
+    From Idea.scores' ``source_votes`` and ``source_adhesion``; empty lists for a consultation
+    whose proposals were all made here.
     """
-    from .engine.scores import share_lower_bound
+    from .engine.scores import share_half_width
 
     ideas = [
         idea
@@ -506,11 +509,12 @@ def ideas_supported_at_source(*, run: EngineRun, min_votes: int, limit: int = 20
         if (idea.scores.get("source_votes") or 0) >= max(1, min_votes)
         and idea.scores.get("source_adhesion") is not None
     ]
-    lower = share_lower_bound(
-        [i.scores["source_adhesion"] for i in ideas], [i.scores["source_votes"] for i in ideas]
-    )
-    order = sorted(range(len(ideas)), key=lambda j: (-lower[j], ideas[j].pk))
-    return [ideas[j] for j in order[:limit]]
+    share = [i.scores["source_adhesion"] for i in ideas]
+    width = share_half_width(share, [i.scores["source_votes"] for i in ideas])
+    by_lower = sorted(range(len(ideas)), key=lambda j: (-(share[j] - width[j]), ideas[j].pk))
+    most = by_lower[:limit]
+    rest = sorted(by_lower[limit:], key=lambda j: (share[j] + width[j], ideas[j].pk))
+    return {"most": [ideas[j] for j in most], "least": [ideas[j] for j in rest[:limit]]}
 
 
 def run_ideas_by_size(*, run: EngineRun):

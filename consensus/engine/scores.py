@@ -212,15 +212,15 @@ def key_estimates(
     }
 
 
-def share_lower_bound(share: ArrayLike, n: ArrayLike) -> np.ndarray:
-    """``share`` of ``n`` votes minus the Agresti-Coull half-width used for ``conf`` above.
+def share_half_width(share: ArrayLike, n: ArrayLike) -> np.ndarray:
+    """The Agresti-Coull half-width used for ``conf`` above, of a ``share`` of ``n`` votes.
 
     For shares known only as figures (the votes an imported proposal received at the source):
-    ranking by it keeps a share of a few votes from coming first on luck.
+    ranking by ``share -/+`` it keeps a share of a few votes from coming first or last on luck.
     """
     share, n = np.asarray(share, dtype=float), np.asarray(n, dtype=float)
     q = (n * share + 2.0) / (n + 4.0)
-    return share - 2.0 * np.sqrt(q * (1.0 - q) / (n + 4.0))
+    return 2.0 * np.sqrt(q * (1.0 - q) / (n + 4.0))
 
 
 def composite_estimates(keys: Mapping[str, Estimate]) -> dict[str, Estimate]:

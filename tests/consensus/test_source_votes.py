@@ -1,5 +1,5 @@
 """Imported proposals keep the votes they received at the source (Make.org): the engine sums them
-per idea, and the results show the ideas most supported there, beside their own votes."""
+per idea, and the results show the ideas most and least supported there, beside their own votes."""
 
 import csv
 import html
@@ -7,11 +7,12 @@ import io
 import math
 from itertools import islice
 
+import numpy as np
 import pytest
 from django.urls import reverse
 
-from consensus import selectors, services
-from consensus.engine.scores import share_lower_bound
+from consensus import results_views, selectors, services
+from consensus.engine.scores import share_half_width
 from consensus.models import Idea, IdeaMembership
 from consultations.importers import import_makeorg
 from consultations.models import Proposal, SourceSupport, source_support
@@ -52,13 +53,25 @@ def test_the_votes_at_the_source_are_read_only_as_a_count_and_a_share(stats, exp
     assert source_support(stats) == expected
 
 
-def test_a_share_of_few_votes_has_a_lower_bound_far_below_it():
-    lower = share_lower_bound([0.95, 0.95, 0.9, 0.5, 1.0], [20, 20_000, 20_000, 100, 10])
-    assert (
-        lower[0] < 0.85 < lower[2] < lower[1] < 0.95
-    )  # 95 % of 20 votes ranks below 90 % of 20,000
+def test_a_share_of_few_votes_has_a_wide_margin():
+    share = np.array([0.95, 0.95, 0.9, 0.5, 1.0])
+    lower = share - share_half_width(share, [20, 20_000, 20_000, 100, 10])
+    assert lower[0] < 0.85 < lower[2] < lower[1] < 0.95  # 95 % of 20 votes below 90 % of 20,000
     assert lower[3] == pytest.approx(0.5 - 2 * math.sqrt(0.25 / 104))
     assert lower[4] < 0.85  # 10 votes all for
+
+
+def half_width(idea):
+    """The scores' Agresti-Coull half-width of the idea's share for at the source."""
+    n, share = idea.scores["source_votes"], idea.scores["source_adhesion"]
+    q = (n * share + 2) / (n + 4)
+    return 2 * math.sqrt(q * (1 - q) / (n + 4))
+
+
+def titles_in(page, section_id):
+    section = page.split(f'id="{section_id}"', 1)[1].split("</section>", 1)[0]
+    titles = [t.split("</a>")[0] for t in section.split("<h3><a href=")[1:]]
+    return section, [html.unescape(t.split(">", 1)[1]) for t in titles]
 
 
 @pytest.fixture
@@ -134,39 +147,39 @@ def test_a_merge_describes_the_merged_ideas_votes_at_the_source_again(
     )[second.pk]
 
 
-def test_the_results_show_the_ideas_most_supported_at_the_source(client, imported, settings):
+def test_the_results_show_the_ideas_most_and_least_supported_at_the_source(
+    client, imported, settings, monkeypatch
+):
     consultation, run, file_stats = imported
     settings.CONSENSUS_MIN_ZONE_VOTES = 500
+    monkeypatch.setattr(results_views, "IDEAS_PER_ZONE", 3)
     ideas = list(Idea.objects.filter(run=run, size__gt=0))
     eligible = [i for i in ideas if i.scores["source_votes"] >= 500]
-    assert 2 <= len(eligible) < len(ideas)  # the threshold leaves some out
-    # by the lower bound of the share for (a few votes' share counts for less), as the scores'
-    lower = {
-        i.pk: i.scores["source_adhesion"]
-        - 2 * math.sqrt(q * (1 - q) / (i.scores["source_votes"] + 4))
-        for i in eligible
-        for q in [
-            (i.scores["source_votes"] * i.scores["source_adhesion"] + 2)
-            / (i.scores["source_votes"] + 4)
-        ]
-    }
-    eligible.sort(key=lambda i: (-lower[i.pk], i.pk))
-    shown = eligible[:10]
+    assert 5 <= len(eligible) < len(ideas)  # the threshold leaves some out
+    # the most supported by the lower bound of the share for, then of the others the least
+    # supported by its upper bound: a share of few votes counts for less either way
+    by_lower = sorted(
+        eligible, key=lambda i: (-(i.scores["source_adhesion"] - half_width(i)), i.pk)
+    )
+    most = by_lower[:3]
+    least = sorted(by_lower[3:], key=lambda i: (i.scores["source_adhesion"] + half_width(i), i.pk))
+    least = least[:3]
 
     page = client.get(reverse("consensus:results", args=[consultation.slug])).content.decode()
     assert '<a href="#ideas-source">Most supported at the source</a>' in page
-    section = page.split('id="ideas-source"', 1)[1].split("</section>", 1)[0]
+    assert '<a href="#ideas-source-least">Least supported at the source</a>' in page
+    section, titles = titles_in(page, "ideas-source")
     assert "at least 500 votes at the source" in section
-    titles = [t.split("</a>")[0] for t in section.split("<h3><a href=")[1:]]
-    assert [html.unescape(t.split(">", 1)[1]) for t in titles] == [i.label for i in shown]
-    top = shown[0]
+    assert titles == [i.label for i in most]
+    assert titles_in(page, "ideas-source-least")[1] == [i.label for i in least]
+    top = most[0]
     votes = f"{top.scores['source_votes']:,}"
     assert f"at the source: {votes} votes, {round(100 * top.scores['source_adhesion'])} % for" in (
         " ".join(section.split())
     )
     low = [i for i in ideas if i not in eligible]
     for idea in low:
-        assert f">{html.escape(idea.label)}</a></h3>" not in section
+        assert f">{html.escape(idea.label)}</a></h3>" not in page.split('id="ideas-source"', 1)[1]
 
     # the CSV gives every idea's figures
     response = client.get(reverse("consensus:results", args=[consultation.slug]), {"format": "csv"})
@@ -193,16 +206,27 @@ def test_the_results_show_the_ideas_most_supported_at_the_source(client, importe
     } == expected
 
 
-def test_an_idea_with_few_votes_at_the_source_does_not_lead_on_them(imported):
+def test_an_idea_with_few_votes_at_the_source_neither_leads_nor_trails_on_them(imported):
     consultation, run, file_stats = imported
-    few, many, too_few, *others = Idea.objects.filter(run=run, size__gt=0).order_by("pk")
-    for idea, votes, adhesion in [(few, 30, 0.97), (many, 5_000, 0.93), (too_few, 19, 0.99)]:
+    few, many, too_few, low, few_low, *others = Idea.objects.filter(run=run, size__gt=0).order_by(
+        "pk"
+    )
+    figures = [
+        (few, 30, 0.97),
+        (many, 5_000, 0.93),
+        (too_few, 19, 0.99),
+        (low, 5_000, 0.85),
+        (few_low, 30, 0.80),
+    ]
+    for idea, votes, adhesion in figures:
         idea.scores = {**idea.scores, "source_votes": votes, "source_adhesion": adhesion}
         idea.save(update_fields=["scores"])
     Idea.objects.filter(pk__in=[i.pk for i in others]).update(scores={})
-    assert selectors.ideas_supported_at_source(run=run, min_votes=20) == [many, few]
-    assert selectors.ideas_supported_at_source(run=run, min_votes=20, limit=1) == [many]
-    assert selectors.ideas_supported_at_source(run=run, min_votes=5_001) == []
+    ranked = selectors.ideas_by_support_at_source
+    # 97 % of 30 votes is less sure than 93 % of 5,000, and 80 % of 30 than 85 % of 5,000
+    assert ranked(run=run, min_votes=20, limit=2) == {"most": [many, few], "least": [low, few_low]}
+    assert ranked(run=run, min_votes=20, limit=1) == {"most": [many], "least": [low]}
+    assert ranked(run=run, min_votes=5_001) == {"most": [], "least": []}
 
 
 def test_an_ideas_page_gives_each_proposals_votes_at_the_source(client, imported):

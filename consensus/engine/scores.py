@@ -216,7 +216,8 @@ def share_half_width(share: ArrayLike, n: ArrayLike) -> np.ndarray:
     """The Agresti-Coull half-width used for ``conf`` above, of a ``share`` of ``n`` votes.
 
     For shares known only as figures (the votes an imported proposal received at the source):
-    ranking by ``share -/+`` it keeps a share of a few votes from coming first or last on luck.
+    ranking by the share minus it (or plus it) keeps a share of a few votes from coming first
+    (or last) on luck.
     """
     share, n = np.asarray(share, dtype=float), np.asarray(n, dtype=float)
     q = (n * share + 2.0) / (n + 4.0)

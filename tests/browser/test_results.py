@@ -13,7 +13,8 @@ from consensus.models import EngineRun, OpinionGroup
 from consultations.models import Participant
 
 from ..consensus.engine_data import HASHING, add_votes, consultation_with_themes
-from .conftest import ARTIFACTS
+from ..factories import UserFactory
+from .conftest import ARTIFACTS, open_page, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -122,3 +123,38 @@ def test_visitor_reads_the_themes_and_opens_the_ideas_of_one(live_server, browse
     theme = run.themes.get(number=int(page.url.rsplit("=", 1)[1]))
     assert page.locator(".idea-card").count() == theme.ideas.filter(size__gt=0).count()
     page.screenshot(path=ARTIFACTS / "results-theme.png", full_page=True)
+
+
+def sideways(page) -> int:
+    """How far the page reaches past the screen's right edge, in CSS pixels (0: it does not)."""
+    return page.evaluate("document.documentElement.scrollWidth - window.innerWidth")
+
+
+def test_nobody_on_a_phone_scrolls_sideways(live_server, browser, published):
+    """A citizen and a staff member signed in with long e-mail addresses, on a 390 px wide phone:
+    the header wraps, forms and tables stay within the screen (a table scrolls in its own box)."""
+    consultation, run = published
+    slug = consultation.slug
+    pages = {
+        "citizen": [
+            "/",
+            f"/c/{slug}/",
+            f"/c/{slug}/vote/",
+            f"/engine/{slug}/results/",
+            f"/engine/{slug}/results/ideas/0/",
+            f"/causes/{consultation.cause.slug}/",
+            "/accounts/my-data/",
+        ],
+        "staff": [f"/engine/{slug}/", f"/engine/{slug}/runs/{run.pk}/?view=list", "/moderation/"],
+    }
+    for who, paths in pages.items():
+        email = f"camille.dupont-lefebvre.{who}@association-culture-pour-tous.example.org"
+        UserFactory(email=email, is_staff=who == "staff", is_superuser=who == "staff")
+        page, errors = open_page(browser, width=390, height=844)
+        sign_in(page, live_server.url, email, paths[0])
+        for path in paths:
+            assert page.goto(f"{live_server.url}{path}").ok, (who, path)
+            assert sideways(page) == 0, (who, path, sideways(page))
+        page.screenshot(path=str(ARTIFACTS / f"phone-{who}.png"), full_page=True)
+        assert not errors
+        page.context.close()

@@ -194,8 +194,7 @@ def key_estimates(
     p_seq = smoothed_rates(seq)
     score = weight * smoothed_rates(ver) + (1.0 - weight) * p_seq
     n_seq = seq[:, : len(VOTE_KEYS)].sum(axis=1, keepdims=True)
-    q = (n_seq * p_seq + 2.0) / (n_seq + 4.0)
-    conf = 2.0 * np.sqrt(q * (1.0 - q) / (n_seq + 4.0))
+    conf = share_half_width(p_seq, n_seq)
 
     samples: dict[str, np.ndarray] = {}
     if rng is not None:
@@ -213,7 +212,7 @@ def key_estimates(
 
 
 def share_half_width(share: ArrayLike, n: ArrayLike) -> np.ndarray:
-    """The Agresti-Coull half-width used for ``conf`` above, of a ``share`` of ``n`` votes.
+    """The Agresti-Coull half-width of a ``share`` of ``n`` votes (``key_estimates``' ``conf``).
 
     For shares known only as figures (the votes an imported proposal received at the source):
     ranking by the share minus it (or plus it) keeps a share of a few votes from coming first

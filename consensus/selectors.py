@@ -153,16 +153,26 @@ def consultation_current_run(*, consultation: Consultation) -> EngineRun | None:
 
 
 def proposal_idea(*, proposal: Proposal) -> Idea | None:
-    """The idea a proposal belongs to in its consultation's current run."""
+    """The idea a proposal belongs to in its consultation's published run (None before the first
+    run, or when the analysis put the proposal in no idea)."""
     run_id = proposal.consultation.current_run_id
     if not run_id:
         return None
     membership = (
-        IdeaMembership.objects.filter(run_id=run_id, proposal=proposal)
+        IdeaMembership.objects.filter(
+            run_id=run_id, run__status=EngineRun.Status.DONE, proposal=proposal, idea__size__gt=0
+        )
         .select_related("idea")
         .first()
     )
     return membership.idea if membership else None
+
+
+def idea_others(*, idea: Idea, proposal: Proposal, limit: int = 3) -> list[IdeaMembership]:
+    """The idea's published proposals closest to its centre, but ``proposal`` and the one the
+    idea is named after (its label shows it already)."""
+    closest = idea_members(idea=idea).exclude(proposal=proposal)[: limit + 1]
+    return central_besides_label(idea, closest)[:limit]
 
 
 MODEL_LABELS = {

@@ -14,6 +14,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from causes.selectors import cause_visible_list
 from config.ratelimit import rate_limited
+from consensus import selectors as consensus_selectors
 
 from . import abuse
 from . import text as proposal_text
@@ -471,9 +472,9 @@ def _proposal_context(proposal, participant):
 @require_GET
 def proposal_detail(request, slug, pk):
     consultation, proposal = _voting_proposal(request, slug, pk)
-    return _render(
-        request,
-        "consultations/proposal_detail.html",
-        _proposal_context(proposal, participant_peek(request)),
-        partial="vote-box",
-    )
+    context = _proposal_context(proposal, participant_peek(request))
+    if not request.htmx:
+        context["idea"] = idea = consensus_selectors.proposal_idea(proposal=proposal)
+        if idea is not None:
+            context["idea_others"] = consensus_selectors.idea_others(idea=idea, proposal=proposal)
+    return _render(request, "consultations/proposal_detail.html", context, partial="vote-box")

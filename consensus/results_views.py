@@ -53,7 +53,7 @@ from .services import min_zone_votes
 logger = logging.getLogger(__name__)
 
 # 2: the largest ideas section; 3: keywords, idea links, method; 4: the votes at the source
-RESULTS_CACHE_VERSION = 4
+RESULTS_CACHE_VERSION = 5
 PARTS = ("counters",)
 
 CENTRAL_PER_IDEA = 3
@@ -353,6 +353,7 @@ def _build_sections(consultation, run) -> dict[str, str]:
         "supported": at_source["most"],
         "unsupported": at_source["least"],
         "min_source_votes": min_source_votes,
+        "min_zone_votes": min_source_votes,
         "themes": themes,
         "any_zoned": any(zoned.values()),
         "n_ideas": largest[0].n_published if largest else 0,

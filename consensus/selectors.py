@@ -227,6 +227,9 @@ METRIC_LABELS = {
     "n_participants": _("Participants with trusted votes"),
     "n_votes": _("Trusted votes"),
     "n_statements": _("Proposals scored"),
+    "non_sequence_votes_weight": _(
+        "Weight of all trusted votes in the scores, against the sequence's"
+    ),
     "n_groups": _("Opinion groups"),
     "n_clustered": _("Participants placed in a group"),
     "group_sizes": _("Group sizes"),
@@ -301,7 +304,9 @@ def metric_text(key: str, value) -> str:
         return str(_("yes") if value else _("no"))
     if key.endswith("_from_run"):
         return f"#{value}"
-    if key in ("noise_share", "largest_idea_share") and isinstance(value, (int, float)):
+    if key in ("noise_share", "largest_idea_share", "non_sequence_votes_weight") and isinstance(
+        value, (int, float)
+    ):
         return _percent(value)
     if key == "explained_variance" and isinstance(value, list):
         return ", ".join(_percent(v) for v in value)

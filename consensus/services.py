@@ -2420,6 +2420,7 @@ def _votes_stage(run: EngineRun, base: EngineRun | None) -> None:
         pk=run.consultation_id
     )
     scores = engine_scores.score_proposals(verified=verified, sequence=sequence, weight=weight)
+    metrics["non_sequence_votes_weight"] = weight  # the Method of the results says it
     timings["scores"] = time.perf_counter() - t0
     _record(run.pk, phase="loading votes", timings=timings)
 

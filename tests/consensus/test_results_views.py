@@ -135,6 +135,49 @@ def test_the_method_says_in_plain_words_how_ideas_were_found(client, published):
     assert "<code>persistence_ratio=1.5</code>" in french  # settings as typed, not "1,5"
 
 
+def test_the_method_says_how_the_agreement_score_sets_an_ideas_category(
+    client, published, django_capture_on_commit_callbacks
+):
+    consultation, run = published
+    assert run.metrics["non_sequence_votes_weight"] == 0.5  # the consultation's, when it ran
+    body = client.get(results_url(consultation)).content.decode()
+    method = body[body.index('id="method-title"') :]
+    assert "An idea's agreement score is the share of its votes that agree" in method
+    assert "All trusted votes weigh 50 % of the score, the sequence's votes the rest." in method
+    assert "Key ideas have an agreement score of at least 60 %" in method
+    assert f"An idea needs {services.min_zone_votes()} trusted votes to have a category." in method
+    n_votes, n_participants = run.metrics["n_votes"], run.metrics["n_participants"]
+    assert n_votes >= 1000  # grouped by the language: "1,920", "1 920"
+    assert f"<dt>Trusted votes</dt><dd>{n_votes:,}</dd>" in method
+    assert f"<dt>Participants</dt><dd>{n_participants:,}</dd>" in method
+    # each card's score is the one the category reads, named as such
+    voted = max(
+        (i for i in Idea.objects.filter(run=run) if i.scores.get("trusted_votes")),
+        key=lambda i: i.scores["trusted_votes"],
+    )
+    card = body[body.index(escape(voted.label)) :]
+    assert f"agreement score:</abbr> {round(voted.scores['agreement'] * 100)} %" in card
+    assert "agreement:" not in body
+
+    # the weight of the run that made the results, not the consultation's since
+    consultation.non_sequence_votes_weight = 1.0
+    consultation.save(update_fields=["non_sequence_votes_weight"])
+    cache.clear()
+    assert "weigh 50 % of the score" in client.get(results_url(consultation)).content.decode()
+    second = start(consultation, django_capture_on_commit_callbacks)
+    assert second.metrics["non_sequence_votes_weight"] == 1.0
+    assert "weigh 100 % of the score" in client.get(results_url(consultation)).content.decode()
+    # a run made before the weight was recorded says nothing of it
+    second.metrics = {k: v for k, v in second.metrics.items() if k != "non_sequence_votes_weight"}
+    second.save(update_fields=["metrics"])
+    cache.clear()
+    body = client.get(results_url(consultation)).content.decode()
+    assert "An idea's agreement score" in body and "of the score, the sequence" not in body
+    with translation.override("fr"):
+        french = client.get(results_url(consultation), HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "Catégories" in french and "score d'accord" in french
+
+
 def test_the_largest_ideas_show_before_anyone_votes(client, django_capture_on_commit_callbacks):
     consultation = consultation_with_themes()  # proposals, no vote
     run = start(consultation, django_capture_on_commit_callbacks)
@@ -153,7 +196,8 @@ def test_the_largest_ideas_show_before_anyone_votes(client, django_capture_on_co
     assert shown[0].label == central.order_by("-similarity")[0].proposal.content
     assert card.count(escape(shown[0].label)) == 1
     assert "Other representative proposals:" in card
-    assert "trusted vote" not in section  # no "0 trusted votes" on every card before any vote
+    # no "0 trusted votes" on every card before any vote (the Method says how many it takes)
+    assert "trusted vote" not in section[: section.index('id="method-title"')]
     services.idea_label_set(idea=shown[0], label="Named by staff")  # then it lists all three
     cache.clear()
     renamed = client.get(results_url(consultation)).content.decode()
@@ -166,7 +210,7 @@ def test_the_largest_ideas_show_before_anyone_votes(client, django_capture_on_co
         f'<span class="keyword">{escape(w)}</span>' in section for w in keywords
     )
     assert 'href="#ideas-all"' in body
-    assert "agreement:" not in section  # no agreement figure without a single vote
+    assert "agreement score:" not in section  # no agreement figure without a single vote
     zones = body[body.index('id="ideas-consensual"') :]
     assert zones.count("an idea comes here once its proposals have enough votes") == 3
     # no idea has a zone yet: what the engine found comes before the (empty) zones

@@ -58,6 +58,11 @@ def test_demo_engine_runs_are_published(demo):
     assert Idea.objects.filter(run__in=Consultation.objects.values("current_run")).exists()
     polis = Consultation.objects.get(slug="london-youth-policing")
     assert polis.current_run.opinion_groups.count() >= 2
+    # its votes were all cast in Polis: the scores read them alone, not half against the empty
+    # counter of this site's sequence; Make.org's consultation keeps Make.org's weight
+    assert polis.non_sequence_votes_weight == 1.0
+    assert polis.current_run.metrics["non_sequence_votes_weight"] == 1.0
+    assert Consultation.objects.get(slug="monde-dapres").non_sequence_votes_weight == 0.5
 
 
 def test_engine_run_command_refuses_unknown_consultations():

@@ -130,6 +130,9 @@ class Command(BaseCommand):
                 "description": summary.get("conversation-description", "").strip(),
                 "language": language,
                 "proposal_prefix": "",
+                # Every vote was cast in Polis's own one-at-a-time flow, none in this site's
+                # sequence: scores read them alone rather than half against an empty sequence.
+                "non_sequence_votes_weight": 1.0,
             },
         )
         try:

@@ -8,6 +8,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from causes.models import Cause
+from consensus.models import EngineRun
 from consultations.abuse import STAMP_FIELD, form_stamp
 from consultations.models import Exposure, Participant, Proposal, Qualification, Trust, Vote
 from consultations.services import SESSION_PARTICIPANT, participant_for_session, vote_cast
@@ -244,6 +245,14 @@ def test_a_whole_sequence_without_javascript(client, consultation):
     assert votes.count() == 4
     assert {(v.trust, v.in_sequence) for v in votes} == {(Trust.SEQUENCE, True)}
     assert Qualification.objects.count() == 4
+    results = reverse("consensus:results", args=[consultation.slug])
+    assert results not in html  # nothing analysed yet
+    consultation.current_run = EngineRun.objects.create(
+        consultation=consultation, status=EngineRun.Status.DONE
+    )
+    consultation.save(update_fields=["current_run"])
+    html = client.get(sequence_url(consultation)).content.decode()
+    assert f'<a href="{results}">See the results so far</a>' in html
 
 
 def test_sequence_with_htmx_swaps_cards(client, consultation):

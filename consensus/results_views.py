@@ -642,6 +642,7 @@ def results_idea(request, slug, number):
         "run": run,
         "idea": idea,
         "ideas": [idea],
+        "neighbours": selectors.idea_neighbours(idea=idea),
         "page": page,
         "members": members,
         "words": words,

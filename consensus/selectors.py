@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from django.db import connection
 from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Sum, Window
 from django.db.models.functions import Coalesce, RowNumber
@@ -391,7 +392,6 @@ def segment_scores(
     """
     from array import array
 
-    import numpy as np
     from django.conf import settings
 
     from consultations.models import Vote
@@ -576,10 +576,41 @@ def run_theme_get(*, run: EngineRun, number) -> Theme:
 
 def run_idea_get(*, run: EngineRun, number: int) -> Idea:
     """One idea of the run by its number; 404 when the run has no such idea."""
-    idea = Idea.objects.filter(run=run, number=number).defer("centroid").first()
+    idea = (
+        Idea.objects.filter(run=run, number=number)
+        .select_related("theme")
+        .defer("centroid")
+        .first()
+    )
     if idea is None:
         raise NotFound(_("This analysis has no idea number %(number)s.") % {"number": number})
     return idea
+
+
+def idea_neighbours(*, idea: Idea, limit: int = 3) -> list[Idea]:
+    """The run's ideas whose centres are closest to ``idea``'s (cosine), closest first.
+
+    One query reads every non-empty idea's centre (a national run has a few hundred ideas); an
+    idea without a centre (none stored) has no neighbours and is nobody's.
+    """
+    rows = list(
+        Idea.objects.filter(run_id=idea.run_id, size__gt=0, centroid__isnull=False).only(
+            "id", "number", "label", "size", "share", "centroid"
+        )
+    )
+    own = next((row for row in rows if row.pk == idea.pk), None)
+    others = [row for row in rows if row.pk != idea.pk]
+    if own is None or not others:
+        return []
+    centres = np.stack([np.frombuffer(bytes(row.centroid), dtype=np.float32) for row in others])
+    centre = np.frombuffer(bytes(own.centroid), dtype=np.float32)
+    norms = np.linalg.norm(centres, axis=1) * np.linalg.norm(centre)
+    cosines = (centres @ centre) / np.where(norms > 0, norms, 1.0)
+    order = sorted(range(len(others)), key=lambda i: (-cosines[i], others[i].number))[:limit]
+    for i in order:
+        others[i].centroid = None  # read once, not carried to the template
+        others[i].cosine = float(cosines[i])
+    return [others[i] for i in order]
 
 
 def idea_members(*, idea: Idea) -> QuerySet:

@@ -1,7 +1,8 @@
-"""A proposal's page names the idea the published run put it in, with its closest neighbours."""
+"""From a proposal to its idea, from an idea to its theme and its closest ideas."""
 
 import re
 
+import numpy as np
 import pytest
 from django.urls import reverse
 from django.utils import translation
@@ -173,3 +174,75 @@ def test_a_one_proposal_idea_reads_in_the_singular(client, published):
     body = page(client, membership.proposal).content.decode()
     assert "its only proposal." in body
     assert "Other representative proposals" not in body
+
+
+# An idea's page: its theme and the ideas closest to it
+
+
+def idea_page(client, consultation, number):
+    return client.get(reverse("consensus:results_idea", args=[consultation.slug, number]))
+
+
+def centre(idea):
+    vector = np.frombuffer(bytes(idea.centroid), dtype=np.float32).astype(np.float64)
+    return vector / np.linalg.norm(vector)
+
+
+def test_an_ideas_page_links_its_theme_and_the_three_ideas_closest_to_its_centre(client, published):
+    consultation, run = published
+    ideas = list(Idea.objects.filter(run=run, size__gt=0).select_related("theme"))
+    assert len(ideas) >= 4 and all(i.centroid for i in ideas)
+    for idea in ideas:
+        body = idea_page(client, consultation, idea.number).content.decode()
+        related = body[body.index('id="related-title"') : body.index('id="members-title"')]
+        theme_url = reverse("consensus:results_ideas", args=[consultation.slug])
+        assert f'<a href="{theme_url}?theme={idea.theme.number}">{escape(idea.theme)}</a>' in (
+            related
+        )
+        others = [o for o in ideas if o.pk != idea.pk]
+        expected = sorted(others, key=lambda o: (-float(centre(o) @ centre(idea)), o.number))[:3]
+        shown = [int(n) for n in re.findall(r"/results/ideas/(\d+)/", related)]
+        assert shown == [o.number for o in expected]
+        # fewer than all the others: the farthest are left out
+        closest = selectors.idea_neighbours(idea=idea, limit=2)
+        assert [o.pk for o in closest] == [o.pk for o in expected[:2]]
+        for other in expected:
+            assert f'{escape(other.label)}</a> <span class="meta">({other.size} proposals)' in (
+                related
+            )
+
+
+def test_no_neighbour_is_an_emptied_idea_or_one_without_a_centre(client, published):
+    consultation, run = published
+    idea, *others = Idea.objects.filter(run=run, size__gt=0).order_by("number")
+    first = selectors.idea_neighbours(idea=idea)
+    assert len(first) == 3 and all(o.cosine <= 1.0 + 1e-6 for o in first)
+    assert [o.cosine for o in first] == sorted((o.cosine for o in first), reverse=True)
+    Idea.objects.filter(pk=first[0].pk).update(size=0)  # staff moved all its proposals out
+    Idea.objects.filter(pk=first[1].pk).update(centroid=None)
+    after = [o.pk for o in selectors.idea_neighbours(idea=idea)]
+    assert first[0].pk not in after and first[1].pk not in after
+    assert after[0] == first[2].pk
+    # an idea without a centre has no neighbours: the section keeps its theme only
+    Idea.objects.filter(pk=idea.pk).update(centroid=None)
+    assert selectors.idea_neighbours(idea=idea) == []
+    body = idea_page(client, consultation, idea.number).content.decode()
+    assert "Its theme:" in body and "closest to it in meaning" not in body
+
+
+def test_a_run_of_one_idea_shows_no_related_section(client, published):
+    consultation, run = published
+    idea = Idea.objects.filter(run=run, size__gt=0).order_by("number").first()
+    Idea.objects.filter(run=run).exclude(pk=idea.pk).update(size=0)
+    Idea.objects.filter(pk=idea.pk).update(theme=None)
+    body = idea_page(client, consultation, idea.number).content.decode()
+    assert 'id="related-title"' not in body
+
+
+def test_the_related_ideas_in_french(client, published):
+    consultation, run = published
+    idea = Idea.objects.filter(run=run, size__gt=0).order_by("number").first()
+    with translation.override("fr"):
+        url = reverse("consensus:results_idea", args=[consultation.slug, idea.number])
+        body = client.get(url, HTTP_ACCEPT_LANGUAGE="fr").content.decode()
+    assert "Idées proches" in body and "Son thème" in body

@@ -52,7 +52,8 @@ from .services import min_zone_votes
 
 logger = logging.getLogger(__name__)
 
-# 2: the largest ideas section; 3: keywords, idea links, method; 4: the votes at the source
+# 2: the largest ideas section; 3: keywords, idea links, method; 4: the votes at the source;
+# 5: the agreement score, and the categories in the method
 RESULTS_CACHE_VERSION = 5
 PARTS = ("counters",)
 
@@ -317,9 +318,9 @@ def _build_sections(consultation, run) -> dict[str, str]:
     zoned = selectors.key_ideas(run=run, limit=IDEAS_PER_ZONE)
     largest = selectors.largest_ideas(run=run, limit=LARGEST_IDEAS)
     # ideas of imported proposals, by the votes they received where they were made
-    min_source_votes = min_zone_votes()
+    min_votes = min_zone_votes()  # for a category, and for the votes at the source
     at_source = selectors.ideas_by_support_at_source(
-        run=run, min_votes=min_source_votes, limit=IDEAS_PER_ZONE
+        run=run, min_votes=min_votes, limit=IDEAS_PER_ZONE
     )
     _decorate(
         [i for group in zoned.values() for i in group]
@@ -352,8 +353,7 @@ def _build_sections(consultation, run) -> dict[str, str]:
         "largest": largest,
         "supported": at_source["most"],
         "unsupported": at_source["least"],
-        "min_source_votes": min_source_votes,
-        "min_zone_votes": min_source_votes,
+        "min_votes": min_votes,
         "themes": themes,
         "any_zoned": any(zoned.values()),
         "n_ideas": largest[0].n_published if largest else 0,

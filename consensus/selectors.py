@@ -608,7 +608,6 @@ def idea_neighbours(*, idea: Idea, limit: int = 3) -> list[Idea]:
     cosines = (centres @ centre) / np.where(norms > 0, norms, 1.0)
     order = sorted(range(len(others)), key=lambda i: (-cosines[i], others[i].number))[:limit]
     for i in order:
-        others[i].centroid = None  # read once, not carried to the template
         others[i].cosine = float(cosines[i])
     return [others[i] for i in order]
 

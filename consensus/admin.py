@@ -169,7 +169,11 @@ class IdeaAdmin(_NamedByStaffMixin, AuditedAdminMixin, admin.ModelAdmin):
         "named_by_staff",
         "created_by_staff",
     )
-    list_filter = ("named_by_staff", "created_by_staff")
+    list_filter = (
+        ("consultation", admin.RelatedOnlyFieldListFilter),
+        "named_by_staff",
+        "created_by_staff",
+    )
     list_select_related = ("consultation", "run")
     search_fields = ("label",)
     raw_id_fields = ("run", "consultation", "theme")
@@ -180,7 +184,7 @@ class IdeaAdmin(_NamedByStaffMixin, AuditedAdminMixin, admin.ModelAdmin):
 @admin.register(Theme)
 class ThemeAdmin(_NamedByStaffMixin, AuditedAdminMixin, admin.ModelAdmin):
     list_display = ("__str__", "run", "number", "named_by_staff")
-    list_filter = ("named_by_staff",)
+    list_filter = (("run__consultation", admin.RelatedOnlyFieldListFilter), "named_by_staff")
     list_select_related = ("run__consultation",)
     search_fields = ("label", "run__consultation__question")
     raw_id_fields = ("run",)

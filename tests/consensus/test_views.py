@@ -1017,6 +1017,28 @@ def test_a_label_rewritten_in_the_admin_is_marked_as_named_by_staff(admin_client
     assert idea.label == "Pistes cyclables" and not idea.named_by_staff
 
 
+def test_the_admin_lists_the_ideas_and_themes_of_one_consultation(admin_client, consultation):
+    other = ConsultationFactory(question="Comment rendre la ville plus calme ?")
+    for each in (consultation, other):
+        run = EngineRun.objects.create(consultation=each, status=EngineRun.Status.DONE)
+        theme = Theme.objects.create(run=run, number=0, label=f"thème de {each.slug}")
+        Idea.objects.create(
+            run=run, consultation=each, number=0, label=f"Idée de {each.slug}", size=1, share=1.0,
+            theme=theme,
+        )  # fmt: skip
+    for model, field in (
+        ("idea", "consultation__id__exact"),
+        ("theme", "run__consultation__id__exact"),
+    ):
+        url = reverse(f"admin:consensus_{model}_changelist")
+        body = admin_client.get(url).content.decode()
+        # the filter offers the consultations that have some, by their question
+        assert escape(consultation.question) in body and escape(other.question) in body
+        assert f"de {consultation.slug}</a>" in body and f"de {other.slug}</a>" in body
+        body = admin_client.get(url, {field: other.pk}).content.decode()
+        assert f"de {other.slug}</a>" in body and f"de {consultation.slug}</a>" not in body
+
+
 @pytest.mark.parametrize("kind", ["idea", "theme"])
 def test_staff_rename_an_idea_or_a_theme_from_the_run_page(
     client, staff, consultation, settings, kind

@@ -1078,9 +1078,12 @@ def consultation_for_import(
     cause_title: str = "",
     language: str = "",
     description: str = "",
+    non_sequence_votes_weight: float | None = None,
 ) -> tuple[Consultation, bool]:
     """The consultation ``slug``; with ``create``, made (with its cause) when it does not exist.
 
+    ``non_sequence_votes_weight`` (a consultation made here only): the scores' weight of the
+    votes cast outside this site's sequence, 1 for a source whose votes were all cast elsewhere.
     Returns (consultation, created). Raises ``ImportFormatError`` for an unknown slug without
     ``create`` or a creation without a question.
     """
@@ -1097,6 +1100,9 @@ def consultation_for_import(
     if language and language not in Consultation.Language.values:
         raise ImportFormatError(_("Unknown language %(language)s.") % {"language": language})
     cause_slug = cause_slug or slug
+    weight = {}  # the model's default unless told
+    if non_sequence_votes_weight is not None:
+        weight["non_sequence_votes_weight"] = non_sequence_votes_weight
     with transaction.atomic():
         cause, _created = Cause.objects.get_or_create(
             slug=cause_slug,
@@ -1113,5 +1119,6 @@ def consultation_for_import(
             description=description,
             language=language,
             proposal_prefix="Il faut" if language == Consultation.Language.FR else "",
+            **weight,
         )
     return consultation, True

@@ -14,6 +14,7 @@ from causes.models import Cause
 from consultations.importers import (
     POLIS_ATTRIBUTION,
     ImportFormatError,
+    consultation_for_import,
     import_csv,
     import_makeorg,
     import_polis,
@@ -407,6 +408,28 @@ def test_import_makeorg_command_prints_the_report(makeorg_slice):
     consultation = Consultation.objects.get(slug="mda")
     assert consultation.proposals.count() == 51
     assert consultation.cause.data_attribution == "Make.org, CC0"
+
+
+def test_a_consultation_made_for_a_polis_import_reads_its_votes_alone(data_dir):
+    call_command(
+        "import_polis", str(data_dir / LONDON), "--consultation", "london", "--create",
+        stdout=StringIO(),
+    )  # fmt: skip
+    made = Consultation.objects.get(slug="london")
+    assert Vote.objects.filter(proposal__consultation=made, in_sequence=False).exists()
+    assert not Vote.objects.filter(proposal__consultation=made, in_sequence=True).exists()
+    assert made.non_sequence_votes_weight == 1.0
+    # an existing consultation keeps the weight its staff chose
+    kept = ConsultationFactory(slug="kept", non_sequence_votes_weight=0.3)
+    call_command(
+        "import_polis", str(data_dir / LONDON), "--consultation", "kept", "--conversation", "k",
+        stdout=StringIO(),
+    )  # fmt: skip
+    kept.refresh_from_db()
+    assert kept.non_sequence_votes_weight == 0.3
+    # Make.org's proposals come with their figures, not votes: the default weight
+    made = consultation_for_import(slug="mda2", create=True, question="Comment ?")[0]
+    assert made.non_sequence_votes_weight == 0.5
 
 
 def test_import_commands_fail_clearly(data_dir, tmp_path):

@@ -123,7 +123,7 @@ class ImportCommand(BaseCommand):
             raise CommandError(message % {"path": path})
         return path
 
-    def consultation(self, options, *, question="", description=""):
+    def consultation(self, options, *, question="", description="", **created_with):
         try:
             consultation, created = consultation_for_import(
                 slug=options["consultation"],
@@ -133,6 +133,7 @@ class ImportCommand(BaseCommand):
                 cause_title=options["cause_title"],
                 language=options["language"],
                 description=description,
+                **created_with,
             )
         except ImportFormatError as exc:
             raise CommandError(str(exc)) from exc

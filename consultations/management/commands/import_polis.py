@@ -43,6 +43,9 @@ class Command(ImportCommand):
             options,
             question=summary.get("topic", ""),
             description=summary.get("conversation-description", ""),
+            # a consultation made for it: every vote was cast in Polis, none in this site's
+            # sequence, so the scores read them alone (see load_demo)
+            non_sequence_votes_weight=1.0,
         )
         report = self.run_import(
             consultation,

@@ -2842,7 +2842,8 @@ def _source_columns(run: EngineRun, pids: np.ndarray, ideas=None) -> tuple[np.nd
     if not pids.shape[0]:
         return votes, votes_for
     rows = Proposal.objects.filter(
-        consultation_id=run.consultation_id, source_stats__has_key="votes"
+        Q(source_stats__has_key="votes") | Q(source_stats__has_key="votes_total"),
+        consultation_id=run.consultation_id,
     )
     if ideas is not None:
         rows = rows.filter(idea_memberships__run=run, idea_memberships__idea__in=ideas)

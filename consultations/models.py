@@ -283,22 +283,30 @@ def _finite(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
+def _whole(value) -> int | None:
+    number = _finite(value)
+    return int(number) if number is not None and number == int(number) else None
+
+
 def source_support(stats) -> SourceSupport | None:
     """The votes a proposal received where it was imported from, and the share of them for it.
 
     From ``source_stats``' ``votes`` and ``adhesion`` (Make.org's open data: ``adhesion`` is the
-    share of "for" votes); CSV imports keep them as text. None unless both read as numbers with
-    votes a whole number >= 1 and adhesion within 0-1: a column of another meaning is left out
-    rather than misread.
+    share of "for" votes), else from ``votes_agree`` and ``votes_total`` (Cap Collectif's, as
+    République numérique's: agree among agree, disagree and mixed); CSV imports keep them as
+    text. None unless they read as a whole number of votes >= 1 and a share within 0-1 (or
+    agree votes within 0 and the total): a column of another meaning is left out rather than
+    misread.
     """
     if not isinstance(stats, dict):
         return None
-    votes, adhesion = _finite(stats.get("votes")), _finite(stats.get("adhesion"))
-    if votes is None or adhesion is None or votes < 1 or votes != int(votes):
-        return None
-    if not 0.0 <= adhesion <= 1.0:
-        return None
-    return SourceSupport(int(votes), adhesion)
+    votes, adhesion = _whole(stats.get("votes")), _finite(stats.get("adhesion"))
+    if votes is not None and adhesion is not None:
+        return SourceSupport(votes, adhesion) if votes >= 1 and 0.0 <= adhesion <= 1.0 else None
+    total, agree = _whole(stats.get("votes_total")), _whole(stats.get("votes_agree"))
+    if total is not None and agree is not None and total >= 1 and 0 <= agree <= total:
+        return SourceSupport(total, agree / total)
+    return None
 
 
 class Participant(models.Model):

@@ -14,7 +14,7 @@ from django.urls import reverse
 from consensus import results_views, selectors, services
 from consensus.engine.scores import share_half_width
 from consensus.models import Idea, IdeaMembership
-from consultations.importers import import_makeorg
+from consultations.importers import import_csv, import_makeorg
 from consultations.models import Proposal, SourceSupport, source_support
 
 from ..factories import ConsultationFactory, ProposalFactory, UserFactory
@@ -23,6 +23,7 @@ from .test_results_views import start
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
 
 MAKEORG = "opentext/makeorg_monde_dapres_2020/proposals.csv"
+REPUBLIQUE = "opentext/republique_numerique_2015/opinions.csv"
 
 
 @pytest.mark.parametrize(
@@ -47,6 +48,29 @@ MAKEORG = "opentext/makeorg_monde_dapres_2020/proposals.csv"
         ({}, None),
         ([692, 0.9], None),
         (None, None),
+        # Cap Collectif's counts (République numérique): agree among agree, disagree and mixed
+        (
+            {
+                "votes_agree": "2237",
+                "votes_disagree": "49",
+                "votes_mixed": "161",
+                "votes_total": "2447",
+            },
+            SourceSupport(2447, 2237 / 2447),
+        ),
+        ({"votes_agree": 0, "votes_total": 8}, SourceSupport(8, 0.0)),
+        ({"votes_agree": "0", "votes_total": "0"}, None),  # no vote at all
+        ({"votes_agree": 9, "votes_total": 8}, None),  # more for than in all
+        ({"votes_agree": -1, "votes_total": 8}, None),
+        ({"votes_agree": 2.5, "votes_total": 8}, None),
+        ({"votes_agree": 3, "votes_total": "huit"}, None),
+        ({"votes_total": 8}, None),
+        # Make.org's figures come first; figures of neither kind are left out
+        (
+            {"votes": 10, "adhesion": 0.5, "votes_agree": 1, "votes_total": 4},
+            SourceSupport(10, 0.5),
+        ),
+        ({"votes": 10, "adhesion": 1.5, "votes_agree": 1, "votes_total": 4}, None),
     ],
 )
 def test_the_votes_at_the_source_are_read_only_as_a_count_and_a_share(stats, expected):
@@ -130,6 +154,50 @@ def test_each_idea_sums_the_votes_its_proposals_received_at_the_source(imported)
     assert made_here.count() == 3
     for proposal in made_here:
         assert proposal.source_support is None
+
+
+def test_republique_numeriques_agree_and_total_votes_are_summed_per_idea(
+    data_dir, tmp_path, django_capture_on_commit_callbacks
+):
+    """A real slice of République numérique (Cap Collectif's export: agree, disagree, mixed and
+    total votes), imported as any CSV: each idea's votes at the source are its members' totals,
+    and its share for their agree votes over them."""
+    with open(data_dir / REPUBLIQUE, newline="", encoding="utf-8") as f:
+        rows = list(islice(csv.DictReader(f), 0, None, 8))[:80]
+    path = tmp_path / "opinions.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    consultation = ConsultationFactory()
+    report = import_csv(consultation=consultation, path=path, text_column="title")
+    assert report.created == len(rows)
+    run = start(consultation, django_capture_on_commit_callbacks)
+    file_stats = {
+        row["id"]: (int(row["votes_total"]), int(row["votes_agree"]))
+        for row in rows
+        if int(row["votes_total"])
+    }
+    assert len(file_stats) >= 70
+    votes, agree = {}, {}
+    for idea_id, external_id in IdeaMembership.objects.filter(run=run).values_list(
+        "idea_id", "proposal__external_id"
+    ):
+        total, yes = file_stats.get(external_id, (0, 0))
+        votes[idea_id] = votes.get(idea_id, 0) + total
+        agree[idea_id] = agree.get(idea_id, 0) + yes
+    ideas = list(Idea.objects.filter(run=run))
+    assert len(ideas) >= 2
+    for idea in ideas:
+        assert idea.scores["source_votes"] == votes[idea.pk]
+        assert idea.scores["source_adhesion"] == round(agree[idea.pk] / votes[idea.pk], 4)
+    # every vote counted once: in its proposal's idea, or nowhere for a proposal in no idea
+    members = set(
+        IdeaMembership.objects.filter(run=run).values_list("proposal__external_id", flat=True)
+    )
+    outside = sum(total for key, (total, _yes) in file_stats.items() if key not in members)
+    assert sum(votes.values()) + outside == sum(total for total, _yes in file_stats.values())
+    assert sum(key in members for key in file_stats) >= 70
 
 
 def test_a_merge_describes_the_merged_ideas_votes_at_the_source_again(

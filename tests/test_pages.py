@@ -2,6 +2,7 @@ import pytest
 from django.urls import reverse
 
 from causes.models import Cause
+from consensus.models import EngineRun
 from consultations.services import participant_for_session, vote_cast
 
 from .factories import (
@@ -25,6 +26,20 @@ def test_home_lists_open_consultations_with_counters(client):
     assert consultation.question in html
     assert consultation.cause.title in html
     assert response.context["consultations"][0][1]["votes"] == 1
+
+
+def test_home_cards_lead_to_the_vote_and_to_published_results(client):
+    consultation = ConsultationFactory()
+    vote = reverse("consultations:sequence", args=[consultation.slug])
+    results = reverse("consensus:results", args=[consultation.slug])
+    html = client.get(reverse("home")).content.decode()
+    assert f'href="{vote}"' in html and f'href="{results}"' not in html
+    consultation.current_run = EngineRun.objects.create(
+        consultation=consultation, status=EngineRun.Status.DONE
+    )
+    consultation.save(update_fields=["current_run"])
+    html = client.get(reverse("home")).content.decode()
+    assert f'href="{vote}"' in html and f'href="{results}"' in html
 
 
 def test_cause_page_shows_consultations_and_partners(client):

@@ -43,7 +43,8 @@ def test_each_proposal_names_its_idea_and_three_others_closest_to_its_centre(cli
         idea_url = reverse("consensus:results_idea", args=[consultation.slug, idea.number])
         assert (
             f'puts this one in the idea <a href="{idea_url}">{escape(idea.label)}</a>, '
-            f"with {idea.size} proposals ({round(idea.share * 100)} % of all proposals)" in body
+            f"with {idea.size} proposals ({round(idea.share * 100)}&nbsp;% of all proposals)"
+            in body
         )
         for word in idea.keywords[:6]:
             assert f'<span class="keyword">{escape(word)}</span>' in body

@@ -568,6 +568,12 @@ def import_csv(
 
 # --- Polis -----------------------------------------------------------------------------------
 
+# The scores' weight of the votes cast outside this site's sequence, for a consultation made for
+# a Polis conversation: every vote was cast in Polis's own one-at-a-time flow, none here, so the
+# scores read them alone rather than half against an empty sequence counter. An import into an
+# existing consultation keeps the weight its staff chose.
+POLIS_VOTES_WEIGHT = 1.0
+
 # Polis asks for this statement, word for word, with the links of the conversations used
 # (compdemocracy/openData README). It is kept in English, as the licensor wrote it.
 POLIS_ATTRIBUTION = (

@@ -1,7 +1,7 @@
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy as _lazy
 
-from consultations.importers import import_polis, polis_summary
+from consultations.importers import POLIS_VOTES_WEIGHT, import_polis, polis_summary
 from consultations.models import Proposal
 
 from ._importing import ImportCommand
@@ -43,9 +43,7 @@ class Command(ImportCommand):
             options,
             question=summary.get("topic", ""),
             description=summary.get("conversation-description", ""),
-            # a consultation made for it: every vote was cast in Polis, none in this site's
-            # sequence, so the scores read them alone (see load_demo)
-            non_sequence_votes_weight=1.0,
+            non_sequence_votes_weight=POLIS_VOTES_WEIGHT,  # a consultation made for it
         )
         report = self.run_import(
             consultation,

@@ -15,6 +15,7 @@ from django.utils.translation import gettext_lazy as _lazy
 from causes.models import Cause
 from consultations.importers import (
     DEFAULT_BATCH_SIZE,
+    POLIS_VOTES_WEIGHT,
     ImportFormatError,
     cause_attribution_add,
     import_makeorg,
@@ -130,9 +131,7 @@ class Command(BaseCommand):
                 "description": summary.get("conversation-description", "").strip(),
                 "language": language,
                 "proposal_prefix": "",
-                # Every vote was cast in Polis's own one-at-a-time flow, none in this site's
-                # sequence: scores read them alone rather than half against an empty sequence.
-                "non_sequence_votes_weight": 1.0,
+                "non_sequence_votes_weight": POLIS_VOTES_WEIGHT,
             },
         )
         try:

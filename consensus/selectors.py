@@ -626,7 +626,8 @@ def idea_members(*, idea: Idea) -> QuerySet:
             "is_central",
             "proposal__id",
             "proposal__content",
-            "proposal__source_stats",
+            "proposal__source_votes",
+            "proposal__source_adhesion",
         )
         .order_by("-similarity", "pk")
     )

@@ -51,7 +51,6 @@ from consultations.models import (
     Trust,
     Vote,
     VoteKey,
-    source_support,
 )
 from consultations.selectors import stats_cache_delete
 
@@ -2834,26 +2833,22 @@ def _idea_aggregates(run: EngineRun, idea_ids=None) -> None:
 def _source_columns(run: EngineRun, pids: np.ndarray, ideas=None) -> tuple[np.ndarray, np.ndarray]:
     """Per column of ``pids``: the votes at the source and how many of them were for.
 
-    Read from the proposals' ``source_stats`` through ``consultations.models.source_support``
-    (zero where a proposal has none, or figures that do not read as votes and a share);
-    ``ideas``: only their members.
+    Read from the proposals' columns ``source_votes`` and ``source_adhesion`` (kept from their
+    ``source_stats`` by ``consultations.models.source_columns``; zero where a proposal has none,
+    or figures that do not read as votes and a share); ``ideas``: only their members.
     """
     votes, votes_for = np.zeros(pids.shape[0]), np.zeros(pids.shape[0])
     if not pids.shape[0]:
         return votes, votes_for
-    rows = Proposal.objects.filter(
-        Q(source_stats__has_key="votes") | Q(source_stats__has_key="votes_total"),
-        consultation_id=run.consultation_id,
-    )
+    rows = Proposal.objects.filter(source_votes__gt=0, consultation_id=run.consultation_id)
     if ideas is not None:
         rows = rows.filter(idea_memberships__run=run, idea_memberships__idea__in=ideas)
     ids, counts, shares = array("q"), array("d"), array("d")
-    for pk, stats in rows.values_list("pk", "source_stats").iterator(chunk_size=READ_BATCH):
-        support = source_support(stats)
-        if support is not None:
-            ids.append(pk)
-            counts.append(support.votes)
-            shares.append(support.adhesion)
+    rows = rows.values_list("pk", "source_votes", "source_adhesion").order_by()
+    for pk, n, share in rows.iterator(chunk_size=READ_BATCH):
+        ids.append(pk)
+        counts.append(n)
+        shares.append(share)
     if ids:
         ids_ = np.frombuffer(ids, dtype=np.int64)
         col = np.minimum(np.searchsorted(pids, ids_), pids.shape[0] - 1)

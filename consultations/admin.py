@@ -6,6 +6,7 @@ from django.utils.translation import gettext_lazy as _
 from accounts.admin_audit import AuditedAdminMixin
 
 from .models import (
+    SOURCE_COLUMNS,
     Consultation,
     Exposure,
     ModerationClassifier,
@@ -126,7 +127,8 @@ class ProposalAdmin(AuditedAdminMixin, admin.ModelAdmin):
     search_fields = ("content", "external_id")
     raw_id_fields = ("author", "moderated_by", "locked_by")
     autocomplete_fields = ("consultation",)
-    readonly_fields = ("votes_total", "created_at", "updated_at")
+    # The columns of the votes at the source follow source_stats (Proposal.save).
+    readonly_fields = ("votes_total", *SOURCE_COLUMNS, "created_at", "updated_at")
     show_full_result_count = False
 
     def get_search_results(self, request, queryset, search_term):

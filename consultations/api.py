@@ -303,7 +303,8 @@ def idea_list(request, slug):
 
 @_api_view
 def proposal_list(request, slug):
-    """Accepted proposals (oldest first) with their vote counts and idea; ``?idea=<number>``."""
+    """Accepted proposals (oldest first) with their vote counts, idea and votes at the source
+    (or null); ``?idea=<number>``."""
     consultation = _public_consultation(slug)
     run = consultation_current_run(consultation=consultation)
     idea = request.GET.get("idea", "")
@@ -333,6 +334,11 @@ def proposal_list(request, slug):
                     "origin": p.origin,
                     "votes": {key: votes[key] for key in ("agree", "disagree", "neutral", "total")},
                     "idea": ideas.get(p.pk),
+                    "at_source": (
+                        {"votes": support.votes, "share_for": support.adhesion}
+                        if (support := p.source_support)
+                        else None
+                    ),
                 }
             )
         return out
@@ -340,7 +346,7 @@ def proposal_list(request, slug):
     def build():
         qs = Proposal.objects.filter(
             consultation=consultation, status=Proposal.Status.ACCEPTED
-        ).only("pk", "content", "created_at", "origin")
+        ).only("pk", "content", "created_at", "origin", "source_votes", "source_adhesion")
         if idea != "":
             qs = qs.filter(idea_memberships__run=run, idea_memberships__idea__number=idea)
         return _paginate(request, qs.order_by("pk"), serialize)

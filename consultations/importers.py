@@ -33,7 +33,16 @@ from django.utils.translation import gettext as _
 
 from causes.models import Cause
 
-from .models import Consultation, Participant, Proposal, Trust, Vote, VoteKey
+from .models import (
+    SOURCE_COLUMNS,
+    Consultation,
+    Participant,
+    Proposal,
+    Trust,
+    Vote,
+    VoteKey,
+    source_columns,
+)
 from .services import counters_rebuild, popular_rank_refresh
 
 DEFAULT_BATCH_SIZE = 2000
@@ -372,6 +381,12 @@ def _save_proposals(*, consultation, items, report, run_started, update, update_
     (a value the checks missed) is reported and the others are kept.
     """
     unique = _unique_items(items, report)
+    # bulk_create, COPY and bulk_update skip Proposal.save, which keeps these columns.
+    for item in unique:
+        if "source_stats" in item.values:
+            item.values.update(source_columns(item.values["source_stats"]))
+    if "source_stats" in update_fields:
+        update_fields = [*update_fields, *SOURCE_COLUMNS]
     existing = _existing_proposals(consultation, [item.external_id for item in unique])
     new, to_update = [], []
     for item in unique:

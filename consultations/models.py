@@ -10,6 +10,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.utils.translation import gettext_lazy as _
 
+from consensus.engine.scores import share_half_width
+
 # A bijective scramble of proposal ids into [0, 2**32) (Knuth's multiplicative hash; exact for
 # ids below 3.4 billion, whose product stays within 64 bits): the "Random" order of a
 # consultation's proposals (``selectors.ShuffledProposals``), read through proposal_shuffle_idx.
@@ -196,6 +198,17 @@ class Proposal(models.Model):
         blank=True,
         help_text=_("Vote aggregates published by the platform the proposal was imported from."),
     )
+    # The votes at the source read from ``source_stats`` (``source_support``), kept by ``save``
+    # and by the importers (``source_columns``): the consultation's total sums them, and the
+    # orders "Most voted at the source" and "Most supported at the source" read them through
+    # proposal_source_votes_idx and proposal_source_support_idx. Votes never write them;
+    # db_default, for rows written by SQL (the benches' COPY).
+    source_votes = models.PositiveIntegerField(_("votes at the source"), default=0, db_default=0)
+    source_adhesion = models.FloatField(_("share for at the source"), null=True, blank=True)
+    # The share less its Agresti-Coull half-width: 95 % of 20 votes ranks below 90 % of 20,000.
+    source_support_low = models.FloatField(
+        _("lower bound of the share for at the source"), null=True, blank=True
+    )
     # Denormalised total of votes of every trust level, kept by F() increments (see services).
     # In no index, so that a vote's update of this row is HOT: no index entry is written. The
     # "Most voted" order sorts on a copy of it, ProposalRank.
@@ -241,6 +254,17 @@ class Proposal(models.Model):
             models.Index(
                 fields=["created_at"], condition=Q(status="pending"), name="proposal_pending_idx"
             ),
+            # The orders by the votes at the source, for the proposals imported with some.
+            models.Index(
+                fields=["consultation", "status", "-source_votes", "-id"],
+                condition=Q(source_votes__gt=0),
+                name="proposal_source_votes_idx",
+            ),
+            models.Index(
+                fields=["consultation", "status", "-source_support_low", "-id"],
+                condition=Q(source_votes__gt=0),
+                name="proposal_source_support_idx",
+            ),
             # On PostgreSQL also proposal_content_trgm_idx, a trigram GIN index on content for
             # word searches and similar proposals (migration 0007; not in Django's state, so
             # that SQLite never sees it), and the table's fillfactor is 90 (room for HOT updates).
@@ -260,12 +284,33 @@ class Proposal(models.Model):
     def __str__(self):
         return self.content
 
+    def save(self, *args, update_fields=None, **kwargs):
+        """Save, with the columns of the votes at the source read again from ``source_stats``
+        whenever it is saved (not when it is deferred or left out of ``update_fields``)."""
+        if update_fields is None:
+            saves_stats = "source_stats" not in self.get_deferred_fields()
+        else:
+            saves_stats = "source_stats" in update_fields
+            if saves_stats:
+                update_fields = {*update_fields, *SOURCE_COLUMNS}
+        if saves_stats:
+            for name, value in source_columns(self.source_stats).items():
+                setattr(self, name, value)
+        super().save(*args, update_fields=update_fields, **kwargs)
+
     def get_absolute_url(self):
         return reverse("consultations:proposal", kwargs={"slug": self.consultation.slug, "pk": self.pk})
 
     @property
     def source_support(self) -> "SourceSupport | None":
-        return source_support(self.source_stats)
+        """The votes at the source and the share for, from the columns ``save`` keeps."""
+        if not self.source_votes or self.source_adhesion is None:
+            return None
+        return SourceSupport(self.source_votes, self.source_adhesion)
+
+
+# More votes than a 32-bit column holds is no proposal's count: such a figure is left out.
+MAX_SOURCE_VOTES = 2**31 - 1
 
 
 class SourceSupport(NamedTuple):
@@ -295,18 +340,40 @@ def source_support(stats) -> SourceSupport | None:
     share of "for" votes), else from ``votes_agree`` and ``votes_total`` (Cap Collectif's, as
     République numérique's: agree among agree, disagree and mixed); CSV imports keep them as
     text. None unless they read as a whole number of votes >= 1 and a share within 0-1 (or
-    agree votes within 0 and the total): a column of another meaning is left out rather than
-    misread.
+    agree votes within 0 and the total), and at most ``MAX_SOURCE_VOTES``: a column of another
+    meaning is left out rather than misread.
     """
     if not isinstance(stats, dict):
         return None
     votes, adhesion = _whole(stats.get("votes")), _finite(stats.get("adhesion"))
     if votes is not None and adhesion is not None:
-        return SourceSupport(votes, adhesion) if votes >= 1 and 0.0 <= adhesion <= 1.0 else None
+        if 1 <= votes <= MAX_SOURCE_VOTES and 0.0 <= adhesion <= 1.0:
+            return SourceSupport(votes, adhesion)
+        return None
     total, agree = _whole(stats.get("votes_total")), _whole(stats.get("votes_agree"))
-    if total is not None and agree is not None and total >= 1 and 0 <= agree <= total:
+    if total is None or agree is None:
+        return None
+    if 1 <= total <= MAX_SOURCE_VOTES and 0 <= agree <= total:
         return SourceSupport(total, agree / total)
     return None
+
+
+SOURCE_COLUMNS = ("source_votes", "source_adhesion", "source_support_low")
+
+
+def source_columns(stats) -> dict:
+    """The values of ``SOURCE_COLUMNS`` for a proposal's ``source_stats``: its votes at the
+    source, the share for, and that share less its Agresti-Coull half-width (0 and none when
+    ``source_support`` reads no votes)."""
+    support = source_support(stats)
+    if support is None:
+        return dict.fromkeys(SOURCE_COLUMNS) | {"source_votes": 0}
+    low = support.adhesion - float(share_half_width(support.adhesion, support.votes))
+    return {
+        "source_votes": support.votes,
+        "source_adhesion": support.adhesion,
+        "source_support_low": round(low, 6),
+    }
 
 
 class Participant(models.Model):

@@ -30,7 +30,10 @@ from .sequence import Candidate, SequenceSettings
 
 logger = logging.getLogger(__name__)
 
-SORTS = ("recent", "popular", "controversial", "random")
+SORTS = ("recent", "popular", "controversial", "random", "source_votes", "source_support")
+# The orders by the votes an imported proposal received at the source: the proposals with such
+# votes only, through proposal_source_votes_idx and proposal_source_support_idx.
+SOURCE_SORTS = {"source_votes": "-source_votes", "source_support": "-source_support_low"}
 
 
 def consultation_visible_list(*, user) -> QuerySet[Consultation]:
@@ -67,7 +70,8 @@ def content_saying(words: str, *, field: str = "content") -> Q:
 def proposal_public_list(
     *, consultation: Consultation, query: str = "", sort: str = "recent", seed: str = ""
 ) -> "QuerySet[Proposal] | ShuffledProposals":
-    """Accepted proposals, filtered by ``query`` and ordered by ``sort``.
+    """Accepted proposals, filtered by ``query`` and ordered by ``sort`` (``SORTS``); the orders
+    by the votes at the source list only the proposals that have some.
 
     Every order reads an index, so a page costs the same at 2M proposals as at 20
     (``bench/word_search.py``). ``random`` is seeded per visitor (``ShuffledProposals``): paging
@@ -87,6 +91,8 @@ def proposal_public_list(
         if sort == "popular":
             return qs.order_by("-rank__votes", "-rank__proposal_id")
         return qs.order_by("-rank__balance", "-rank__votes", "-rank__proposal_id")
+    if sort in SOURCE_SORTS:
+        return qs.filter(source_votes__gt=0).order_by(SOURCE_SORTS[sort], "-pk")
     if sort == "random":
         return ShuffledProposals(qs, seed)
     return qs.order_by("-created_at", "-pk")
@@ -160,14 +166,20 @@ def proposal_vote_shares(*, proposal_ids) -> dict[int, dict]:
     return shares
 
 
+# Changed when the stats gain or lose a key, so that a deployment never reads the old shape.
+STATS_CACHE_PREFIX = "consultation-stats:2"
+
+
 def stats_cache_key(consultation: Consultation) -> str:
     """The cache key of ``consultation_stats``: it changes when a run becomes current."""
-    return f"consultation-stats:{consultation.pk}:{consultation.current_run_id or 0}"
+    return f"{STATS_CACHE_PREFIX}:{consultation.pk}:{consultation.current_run_id or 0}"
 
 
 def stats_cache_delete(consultation_id: int, *run_ids) -> None:
     """Forget cached stats of a consultation (for the given current-run ids); never raises."""
-    keys = [f"consultation-stats:{consultation_id}:{run_id or 0}" for run_id in run_ids or (None,)]
+    keys = [
+        f"{STATS_CACHE_PREFIX}:{consultation_id}:{run_id or 0}" for run_id in run_ids or (None,)
+    ]
     try:
         cache.delete_many(keys)
     except Exception:  # noqa: BLE001 - a cache outage must not break the caller
@@ -175,7 +187,8 @@ def stats_cache_delete(consultation_id: int, *run_ids) -> None:
 
 
 def consultation_stats(*, consultation: Consultation) -> dict:
-    """Counters for a consultation's page: proposals, participants, votes, target.
+    """Counters for a consultation's page: proposals, participants, votes, target, and the
+    votes its imported proposals received at the source (and how many proposals have some).
 
     Cached for ``CONCORDE_STATS_CACHE_SECONDS`` (0: not cached) because counting distinct
     participants reads every vote. Any cache error falls back to computing.
@@ -203,6 +216,8 @@ def _consultation_stats(consultation: Consultation) -> dict:
     proposals = Proposal.objects.filter(consultation=consultation).aggregate(
         accepted=Count("pk", filter=Q(status=Proposal.Status.ACCEPTED)),
         votes=Sum("votes_total", filter=Q(status=Proposal.Status.ACCEPTED)),
+        at_source=Sum("source_votes", filter=Q(status=Proposal.Status.ACCEPTED)),
+        with_source=Count("pk", filter=Q(status=Proposal.Status.ACCEPTED, source_votes__gt=0)),
     )
     participants = (
         Vote.objects.filter(proposal__consultation=consultation).values("participant_id").distinct().count()
@@ -213,6 +228,8 @@ def _consultation_stats(consultation: Consultation) -> dict:
         "proposals": proposals["accepted"],
         "participants": participants,
         "votes": votes,
+        "source_votes": proposals["at_source"] or 0,
+        "source_proposals": proposals["with_source"],
         "votes_target": target,
         "target_pct": min(100, round(100 * votes / target)) if target else None,
     }

@@ -22,6 +22,7 @@ from .forms import ProposalForm
 from .models import QUALIFICATIONS_BY_VOTE, Proposal, Vote, VoteKey
 from .selectors import (
     SORTS,
+    SOURCE_SORTS,
     consultation_get_for_user,
     consultation_stats,
     consultation_visible_list,
@@ -113,19 +114,20 @@ def _draft_key(consultation) -> str:
 
 def _detail_context(request, consultation, *, form=None, similar=None):
     query = request.GET.get("q", "").strip()[:100]
+    stats = consultation_stats(consultation=consultation)
     sort = request.GET.get("sort", "recent")
-    if sort not in SORTS:
+    if sort not in SORTS or (sort in SOURCE_SORTS and not stats["source_votes"]):
         sort = "recent"
     seed = _visitor_seed(request) if sort == "random" else ""
     if sort in ("popular", "controversial"):
         popular_rank_refresh_soon(consultation=consultation)
     proposals = proposal_public_list(consultation=consultation, query=query, sort=sort, seed=seed)
-    stats = consultation_stats(consultation=consultation)
     paginator = Paginator(proposals, PAGE_SIZE)
     if not query:
-        # Every accepted proposal is listed: the live counters' count (cached) spares the pager
-        # a count of them all (1.2 s at 2M, bench/word_search.py).
-        paginator.count = stats["proposals"]
+        # Every accepted proposal is listed (those with votes at the source, in their orders):
+        # the live counters' count (cached) spares the pager a count of them all (1.2 s at 2M,
+        # bench/word_search.py).
+        paginator.count = stats["source_proposals" if sort in SOURCE_SORTS else "proposals"]
     page = paginator.get_page(request.GET.get("page"))
     items = list(page.object_list)
     shares = proposal_vote_shares(proposal_ids=[p.pk for p in items])
@@ -140,6 +142,7 @@ def _detail_context(request, consultation, *, form=None, similar=None):
         "query": query,
         "sort": sort,
         "sorts": SORTS,
+        "source_sort": sort in SOURCE_SORTS,
         "form": form,
         "similar": similar,
         # Room for the prefix too, in case the user types it; the service counts exactly.

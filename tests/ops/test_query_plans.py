@@ -111,6 +111,13 @@ def _populate():
             "(SELECT proposal_id, count(*) AS n FROM consultations_vote GROUP BY proposal_id) c "
             "WHERE c.proposal_id = p.id"
         )
+        # Two proposals in three imported with votes at the source (their share: 50-99 %).
+        cursor.execute(
+            "UPDATE consultations_proposal SET source_votes = 1 + id * 7919 %% 5000, "
+            "source_adhesion = 0.5 + (id %% 50) / 100.0, "
+            "source_support_low = 0.45 + (id %% 50) / 100.0 WHERE id %% 3 <> 0",
+            [],
+        )
         cursor.execute(
             "INSERT INTO consultations_proposalrank (proposal_id, consultation_id, votes) "
             "SELECT id, consultation_id, votes_total FROM consultations_proposal"
@@ -313,6 +320,20 @@ def test_hot_queries_use_indexes():
                 ).head[:20]
             ),
             {"proposal_shuffle_idx"},
+        ),
+        "consultation page: most voted at the source (proposal_public_list)": (
+            _explain_qs(
+                selectors.proposal_public_list(consultation=consultation, sort="source_votes")[:20]
+            ),
+            {"proposal_source_votes_idx"},
+        ),
+        "consultation page: most supported at the source (proposal_public_list)": (
+            _explain_qs(
+                selectors.proposal_public_list(consultation=consultation, sort="source_support")[
+                    :20
+                ]
+            ),
+            {"proposal_source_support_idx"},
         ),
         "moderation: oldest pending proposals": (
             _explain_qs(

@@ -330,7 +330,14 @@ def _sequence_card(request, consultation, participant):
     )
     if vote is None:
         return {**context, "card": "vote"}
-    return {**context, "card": "qualify", "qualifications": _qualification_choices(vote)}
+    # Once voted, how people voted: never before the vote, which it would sway.
+    return {
+        **context,
+        "card": "qualify",
+        "qualifications": _qualification_choices(vote),
+        "shares": proposal_vote_shares(proposal_ids=[proposal.pk])[proposal.pk],
+        "shares_min_votes": _shares_min_votes(),
+    }
 
 
 def _sequence_response(request, consultation, participant, *, status=200):

@@ -278,6 +278,50 @@ def test_sequence_with_htmx_swaps_cards(client, consultation):
     assert "2 / 4" in response.content.decode()
 
 
+def test_a_sequence_card_shows_how_people_voted_once_voted_and_never_before(
+    client, consultation, settings
+):
+    settings.CONCORDE_SHARES_MIN_VOTES = 3
+    proposal_id, token, _ = start(client, consultation)["items"][0]
+    proposal = Proposal.objects.get(pk=proposal_id)
+    proposal.source_stats = {"votes": 1234, "adhesion": 0.81}
+    proposal.save(update_fields=["source_stats"])
+    for key in ("agree", "agree", "disagree"):
+        vote_cast(participant=Participant.objects.create(), proposal=proposal, key=key)
+
+    before = " ".join(client.get(sequence_url(consultation), **HX).content.decode().split())
+    assert 'data-card="vote"' in before
+    assert "How people voted" not in before and "%" not in before
+
+    response = client.post(
+        vote_url(proposal), {"key": "neutral", "token": token, "from": "sequence"}, **HX
+    )
+
+    after = " ".join(response.content.decode().split())
+    assert 'data-card="qualify"' in after and "How people voted" in after
+    # 2 agree, 1 disagree and this neutral vote
+    assert "<dt>Agree</dt><dd>50 %</dd>" in after and "<dt>Neutral</dt><dd>25 %</dd>" in after
+    assert "4 votes cast here" in after
+    assert "At the source: 1,234 votes, 81 % for" in after
+
+
+def test_a_sequence_card_says_when_there_are_too_few_votes_to_show_shares(
+    client, consultation, settings
+):
+    settings.CONCORDE_SHARES_MIN_VOTES = 10
+    proposal_id, token, _ = start(client, consultation)["items"][0]
+    proposal = Proposal.objects.get(pk=proposal_id)
+
+    response = client.post(
+        vote_url(proposal), {"key": "agree", "token": token, "from": "sequence"}, **HX
+    )
+
+    after = " ".join(response.content.decode().split())
+    assert "How people voted" in after and "<dt>Agree</dt>" not in after
+    assert "Vote shares are shown once the proposal has received 10 votes." in after
+    assert "at the source" not in after.lower()
+
+
 def test_new_sequence_never_shows_voted_proposals(client, consultation):
     state = start(client, consultation)
     voted = set()
@@ -467,12 +511,13 @@ def test_sequence_and_vote_query_counts(client, consultation, django_assert_max_
     for proposal_id, token, _ in items[:2]:
         proposal = Proposal.objects.select_related("consultation").get(pk=proposal_id)
         urls = vote_url(proposal), qualify_url(proposal)
-        # 16: on a cold cache, the first vote also reads the set of participants flagged for
-        # vote bursts (consultations/abuse.py; once per 5 minutes for the whole site).
-        with django_assert_max_num_queries(16):
+        # 17: on a cold cache, the first vote also reads the set of participants flagged for
+        # vote bursts (consultations/abuse.py; once per 5 minutes for the whole site); the
+        # card it returns reads how people voted (one query).
+        with django_assert_max_num_queries(17):
             response = client.post(
                 urls[0], {"key": "agree", "token": token, "from": "sequence"}, **HX
             )
         assert response.status_code == 200
-        with django_assert_max_num_queries(14):
+        with django_assert_max_num_queries(15):
             client.post(urls[1], {"key": "doable", "from": "sequence"}, **HX)

@@ -169,6 +169,38 @@ def proposal_idea(*, proposal: Proposal) -> Idea | None:
     return membership.idea if membership else None
 
 
+def proposal_analysis(*, proposal: Proposal) -> dict | None:
+    """What the published run says of a proposal's votes: its ``score`` (ProposalScore) and
+    ``groups``, one {"group", "agree", "disagree", "neutral", "votes"} per opinion group that
+    voted on it (``group_counts``, in group-number order). None before the first run, or when
+    that run scored no vote of it."""
+    run_id = proposal.consultation.current_run_id
+    if not run_id:
+        return None
+    score = ProposalScore.objects.filter(
+        run_id=run_id, run__status=EngineRun.Status.DONE, proposal=proposal
+    ).first()
+    if score is None:
+        return None
+    groups = []
+    if score.group_counts:
+        numbered = OpinionGroup.objects.filter(run_id=run_id).order_by("number")
+        for group, (agree, disagree, seen) in zip(
+            numbered.only("number", "size"), score.group_counts, strict=False
+        ):
+            if seen:
+                groups.append(
+                    {
+                        "group": group,
+                        "agree": agree,
+                        "disagree": disagree,
+                        "neutral": seen - agree - disagree,
+                        "votes": seen,
+                    }
+                )
+    return {"score": score, "groups": groups}
+
+
 def idea_others(*, idea: Idea, proposal: Proposal, limit: int = 3) -> list[IdeaMembership]:
     """The idea's published proposals closest to its centre, but ``proposal`` and the one the
     idea is named after (its label shows it already)."""

@@ -14,6 +14,7 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from causes.selectors import cause_visible_list
 from config.ratelimit import rate_limited
+from consensus import charts
 from consensus import selectors as consensus_selectors
 
 from . import abuse
@@ -487,4 +488,9 @@ def proposal_detail(request, slug, pk):
         context["idea"] = idea = consensus_selectors.proposal_idea(proposal=proposal)
         if idea is not None:
             context["idea_others"] = consensus_selectors.idea_others(idea=idea, proposal=proposal)
+        context["analysis"] = analysis = consensus_selectors.proposal_analysis(proposal=proposal)
+        for row in analysis["groups"] if analysis else []:
+            row["style"] = style = charts.group_style(row["group"].number)
+            row["swatch"] = charts.marker_path(style["shape"], 8, 8, 5)
+            row["bar"] = charts.share_bar(row)
     return _render(request, "consultations/proposal_detail.html", context, partial="vote-box")

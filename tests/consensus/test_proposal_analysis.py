@@ -1,0 +1,105 @@
+"""A proposal's page says what the published analysis found of its votes: its category and
+agreement score, and how each opinion group voted on it."""
+
+import pytest
+
+from consensus import selectors
+from consensus.models import OpinionGroup, ParticipantProjection, ProposalScore
+from consultations.models import Proposal, Trust, Vote
+
+from ..factories import ConsultationFactory, ProposalFactory
+from .test_results_views import published  # noqa: F401 - the fixture
+
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
+
+
+def page_of(client, proposal):
+    return " ".join(client.get(proposal.get_absolute_url()).content.decode().split())
+
+
+def counted_by_group(run, proposal):
+    """{group number: (agree, disagree, votes)}, counted from the votes the engine reads
+    (trusted and sequence) of the participants the run put in each group."""
+    group_of = dict(
+        ParticipantProjection.objects.filter(run=run, group__isnull=False).values_list(
+            "participant_id", "group"
+        )
+    )
+    counts = {}
+    for participant_id, key in Vote.objects.filter(
+        proposal=proposal, trust__in=[Trust.TRUSTED, Trust.SEQUENCE]
+    ).values_list("participant_id", "key"):
+        if participant_id not in group_of:
+            continue
+        agree, disagree, votes = counts.get(group_of[participant_id], (0, 0, 0))
+        counts[group_of[participant_id]] = (
+            agree + (key == "agree"),
+            disagree + (key == "disagree"),
+            votes + 1,
+        )
+    return counts
+
+
+def test_a_proposal_page_shows_how_each_opinion_group_voted(client, published):  # noqa: F811
+    consultation, run = published
+    assert OpinionGroup.objects.filter(run=run).count() >= 2
+    # A proposal of the first theme: one camp agrees with it, the other disagrees.
+    proposal = Proposal.objects.filter(consultation=consultation).order_by("pk").first()
+    expected = counted_by_group(run, proposal)
+    assert len(expected) >= 2
+
+    page = page_of(client, proposal)
+
+    assert "What the analysis of the votes says" in page
+    shares = set()
+    for number, (agree, disagree, votes) in sorted(expected.items()):
+        said = (
+            f"Group {number + 1}</span>",
+            f"{round(100 * agree / votes)} % agree, {round(100 * disagree / votes)} % disagree, "
+            f"of {votes} votes",
+        )
+        assert said[1] in page.split(said[0], 1)[1].split("</li>", 1)[0]
+        shares.add(round(100 * agree / votes))
+    assert shares == {0, 100}  # the two camps, each in a group of its own
+    score = ProposalScore.objects.get(run=run, proposal=proposal)
+    votes = score.n_trusted + score.n_sequence
+    assert f"Agreement score {round(100 * score.agreement)} % · {votes} votes" in page
+    assert f"<strong>{score.get_zone_display()}</strong>" in page
+    assert "#method-title" in page
+
+
+def test_a_proposal_everybody_agrees_with_is_agreed_in_every_group(client, published):  # noqa: F811
+    consultation, run = published
+    agreed = Proposal.objects.filter(consultation=consultation).order_by("pk")[36]  # trees
+    analysis = selectors.proposal_analysis(proposal=agreed)
+
+    assert analysis["score"].zone == ProposalScore.Zone.CONSENSUS
+    assert [row["disagree"] for row in analysis["groups"]] == [0] * len(analysis["groups"])
+    assert all(row["agree"] == row["votes"] > 0 for row in analysis["groups"])
+    page = page_of(client, agreed)
+    assert page.count("100 % agree, 0 % disagree") == len(analysis["groups"])
+    assert "Consensus across opinion groups:" in page
+
+
+def test_without_enough_votes_the_page_says_so_rather_than_a_category(client, published):  # noqa: F811
+    consultation, run = published
+    proposal = Proposal.objects.filter(consultation=consultation).order_by("pk").first()
+    ProposalScore.objects.filter(run=run, proposal=proposal).update(
+        zone=ProposalScore.Zone.UNSCORED
+    )
+
+    page = page_of(client, proposal)
+
+    assert "Not enough votes yet on this site to place this proposal in a category." in page
+    assert "Agreement score" not in page
+
+
+def test_no_analysis_before_a_run_nor_for_a_proposal_accepted_since(client, published):  # noqa: F811
+    consultation, _run = published
+    later = ProposalFactory(consultation=consultation, content="Il faut ouvrir les musées le soir")
+    assert selectors.proposal_analysis(proposal=later) is None
+    assert "What the analysis of the votes says" not in page_of(client, later)
+
+    fresh = ProposalFactory(consultation=ConsultationFactory(), content="Il faut des bancs")
+    assert selectors.proposal_analysis(proposal=fresh) is None
+    assert "What the analysis of the votes says" not in page_of(client, fresh)

@@ -225,3 +225,12 @@ def share_bar(counts: dict | None) -> dict | None:
         "segments": segments,
         "qualifications": qualifications,
     }
+
+
+def group_vote_bars(rows: list[dict]) -> list[dict]:
+    """``selectors.group_votes`` rows with their group's style, swatch and share bar."""
+    for row in rows:
+        row["style"] = style = group_style(row["group"].number)
+        row["swatch"] = marker_path(style["shape"], 8, 8, 5)
+        row["bar"] = share_bar(row)
+    return rows

@@ -643,6 +643,11 @@ def results_idea(request, slug, number):
         "idea": idea,
         "ideas": [idea],
         "neighbours": selectors.idea_neighbours(idea=idea),
+        "group_votes": charts.group_vote_bars(
+            selectors.group_votes(
+                run_id=run.pk, group_counts=(idea.scores or {}).get("group_counts")
+            )
+        ),
         "page": page,
         "members": members,
         "words": words,

@@ -169,11 +169,33 @@ def proposal_idea(*, proposal: Proposal) -> Idea | None:
     return membership.idea if membership else None
 
 
+def group_votes(*, run_id: int, group_counts: list) -> list[dict]:
+    """How each opinion group of a run voted, from ``group_counts`` ([agree, disagree, votes]
+    per group, in group-number order: a ProposalScore's, or an idea's scores'): one
+    {"group", "agree", "disagree", "neutral", "votes"} per group with votes."""
+    if not group_counts:
+        return []
+    rows = []
+    numbered = OpinionGroup.objects.filter(run_id=run_id).order_by("number").only("number", "size")
+    for group, (agree, disagree, seen) in zip(numbered, group_counts, strict=False):
+        if seen:
+            rows.append(
+                {
+                    "group": group,
+                    "agree": agree,
+                    "disagree": disagree,
+                    "neutral": seen - agree - disagree,
+                    "votes": seen,
+                }
+            )
+    return rows
+
+
 def proposal_analysis(*, proposal: Proposal) -> dict | None:
     """What the published run says of a proposal's votes: its ``score`` (ProposalScore) and
     ``groups``, one {"group", "agree", "disagree", "neutral", "votes"} per opinion group that
-    voted on it (``group_counts``, in group-number order). None before the first run, or when
-    that run scored no vote of it."""
+    voted on it (``group_votes``). None before the first run, or when that run scored no vote
+    of it."""
     run_id = proposal.consultation.current_run_id
     if not run_id:
         return None
@@ -182,22 +204,7 @@ def proposal_analysis(*, proposal: Proposal) -> dict | None:
     ).first()
     if score is None:
         return None
-    groups = []
-    if score.group_counts:
-        numbered = OpinionGroup.objects.filter(run_id=run_id).order_by("number")
-        for group, (agree, disagree, seen) in zip(
-            numbered.only("number", "size"), score.group_counts, strict=False
-        ):
-            if seen:
-                groups.append(
-                    {
-                        "group": group,
-                        "agree": agree,
-                        "disagree": disagree,
-                        "neutral": seen - agree - disagree,
-                        "votes": seen,
-                    }
-                )
+    groups = group_votes(run_id=run_id, group_counts=score.group_counts)
     return {"score": score, "groups": groups}
 
 

@@ -2818,6 +2818,8 @@ def _idea_aggregates(run: EngineRun, idea_ids=None) -> None:
             if ver[idx, :3].sum() >= min_zone_votes()
             else None,
             "group_consensus": None if gic is None else round(gic, 6),
+            # per opinion group (number order): [agree, disagree, votes] over its proposals
+            "group_counts": agc[idx].astype(int).tolist() if n_groups else [],
             "consensus_share": round(float(consensus_members[idx] / members_per_idea[idx]), 4)
             if members_per_idea[idx]
             else None,

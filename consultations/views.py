@@ -489,8 +489,6 @@ def proposal_detail(request, slug, pk):
         if idea is not None:
             context["idea_others"] = consensus_selectors.idea_others(idea=idea, proposal=proposal)
         context["analysis"] = analysis = consensus_selectors.proposal_analysis(proposal=proposal)
-        for row in analysis["groups"] if analysis else []:
-            row["style"] = style = charts.group_style(row["group"].number)
-            row["swatch"] = charts.marker_path(style["shape"], 8, 8, 5)
-            row["bar"] = charts.share_bar(row)
+        if analysis:
+            charts.group_vote_bars(analysis["groups"])
     return _render(request, "consultations/proposal_detail.html", context, partial="vote-box")

@@ -2,13 +2,21 @@
 agreement score, and how each opinion group voted on it."""
 
 import pytest
+from django.urls import reverse
 
-from consensus import selectors
-from consensus.models import OpinionGroup, ParticipantProjection, ProposalScore
+from consensus import selectors, services
+from consensus.models import (
+    Idea,
+    IdeaMembership,
+    OpinionGroup,
+    ParticipantProjection,
+    ProposalScore,
+)
 from consultations.models import Proposal, Trust, Vote
 
 from ..factories import ConsultationFactory, ProposalFactory
-from .test_results_views import published  # noqa: F401 - the fixture
+from .engine_data import consultation_with_themes
+from .test_results_views import published, start  # noqa: F401 - published: the fixture
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
 
@@ -103,3 +111,69 @@ def test_no_analysis_before_a_run_nor_for_a_proposal_accepted_since(client, publ
     fresh = ProposalFactory(consultation=ConsultationFactory(), content="Il faut des bancs")
     assert selectors.proposal_analysis(proposal=fresh) is None
     assert "What the analysis of the votes says" not in page_of(client, fresh)
+
+
+def idea_counted_by_group(run, idea):
+    """{group number: (agree, disagree, votes)} over the idea's proposals, from the votes."""
+    total = {}
+    for membership in IdeaMembership.objects.filter(run=run, idea=idea).select_related("proposal"):
+        for number, counts in counted_by_group(run, membership.proposal).items():
+            total[number] = tuple(
+                a + b for a, b in zip(total.get(number, (0, 0, 0)), counts, strict=True)
+            )
+    return total
+
+
+def as_group_counts(run, expected):
+    """``expected`` as an idea's scores keep it: [agree, disagree, votes] per group, in order."""
+    numbers = (
+        OpinionGroup.objects.filter(run=run).order_by("number").values_list("number", flat=True)
+    )
+    return [list(expected.get(number, (0, 0, 0))) for number in numbers]
+
+
+def test_an_idea_page_shows_how_each_opinion_group_voted_on_its_proposals(client, published):  # noqa: F811
+    consultation, run = published
+    ideas = [
+        idea
+        for idea in Idea.objects.filter(run=run, size__gt=0)
+        if idea_counted_by_group(run, idea)
+    ]
+    assert ideas
+    for idea in ideas:
+        expected = idea_counted_by_group(run, idea)
+        assert idea.scores["group_counts"] == as_group_counts(run, expected)
+        url = reverse("consensus:results_idea", args=[consultation.slug, idea.number])
+        page = " ".join(client.get(url).content.decode().split())
+        section = page.split('id="idea-groups-title"', 1)[1].split("</section>", 1)[0]
+        for number, (agree, disagree, votes) in sorted(expected.items()):
+            row = section.split(f"Group {number + 1}</span>", 1)[1].split("</li>", 1)[0]
+            assert (
+                f"{round(100 * agree / votes)} % agree, {round(100 * disagree / votes)} % "
+                f"disagree, of {votes} votes"
+            ) in row
+
+
+def test_a_merge_counts_the_groups_votes_of_the_merged_idea_again(
+    published,  # noqa: F811
+    django_capture_on_commit_callbacks,
+):
+    _consultation, run = published
+    first, second = Idea.objects.filter(run=run, size__gt=0).order_by("-size")[:2]
+    with django_capture_on_commit_callbacks(execute=True):
+        services.idea_merge(run_id=run.pk, idea_id=first.pk, into_id=second.pk)
+    second.refresh_from_db()
+    first.refresh_from_db()
+    assert second.scores["group_counts"] == as_group_counts(run, idea_counted_by_group(run, second))
+    assert first.scores["group_counts"] == as_group_counts(run, {})  # emptied
+
+
+def test_no_group_section_for_an_idea_of_a_run_without_opinion_groups(
+    client, django_capture_on_commit_callbacks
+):
+    consultation = consultation_with_themes()  # nobody voted: no opinion groups
+    start(consultation, django_capture_on_commit_callbacks)
+    idea = Idea.objects.filter(run=consultation.current_run, size__gt=0).first()
+    assert idea.scores["group_counts"] == []
+    url = reverse("consensus:results_idea", args=[consultation.slug, idea.number])
+    assert "By opinion group" not in client.get(url).content.decode()

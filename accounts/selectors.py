@@ -7,7 +7,7 @@ from django.utils import timezone
 
 from actions.models import ActionUpdate, Follow, Measurement
 from causes.models import Cause
-from consultations.models import Participant, Proposal, Qualification, Vote
+from consultations.models import Participant, Proposal, Qualification, ResultsAlert, Vote
 from partners.models import PartnerMembership
 
 EXPORT_FORMAT = "concorde.personal-data/1"
@@ -20,6 +20,7 @@ def account_data_summary(*, user) -> dict:
         "votes": participant.votes.count() if participant else 0,
         "proposals": Proposal.objects.filter(author=user).count(),
         "follows": Follow.objects.filter(user=user).count(),
+        "results_alerts": ResultsAlert.objects.filter(user=user).count(),
         "memberships": PartnerMembership.objects.filter(user=user).count(),
     }
 
@@ -118,6 +119,17 @@ def account_data_export(*, user) -> dict:
     data["follows"] = [
         {"action_id": f.action_id, "action": f.action.title, "created_at": f.created_at}
         for f in Follow.objects.filter(user=user).select_related("action").order_by("pk")
+    ]
+    data["results_alerts"] = [
+        {
+            "consultation": a.consultation.slug,
+            "created_at": a.created_at,
+            "first_sent_at": a.first_sent_at,
+            "final_sent_at": a.final_sent_at,
+        }
+        for a in ResultsAlert.objects.filter(user=user)
+        .select_related("consultation")
+        .order_by("pk")
     ]
     data["partner_memberships"] = [
         {"partner": m.partner.name, "role": m.role}

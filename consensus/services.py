@@ -53,6 +53,7 @@ from consultations.models import (
     VoteKey,
 )
 from consultations.selectors import stats_cache_delete
+from consultations.tasks import results_alerts_send
 
 from .models import (
     EngineChunk,
@@ -541,6 +542,8 @@ def _publish(run: EngineRun) -> int | None:
         fields["replaced_run_id"] = previous
     EngineRun.objects.filter(pk=run.pk).update(**fields)
     Consultation.objects.filter(pk=run.consultation_id).update(current_run_id=run.pk)
+    # Tell those who asked for the results (consultations/alerts.py: at most twice each).
+    results_alerts_send.apply_async_on_commit((run.consultation_id,))
     return previous
 
 

@@ -17,6 +17,7 @@ from .models import (
     ProposalEdit,
     ProposalPrediction,
     Qualification,
+    ResultsAlert,
     Vote,
     VoteBurstFlag,
 )
@@ -350,3 +351,14 @@ class ImportJobAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
         retried = sum(import_job_retry(job=job, user=request.user) for job in queryset)
         self.message_user(request, _("%(n)d import(s) queued again.") % {"n": retried})
+
+
+@admin.register(ResultsAlert)
+class ResultsAlertAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    list_display = ("user", "consultation", "created_at", "first_sent_at", "final_sent_at")
+    list_filter = ("consultation",)
+    list_select_related = ("user", "consultation")
+    raw_id_fields = ("user",)
+    autocomplete_fields = ("consultation",)
+    readonly_fields = ("created_at", "first_sent_at", "final_sent_at")
+    show_full_result_count = False

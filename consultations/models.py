@@ -954,3 +954,38 @@ class VoteBurstFlag(models.Model):
 
     def __str__(self):
         return f"{self.get_scope_display()} {self.source_key[:12]}: {self.count}/{self.window_seconds}s"
+
+
+# Results alerts (consultations/alerts.py) ---------------------------------------------------------
+
+
+class ResultsAlert(models.Model):
+    """A citizen who asked to be emailed when a consultation's results are published: once for
+    its first results, once more for the final ones (published after it closed)."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.CASCADE,
+        related_name="results_alerts",
+        verbose_name=_("user"),
+        db_index=False,  # results_alert_unique (user, consultation) covers it
+    )
+    consultation = models.ForeignKey(
+        Consultation,
+        on_delete=models.CASCADE,
+        related_name="results_alerts",
+        verbose_name=_("consultation"),
+    )
+    created_at = models.DateTimeField(_("asked"), auto_now_add=True)
+    first_sent_at = models.DateTimeField(_("first results emailed"), null=True, blank=True)
+    final_sent_at = models.DateTimeField(_("final results emailed"), null=True, blank=True)
+
+    class Meta:
+        verbose_name = _("results alert")
+        verbose_name_plural = _("results alerts")
+        constraints = [
+            models.UniqueConstraint(fields=["user", "consultation"], name="results_alert_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.user_id} → {self.consultation_id}"

@@ -1,6 +1,7 @@
 """Celery entry points of the consultations app: they take ids and call a service."""
 
 from celery import shared_task
+from django.db import OperationalError
 
 from config.celery import NIGHTLY_TASK_OPTIONS
 
@@ -35,3 +36,20 @@ def popular_rank_refresh(consultation_id: int) -> int:
     if not isinstance(consultation_id, int) or isinstance(consultation_id, bool):
         raise ValueError(f"consultation_id must be an integer, not {consultation_id!r}")
     return refresh(consultation_id=consultation_id)
+
+
+@shared_task(
+    name="consultations.results_alerts_send",
+    autoretry_for=(OSError, OperationalError),
+    retry_backoff=True,
+    max_retries=5,
+)
+def results_alerts_send(consultation_id: int) -> int:
+    """Email the citizens who asked for a consultation's results that they are published
+    (consultations.alerts.alerts_send). Each alert keeps what it was sent, so a retry (an SMTP
+    server down: OSError) or a duplicate emails nobody twice."""
+    from .alerts import alerts_send
+
+    if not isinstance(consultation_id, int) or isinstance(consultation_id, bool):
+        raise ValueError(f"consultation_id must be an integer, not {consultation_id!r}")
+    return alerts_send(consultation_id=consultation_id)

@@ -1,11 +1,17 @@
 from django.urls import path
 
-from . import moderation_views, views
+from . import alert_views, moderation_views, views
 
 app_name = "consultations"
 
 urlpatterns = [
+    path(
+        "results-alert/stop/<str:token>/",
+        alert_views.results_alert_stop,
+        name="results_alert_stop",
+    ),
     path("<slug:slug>/", views.consultation_detail, name="detail"),
+    path("<slug:slug>/results-alert/", alert_views.results_alert, name="results_alert"),
     path("<slug:slug>/propose/", views.proposal_create, name="propose"),
     path("<slug:slug>/similar/", views.proposal_similar_list, name="similar"),
     path("<slug:slug>/vote/", views.sequence, name="sequence"),

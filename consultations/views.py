@@ -17,7 +17,7 @@ from config.ratelimit import rate_limited
 from consensus import charts
 from consensus import selectors as consensus_selectors
 
-from . import abuse
+from . import abuse, alerts
 from . import text as proposal_text
 from .forms import ProposalForm
 from .models import QUALIFICATIONS_BY_VOTE, Proposal, Vote, VoteKey
@@ -144,6 +144,7 @@ def _detail_context(request, consultation, *, form=None, similar=None):
         "sort": sort,
         "sorts": SORTS,
         "source_sort": sort in SOURCE_SORTS,
+        **alerts.alert_box(consultation=consultation, user=request.user),
         "form": form,
         "similar": similar,
         # Room for the prefix too, in case the user types it; the service counts exactly.
@@ -319,7 +320,8 @@ def _sequence_card(request, consultation, participant):
         state["pos"] = position
         request.session.modified = True
     if position >= len(items):
-        return {**context, "card": "end", "total": len(items)}
+        box = alerts.alert_box(consultation=consultation, user=request.user)
+        return {**context, **box, "card": "end", "total": len(items)}
     vote = participant_votes(participant=participant, proposal_ids=[proposal.pk]).get(proposal.pk)
     context.update(
         proposal=proposal,

@@ -24,6 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CSRF_EXEMPT = {
     # One-click unsubscribe from an e-mail (RFC 8058): the signed token is the credential.
     "actions:unfollow_email",
+    "consultations:results_alert_stop",
 }
 
 

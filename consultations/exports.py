@@ -83,7 +83,16 @@ def proposals_rows(*, consultation: Consultation, **_params) -> Iterator[tuple]:
     qs = (
         _accepted(consultation)
         .order_by("pk")
-        .values_list("pk", "created_at", "content", "origin", "external_id", "votes_total")
+        .values_list(
+            "pk",
+            "created_at",
+            "content",
+            "origin",
+            "external_id",
+            "votes_total",
+            "source_votes",
+            "source_adhesion",
+        )
     )
     yield from qs.iterator(chunk_size=CHUNK_SIZE)
 
@@ -294,7 +303,8 @@ DATASETS: dict[str, Dataset] = {
     "proposals": Dataset(
         "proposals",
         _cols(
-            "proposal_id created_at:datetime content:str origin:str external_id:str votes_total"
+            "proposal_id created_at:datetime content:str origin:str external_id:str votes_total "
+            "source_votes source_adhesion:float"
         ),
         proposals_rows,
     ),

@@ -5,6 +5,7 @@ them, and two orders of the proposal list read them."""
 import csv
 import html
 import importlib
+import io
 import math
 import re
 from itertools import islice
@@ -309,3 +310,24 @@ def test_the_api_gives_each_proposals_votes_at_the_source_and_their_sum(client, 
     detail = client.get(reverse("api:consultation", kwargs={"slug": consultation.slug})).json()
     assert detail["stats"]["source_votes"] == sum(n for n, _share in in_file.values())
     assert detail["stats"]["source_proposals"] == len(in_file)
+
+
+def test_the_open_data_proposals_give_the_votes_at_the_source_and_no_other_source_column(
+    client, makeorg
+):
+    consultation, in_file = makeorg
+    url = reverse(
+        "api:export", kwargs={"slug": consultation.slug, "dataset": "proposals", "fmt": "csv"}
+    )
+    response = client.get(url)
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+
+    assert len(rows) == len(in_file) + 2
+    for row in rows:
+        if row["external_id"] in in_file:
+            n, share = in_file[row["external_id"]]
+            assert int(row["source_votes"]) == n
+            assert float(row["source_adhesion"]) == pytest.approx(share)
+        else:  # the count that is no vote count, and the proposal made here
+            assert (row["source_votes"], row["source_adhesion"]) == ("0", "")
+    assert not set(rows[0]) & {"source_stats", "engagement", "score", "author_age"}

@@ -1,16 +1,22 @@
 from django.shortcuts import get_object_or_404, render
 
-from consultations.selectors import consultation_visible_list
+from consensus.selectors import consultation_highlights
+from consultations.selectors import consultation_stats, consultation_visible_list
 
 from .selectors import cause_visible_list
 
 
 def cause_detail(request, slug):
+    """A cause: its consultations, each with its counters and what came out of it so far."""
     cause = get_object_or_404(cause_visible_list(user=request.user), slug=slug)
     consultations = consultation_visible_list(user=request.user).filter(cause=cause)
     partners = cause.cause_partners.select_related("partner")
+    cards = [
+        (c, consultation_stats(consultation=c), consultation_highlights(consultation=c))
+        for c in consultations
+    ]
     return render(
         request,
         "causes/cause_detail.html",
-        {"cause": cause, "consultations": consultations, "partners": partners},
+        {"cause": cause, "consultations": cards, "partners": partners},
     )

@@ -542,6 +542,29 @@ def key_ideas(
     }
 
 
+def consultation_highlights(*, consultation: Consultation, limit: int = 3) -> dict | None:
+    """What came out of a consultation so far, for its cause's page: ``kind`` and ``ideas`` of
+    its published run: its key ideas ("consensual") if it has some, else the ideas most supported
+    at the source ("source": imported proposals' votes), else its largest ideas ("largest").
+    None before its first published run."""
+    from .services import min_zone_votes
+
+    run = consultation_current_run(consultation=consultation)
+    if run is None:
+        return None
+    if consensual := key_ideas(run=run, limit=limit)["consensual"]:
+        return {"kind": "consensual", "ideas": consensual}
+    by_source = ideas_by_support_at_source(run=run, min_votes=min_zone_votes(), limit=limit)
+    if by_source["most"]:
+        return {"kind": "source", "ideas": by_source["most"]}
+    largest = list(
+        Idea.objects.filter(run=run, size__gt=0)
+        .defer("centroid")
+        .order_by("-size", "number")[:limit]
+    )
+    return {"kind": "largest", "ideas": largest} if largest else None
+
+
 def ideas_by_support_at_source(
     *, run: EngineRun, min_votes: int, limit: int = 20
 ) -> dict[str, list[Idea]]:

@@ -20,6 +20,8 @@ from django.utils.translation import ngettext
 from django.views.decorators.http import require_http_methods, require_POST
 from django_htmx.http import HttpResponseClientRedirect, HttpResponseStopPolling, reswap, retarget
 
+from consultations.alerts import alerts_waiting
+
 from . import selectors, services, staff_selectors
 from .forms import (
     IdeaLabelForm,
@@ -106,6 +108,7 @@ def run_list(request, slug):
         "compare_form": RunCompareForm(consultation=consultation, initial=_compare_initial(runs)),
         "rollback_target": services.engine_run_rollback_target(consultation=consultation),
         "can_compare": sum(run.status == EngineRun.Status.DONE for run in runs) >= 2,
+        "alerts_waiting": alerts_waiting(consultation=consultation),
     }
     if request.htmx and request.method == "GET":
         html = render_to_string("consensus/run_list.html#runs-table", context, request=request)

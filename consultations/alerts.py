@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core import signing
 from django.core.mail import EmailMessage, get_connection
 from django.db import IntegrityError, transaction
+from django.db.models import Count, Q
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
@@ -76,6 +77,14 @@ def alert_box(*, consultation: Consultation, user) -> dict:
         "results_published": published,
         "results_alert": show and alert_exists(consultation=consultation, user=user),
     }
+
+
+def alerts_waiting(*, consultation: Consultation) -> dict:
+    """For staff: how many alerts wait for the first results, and for the final ones."""
+    return ResultsAlert.objects.filter(consultation=consultation).aggregate(
+        first=Count("pk", filter=Q(first_sent_at__isnull=True)),
+        final=Count("pk", filter=Q(final_sent_at__isnull=True)),
+    )
 
 
 def stop_token(*, consultation_id: int, user_id: int) -> str:

@@ -237,3 +237,19 @@ def test_once_results_are_out_the_box_offers_the_final_ones_if_the_consultation_
     assert alerts.alerts_send(consultation_id=closing.pk) == 0  # the first results: seen
     # a consultation that never closes has no final results to wait for
     assert "Email me" not in client.get(endless.get_absolute_url()).content.decode()
+
+
+def test_staff_see_how_many_citizens_a_publication_will_email(client):
+    consultation = ConsultationFactory(ends_at=timezone.now() + timedelta(days=3))
+    asking(consultation, 3)
+    client.force_login(UserFactory(is_staff=True))
+    url = reverse("consensus:runs", args=[consultation.slug])
+
+    page = " ".join(client.get(url).content.decode().split())
+    assert "the next publication tells 3 citizens that first results are out." in page
+    assert "3 wait for the final results" in page
+
+    publish(consultation)
+    alerts.alerts_send(consultation_id=consultation.pk)
+    page = " ".join(client.get(url).content.decode().split())
+    assert "tells 0 citizens" in page and "3 wait for the final results" in page

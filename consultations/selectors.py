@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from django.db.models import Count, Q, QuerySet, Sum
 from django.db.models.functions import Coalesce, Least
 from django.http import Http404
+from django.utils import timezone
 
 from causes.models import Cause
 
@@ -47,6 +48,20 @@ def consultation_visible_list(*, user) -> QuerySet[Consultation]:
             ~Q(cause__kind=Cause.Kind.PRIVATE_CONSULTATION) | Q(cause__members=user)
         ).distinct()
     return qs.exclude(cause__kind=Cause.Kind.PRIVATE_CONSULTATION)
+
+
+def consultations_by_phase(*, user, limit: int = 12) -> dict[str, list[Consultation]]:
+    """The consultations ``user`` may see, by phase: ``open`` (newest first), ``upcoming``
+    (soonest first) and ``finished`` (most recently closed first), ``limit`` of each."""
+    now = timezone.now()
+    qs = consultation_visible_list(user=user)
+    return {
+        "open": list(
+            qs.filter(Q(ends_at__isnull=True) | Q(ends_at__gt=now), starts_at__lte=now)[:limit]
+        ),
+        "upcoming": list(qs.filter(starts_at__gt=now).order_by("starts_at")[:limit]),
+        "finished": list(qs.filter(ends_at__lte=now).order_by("-ends_at")[:limit]),
+    }
 
 
 def consultation_get_for_user(*, slug: str, user) -> Consultation:

@@ -26,7 +26,7 @@ from .selectors import (
     SOURCE_SORTS,
     consultation_get_for_user,
     consultation_stats,
-    consultation_visible_list,
+    consultations_by_phase,
     participant_votes,
     proposal_public_list,
     proposal_similar,
@@ -91,12 +91,20 @@ def _login_redirect(request, next_url):
 
 def home(request):
     causes = cause_visible_list(user=request.user).filter(status="active")[:12]
-    consultations = list(consultation_visible_list(user=request.user)[:12])
-    stats = {c.pk: consultation_stats(consultation=c) for c in consultations}
+    phases = consultations_by_phase(user=request.user)
+    with_stats = {
+        phase: [(c, consultation_stats(consultation=c)) for c in phases[phase]]
+        for phase in ("open", "finished")
+    }
     return render(
         request,
         "home.html",
-        {"causes": causes, "consultations": [(c, stats[c.pk]) for c in consultations]},
+        {
+            "causes": causes,
+            "consultations": with_stats["open"],
+            "upcoming": phases["upcoming"],
+            "finished": with_stats["finished"],
+        },
     )
 
 

@@ -1,5 +1,8 @@
+from datetime import timedelta
+
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from causes.models import Cause
 from consensus.models import EngineRun
@@ -179,3 +182,32 @@ def test_account_pages_render_inside_the_site_layout(client, name):
     assert response.status_code == 200
     html = response.content.decode()
     assert 'class="brand"' in html and "<form" in html
+
+
+def test_home_sorts_consultations_into_open_coming_and_closed(client):
+    now = timezone.now()
+    open_ = ConsultationFactory(question="Une question ouverte ?")
+    coming = ConsultationFactory(question="Une question à venir ?", starts_at=now + timedelta(days=5))
+    closed = ConsultationFactory(
+        question="Une question close ?",
+        starts_at=now - timedelta(days=30),
+        ends_at=now - timedelta(days=2),
+    )
+    closed.current_run = EngineRun.objects.create(consultation=closed, status=EngineRun.Status.DONE)
+    closed.save(update_fields=["current_run"])
+
+    response = client.get(reverse("home"), HTTP_ACCEPT_LANGUAGE="en")
+
+    html = " ".join(response.content.decode().split())
+    sections = {
+        title: html.split(f"<h2>{title}</h2>", 1)[1].split("</section>", 1)[0]
+        for title in ("Open consultations", "Coming soon", "Closed consultations: what came out of them")
+    }
+    assert open_.question in sections["Open consultations"]
+    assert coming.question in sections["Coming soon"] and "opens on" in sections["Coming soon"]
+    closed_section = sections["Closed consultations: what came out of them"]
+    assert closed.question in closed_section and "closed on" in closed_section
+    assert reverse("consensus:results", args=[closed.slug]) in closed_section
+    assert reverse("consultations:sequence", args=[closed.slug]) not in html
+    assert closed.question not in sections["Open consultations"]
+    assert coming.question not in sections["Open consultations"]

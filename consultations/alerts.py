@@ -22,6 +22,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from causes.models import Cause
+from consensus.models import EngineRun
 
 from .models import Consultation, ResultsAlert
 
@@ -35,7 +36,7 @@ FIRST, FINAL = "first", "final"
 
 def _published(consultation: Consultation) -> bool:
     run = consultation.current_run if consultation.current_run_id else None
-    return run is not None and run.status == "done"
+    return run is not None and run.status == EngineRun.Status.DONE
 
 
 def alert_create(*, consultation: Consultation, user) -> ResultsAlert:
@@ -122,7 +123,7 @@ def alerts_send(*, consultation_id: int) -> int:
 
     consultation = (
         Consultation.objects.select_related("cause", "current_run")
-        .filter(pk=consultation_id, current_run__status="done")
+        .filter(pk=consultation_id, current_run__status=EngineRun.Status.DONE)
         .first()
     )
     if consultation is None or consultation.cause.status not in (

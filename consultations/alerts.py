@@ -141,7 +141,11 @@ def alerts_send(*, consultation_id: int) -> int:
     base = site_url()
     results_url = base + reverse("consensus:results", kwargs={"slug": consultation.slug})
     sent = 0
-    with translation.override(settings.LANGUAGE_CODE):
+    # In the consultation's language when the site speaks it, else in the site's own.
+    language = consultation.language
+    if language not in dict(settings.LANGUAGES):
+        language = settings.LANGUAGE_CODE
+    with translation.override(language):
         subject = (
             _("Final results: “%(question)s”")
             if kind == FINAL

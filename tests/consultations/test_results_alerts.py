@@ -73,7 +73,7 @@ def test_a_visitor_is_asked_to_log_in_and_a_citizen_asks_and_stops(client):
 
 def test_the_first_results_are_emailed_once_whatever_the_runs_after_them(settings):
     settings.CONCORDE_SITE_URL = "https://concorde.example"
-    consultation = ConsultationFactory(question="Comment mieux trier nos déchets ?")
+    consultation = ConsultationFactory(question="How can we sort our waste better?", language="en")
     users = asking(consultation, 3)
     assert alerts.alerts_send(consultation_id=consultation.pk) == 0  # nothing published yet
 
@@ -82,7 +82,7 @@ def test_the_first_results_are_emailed_once_whatever_the_runs_after_them(setting
 
     assert sorted(m.to[0] for m in mail.outbox) == sorted(u.email for u in users)
     message = mail.outbox[0]
-    assert message.subject == "The first results are out: “Comment mieux trier nos déchets ?”"
+    assert message.subject == "The first results are out: “How can we sort our waste better?”"
     results = f"https://concorde.example/engine/{consultation.slug}/results/"
     assert results in message.body and "final results" in message.body
     stop = message.extra_headers["List-Unsubscribe"].strip("<>")
@@ -98,7 +98,9 @@ def test_the_first_results_are_emailed_once_whatever_the_runs_after_them(setting
 
 def test_the_final_results_are_emailed_once_after_the_close(client):
     consultation = ConsultationFactory(
-        starts_at=timezone.now() - timedelta(days=30), ends_at=timezone.now() + timedelta(days=1)
+        starts_at=timezone.now() - timedelta(days=30),
+        ends_at=timezone.now() + timedelta(days=1),
+        language="en",
     )
     early, late = asking(consultation, 2)
     publish(consultation)
@@ -253,3 +255,21 @@ def test_staff_see_how_many_citizens_a_publication_will_email(client):
     alerts.alerts_send(consultation_id=consultation.pk)
     page = " ".join(client.get(url).content.decode().split())
     assert "tells 0 citizens" in page and "3 wait for the final results" in page
+
+
+def test_the_emails_speak_the_consultations_language_when_the_site_does(settings):
+    french = ConsultationFactory(question="Comment mieux trier nos déchets ?", language="fr")
+    german = ConsultationFactory(question="Wie trennen wir Müll besser?", language="de")
+    for consultation in (french, german):
+        asking(consultation, 1)
+        publish(consultation)
+        alerts.alerts_send(consultation_id=consultation.pk)
+
+    subjects = [m.subject for m in mail.outbox]
+    assert (
+        subjects[0]
+        == "Les premiers résultats sont publiés\u00a0: «\u00a0Comment mieux trier nos déchets ?\u00a0»"
+    )
+    # German is not among the site's languages: the site's own (English in these tests)
+    assert subjects[1] == "The first results are out: “Wie trennen wir Müll besser?”"
+    assert "Voir les résultats" in mail.outbox[0].body

@@ -194,8 +194,8 @@ def group_votes(*, run_id: int, group_counts: list) -> list[dict]:
 def proposal_analysis(*, proposal: Proposal) -> dict | None:
     """What the published run says of a proposal's votes: its ``score`` (ProposalScore) and
     ``groups``, one {"group", "agree", "disagree", "neutral", "votes"} per opinion group that
-    voted on it (``group_votes``). None before the first run, or when that run scored no vote
-    of it."""
+    voted on it (``group_votes``). None before the first run, or when that run has nothing to
+    say of it: no score, or too few votes for a category and none from an opinion group."""
     run_id = proposal.consultation.current_run_id
     if not run_id:
         return None
@@ -205,7 +205,36 @@ def proposal_analysis(*, proposal: Proposal) -> dict | None:
     if score is None:
         return None
     groups = group_votes(run_id=run_id, group_counts=score.group_counts)
+    if score.zone == ProposalScore.Zone.UNSCORED and not groups:
+        return None
     return {"score": score, "groups": groups}
+
+
+def proposal_also_close(*, proposal: Proposal, idea: Idea, limit: int = 2) -> list[Idea]:
+    """Other ideas of ``idea``'s run whose centre is at least as close to the proposal's meaning
+    (cosine of its stored embedding) as its own idea's centre, closest first.
+
+    Ideas are found by links between close proposals, not by distance to a centre: a proposal
+    between two ideas belongs to one and stays this close to the other (on the demo's 3,000
+    Make.org proposals, 447 are). Empty without the proposal's vector or the ideas' centres."""
+    vectors = stored_vectors(run_ids=idea.run.vector_run_ids, proposal_ids=[proposal.pk])
+    if not vectors:
+        return []
+    vector = np.frombuffer(bytes(vectors[0][1]), dtype=np.float16).astype(np.float32)
+    rows = list(
+        Idea.objects.filter(run_id=idea.run_id, size__gt=0, centroid__isnull=False).only(
+            "id", "number", "label", "size", "centroid"
+        )
+    )
+    if not any(row.pk == idea.pk for row in rows):
+        return []
+    centres = np.stack([np.frombuffer(bytes(row.centroid), dtype=np.float32) for row in rows])
+    norms = np.linalg.norm(centres, axis=1)
+    cosines = (centres @ vector) / np.where(norms > 0, norms, 1.0)
+    own = cosines[next(i for i, row in enumerate(rows) if row.pk == idea.pk)]
+    closer = [i for i, row in enumerate(rows) if row.pk != idea.pk and cosines[i] >= own]
+    closer.sort(key=lambda i: (-cosines[i], rows[i].number))
+    return [rows[i] for i in closer[:limit]]
 
 
 def idea_others(*, idea: Idea, proposal: Proposal, limit: int = 3) -> list[IdeaMembership]:

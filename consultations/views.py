@@ -498,6 +498,9 @@ def proposal_detail(request, slug, pk):
         context["idea"] = idea = consensus_selectors.proposal_idea(proposal=proposal)
         if idea is not None:
             context["idea_others"] = consensus_selectors.idea_others(idea=idea, proposal=proposal)
+            context["also_close"] = consensus_selectors.proposal_also_close(
+                proposal=proposal, idea=idea
+            )
         context["analysis"] = analysis = consensus_selectors.proposal_analysis(proposal=proposal)
         if analysis:
             charts.group_vote_bars(analysis["groups"])

@@ -1,6 +1,7 @@
 """A proposal's page says what the published analysis found of its votes: its category and
 agreement score, and how each opinion group voted on it."""
 
+import numpy as np
 import pytest
 from django.urls import reverse
 
@@ -10,6 +11,7 @@ from consensus.models import (
     IdeaMembership,
     OpinionGroup,
     ParticipantProjection,
+    ProposalEmbedding,
     ProposalScore,
 )
 from consultations.models import Proposal, Trust, Vote
@@ -92,14 +94,18 @@ def test_a_proposal_everybody_agrees_with_is_agreed_in_every_group(client, publi
 def test_without_enough_votes_the_page_says_so_rather_than_a_category(client, published):  # noqa: F811
     consultation, run = published
     proposal = Proposal.objects.filter(consultation=consultation).order_by("pk").first()
-    ProposalScore.objects.filter(run=run, proposal=proposal).update(
-        zone=ProposalScore.Zone.UNSCORED
-    )
+    scores = ProposalScore.objects.filter(run=run, proposal=proposal)
+    scores.update(zone=ProposalScore.Zone.UNSCORED)
 
     page = page_of(client, proposal)
 
     assert "Not enough votes yet on this site to place this proposal in a category." in page
     assert "Agreement score" not in page
+    assert "By opinion group" in page  # what the groups' votes say still shows
+    # with no vote from any group either, there is nothing to say: no section
+    scores.update(group_counts=[])
+    assert selectors.proposal_analysis(proposal=proposal) is None
+    assert "What the analysis of the votes says" not in page_of(client, proposal)
 
 
 def test_no_analysis_before_a_run_nor_for_a_proposal_accepted_since(client, published):  # noqa: F811
@@ -177,3 +183,51 @@ def test_no_group_section_for_an_idea_of_a_run_without_opinion_groups(
     assert idea.scores["group_counts"] == []
     url = reverse("consensus:results_idea", args=[consultation.slug, idea.number])
     assert "By opinion group" not in client.get(url).content.decode()
+
+
+def vector_of(run, proposal):
+    raw = ProposalEmbedding.objects.get(run=run, proposal=proposal).vector
+    return np.frombuffer(bytes(raw), dtype=np.float16).astype(np.float32)
+
+
+def test_the_ideas_just_as_close_are_those_whose_centre_is_as_close_as_its_own(published):  # noqa: F811
+    _consultation, run = published
+    ideas = list(Idea.objects.filter(run=run, size__gt=0, centroid__isnull=False))
+    centres = {i.pk: np.frombuffer(bytes(i.centroid), dtype=np.float32) for i in ideas}
+
+    def cosine(vector, idea):
+        centre = centres[idea.pk]
+        return float(vector @ centre / np.linalg.norm(centre))
+
+    checked = 0
+    for membership in IdeaMembership.objects.filter(run=run).select_related("proposal", "idea"):
+        vector = vector_of(run, membership.proposal)
+        own = cosine(vector, membership.idea)
+        expected = sorted(
+            (i for i in ideas if i.pk != membership.idea_id and cosine(vector, i) >= own),
+            key=lambda i: (-cosine(vector, i), i.number),
+        )[:2]
+        found = selectors.proposal_also_close(proposal=membership.proposal, idea=membership.idea)
+        assert [i.pk for i in found] == [i.pk for i in expected]
+        checked += 1
+    assert checked >= 40
+
+
+def test_a_proposal_page_names_an_idea_whose_centre_is_its_very_meaning(client, published):  # noqa: F811
+    consultation, run = published
+    membership = IdeaMembership.objects.filter(run=run).select_related("proposal", "idea").first()
+    other = Idea.objects.filter(run=run, size__gt=0).exclude(pk=membership.idea_id).first()
+    other.centroid = vector_of(run, membership.proposal).tobytes()  # a cosine of 1
+    other.save(update_fields=["centroid"])
+
+    found = selectors.proposal_also_close(proposal=membership.proposal, idea=membership.idea)
+    page = page_of(client, membership.proposal)
+
+    assert found[0] == other
+    section = page.split("Its meaning is just as close to:", 1)[1].split("</ul>", 1)[0]
+    url = reverse("consensus:results_idea", args=[consultation.slug, other.number])
+    assert f'<a href="{url}">{other.label}</a>' in section
+    # without its vector, nothing is said
+    ProposalEmbedding.objects.filter(proposal=membership.proposal).delete()
+    assert selectors.proposal_also_close(proposal=membership.proposal, idea=membership.idea) == []
+    assert "Its meaning is just as close to:" not in page_of(client, membership.proposal)

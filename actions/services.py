@@ -7,7 +7,6 @@ from decimal import Decimal
 from django.conf import settings
 from django.contrib.auth.models import AnonymousUser
 from django.contrib.sites.models import Site
-from django.core import signing
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage, get_connection
 from django.db import IntegrityError, transaction
@@ -15,6 +14,8 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation import gettext as _
+
+from config.optout import optout_token, optout_token_read
 
 from .models import Action, ActionUpdate, Follow, Measurement, Objective
 from .selectors import (
@@ -117,16 +118,12 @@ def follow_delete(*, action_id: int, user_id: int) -> bool:
 
 def unfollow_token(*, action_id: int, user_id: int) -> str:
     """A signed token for the opt-out link in emails (works without logging in)."""
-    return signing.dumps({"a": action_id, "u": user_id}, salt=UNFOLLOW_SALT, compress=True)
+    return optout_token(salt=UNFOLLOW_SALT, key="a", target_id=action_id, user_id=user_id)
 
 
 def unfollow_token_read(token: str) -> tuple[int, int] | None:
     """(action_id, user_id) from a token, or None when it was tampered with."""
-    try:
-        data = signing.loads(token, salt=UNFOLLOW_SALT)
-        return int(data["a"]), int(data["u"])
-    except (signing.BadSignature, KeyError, TypeError, ValueError):
-        return None
+    return optout_token_read(salt=UNFOLLOW_SALT, key="a", token=token)
 
 
 def site_url() -> str:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
-from django.core import signing
 from django.core.mail import EmailMessage, get_connection
 from django.db import IntegrityError, transaction
 from django.db.models import Count, Q
@@ -22,6 +21,7 @@ from django.utils import timezone, translation
 from django.utils.translation import gettext as _
 
 from causes.models import Cause
+from config.optout import optout_token, optout_token_read
 from consensus.models import EngineRun
 
 from .models import Consultation, ResultsAlert
@@ -90,16 +90,12 @@ def alerts_waiting(*, consultation: Consultation) -> dict:
 
 def stop_token(*, consultation_id: int, user_id: int) -> str:
     """The signed opt-out token of the emails' link (works without logging in)."""
-    return signing.dumps({"c": consultation_id, "u": user_id}, salt=STOP_SALT, compress=True)
+    return optout_token(salt=STOP_SALT, key="c", target_id=consultation_id, user_id=user_id)
 
 
 def stop_token_read(token: str) -> tuple[int, int] | None:
     """(consultation_id, user_id) from a token, or None when it was tampered with."""
-    try:
-        data = signing.loads(token, salt=STOP_SALT)
-        return int(data["c"]), int(data["u"])
-    except (signing.BadSignature, KeyError, TypeError, ValueError):
-        return None
+    return optout_token_read(salt=STOP_SALT, key="c", token=token)
 
 
 def _kind(consultation: Consultation) -> str:

@@ -77,6 +77,19 @@ def test_the_votes_at_the_source_are_read_only_as_a_count_and_a_share(stats, exp
     assert source_support(stats) == expected
 
 
+def republique_slice(data_dir, tmp_path, *, step: int, n: int):
+    """Every ``step``-th of République numérique's opinions, ``n`` of them (their rows, as dicts),
+    written to a CSV of their own (its path)."""
+    with open(data_dir / REPUBLIQUE, newline="", encoding="utf-8") as f:
+        rows = list(islice(csv.DictReader(f), 0, None, step))[:n]
+    path = tmp_path / "opinions.csv"
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return rows, path
+
+
 def test_a_share_of_few_votes_has_a_wide_margin():
     share = np.array([0.95, 0.95, 0.9, 0.5, 1.0])
     lower = share - share_half_width(share, [20, 20_000, 20_000, 100, 10])
@@ -162,13 +175,7 @@ def test_republique_numeriques_agree_and_total_votes_are_summed_per_idea(
     """A real slice of République numérique (Cap Collectif's export: agree, disagree, mixed and
     total votes), imported as any CSV: each idea's votes at the source are its members' totals,
     and its share for their agree votes over them."""
-    with open(data_dir / REPUBLIQUE, newline="", encoding="utf-8") as f:
-        rows = list(islice(csv.DictReader(f), 0, None, 8))[:80]
-    path = tmp_path / "opinions.csv"
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    rows, path = republique_slice(data_dir, tmp_path, step=8, n=80)
     consultation = ConsultationFactory()
     report = import_csv(consultation=consultation, path=path, text_column="title")
     assert report.created == len(rows)

@@ -26,12 +26,12 @@ from consultations.models import (
 )
 from consultations.selectors import consultation_stats, proposal_public_list
 
+from ..consensus.test_source_votes import republique_slice
 from ..factories import ConsultationFactory, ProposalFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
 
 MAKEORG = "opentext/makeorg_monde_dapres_2020/proposals.csv"
-REPUBLIQUE = "opentext/republique_numerique_2015/opinions.csv"
 
 
 def lower_bound(n, share):
@@ -164,13 +164,7 @@ def test_an_update_reads_the_files_votes_again(makeorg, data_dir, tmp_path):
 
 
 def test_a_csv_import_of_cap_collectif_counts_fills_them(data_dir, tmp_path):
-    with open(data_dir / REPUBLIQUE, newline="", encoding="utf-8") as f:
-        rows = list(islice(csv.DictReader(f), 0, None, 11))[:40]
-    path = tmp_path / "opinions.csv"
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    rows, path = republique_slice(data_dir, tmp_path, step=11, n=40)
     consultation = ConsultationFactory()
     import_csv(consultation=consultation, path=path, text_column="title")
     for row in rows:

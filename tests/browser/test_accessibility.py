@@ -1,0 +1,112 @@
+"""Every public page, and the pieces HTMX swaps in, pass axe-core's WCAG 2.1 A and AA rules.
+
+axe-core comes in the PyPI package axe-playwright-python (its axe.min.js, MPL 2.0), run in Debian's
+Chromium against the live server, in English and in French. A control page with an image without
+a text alternative shows that the audit finds what it should.
+"""
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+
+from consensus import services
+from consensus.models import EngineRun, Idea
+from consultations.models import Proposal
+
+from ..consensus.engine_data import HASHING, add_votes, consultation_with_themes
+from ..factories import UserFactory
+from .conftest import open_page, sign_in
+
+pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
+
+WCAG = {"type": "tag", "values": ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]}
+
+
+@pytest.fixture
+def axe():
+    sync = pytest.importorskip("axe_playwright_python.sync_playwright")
+    audit = sync.Axe()
+
+    def violations(page) -> list[str]:
+        results = audit.run(page, options={"runOnly": WCAG, "resultTypes": ["violations"]})
+        return [
+            f"{v['id']} ({v['impact']}): {[n['target'] for n in v['nodes'][:3]]}"
+            for v in results.response["violations"]
+        ]
+
+    return violations
+
+
+@pytest.fixture
+def published():
+    consultation = consultation_with_themes(
+        question="Comment rendre la ville plus agréable ?",
+        ends_at=timezone.now()
+        + timedelta(days=30),  # it closes: its final results can be asked for
+    )
+    add_votes(consultation)
+    run = services.engine_run_start(consultation=consultation, kind="full", **HASHING)
+    run.refresh_from_db()
+    assert run.status == EngineRun.Status.DONE, run.error
+    return consultation, run
+
+
+def test_the_audit_finds_an_image_without_a_text_alternative(browser, live_server, axe):
+    page, _errors = open_page(browser)
+    page.goto(f"{live_server.url}/")
+    assert axe(page) == []
+    page.evaluate("document.querySelector('main, #main, body').append(new Image(20, 20))")
+    assert [v.split(" ")[0] for v in axe(page)] == ["image-alt"]
+
+
+@pytest.mark.parametrize("language", ["en", "fr"])
+def test_public_pages_and_swapped_parts_pass_wcag_a_and_aa(
+    browser, live_server, axe, published, language
+):
+    consultation, run = published
+    proposal = Proposal.objects.filter(consultation=consultation).order_by("pk").first()
+    idea = Idea.objects.filter(run=run, size__gt=0).order_by("-size").first()
+    base = live_server.url
+    paths = [
+        "/",
+        f"/causes/{consultation.cause.slug}/",
+        f"/c/{consultation.slug}/",
+        f"/c/{consultation.slug}/?sort=popular",
+        f"/c/{consultation.slug}/p/{proposal.pk}/",
+        f"/c/{consultation.slug}/moderation/",
+        f"/engine/{consultation.slug}/results/",
+        f"/engine/{consultation.slug}/results/ideas/",
+        f"/engine/{consultation.slug}/results/ideas/{idea.number}/",
+        f"/actions/cause/{consultation.cause.slug}/",
+        "/accounts/login/",
+    ]
+    page, errors = open_page(browser)
+    page.context.add_cookies([{"name": "django_language", "value": language, "url": base}])
+    found = {}
+    for path in paths:
+        page.goto(base + path)
+        found[path] = axe(page)
+
+    # the sequence: its first card, then the card once voted (how people voted) and the end card
+    page.goto(f"{base}/c/{consultation.slug}/vote/")
+    page.locator("#seq-card form button[type=submit]").first.click()
+    page.locator("[data-card=vote]").wait_for()
+    found["sequence: a card"] = axe(page)
+    page.keyboard.press("a")
+    page.locator("[data-card=qualify]").wait_for()
+    found["sequence: voted"] = axe(page)
+
+    # a citizen asks for the results by email (the box HTMX swaps) and reads their data
+    user = UserFactory()
+    page, errors_signed_in = open_page(browser)
+    page.context.add_cookies([{"name": "django_language", "value": language, "url": base}])
+    sign_in(page, base, user.email, f"/c/{consultation.slug}/")
+    page.locator("#results-alert button").click()
+    page.locator("#results-alert [name=stop]").wait_for(state="attached")
+    found["results alert: asked"] = axe(page)
+    page.goto(f"{base}/accounts/my-data/")
+    found["my data"] = axe(page)
+
+    assert {where: v for where, v in found.items() if v} == {}
+    assert errors == [] and errors_signed_in == []

@@ -44,6 +44,7 @@ from config.errors import NotFound
 from config.ratelimit import rate_limit_hit, too_many_requests
 from consultations.models import Participant, Proposal
 from consultations.selectors import consultation_get_for_user, consultation_stats, stats_cache_key
+from consultations.services import participant_peek
 
 from . import charts, selectors
 from .forms import IdeasViewForm, ProposalSearchForm
@@ -479,6 +480,10 @@ def results(request, slug):
         sections = results_sections(consultation=consultation, run_id=run_id) if run_id else None
         context.update(_counters_context(consultation, peek=True))
         context["sections"] = sections
+        if sections:  # the visitor's own group, outside the sections every visitor shares
+            context["your_group"] = selectors.participant_group(
+                run_id=run_id, participant=participant_peek(request)
+            )
         context["per_zone"] = IDEAS_PER_ZONE
         response = render(request, "consensus/results.html", context)
     patch_vary_headers(response, ("HX-Request",))

@@ -21,6 +21,7 @@ from .models import (
     IdeaMembership,
     IdeaPlacement,
     OpinionGroup,
+    ParticipantProjection,
     ProposalEmbedding,
     ProposalScore,
     Theme,
@@ -189,6 +190,23 @@ def group_votes(*, run_id: int, group_counts: list) -> list[dict]:
                 }
             )
     return rows
+
+
+def participant_group(*, run_id: int, participant) -> OpinionGroup | None:
+    """The opinion group the run put ``participant`` in (None: not in the run, or in no group,
+    or no participant)."""
+    if participant is None:
+        return None
+    number = (
+        ParticipantProjection.objects.filter(
+            run_id=run_id, participant=participant, group__isnull=False
+        )
+        .values_list("group", flat=True)
+        .first()
+    )
+    if number is None:
+        return None
+    return OpinionGroup.objects.filter(run_id=run_id, number=number).only("number", "size").first()
 
 
 def proposal_analysis(*, proposal: Proposal) -> dict | None:

@@ -3,6 +3,7 @@ agreement score, and how each opinion group voted on it."""
 
 import numpy as np
 import pytest
+from django.test import Client
 from django.urls import reverse
 
 from consensus import selectors, services
@@ -15,6 +16,7 @@ from consensus.models import (
     ProposalScore,
 )
 from consultations.models import Proposal, Trust, Vote
+from consultations.services import SESSION_PARTICIPANT
 
 from ..factories import ConsultationFactory, ProposalFactory
 from .engine_data import consultation_with_themes
@@ -231,3 +233,30 @@ def test_a_proposal_page_names_an_idea_whose_centre_is_its_very_meaning(client, 
     ProposalEmbedding.objects.filter(proposal=membership.proposal).delete()
     assert selectors.proposal_also_close(proposal=membership.proposal, idea=membership.idea) == []
     assert "Its meaning is just as close to:" not in page_of(client, membership.proposal)
+
+
+def test_a_voter_sees_where_they_stand_and_nobody_else_sees_it(client, published):  # noqa: F811
+    consultation, run = published
+    url = reverse("consensus:results", args=[consultation.slug])
+    assert "Where you stand:" not in client.get(url).content.decode()  # fills the shared cache
+    projection = (
+        ParticipantProjection.objects.filter(run=run, group__isnull=False)
+        .select_related("participant")
+        .first()
+    )
+    group = OpinionGroup.objects.get(run=run, number=projection.group)
+    session = client.session
+    session[SESSION_PARTICIPANT] = projection.participant.session_key
+    session.save()
+
+    page = " ".join(client.get(url).content.decode().split())
+
+    assert (
+        "the last analysis of the votes put you in "
+        f'<a href="#groups-title">opinion group {group.number + 1}</a>: '
+        f"{group.size} participants who vote alike."
+    ) in page
+    # another browser is told nothing, and nor is a voter the run put in no group
+    assert "Where you stand:" not in Client().get(url).content.decode()
+    ParticipantProjection.objects.filter(pk=projection.pk).update(group=None)
+    assert "Where you stand:" not in client.get(url).content.decode()

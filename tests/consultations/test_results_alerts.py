@@ -5,6 +5,7 @@ import json
 import threading
 from datetime import timedelta
 from unittest import mock
+from urllib.parse import quote
 
 import pytest
 from django.core import mail
@@ -20,7 +21,7 @@ from consultations.models import ResultsAlert
 from consultations.tasks import results_alerts_send
 
 from ..consensus.engine_data import HASHING, consultation_with_themes
-from ..factories import CauseFactory, ConsultationFactory, UserFactory
+from ..factories import CauseFactory, ConsultationFactory, ProposalFactory, UserFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
 
@@ -273,3 +274,18 @@ def test_the_emails_speak_the_consultations_language_when_the_site_does(settings
     # German is not among the site's languages: the site's own (English in these tests)
     assert subjects[1] == "The first results are out: “Wie trennen wir Müll besser?”"
     assert "Voir les résultats" in mail.outbox[0].body
+
+
+def test_the_end_of_a_sequence_offers_the_results_and_its_login_link_comes_back_to_the_page(
+    client,
+):
+    consultation = ConsultationFactory(sequence_size=1)
+    ProposalFactory(consultation=consultation)
+    client.post(reverse("consultations:sequence", args=[consultation.slug]))
+    next_url = reverse("consultations:sequence_next", args=[consultation.slug])
+
+    end = client.post(next_url, {"position": 1}, **HX).content.decode()  # no vote: skipped
+
+    assert 'data-card="end"' in end
+    login = reverse("account_login") + "?next=" + quote(consultation.get_absolute_url())
+    assert f'<a href="{login}">Log in</a> to be emailed when the results are published' in end

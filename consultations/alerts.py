@@ -23,6 +23,7 @@ from django.utils.translation import gettext as _
 from causes.models import Cause
 from config.optout import optout_token, optout_token_read
 from consensus.models import EngineRun
+from consensus.selectors import consultation_highlights
 
 from .models import Consultation, ResultsAlert
 
@@ -136,6 +137,19 @@ def alerts_send(*, consultation_id: int) -> int:
         pending = pending.filter(user__in=consultation.cause.members.all())
     base = site_url()
     results_url = base + reverse("consensus:results", kwargs={"slug": consultation.slug})
+    highlights = consultation_highlights(consultation=consultation)
+    if highlights:  # what came out, in the email itself: each idea with its page's address
+        highlights["ideas"] = [
+            (
+                idea.label,
+                base
+                + reverse(
+                    "consensus:results_idea",
+                    kwargs={"slug": consultation.slug, "number": idea.number},
+                ),
+            )
+            for idea in highlights["ideas"]
+        ]
     sent = 0
     # In the consultation's language when the site speaks it, else in the site's own.
     language = consultation.language
@@ -157,7 +171,8 @@ def alerts_send(*, consultation_id: int) -> int:
                 if not batch:
                     break
                 messages = [
-                    _email(alert, consultation, kind, subject, results_url, base) for alert in batch
+                    _email(alert, consultation, kind, subject, results_url, base, highlights)
+                    for alert in batch
                 ]
                 sent += get_connection().send_messages(messages) or 0
                 now, ids = timezone.now(), [alert.pk for alert in batch]
@@ -170,7 +185,7 @@ def alerts_send(*, consultation_id: int) -> int:
     return sent
 
 
-def _email(alert, consultation, kind, subject, results_url, base) -> EmailMessage:
+def _email(alert, consultation, kind, subject, results_url, base, highlights) -> EmailMessage:
     token = stop_token(consultation_id=consultation.pk, user_id=alert.user_id)
     stop_url = base + reverse("consultations:results_alert_stop", kwargs={"token": token})
     body = render_to_string(
@@ -180,6 +195,7 @@ def _email(alert, consultation, kind, subject, results_url, base) -> EmailMessag
             "final": kind == FINAL,
             "results_url": results_url,
             "stop_url": stop_url,
+            "highlights": highlights,
         },
     )
     return EmailMessage(

@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from causes.models import Cause
 from consensus import services as engine
-from consensus.models import EngineRun
+from consensus.models import EngineRun, Idea
 from consultations import alerts
 from consultations.models import ResultsAlert
 from consultations.tasks import results_alerts_send
@@ -165,8 +165,9 @@ def test_a_failed_send_marks_nothing_and_the_retry_sends_it():
         results_alerts_send("12")
 
 
-def test_publishing_a_run_emails_those_who_asked(django_capture_on_commit_callbacks):
-    consultation = consultation_with_themes()
+def test_publishing_a_run_emails_those_who_asked(django_capture_on_commit_callbacks, settings):
+    settings.CONCORDE_SITE_URL = "https://concorde.example"
+    consultation = consultation_with_themes(language="en")
     asking(consultation, 2)
     with django_capture_on_commit_callbacks(execute=True):
         run = engine.engine_run_start(consultation=consultation, kind="full", **HASHING)
@@ -174,6 +175,13 @@ def test_publishing_a_run_emails_those_who_asked(django_capture_on_commit_callba
     assert run.status == EngineRun.Status.DONE, run.error
     assert len(mail.outbox) == 2
     assert ResultsAlert.objects.filter(first_sent_at__isnull=False).count() == 2
+    # what came out is in the email itself: nobody voted yet, so the largest ideas, each with its page
+    body = mail.outbox[0].body
+    largest = Idea.objects.filter(run=run, size__gt=0).order_by("-size", "number")[:3]
+    assert "Its largest ideas so far:" in body
+    for idea in largest:
+        page = reverse("consensus:results_idea", args=[consultation.slug, idea.number])
+        assert f"- {idea.label}\n  https://concorde.example{page}\n" in body
 
 
 def test_the_stop_link_asks_then_stops_without_logging_in(client):

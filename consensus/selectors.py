@@ -238,19 +238,12 @@ def proposal_also_close(*, proposal: Proposal, idea: Idea, limit: int = 2) -> li
     vectors = stored_vectors(run_ids=idea.run.vector_run_ids, proposal_ids=[proposal.pk])
     if not vectors:
         return []
-    vector = np.frombuffer(bytes(vectors[0][1]), dtype=np.float16).astype(np.float32)
-    rows = list(
-        Idea.objects.filter(run_id=idea.run_id, size__gt=0, centroid__isnull=False).only(
-            "id", "number", "label", "size", "centroid"
-        )
-    )
-    if not any(row.pk == idea.pk for row in rows):
+    rows, centres = _idea_centres(run_id=idea.run_id)
+    own = next((i for i, row in enumerate(rows) if row.pk == idea.pk), None)
+    if own is None:
         return []
-    centres = np.stack([np.frombuffer(bytes(row.centroid), dtype=np.float32) for row in rows])
-    norms = np.linalg.norm(centres, axis=1)
-    cosines = (centres @ vector) / np.where(norms > 0, norms, 1.0)
-    own = cosines[next(i for i, row in enumerate(rows) if row.pk == idea.pk)]
-    closer = [i for i, row in enumerate(rows) if row.pk != idea.pk and cosines[i] >= own]
+    cosines = centres @ np.frombuffer(bytes(vectors[0][1]), dtype=np.float16).astype(np.float32)
+    closer = [i for i in range(len(rows)) if i != own and cosines[i] >= cosines[own]]
     closer.sort(key=lambda i: (-cosines[i], rows[i].number))
     return [rows[i] for i in closer[:limit]]
 
@@ -696,29 +689,35 @@ def run_idea_get(*, run: EngineRun, number: int) -> Idea:
     return idea
 
 
-def idea_neighbours(*, idea: Idea, limit: int = 3) -> list[Idea]:
-    """The run's ideas whose centres are closest to ``idea``'s (cosine), closest first.
-
-    One query reads every non-empty idea's centre (a national run has a few hundred ideas); an
-    idea without a centre (none stored) has no neighbours and is nobody's.
-    """
+def _idea_centres(*, run_id: int) -> tuple[list[Idea], np.ndarray]:
+    """The run's non-empty ideas that have a stored centre, and those centres as unit rows (a
+    zero centre stays zero), in one query: a national run has a few hundred ideas."""
     rows = list(
-        Idea.objects.filter(run_id=idea.run_id, size__gt=0, centroid__isnull=False).only(
+        Idea.objects.filter(run_id=run_id, size__gt=0, centroid__isnull=False).only(
             "id", "number", "label", "size", "share", "centroid"
         )
     )
-    own = next((row for row in rows if row.pk == idea.pk), None)
-    others = [row for row in rows if row.pk != idea.pk]
-    if own is None or not others:
+    if not rows:
+        return rows, np.zeros((0, 0), dtype=np.float32)
+    centres = np.stack([np.frombuffer(bytes(row.centroid), dtype=np.float32) for row in rows])
+    norms = np.linalg.norm(centres, axis=1, keepdims=True)
+    return rows, centres / np.where(norms > 0, norms, 1.0)
+
+
+def idea_neighbours(*, idea: Idea, limit: int = 3) -> list[Idea]:
+    """The run's ideas whose centres are closest to ``idea``'s (cosine), closest first; an idea
+    without a centre (none stored) has no neighbours and is nobody's."""
+    rows, centres = _idea_centres(run_id=idea.run_id)
+    own = next((i for i, row in enumerate(rows) if row.pk == idea.pk), None)
+    if own is None:
         return []
-    centres = np.stack([np.frombuffer(bytes(row.centroid), dtype=np.float32) for row in others])
-    centre = np.frombuffer(bytes(own.centroid), dtype=np.float32)
-    norms = np.linalg.norm(centres, axis=1) * np.linalg.norm(centre)
-    cosines = (centres @ centre) / np.where(norms > 0, norms, 1.0)
-    order = sorted(range(len(others)), key=lambda i: (-cosines[i], others[i].number))[:limit]
-    for i in order:
-        others[i].cosine = float(cosines[i])
-    return [others[i] for i in order]
+    cosines = centres @ centres[own]
+    others = sorted(
+        (i for i in range(len(rows)) if i != own), key=lambda i: (-cosines[i], rows[i].number)
+    )[:limit]
+    for i in others:
+        rows[i].cosine = float(cosines[i])
+    return [rows[i] for i in others]
 
 
 def idea_members(*, idea: Idea) -> QuerySet:

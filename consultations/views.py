@@ -152,7 +152,12 @@ def _detail_context(request, consultation, *, form=None, similar=None):
         "sort": sort,
         "sorts": SORTS,
         "source_sort": sort in SOURCE_SORTS,
-        **alerts.alert_box(consultation=consultation, user=request.user),
+        # not for the list alone, which a search or a sort swaps in by HTMX
+        **(
+            {}
+            if request.htmx and request.method == "GET"
+            else alerts.alert_box(consultation=consultation, user=request.user)
+        ),
         "form": form,
         "similar": similar,
         # Room for the prefix too, in case the user types it; the service counts exactly.

@@ -244,6 +244,8 @@ class ProposalScoreAdmin(AuditedAdminMixin, admin.ModelAdmin):
         "top_score",
         "group_consensus",
         "bridging",
+        "shown",
+        "answered",
     )
     list_filter = ("zone",)
     list_select_related = ("proposal",)

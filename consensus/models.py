@@ -397,6 +397,12 @@ class ProposalScore(models.Model):
     zone = models.CharField(_("zone"), max_length=16, choices=Zone.choices)
     n_trusted = models.PositiveIntegerField(_("trusted votes"), default=0)
     n_sequence = models.PositiveIntegerField(_("sequence votes"), default=0)
+    # Exposure accounting: the sequence cards of this proposal displayed to participants, and
+    # how many of those participants voted on it there (the rest skipped it or left).
+    shown = models.PositiveIntegerField(_("times shown in sequences"), default=0, db_default=0)
+    answered = models.PositiveIntegerField(
+        _("votes of those shown it"), default=0, db_default=0
+    )
     agreement = models.FloatField(_("agreement"))
     disagreement = models.FloatField(_("disagreement"))
     neutral = models.FloatField(_("neutral"))

@@ -366,6 +366,7 @@ def _build_sections(consultation, run) -> dict[str, str]:
         "n_proposals": metrics.get("n_proposals"),
         "n_unique_texts": metrics.get("n_unique_texts"),
         "n_noise": metrics.get("n_noise"),
+        "exposure": selectors.exposure_summary(run=run),
     }
     template = "consensus/_results_sections.html"
     return {

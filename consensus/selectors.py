@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import numpy as np
 from django.db import connection
-from django.db.models import Count, Exists, F, OuterRef, Prefetch, Q, QuerySet, Sum, Window
-from django.db.models.functions import Coalesce, RowNumber
+from django.db.models import (
+    Count,
+    Exists,
+    F,
+    FloatField,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Sum,
+    Value,
+    Window,
+)
+from django.db.models.functions import Cast, Coalesce, RowNumber, Sqrt
 from django.http import Http404
 from django.utils import formats
 from django.utils.translation import gettext
@@ -223,9 +235,27 @@ def proposal_analysis(*, proposal: Proposal) -> dict | None:
     if score is None:
         return None
     groups = group_votes(run_id=run_id, group_counts=score.group_counts)
-    if score.zone == ProposalScore.Zone.UNSCORED and not groups:
+    if score.zone == ProposalScore.Zone.UNSCORED and not groups and not score.shown:
         return None
-    return {"score": score, "groups": groups}
+    return {"score": score, "groups": groups, "exposure": _proposal_exposure(run_id, score)}
+
+
+def _proposal_exposure(run_id: int, score: ProposalScore) -> dict | None:
+    """How often the sequence showed the proposal and how often it got a vote there, against
+    every card of the run's sequences; None when it was never shown."""
+    if not score.shown:
+        return None
+    shown, answered = (
+        EngineRun.objects.filter(pk=run_id)
+        .values_list("metrics__exposure__shown", "metrics__exposure__answered")
+        .first()
+    ) or (None, None)
+    return {
+        "shown": score.shown,
+        "answered": score.answered,
+        "percent": round(100 * score.answered / score.shown),
+        "all_percent": round(100 * answered / shown) if shown and answered is not None else None,
+    }
 
 
 def proposal_also_close(*, proposal: Proposal, idea: Idea, limit: int = 2) -> list[Idea]:
@@ -333,6 +363,7 @@ TIMING_LABELS = {
     "themes": _("Grouping the ideas into themes"),
     "write_ideas": _("Saving the ideas"),
     "load_counters": _("Loading the vote counters"),
+    "load_exposures": _("Counting the sequence's cards shown"),
     "scores": _("Scoring the proposals"),
     "load_votes": _("Loading the votes"),
     "opinion": _("Opinion groups"),
@@ -342,7 +373,106 @@ TIMING_LABELS = {
     "finalize": _("Final step, total"),
 }
 
-HIDDEN_METRICS = {"opinion_state"}
+HIDDEN_METRICS = {"opinion_state", "exposure"}  # exposure: a section of its own
+
+# Exposure accounting: why the sequence dealt a card (consultations.sequence.Reason), in the
+# order of the sequence's algorithm
+POOL_LABELS = {
+    "included": _("put first in the sequence"),
+    "new": _("new proposals, until they have their first votes"),
+    "top": _("tested as possible key ideas"),
+    "controversy": _("tested as possibly controversial"),
+    "fallback": _("other proposals, to fill the sequence"),
+    "unknown": _("not recorded"),
+}
+
+
+def exposure_summary(*, run: EngineRun) -> dict | None:
+    """What the run counted of the sequence's cards (``metrics["exposure"]``, written by the
+    engine from the exposures), for display: the sequences started, the cards shown and the share
+    of them voted on, how far sequences went (each position: the share of sequences that reached
+    it, and of its cards voted on), the same by why cards were dealt, and how evenly the cards
+    shown were shared among the proposals. None when no card was shown before the run."""
+    exposure = (run.metrics or {}).get("exposure") or {}
+    shown = exposure.get("shown") or 0
+    if not shown:
+        return None
+    sequences = exposure.get("sequences") or 0
+
+    def percent(part, whole):
+        return round(100 * part / whole) if whole else None
+
+    positions = [
+        {
+            "position": position,
+            "shown": n_shown,
+            "reached": percent(n_shown, sequences),
+            "answered": percent(n_answered, n_shown),
+        }
+        for position, _dealt, n_shown, n_answered in exposure.get("positions", [])
+    ]
+    pools = exposure.get("pools", {})
+    return {
+        "sequences": sequences,
+        "shown": shown,
+        "answered": exposure.get("answered", 0),
+        "answered_percent": percent(exposure.get("answered", 0), shown),
+        "positions": positions,
+        "pools": [
+            {
+                "label": label,
+                "shown": pools[key][1],
+                "answered": percent(pools[key][2], pools[key][1]),
+            }
+            for key, label in POOL_LABELS.items()
+            if key in pools and pools[key][1]
+        ],
+        "per_proposal": exposure.get("per_proposal"),
+    }
+
+
+WILSON_Z = 1.959963984540054  # the normal distribution's 97.5 % quantile: a 95 % interval
+
+
+def most_skipped(*, run: EngineRun, min_shown: int, limit: int = 10) -> list[ProposalScore]:
+    """The run's proposals whose sequence cards were voted on less often than the run's cards
+    as a whole, beyond doubt: the upper bound of the 95 % Wilson interval of the share of their
+    cards voted on is under the share of all cards (``metrics["exposure"]``), among proposals
+    shown at least ``min_shown`` times; lowest bound first, so that a few skips weigh little.
+    Each gets ``answered_percent``, ``low_percent`` and ``high_percent`` (the interval). A card
+    skipped more than the others is often unclear, or off the question: worth a look."""
+    exposure = (run.metrics or {}).get("exposure") or {}
+    if not exposure.get("shown"):
+        return []
+    overall = exposure.get("answered", 0) / exposure["shown"]
+    n = Cast(F("shown"), FloatField())
+    p = Cast(F("answered"), FloatField()) / n
+    z2 = Value(WILSON_Z**2)
+    half = Value(WILSON_Z) * Sqrt(p * (Value(1.0) - p) / n + z2 / (Value(4.0) * n * n))
+    upper = (p + z2 / (Value(2.0) * n) + half) / (Value(1.0) + z2 / n)
+    rows = list(
+        ProposalScore.objects.filter(run=run, shown__gte=max(1, min_shown))
+        .select_related("proposal")
+        .annotate(upper=upper)
+        .filter(upper__lt=overall)
+        .order_by("upper", "-shown", "proposal_id")[:limit]
+    )
+    for row in rows:
+        low, high = wilson_interval(row.answered, row.shown)
+        row.answered_percent = round(100 * row.answered / row.shown)
+        row.low_percent, row.high_percent = round(100 * low), round(100 * high)
+    return rows
+
+
+def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """The Wilson score interval of a share ``successes`` / ``n`` (``n`` > 0)."""
+    p = successes / n
+    centre = p + z * z / (2 * n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (
+        max(0.0, float((centre - half) / (1 + z * z / n))),
+        min(1.0, float((centre + half) / (1 + z * z / n))),
+    )
 
 # Why the votes' steps were skipped, as the engine's ValueError says it (kept in the metrics as
 # is), in words staff read

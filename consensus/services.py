@@ -28,9 +28,11 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import (
     Case,
     Count,
+    Exists,
     F,
     FloatField,
     Max,
+    OuterRef,
     Q,
     SmallIntegerField,
     Sum,
@@ -46,6 +48,7 @@ from django.utils.translation import ngettext
 from accounts.audit import audit_record, model_snapshot
 from consultations.models import (
     Consultation,
+    Exposure,
     Proposal,
     ProposalCounter,
     Trust,
@@ -2196,6 +2199,79 @@ def _load_counters(
     return verified, sequence
 
 
+def _load_exposures(consultation_id: int, pids: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Exposure accounting: (shown, answered) per proposal of ``pids``, and the summary.
+
+    ``shown``: the sequence cards of the proposal displayed to participants (a card dealt but
+    never reached, the participant having left before it, does not count); ``answered``: how
+    many of those participants voted on it in a sequence. The summary (``{}`` when no card was
+    ever dealt) gives the sequences started, the cards dealt, shown and answered by position and
+    by pool, and how evenly the cards shown were shared among the proposals. Two grouped scans
+    of the exposures, each vote looked up by its (participant, proposal) unique index.
+    """
+    exposures = Exposure.objects.filter(
+        proposal__consultation_id=consultation_id, proposal__status=Proposal.Status.ACCEPTED
+    )
+    voted = Exists(
+        Vote.objects.filter(
+            participant_id=OuterRef("participant_id"),
+            proposal_id=OuterRef("proposal_id"),
+            in_sequence=True,
+        )
+    )
+    answered_filter = Q(shown_at__isnull=False) & Q(voted)
+    by_place = list(
+        exposures.values("position", "pool")
+        .annotate(
+            dealt=Count("pk"), shown=Count("shown_at"), answered=Count("pk", filter=answered_filter)
+        )
+        .order_by("position", "pool")
+    )
+    shown = np.zeros(pids.shape[0], np.int64)
+    answered = np.zeros(pids.shape[0], np.int64)
+    if not by_place:
+        return shown, answered, {}
+    rows = (
+        exposures.filter(shown_at__isnull=False)
+        .values("proposal_id")
+        .annotate(shown=Count("pk"), answered=Count("pk", filter=Q(voted)))
+        .values_list("proposal_id", "shown", "answered")
+        .iterator(chunk_size=READ_BATCH)
+    )
+    for pid, n_shown, n_answered in rows:
+        j = int(np.searchsorted(pids, pid))
+        if j < pids.shape[0] and pids[j] == pid:
+            shown[j], answered[j] = n_shown, n_answered
+    positions: dict[int, list[int]] = {}
+    pools: dict[str, list[int]] = {}
+    for row in by_place:
+        counts = (row["dealt"], row["shown"], row["answered"])
+        at = positions.setdefault(row["position"], [0, 0, 0])
+        by_pool = pools.setdefault(row["pool"] or "unknown", [0, 0, 0])
+        for i, n in enumerate(counts):
+            at[i] += n
+            by_pool[i] += n
+    summary = {
+        "sequences": positions.get(1, [0])[0],
+        "dealt": sum(p[0] for p in positions.values()),
+        "shown": sum(p[1] for p in positions.values()),
+        "answered": sum(p[2] for p in positions.values()),
+        "positions": [[k, *positions[k]] for k in sorted(positions)],
+        "pools": pools,
+    }
+    if pids.shape[0]:
+        q10, q50, q90 = np.percentile(shown, [10, 50, 90])
+        summary["per_proposal"] = {
+            "proposals": int(pids.shape[0]),
+            "never_shown": int(np.count_nonzero(shown == 0)),
+            "p10": float(q10),
+            "median": float(q50),
+            "p90": float(q90),
+            "max": int(shown.max()),
+        }
+    return shown, answered, summary
+
+
 VOTE_VALUE = {VoteKey.AGREE: 1, VoteKey.DISAGREE: -1, VoteKey.NEUTRAL: 0}
 
 
@@ -2415,6 +2491,11 @@ def _votes_stage(run: EngineRun, base: EngineRun | None) -> None:
     pids = _proposal_columns(run)
     verified, sequence = _load_counters(run.consultation_id, pids)
     timings["load_counters"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    shown, answered, exposure = _load_exposures(run.consultation_id, pids)
+    if exposure:
+        metrics["exposure"] = exposure
+    timings["load_exposures"] = time.perf_counter() - t0
     _record(run.pk, phase="scores", timings=timings)
 
     t0 = time.perf_counter()
@@ -2497,6 +2578,8 @@ def _votes_stage(run: EngineRun, base: EngineRun | None) -> None:
                 zone_names[int(scores.zone[j])] if scored[j] else ProposalScore.Zone.UNSCORED,
                 int(verified[j, :3].sum()),
                 int(sequence[j, :3].sum()),
+                int(shown[j]),
+                int(answered[j]),
                 float(agree.score[j]),
                 float(disagree.score[j]),
                 float(neutral.score[j]),
@@ -2514,9 +2597,9 @@ def _votes_stage(run: EngineRun, base: EngineRun | None) -> None:
     with transaction.atomic():
         _delete_run_results(run.pk, ideas=False, votes=True)
         fields = [
-            "run_id", "proposal_id", "zone", "n_trusted", "n_sequence", "agreement", "disagreement",
-            "neutral", "top_score", "top_score_lower", "top_score_upper", "controversy", "rejection",
-            "group_consensus", "min_group_agree", "bridging", "group_counts",
+            "run_id", "proposal_id", "zone", "n_trusted", "n_sequence", "shown", "answered",
+            "agreement", "disagreement", "neutral", "top_score", "top_score_lower",
+            "top_score_upper", "controversy", "rejection", "group_consensus", "min_group_agree", "bridging", "group_counts",
         ]  # fmt: skip
         if connection.vendor == "postgresql":
             _copy_rows(ProposalScore, fields, score_rows())

@@ -135,7 +135,11 @@ def run_detail(request, slug, pk):
         "metric_rows": selectors.run_metric_rows(run=run),
         "timing_rows": selectors.run_timing_rows(run=run),
         "model_label": selectors.model_label(run.model_name) if run.model_name else None,
+        "exposure": selectors.exposure_summary(run=run),
+        "min_shown": services.min_zone_votes(),
     }
+    if context["exposure"]:
+        context["skipped"] = selectors.most_skipped(run=run, min_shown=context["min_shown"])
     if not run.is_active:
         # every idea, a page at a time (at 2M answers a run finds some 260); ?theme=<number>:
         # a theme's; ?q=<words>: those whose proposals say them, the most first; ?view=list:

@@ -181,7 +181,15 @@ class ProposalCounterAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
 @admin.register(Exposure)
 class ExposureAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    list_display = ("sequence_id", "position", "proposal", "participant", "pool", "created_at")
+    list_display = (
+        "sequence_id",
+        "position",
+        "proposal",
+        "participant",
+        "pool",
+        "created_at",
+        "shown_at",
+    )
     list_select_related = ("proposal", "participant")
     raw_id_fields = ("participant", "proposal")
     show_full_result_count = False

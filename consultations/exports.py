@@ -185,6 +185,8 @@ SCORE_FIELDS = (
     "zone",
     "n_trusted",
     "n_sequence",
+    "shown",
+    "answered",
     "agreement",
     "disagreement",
     "neutral",
@@ -340,10 +342,10 @@ DATASETS: dict[str, Dataset] = {
     "scores": Dataset(
         "scores",
         _cols(
-            "run_id proposal_id zone:str n_trusted n_sequence agreement:float disagreement:float "
-            "neutral:float top_score:float top_score_lower:float top_score_upper:float "
-            "controversy:float rejection:float group_consensus:float min_group_agree:float "
-            "bridging:float"
+            "run_id proposal_id zone:str n_trusted n_sequence shown answered agreement:float "
+            "disagreement:float neutral:float top_score:float top_score_lower:float "
+            "top_score_upper:float controversy:float rejection:float group_consensus:float "
+            "min_group_agree:float bridging:float"
         ),
         scores_rows,
         needs_run=True,

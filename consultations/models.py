@@ -608,7 +608,7 @@ class ProposalCounter(models.Model):
 
 
 class Exposure(models.Model):
-    """A card shown to a participant in a sequence (for the sequence's analyses and trust)."""
+    """A card dealt to a participant in a sequence (for the sequence's analyses and trust)."""
 
     # exposure_participant_idx (participant, proposal) covers the participant foreign key.
     participant = models.ForeignKey(
@@ -618,7 +618,10 @@ class Exposure(models.Model):
     sequence_id = models.UUIDField(_("sequence"), default=uuid.uuid4, db_index=True)
     position = models.PositiveSmallIntegerField(_("position"))
     pool = models.CharField(_("pool"), max_length=16, blank=True)
-    created_at = models.DateTimeField(_("shown"), default=timezone.now)
+    created_at = models.DateTimeField(_("dealt"), default=timezone.now)
+    # Set when the card is displayed: a participant who leaves at card 3 was dealt 12 cards but
+    # shown 3, and only the cards shown count in the results' exposure figures.
+    shown_at = models.DateTimeField(_("shown"), null=True, blank=True)
 
     class Meta:
         verbose_name = _("exposure")

@@ -588,6 +588,13 @@ def sequence_start(
     return StartedSequence(id=sequence_id, items=items)
 
 
+def exposure_shown(*, sequence_id: str, position: int) -> None:
+    """Note that a sequence's card (``position`` from 1) is displayed: its first display only."""
+    Exposure.objects.filter(
+        sequence_id=sequence_id, position=position, shown_at__isnull=True
+    ).update(shown_at=timezone.now())
+
+
 # Proposals -----------------------------------------------------------------------------------
 
 

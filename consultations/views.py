@@ -35,6 +35,7 @@ from .selectors import (
 from .services import (
     ProposalError,
     VoteError,
+    exposure_shown,
     participant_from_request,
     participant_peek,
     popular_rank_refresh_soon,
@@ -335,6 +336,11 @@ def _sequence_card(request, consultation, participant):
     if position >= len(items):
         box = alerts.alert_box(consultation=consultation, user=request.user)
         return {**context, **box, "card": "end", "total": len(items)}
+    if state.get("shown", 0) <= position:
+        # One write per card, at its first display (the results count the cards shown).
+        exposure_shown(sequence_id=state["id"], position=position + 1)
+        state["shown"] = position + 1
+        request.session.modified = True
     vote = participant_votes(participant=participant, proposal_ids=[proposal.pk]).get(proposal.pk)
     context.update(
         proposal=proposal,

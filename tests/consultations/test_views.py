@@ -499,11 +499,12 @@ def test_votes_follow_the_visitor_into_their_account(client, consultation):
 
 def test_sequence_and_vote_query_counts(client, consultation, django_assert_max_num_queries):
     ProposalFactory.create_batch(40, consultation=consultation)
-    # First request of a newcomer: creates the participant and the session too.
-    with django_assert_max_num_queries(15):
+    # First request of a newcomer: creates the participant and the session too. Each start
+    # also marks its first card shown (one UPDATE: exposure accounting).
+    with django_assert_max_num_queries(16):
         response = client.post(sequence_url(consultation), **HX)
     assert response.status_code == 200
-    with django_assert_max_num_queries(12):
+    with django_assert_max_num_queries(13):
         client.post(sequence_url(consultation), **HX)
     with django_assert_max_num_queries(5):
         client.get(sequence_url(consultation), **HX)

@@ -398,7 +398,7 @@ class ProposalScore(models.Model):
     n_trusted = models.PositiveIntegerField(_("trusted votes"), default=0)
     n_sequence = models.PositiveIntegerField(_("sequence votes"), default=0)
     # Exposure accounting: the sequence cards of this proposal displayed to participants, and
-    # how many of those participants voted on it there (the rest skipped it or left).
+    # how many of those participants voted on it there (the others stopped there).
     shown = models.PositiveIntegerField(_("times shown in sequences"), default=0, db_default=0)
     answered = models.PositiveIntegerField(
         _("votes of those shown it"), default=0, db_default=0

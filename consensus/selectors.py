@@ -434,13 +434,15 @@ def exposure_summary(*, run: EngineRun) -> dict | None:
 WILSON_Z = 1.959963984540054  # the normal distribution's 97.5 % quantile: a 95 % interval
 
 
-def most_skipped(*, run: EngineRun, min_shown: int, limit: int = 10) -> list[ProposalScore]:
+def most_left_unanswered(*, run: EngineRun, min_shown: int, limit: int = 10) -> list[ProposalScore]:
     """The run's proposals whose sequence cards were voted on less often than the run's cards
     as a whole, beyond doubt: the upper bound of the 95 % Wilson interval of the share of their
     cards voted on is under the share of all cards (``metrics["exposure"]``), among proposals
     shown at least ``min_shown`` times; lowest bound first, so that a few skips weigh little.
-    Each gets ``answered_percent``, ``low_percent`` and ``high_percent`` (the interval). A card
-    skipped more than the others is often unclear, or off the question: worth a look."""
+    Each gets ``answered_percent``, ``low_percent`` and ``high_percent`` (the interval). The
+    sequence moves on only after a vote, so a card left unanswered is one the participant
+    stopped at; a proposal people stop at more than at others is often unclear, shocking or off
+    the question: worth a look."""
     exposure = (run.metrics or {}).get("exposure") or {}
     if not exposure.get("shown"):
         return []

@@ -2206,7 +2206,8 @@ def _load_exposures(consultation_id: int, pids: np.ndarray) -> tuple[np.ndarray,
     never reached, the participant having left before it, does not count); ``answered``: how
     many of those participants voted on it in a sequence. The summary (``{}`` when no card was
     ever dealt) gives the sequences started, the cards dealt, shown and answered by position and
-    by pool, and how evenly the cards shown were shared among the proposals. Two grouped scans
+    by pool, and how evenly the cards shown were shared among the proposals (the quartiles of
+    the times each was shown, among those shown at all, and how many never were). Two grouped scans
     of the exposures, each vote looked up by its (participant, proposal) unique index.
     """
     exposures = Exposure.objects.filter(
@@ -2259,15 +2260,17 @@ def _load_exposures(consultation_id: int, pids: np.ndarray) -> tuple[np.ndarray,
         "positions": [[k, *positions[k]] for k in sorted(positions)],
         "pools": pools,
     }
-    if pids.shape[0]:
-        q10, q50, q90 = np.percentile(shown, [10, 50, 90])
+    ever = shown[shown > 0]
+    if ever.shape[0]:
+        q1, median, q3 = np.percentile(ever, [25, 50, 75])
         summary["per_proposal"] = {
             "proposals": int(pids.shape[0]),
-            "never_shown": int(np.count_nonzero(shown == 0)),
-            "p10": float(q10),
-            "median": float(q50),
-            "p90": float(q90),
-            "max": int(shown.max()),
+            "never_shown": int(pids.shape[0] - ever.shape[0]),
+            # among the proposals shown at least once
+            "q1": float(q1),
+            "median": float(median),
+            "q3": float(q3),
+            "max": int(ever.max()),
         }
     return shown, answered, summary
 

@@ -139,7 +139,7 @@ def run_detail(request, slug, pk):
         "min_shown": services.min_zone_votes(),
     }
     if context["exposure"]:
-        context["skipped"] = selectors.most_skipped(run=run, min_shown=context["min_shown"])
+        context["unanswered"] = selectors.most_left_unanswered(run=run, min_shown=context["min_shown"])
     if not run.is_active:
         # every idea, a page at a time (at 2M answers a run finds some 260); ?theme=<number>:
         # a theme's; ?q=<words>: those whose proposals say them, the most first; ?view=list:

@@ -66,6 +66,7 @@ def account_data_export(*, user) -> dict:
             "age_range": participant.age_range,
             "gender": participant.gender,
             "postal_area": participant.postal_area,
+            "demographics_asked_at": participant.demographics_asked_at,
             "created_at": participant.created_at,
             "cards_shown": participant.exposures.count(),
         }

@@ -98,6 +98,7 @@ def account_erase(*, user: User, actor=None, reason: str = "self") -> ErasureRep
                     age_range="",
                     gender="",
                     postal_area="",
+                    demographics_asked_at=None,
                 )
             else:
                 participant.delete()

@@ -88,6 +88,7 @@ class ConsultationAdmin(AuditedAdminMixin, admin.ModelAdmin):
                     "sequence_new_votes_threshold",
                     "sequence_tested_max_votes",
                     "non_sequence_votes_weight",
+                    "ask_demographics",
                 ),
             },
         ),

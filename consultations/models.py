@@ -87,6 +87,15 @@ class Consultation(models.Model):
         default=0.5,
         validators=[MinValueValidator(0), MaxValueValidator(1)],
     )
+    ask_demographics = models.BooleanField(
+        _("ask who takes part"),
+        default=False,
+        help_text=_(
+            "After the second vote of a sequence, a card asks the participant's age range, "
+            "gender and postal area, each optional, once per participant. The results then "
+            "show agreement by age range, gender and postal area (groups of 10 or more only)."
+        ),
+    )
     current_run = models.ForeignKey(
         "consensus.EngineRun",
         on_delete=models.SET_NULL,
@@ -405,6 +414,8 @@ class Participant(models.Model):
     age_range = models.CharField(_("age range"), max_length=8, choices=AgeRange.choices, blank=True)
     gender = models.CharField(_("gender"), max_length=1, choices=Gender.choices, blank=True)
     postal_area = models.CharField(_("postal area"), max_length=8, blank=True)
+    # When the participant answered the demographics card, or declined it: never asked again.
+    demographics_asked_at = models.DateTimeField(_("asked who they are"), null=True, blank=True)
     created_at = models.DateTimeField(_("created"), default=timezone.now)
 
     class Meta:

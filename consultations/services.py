@@ -94,7 +94,7 @@ def participant_merge(*, source: Participant, target: Participant) -> int:
             vote.delete()
         else:
             moved += Vote.objects.filter(pk=vote.pk).update(participant=target)
-    for field in ("age_range", "gender", "postal_area"):
+    for field in ("age_range", "gender", "postal_area", "demographics_asked_at"):
         if not getattr(target, field) and getattr(source, field):
             setattr(target, field, getattr(source, field))
     target.save()
@@ -586,6 +586,26 @@ def sequence_start(
         for position, card in enumerate(cards, start=1)
     ]
     return StartedSequence(id=sequence_id, items=items)
+
+
+def participant_demographics_set(
+    *, participant: Participant, age_range: str = "", gender: str = "", postal_area: str = ""
+) -> None:
+    """Keep what a participant said of themselves on the demographics card (each answer
+    optional: a blank one changes nothing), and that they were asked, so that the card never
+    comes back. Nothing given: they declined."""
+    given = {
+        field: value
+        for field, value in (
+            ("age_range", age_range),
+            ("gender", gender),
+            ("postal_area", postal_area),
+        )
+        if value
+    }
+    Participant.objects.filter(pk=participant.pk).update(
+        **given, demographics_asked_at=timezone.now()
+    )
 
 
 def exposure_shown(*, sequence_id: str, position: int) -> None:

@@ -16,6 +16,7 @@ urlpatterns = [
     path("<slug:slug>/similar/", views.proposal_similar_list, name="similar"),
     path("<slug:slug>/vote/", views.sequence, name="sequence"),
     path("<slug:slug>/vote/next/", views.sequence_next, name="sequence_next"),
+    path("<slug:slug>/vote/about-you/", views.sequence_demographics, name="sequence_demographics"),
     path("<slug:slug>/p/<int:pk>/", views.proposal_detail, name="proposal"),
     path("<slug:slug>/p/<int:pk>/vote/", views.proposal_vote, name="vote"),
     path("<slug:slug>/p/<int:pk>/qualify/", views.proposal_qualify, name="qualify"),

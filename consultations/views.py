@@ -19,7 +19,7 @@ from consensus import selectors as consensus_selectors
 
 from . import abuse, alerts
 from . import text as proposal_text
-from .forms import ProposalForm
+from .forms import DemographicsForm, ProposalForm
 from .models import QUALIFICATIONS_BY_VOTE, Proposal, Vote, VoteKey
 from .selectors import (
     SORTS,
@@ -36,6 +36,7 @@ from .services import (
     ProposalError,
     VoteError,
     exposure_shown,
+    participant_demographics_set,
     participant_from_request,
     participant_peek,
     popular_rank_refresh_soon,
@@ -306,11 +307,25 @@ def _qualification_choices(vote):
     ]
 
 
-def _sequence_card(request, consultation, participant):
+# Cards a participant goes through before the card that asks who they are (Make.org: after the
+# second or the third), when the consultation asks it
+DEMOGRAPHICS_AFTER = 2
+
+
+def _asks_demographics(consultation, participant, position: int) -> bool:
+    return (
+        consultation.ask_demographics
+        and participant.demographics_asked_at is None
+        and position >= DEMOGRAPHICS_AFTER
+    )
+
+
+def _sequence_card(request, consultation, participant, *, demographics_form=None):
     """The context of the sequence's current card, from the session's sequence state.
 
     States: ``intro`` (no sequence yet), ``vote``, ``qualify`` (voted, qualifications and
-    "next"), ``end``, ``empty`` (nothing left to vote on) and ``closed``.
+    "next"), ``demographics`` (who takes part, once per participant, before the card it comes
+    before is shown), ``end``, ``empty`` (nothing left to vote on) and ``closed``.
     """
     context = {"consultation": consultation, "size": consultation.sequence_size}
     if not consultation.is_open:
@@ -336,6 +351,12 @@ def _sequence_card(request, consultation, participant):
     if position >= len(items):
         box = alerts.alert_box(consultation=consultation, user=request.user)
         return {**context, **box, "card": "end", "total": len(items)}
+    if _asks_demographics(consultation, participant, position):
+        return {
+            **context,
+            "card": "demographics",
+            "form": demographics_form or DemographicsForm(),
+        }
     if state.get("shown", 0) <= position:
         # One write per card, at its first display (the results count the cards shown).
         exposure_shown(sequence_id=state["id"], position=position + 1)
@@ -408,6 +429,36 @@ def sequence_next(request, slug):
     if not request.htmx:
         return redirect("consultations:sequence", slug=consultation.slug)
     return _sequence_response(request, consultation, participant_peek(request))
+
+
+@require_POST
+@rate_limited("sequence")
+def sequence_demographics(request, slug):
+    """The demographics card: ``decline`` (no answer), or the answers, each optional. Either
+    way the participant is not asked again, and the sequence goes on."""
+    consultation = consultation_get_for_user(slug=slug, user=request.user)
+    participant = participant_peek(request)
+    if participant is None or not consultation.ask_demographics:
+        return _bad_request(request, _("There is no question to answer here."))
+    if not consultation.is_open:
+        return _bad_request(request, _("This consultation is not open to votes."))
+    if "decline" in request.POST:
+        participant_demographics_set(participant=participant)
+    else:
+        form = DemographicsForm(request.POST)
+        if not form.is_valid():  # the card again, with what was typed and why it is refused
+            return _render(
+                request,
+                "consultations/sequence.html",
+                _sequence_card(request, consultation, participant, demographics_form=form),
+                partial="card",
+                status=200 if request.htmx else 400,
+            )
+        participant_demographics_set(participant=participant, **form.cleaned_data)
+    if not request.htmx:
+        return redirect("consultations:sequence", slug=consultation.slug)
+    participant.refresh_from_db(fields=["demographics_asked_at"])
+    return _sequence_response(request, consultation, participant)
 
 
 def _after_vote(request, consultation, proposal, participant):

@@ -116,6 +116,12 @@ NEAR = {
         "from": st.sampled_from(["sequence", ""]),
     },
     "consultations:sequence_next": {"position": HOSTILE},
+    "consultations:sequence_demographics": {
+        "age_range": st.sampled_from(["18-24", "65+", "", "x", "\x00"]),
+        "gender": st.sampled_from(["f", "m", "o", "", "x"]),
+        "postal_area": st.one_of(HOSTILE, st.sampled_from(["69003", "SW1A 1AA", "2A"])),
+        "decline": st.sampled_from(["1", ""]),
+    },
     "consultations:similar": {"content": HOSTILE},
     "consultations:detail": {
         "q": HOSTILE,

@@ -47,6 +47,9 @@ MAKEORG = {
         "language": Consultation.Language.FR,
         "proposal_prefix": "Il faut",
         "countries": ["FR"],
+        # the sequence's card asking who takes part, for the results by age range, gender and
+        # postal area (created so; an existing demo consultation keeps its setting)
+        "ask_demographics": True,
     },
     "attribution": (
         "Propositions et votes : Make.org, consultation « Le monde d'après » (2020), données via "

@@ -419,6 +419,11 @@ class ProposalScore(models.Model):
     bridging = models.FloatField(_("bridging score"), null=True, blank=True)
     # Per opinion group (in OpinionGroup.number order): [agree, disagree, seen] vote counts.
     group_counts = models.JSONField(_("votes per opinion group"), default=list, blank=True)
+    # Post-stratification (consensus/engine/weighting.py): [agree, votes] of the participants the
+    # run weighted, then the same weighted; empty without population shares or such votes
+    weighted_counts = models.JSONField(
+        _("votes weighted to the population"), default=list, blank=True
+    )
 
     class Meta:
         verbose_name = _("proposal score")

@@ -367,11 +367,12 @@ def _build_sections(consultation, run) -> dict[str, str]:
         "n_unique_texts": metrics.get("n_unique_texts"),
         "n_noise": metrics.get("n_noise"),
         "exposure": selectors.exposure_summary(run=run),
+        "weighting": selectors.weighting_summary(run=run, min_votes=min_votes),
     }
     template = "consensus/_results_sections.html"
     return {
         name: _compact(render_to_string(f"{template}#{name}", context)).strip()
-        for name in ("ideas", "source_nav", "themes", "groups", "method")
+        for name in ("ideas", "source_nav", "themes", "groups", "weighting", "method")
     }
 
 

@@ -24,7 +24,7 @@ from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 
 from config.errors import NotFound
-from consultations.models import Consultation, Proposal
+from consultations.models import Consultation, Participant, Proposal
 from consultations.selectors import content_saying
 
 from .models import (
@@ -364,6 +364,7 @@ TIMING_LABELS = {
     "write_ideas": _("Saving the ideas"),
     "load_counters": _("Loading the vote counters"),
     "load_exposures": _("Counting the sequence's cards shown"),
+    "weighting": _("Weighting to the population"),
     "scores": _("Scoring the proposals"),
     "load_votes": _("Loading the votes"),
     "opinion": _("Opinion groups"),
@@ -373,7 +374,7 @@ TIMING_LABELS = {
     "finalize": _("Final step, total"),
 }
 
-HIDDEN_METRICS = {"opinion_state", "exposure"}  # exposure: a section of its own
+HIDDEN_METRICS = {"opinion_state", "exposure", "weighting"}  # the last two: sections of their own
 
 # Exposure accounting: why the sequence dealt a card (consultations.sequence.Reason), in the
 # order of the sequence's algorithm
@@ -428,6 +429,55 @@ def exposure_summary(*, run: EngineRun) -> dict | None:
             if key in pools and pools[key][1]
         ],
         "per_proposal": exposure.get("per_proposal"),
+    }
+
+
+def weighting_summary(*, run: EngineRun, min_votes: int, limit: int = 10) -> dict | None:
+    """The results weighted to the consultation's population shares, for display: who was
+    weighted (``metrics["weighting"]``: how many of the voters, the effective sample size, the
+    participants' shares of each category against the population's) and ``ideas``: those with
+    the most votes of weighted participants (at least ``min_votes``), each with
+    ``agree_percent`` as voted and ``weighted_percent``. None when the consultation has no
+    population shares; ``skipped`` says why when the participants could not be weighted."""
+    weighting = (run.metrics or {}).get("weighting")
+    if not weighting:
+        return None
+    labels = {
+        "age_range": (_("Age range"), dict(Participant.AgeRange.choices)),
+        "gender": (_("Gender"), dict(Participant.Gender.choices)),
+    }
+    composition = [
+        {
+            "dimension": labels.get(dim, (dim, {}))[0],
+            "rows": [
+                {
+                    "label": labels.get(dim, (dim, {}))[1].get(value, value),
+                    "sample": round(100 * sample),
+                    "population": round(100 * population),
+                }
+                for value, sample, population in rows
+            ],
+        }
+        for dim, rows in (weighting.get("composition") or {}).items()
+    ]
+    ideas = []
+    if not weighting.get("skipped"):
+        for idea in Idea.objects.filter(run=run).only("number", "label", "scores", "run_id"):
+            figures = (idea.scores or {}).get("weighted")
+            if figures and figures["votes"] >= min_votes:
+                idea.agree_percent = round(100 * figures["agree"])
+                idea.weighted_percent = round(100 * figures["weighted_agree"])
+                idea.shift = idea.weighted_percent - idea.agree_percent
+                idea.weighted_votes = figures["votes"]
+                ideas.append(idea)
+        ideas.sort(key=lambda i: (-i.weighted_votes, i.number))
+    return {
+        **weighting,
+        "weighted_percent": round(100 * weighting["weighted"] / weighting["voters"])
+        if weighting.get("voters") and weighting.get("weighted")
+        else None,
+        "composition": composition,
+        "ideas": ideas[:limit],
     }
 
 

@@ -49,6 +49,8 @@ from accounts.audit import audit_record, model_snapshot
 from consultations.models import (
     Consultation,
     Exposure,
+    Participant,
+    PopulationShare,
     Proposal,
     ProposalCounter,
     Trust,
@@ -2275,6 +2277,76 @@ def _load_exposures(consultation_id: int, pids: np.ndarray) -> tuple[np.ndarray,
     return shown, answered, summary
 
 
+def _weighting(consultation_id: int, vm, participant_ids: np.ndarray) -> tuple[np.ndarray, dict]:
+    """Post-stratification to the consultation's population shares (``PopulationShare``).
+
+    Returns, per statement of ``vm``, [agree, votes, weighted agree, weighted votes] of the
+    participants weighted (an array (n_statements, 4); zeros without shares), and the summary
+    for the run's metrics (``{}`` without shares; with ``skipped``, why, when the participants
+    cannot be weighted, e.g. nobody of a category the population has). Participants are weighted
+    by raking (``engine.weighting.rake``) on the dimensions the shares give; those who did not
+    say one of them, or said a category the shares leave out, are not weighted.
+    """
+    from .engine import weighting as engine_weighting
+
+    counts = np.zeros((vm.shape[1], 4))
+    shares = list(
+        PopulationShare.objects.filter(consultation_id=consultation_id)
+        .order_by("dimension", "value")
+        .values_list("dimension", "value", "percent")
+    )
+    if not shares:
+        return counts, {}
+    dims = sorted({dim for dim, _value, _percent in shares})
+    values = {dim: [v for d, v, _p in shares if d == dim] for dim in dims}
+    targets = {dim: np.array([float(p) for d, _v, p in shares if d == dim]) / 100 for dim in dims}
+    index = {dim: {v: i for i, v in enumerate(values[dim])} for dim in dims}
+    codes = {dim: np.full(participant_ids.shape[0], -1, dtype=np.int64) for dim in dims}
+    for lo in range(0, participant_ids.shape[0], READ_BATCH):
+        batch = participant_ids[lo : lo + READ_BATCH].tolist()
+        for row in Participant.objects.filter(pk__in=batch).values_list("pk", *dims):
+            i = int(np.searchsorted(participant_ids, row[0]))
+            for dim, value in zip(dims, row[1:], strict=True):
+                codes[dim][i] = index[dim].get(value, -1)
+    summary: dict[str, Any] = {
+        "dimensions": dims,
+        "voters": int(participant_ids.shape[0]),
+        "source": Consultation.objects.values_list("population_source", flat=True).get(
+            pk=consultation_id
+        ),
+    }
+    try:
+        result = engine_weighting.rake(codes, targets)
+    except ValueError as exc:
+        return counts, {**summary, "skipped": str(exc)}
+    weighted = result.weighted.astype(float)
+    seen = vm.votes.copy()
+    seen.data = np.ones_like(seen.data)
+    agree = vm.votes.copy()
+    agree.data = (agree.data > 0).astype(float)
+    counts[:, 0] = agree.T @ weighted
+    counts[:, 1] = seen.T @ weighted
+    counts[:, 2] = agree.T @ result.weights
+    counts[:, 3] = seen.T @ result.weights
+    n_weighted = int(result.weighted.sum())
+    composition = {}
+    for dim in dims:
+        sample = np.bincount(codes[dim][result.weighted], minlength=len(values[dim])) / n_weighted
+        composition[dim] = [
+            [value, round(float(sample[i]), 4), round(float(targets[dim][i]), 4)]
+            for i, value in enumerate(values[dim])
+        ]
+    summary.update(
+        weighted=n_weighted,
+        effective=round(result.effective, 1),
+        max_weight=round(result.max_weight, 3),
+        converged=result.converged,
+        iterations=result.iterations,
+        composition=composition,
+    )
+    return counts, summary
+
+
 VOTE_VALUE = {VoteKey.AGREE: 1, VoteKey.DISAGREE: -1, VoteKey.NEUTRAL: 0}
 
 
@@ -2516,6 +2588,11 @@ def _votes_stage(run: EngineRun, base: EngineRun | None) -> None:
     metrics.update(
         n_participants=int(vm.shape[0]), n_votes=int(vm.n_votes), n_statements=int(vm.shape[1])
     )
+    t0 = time.perf_counter()
+    weighted_counts, weighting = _weighting(run.consultation_id, vm, participant_ids)
+    if weighting:
+        metrics["weighting"] = weighting
+    timings["weighting"] = time.perf_counter() - t0
     _record(run.pk, phase="opinion groups", timings=timings, metrics=metrics)
 
     t0 = time.perf_counter()
@@ -2594,6 +2671,16 @@ def _votes_stage(run: EngineRun, base: EngineRun | None) -> None:
                 _finite(result.gic[j]) if grouped and seen_any[j] else None,
                 _finite(min_agree[j]) if grouped and seen_any[j] else None,
                 _finite(bridging[j]) if bridging is not None else None,
+                json.dumps(
+                    [
+                        int(weighted_counts[j, 0]),
+                        int(weighted_counts[j, 1]),
+                        round(float(weighted_counts[j, 2]), 3),
+                        round(float(weighted_counts[j, 3]), 3),
+                    ]
+                    if weighted_counts[j, 1]
+                    else []
+                ),
                 json.dumps(group_counts),
             )
 
@@ -2602,13 +2689,19 @@ def _votes_stage(run: EngineRun, base: EngineRun | None) -> None:
         fields = [
             "run_id", "proposal_id", "zone", "n_trusted", "n_sequence", "shown", "answered",
             "agreement", "disagreement", "neutral", "top_score", "top_score_lower",
-            "top_score_upper", "controversy", "rejection", "group_consensus", "min_group_agree", "bridging", "group_counts",
+            "top_score_upper", "controversy", "rejection", "group_consensus",
+            "min_group_agree", "bridging", "weighted_counts", "group_counts",
         ]  # fmt: skip
         if connection.vendor == "postgresql":
             _copy_rows(ProposalScore, fields, score_rows())
         else:
             _copy_rows(
-                ProposalScore, fields, (row[:-1] + (json.loads(row[-1]),) for row in score_rows())
+                ProposalScore,
+                fields,
+                (
+                    row[:-2] + (json.loads(row[-2]), json.loads(row[-1]))
+                    for row in score_rows()
+                ),
             )
         if grouped:
             OpinionGroup.objects.bulk_create(
@@ -2875,17 +2968,23 @@ def _idea_aggregates(run: EngineRun, idea_ids=None) -> None:
         scores = scores.filter(
             proposal__idea_memberships__run=run, proposal__idea_memberships__idea__in=ideas
         )
-    for pid, zone, gc in scores.values_list("proposal_id", "zone", "group_counts").iterator(
-        chunk_size=READ_BATCH
-    ):
+    weighted_of: dict[int, list] = {}
+    for pid, zone, gc, wc in scores.values_list(
+        "proposal_id", "zone", "group_counts", "weighted_counts"
+    ).iterator(chunk_size=READ_BATCH):
         zone_of[pid] = zone
         if gc:
             group_counts[pid] = gc
+        if wc:
+            weighted_of[pid] = wc
     n_groups = max((len(v) for v in group_counts.values()), default=0)
     agc = np.zeros((k, n_groups, 3))
     consensus_members = np.zeros(k)
+    weighted = np.zeros((k, 4))  # [agree, votes, weighted agree, weighted votes]
     for idea_idx, col in zip(mi.tolist(), mc.tolist(), strict=True):
         pid = int(pids[col])
+        if pid in weighted_of:
+            weighted[idea_idx] += np.asarray(weighted_of[pid], dtype=float)
         gc = group_counts.get(pid)
         if gc and len(gc) == n_groups:
             agc[idea_idx] += np.asarray(gc, dtype=float)
@@ -2916,6 +3015,15 @@ def _idea_aggregates(run: EngineRun, idea_ids=None) -> None:
             "source_votes": int(source_votes[idx]),
             "source_adhesion": round(float(source_for[idx] / source_votes[idx]), 4)
             if source_votes[idx]
+            else None,
+            # the votes of the participants weighted to the population (consultation's
+            # population shares): their agreement as voted, then weighted
+            "weighted": {
+                "votes": int(weighted[idx, 1]),
+                "agree": round(float(weighted[idx, 0] / weighted[idx, 1]), 4),
+                "weighted_agree": round(float(weighted[idx, 2] / weighted[idx, 3]), 4),
+            }
+            if weighted[idx, 1] and weighted[idx, 3]
             else None,
         }
     Idea.objects.bulk_update(ideas, ["scores"], batch_size=1_000)

@@ -1,5 +1,10 @@
+from decimal import Decimal
+
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import Q
+from django.forms.models import BaseInlineFormSet
+from django.utils import formats
 from django.utils.text import smart_split, unescape_string_literal
 from django.utils.translation import gettext_lazy as _
 
@@ -12,6 +17,7 @@ from .models import (
     ModerationClassifier,
     ModeratorAssignment,
     Participant,
+    PopulationShare,
     Proposal,
     ProposalCounter,
     ProposalEdit,
@@ -35,9 +41,44 @@ class ModeratorAssignmentInline(admin.TabularInline):
     verbose_name_plural = _("moderators (need the “Can moderate proposals” permission)")
 
 
+class PopulationSharesFormSet(BaseInlineFormSet):
+    """Each dimension given sums to 100 %: a weighting to shares that do not is no weighting."""
+
+    def clean(self):
+        super().clean()
+        sums: dict[str, Decimal] = {}
+        for form in self.forms:
+            data = getattr(form, "cleaned_data", None)
+            if not data or data.get("DELETE") or data.get("percent") is None:
+                continue
+            dimension = data.get("dimension")
+            sums[dimension] = sums.get(dimension, Decimal(0)) + data["percent"]
+        wrong = {d: total for d, total in sums.items() if abs(total - 100) > Decimal("0.5")}
+        if wrong:
+            labels = dict(PopulationShare.Dimension.choices)
+            raise ValidationError(
+                [
+                    _("The shares of the %(dimension)s sum to %(total)s %%, not 100 %%.")
+                    % {"dimension": labels.get(d, d), "total": formats.number_format(total)}
+                    for d, total in sorted(wrong.items())
+                ]
+            )
+
+
+class PopulationShareInline(admin.TabularInline):
+    """The population the results are weighted to (results: "Weighted to the population")."""
+
+    model = PopulationShare
+    formset = PopulationSharesFormSet
+    extra = 0
+    verbose_name_plural = _(
+        "population shares (optional: the results are also given weighted to them)"
+    )
+
+
 @admin.register(Consultation)
 class ConsultationAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    inlines = [ModeratorAssignmentInline]
+    inlines = [ModeratorAssignmentInline, PopulationShareInline]
     actions = ("train_moderation_classifier",)
 
     def save_formset(self, request, form, formset, change):
@@ -72,7 +113,10 @@ class ConsultationAdmin(AuditedAdminMixin, admin.ModelAdmin):
     raw_id_fields = ("current_run",)
     fieldsets = (
         (None, {"fields": ("cause", "question", "slug", "description", "language", "countries")}),
-        (_("Phase"), {"fields": ("starts_at", "ends_at", "can_propose", "auto_accept", "votes_target")}),
+        (
+            _("Phase"),
+            {"fields": ("starts_at", "ends_at", "can_propose", "auto_accept", "votes_target")},
+        ),
         (
             _("Proposals"),
             {"fields": ("proposal_prefix", "proposal_min_length", "proposal_max_length")},
@@ -88,10 +132,10 @@ class ConsultationAdmin(AuditedAdminMixin, admin.ModelAdmin):
                     "sequence_new_votes_threshold",
                     "sequence_tested_max_votes",
                     "non_sequence_votes_weight",
-                    "ask_demographics",
                 ),
             },
         ),
+        (_("Who takes part"), {"fields": ("ask_demographics", "population_source")}),
         (_("Engine"), {"fields": ("current_run",)}),
     )
 
@@ -229,7 +273,9 @@ class VoteBurstFlagAdmin(AuditedAdminMixin, admin.ModelAdmin):
     def short_source(self, flag):
         return flag.source_key[:12]
 
-    @admin.action(description=_("Confirm: distrust the votes of these bursts"), permissions=["change"])
+    @admin.action(
+        description=_("Confirm: distrust the votes of these bursts"), permissions=["change"]
+    )
     def confirm_bursts(self, request, queryset):
         from .abuse import burst_flag_confirm
 
@@ -291,7 +337,14 @@ class ModerationClassifierAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_select_related = ("consultation", "trained_by")
     list_filter = ("consultation",)
     exclude = ("model",)
-    readonly_fields = ("consultation", "classes", "n_samples", "metrics", "trained_by", "created_at")
+    readonly_fields = (
+        "consultation",
+        "classes",
+        "n_samples",
+        "metrics",
+        "trained_by",
+        "created_at",
+    )
 
     def has_add_permission(self, request):
         return False
@@ -346,7 +399,9 @@ class ImportJobAdmin(AuditedAdminMixin, admin.ModelAdmin):
         from django.urls import reverse
         from django.utils.html import format_html
 
-        return format_html('<a href="{}">{}</a>', reverse("imports:detail", args=[job.pk]), _("open"))
+        return format_html(
+            '<a href="{}">{}</a>', reverse("imports:detail", args=[job.pk]), _("open")
+        )
 
     def add_view(self, request, form_url="", extra_context=None):
         # Uploads go through the staff page, which checks the file and runs it as a job.

@@ -157,6 +157,7 @@ def ideas_rows(*, consultation: Consultation, run: EngineRun, **_params) -> Iter
         chunk_size=CHUNK_SIZE
     ):
         scores = scores or {}
+        weighted = scores.get("weighted") or {}
         yield (
             run.pk,
             number,
@@ -168,6 +169,10 @@ def ideas_rows(*, consultation: Consultation, run: EngineRun, **_params) -> Iter
             *theme,  # number and label, or None and None
             scores.get("source_votes"),  # votes where the proposals were imported from
             scores.get("source_adhesion"),
+            # weighted to the consultation's population shares (docs/weighting.md)
+            weighted.get("votes"),
+            weighted.get("agree"),
+            weighted.get("weighted_agree"),
         )
 
 
@@ -328,7 +333,8 @@ DATASETS: dict[str, Dataset] = {
             "run_id idea_number label:str keywords:str size share:float zone:str agreement:float "
             "disagreement:float top_score:float trusted_votes sequence_votes "
             "group_consensus:float consensus_share:float theme_number theme_label:str "
-            "source_votes source_adhesion:float"
+            "source_votes source_adhesion:float weighted_votes weighted_agree_as_voted:float "
+            "weighted_agree:float"
         ),
         ideas_rows,
         needs_run=True,

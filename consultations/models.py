@@ -3,6 +3,7 @@ import uuid
 from typing import NamedTuple
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
@@ -94,6 +95,15 @@ class Consultation(models.Model):
             "After the second vote of a sequence, a card asks the participant's age range, "
             "gender and postal area, each optional, once per participant. The results then "
             "show agreement by age range, gender and postal area (groups of 10 or more only)."
+        ),
+    )
+    population_source = models.CharField(
+        _("source of the population shares"),
+        max_length=300,
+        blank=True,
+        help_text=_(
+            "Where the population shares below come from (e.g. the national statistics "
+            "office's estimates, and their date). Shown with the weighted results."
         ),
     )
     current_run = models.ForeignKey(
@@ -616,6 +626,66 @@ class ProposalCounter(models.Model):
 
     def __str__(self):
         return f"{self.proposal_id} {self.key}/{self.trust}={self.count}"
+
+
+class PopulationShare(models.Model):
+    """A category's share of the population a consultation speaks for (an age range, a gender):
+    the reference its results are weighted to, next to the results as voted."""
+
+    class Dimension(models.TextChoices):
+        AGE_RANGE = "age_range", _("age range")
+        GENDER = "gender", _("gender")
+
+    VALUES = {
+        Dimension.AGE_RANGE: Participant.AgeRange,
+        Dimension.GENDER: Participant.Gender,
+    }
+
+    consultation = models.ForeignKey(
+        Consultation,
+        on_delete=models.CASCADE,
+        related_name="population_shares",
+        verbose_name=_("consultation"),
+        db_index=False,  # population_share_unique starts with it
+    )
+    dimension = models.CharField(_("dimension"), max_length=16, choices=Dimension.choices)
+    value = models.CharField(
+        _("category"),
+        max_length=8,
+        choices=[
+            (_("Age range"), Participant.AgeRange.choices),
+            (_("Gender"), Participant.Gender.choices),
+        ],
+    )
+    percent = models.DecimalField(
+        _("share of the population (%)"),
+        max_digits=5,
+        decimal_places=2,
+        validators=[MinValueValidator(0), MaxValueValidator(100)],
+    )
+
+    class Meta:
+        verbose_name = _("population share")
+        verbose_name_plural = _("population shares")
+        ordering = ["consultation", "dimension", "value"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["consultation", "dimension", "value"], name="population_share_unique"
+            ),
+        ]
+
+    def __str__(self):
+        return f"{self.dimension}={self.value}: {self.percent} %"
+
+    def clean(self):
+        values = self.VALUES.get(self.dimension)
+        if values is not None and self.value not in values.values:
+            raise ValidationError(
+                {
+                    "value": _("“%(value)s” is not a category of the %(dimension)s.")
+                    % {"value": self.value, "dimension": self.get_dimension_display()}
+                }
+            )
 
 
 class Exposure(models.Model):

@@ -184,6 +184,8 @@ def test_staff_assign_moderators_in_the_admin_with_an_audit_entry(client, world)
             "moderator_assignments-MAX_NUM_FORMS": "1000",
             "moderator_assignments-0-moderator": alice.pk,
             "moderator_assignments-0-consultation": b.pk,
+            "population_shares-TOTAL_FORMS": "0",
+            "population_shares-INITIAL_FORMS": "0",
         }
     )
     data.pop("current_run", None)

@@ -467,7 +467,9 @@ def weighting_summary(*, run: EngineRun, min_votes: int, limit: int = 10) -> dic
             if figures and figures["votes"] >= min_votes:
                 idea.agree_percent = round(100 * figures["agree"])
                 idea.weighted_percent = round(100 * figures["weighted_agree"])
-                idea.shift = idea.weighted_percent - idea.agree_percent
+                shift = idea.weighted_percent - idea.agree_percent
+                # points gained or lost by weighting, signed ("+4", "−21"); "" when none
+                idea.shift = f"{shift:+d}".replace("-", "\u2212") if shift else ""
                 idea.weighted_votes = figures["votes"]
                 ideas.append(idea)
         ideas.sort(key=lambda i: (-i.weighted_votes, i.number))

@@ -675,7 +675,7 @@ class PopulationShare(models.Model):
         ]
 
     def __str__(self):
-        return f"{self.dimension}={self.value}: {self.percent} %"
+        return f"{self.get_dimension_display()} {self.get_value_display()}: {self.percent} %"
 
     def clean(self):
         values = self.VALUES.get(self.dimension)

@@ -451,18 +451,18 @@ def e2e_prepare(n_participants: int, n_votes: int, seed: int) -> dict:
 
 # EngineRun.phase set by consensus.services when each stage of the votes run starts
 E2E_STAGES = {
-    "": "load counters (PostgreSQL)",
+    "": "load counters and exposures (PostgreSQL)",
     "scores": "Make.org scores + zones",
-    "loading votes": "load votes (PostgreSQL, binary COPY)",
+    "loading votes": "load votes (PostgreSQL, binary COPY), weighting to the population",
     "opinion groups": "opinion groups (PCA, clustering, repness, GIC)",
     "bridging": "bridging (MF + min over groups)",
     "writing scores": "write back (scores, groups, 1 projection per participant)",
     "idea scores": "idea scores",
 }
 E2E_TIMINGS = {
-    "": ("load_counters",),
+    "": ("load_counters", "load_exposures"),
     "scores": ("scores",),
-    "loading votes": ("load_votes",),
+    "loading votes": ("load_votes", "weighting"),
     "opinion groups": ("opinion",),
     "bridging": ("bridging",),
     "writing scores": ("write_scores",),
@@ -475,7 +475,38 @@ def _rss_now_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def e2e_engine(consultation_id: int) -> dict:
+# --weighting: the population shares of the second engine run (docs/weighting.md), and which
+# participants said who they are (7 in 10; age range and gender by their id, so the same each time)
+POPULATION = {
+    "age_range": {"18-24": 10, "25-34": 17, "35-49": 25, "50-64": 25, "65+": 23},
+    "gender": {"f": 52, "m": 48},
+}
+DEMOGRAPHICS_SQL = """
+UPDATE consultations_participant SET
+  age_range = (ARRAY['18-24', '25-34', '35-49', '50-64', '65+'])[1 + (id / 10) % 5],
+  gender = CASE WHEN (id / 50) % 3 = 0 THEN 'm' ELSE 'f' END
+WHERE id % 10 < 7
+"""
+
+
+def _set_weighting(consultation_id: int, on: bool) -> None:
+    from django.db import connection
+
+    from consultations.models import PopulationShare
+
+    PopulationShare.objects.filter(consultation_id=consultation_id).delete()
+    if not on:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(DEMOGRAPHICS_SQL)
+    PopulationShare.objects.bulk_create(
+        PopulationShare(consultation_id=consultation_id, dimension=d, value=v, percent=p)
+        for d, shares in POPULATION.items()
+        for v, p in shares.items()
+    )
+
+
+def e2e_engine(consultation_id: int, weighting: bool = False) -> dict:
     """Process 2: the engine alone, as its Celery task runs it: load, compute, write back.
 
     Calls ``consensus.services.engine_run_finalize`` on a RUNNING votes run; an RSS sampler
@@ -517,6 +548,7 @@ def e2e_engine(consultation_id: int) -> dict:
         return record(run_id, phase=phase, **kwargs)
 
     services._record = tracking_record
+    _set_weighting(consultation_id, weighting)  # not timed
     consultation = Consultation.objects.get(pk=consultation_id)
     agg = Proposal.objects.filter(consultation=consultation).aggregate(n=Max("pk"))
     run = EngineRun.objects.create(
@@ -554,6 +586,7 @@ def e2e_engine(consultation_id: int) -> dict:
         "group_sizes": m.get("group_sizes"),
         "zones": m.get("zones"),
         "bridging": m.get("bridging"),
+        "weighting": {k: v for k, v in (m.get("weighting") or {}).items() if k != "composition"},
         "rows": {
             "ProposalScore": ProposalScore.objects.filter(run=run).count(),
             "OpinionGroup": OpinionGroup.objects.filter(run=run).count(),
@@ -590,7 +623,7 @@ def _prepared_consultation(size: str) -> int | None:
     return row[0]
 
 
-def run_end_to_end(size: str, seed: int, *, keep_db: bool = False) -> None:
+def run_end_to_end(size: str, seed: int, *, keep_db: bool = False, weighting: bool = False) -> None:
     print(f"\n### End to end, one engine process: {size}")
     consultation_id = _prepared_consultation(size) if keep_db else None
     if consultation_id is None:
@@ -612,22 +645,44 @@ def run_end_to_end(size: str, seed: int, *, keep_db: bool = False) -> None:
         )
     else:
         print(f"preparation: reusing the scratch database {PG_DB} kept by --keep-db")
+    results = []
     try:
-        eng = subprocess.run(
-            [sys.executable, __file__, "--e2e-engine", str(consultation_id)],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if eng.returncode != 0:
-            print(f"engine failed\n{eng.stderr[-3000:]}")
-            return
-        r = json.loads(eng.stdout.strip().splitlines()[-1])
+        # with --weighting: the same engine run without population shares, then with them
+        for weighted in (False, True) if weighting else (False,):
+            eng = subprocess.run(
+                [sys.executable, __file__, "--e2e-engine", str(consultation_id)]
+                + (["--e2e-weighting"] if weighted else []),
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if eng.returncode != 0:
+                print(f"engine failed\n{eng.stderr[-3000:]}")
+                return
+            results.append(json.loads(eng.stdout.strip().splitlines()[-1]))
     finally:
         if not keep_db:
             admin, _url = _admin_connection()
             admin.execute(f"DROP DATABASE IF EXISTS {PG_DB} WITH (FORCE)")
             admin.close()
+    for r in results:
+        _print_engine(r)
+    if weighting:
+        base, weighted = results
+        w = weighted["weighting"]
+        print(
+            f"\nWeighting to the population (docs/weighting.md), second run: "
+            f"{weighted['timings'].get('weighting', 0):.2f} s for {w.get('weighted', 0):,} of "
+            f"{w.get('voters', 0):,} participants weighted (effective sample size "
+            f"{w.get('effective')}, largest weight {w.get('max_weight')}, converged "
+            f"{w.get('converged')} in {w.get('iterations')} iterations); whole run "
+            f"{weighted['wall_s']:.2f} s against {base['wall_s']:.2f} s without shares "
+            f"(ratio {weighted['wall_s'] / base['wall_s']:.2f}), peak RSS "
+            f"{weighted['peak_rss_mb']:.0f} MB against {base['peak_rss_mb']:.0f} MB"
+        )
+
+
+def _print_engine(r: dict) -> None:
     print(
         f"load average (1 min) at the engine's start / end: {r['load'][0]:.1f} / "
         f"{r['load'][1]:.1f} on {os.cpu_count()} CPUs (the machine is shared)"
@@ -774,6 +829,13 @@ def main() -> None:
     )
     ap.add_argument("--e2e-prepare", help=argparse.SUPPRESS)
     ap.add_argument("--e2e-engine", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--e2e-weighting", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--weighting",
+        action="store_true",
+        help="with --end-to-end: run the engine again with population shares (7 in 10 "
+        "participants said who they are) and compare",
+    )
     ap.add_argument("--rd-child", help=argparse.SUPPRESS)
     ap.add_argument("--rd-who", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -782,7 +844,7 @@ def main() -> None:
         print(json.dumps(e2e_prepare(n, v, args.seed)))
         return
     if args.e2e_engine:
-        print(json.dumps(e2e_engine(args.e2e_engine), default=str))
+        print(json.dumps(e2e_engine(args.e2e_engine, args.e2e_weighting), default=str))
         return
     if args.rd_child:
         print(json.dumps(rd_child(args.rd_child, args.rd_who, args.seed), default=str))
@@ -790,7 +852,9 @@ def main() -> None:
     if args.end_to_end or args.red_dwarf_size:
         print(f"machine: {os.cpu_count()} CPUs; numpy {np.__version__}; statements {N_STATEMENTS}")
         if args.end_to_end:
-            run_end_to_end(args.end_to_end, args.seed, keep_db=args.keep_db)
+            run_end_to_end(
+                args.end_to_end, args.seed, keep_db=args.keep_db, weighting=args.weighting
+            )
         if args.red_dwarf_size:
             red_dwarf_synthetic(args.red_dwarf_size, args.seed, args.red_dwarf_timeout)
         return

@@ -1,6 +1,6 @@
 from django.shortcuts import get_object_or_404, render
 
-from consensus.selectors import consultation_highlights
+from consensus.selectors import consultation_highlights, shared_ideas_across
 from consultations.selectors import consultation_stats, consultation_visible_list
 
 from .selectors import cause_visible_list
@@ -15,8 +15,10 @@ def cause_detail(request, slug):
         (c, consultation_stats(consultation=c), consultation_highlights(consultation=c))
         for c in consultations
     ]
+    # the same ideas in several of its consultations (several countries, years or questions)
+    shared = shared_ideas_across(consultations=consultations) if len(cards) > 1 else []
     return render(
         request,
         "causes/cause_detail.html",
-        {"cause": cause, "consultations": cards, "partners": partners},
+        {"cause": cause, "consultations": cards, "partners": partners, "shared": shared},
     )

@@ -43,7 +43,12 @@ from actions.selectors import action_public_by_idea
 from config.errors import NotFound
 from config.ratelimit import rate_limit_hit, too_many_requests
 from consultations.models import Participant, Proposal
-from consultations.selectors import consultation_get_for_user, consultation_stats, stats_cache_key
+from consultations.selectors import (
+    consultation_get_for_user,
+    consultation_stats,
+    consultation_visible_list,
+    stats_cache_key,
+)
 from consultations.services import participant_peek
 
 from . import charts, selectors
@@ -650,6 +655,13 @@ def results_idea(request, slug, number):
         "idea": idea,
         "ideas": [idea],
         "neighbours": selectors.idea_neighbours(idea=idea),
+        # the same idea in the cause's other consultations the viewer may see
+        "elsewhere": selectors.idea_elsewhere(
+            idea=idea,
+            consultations=consultation_visible_list(user=request.user)
+            .filter(cause_id=consultation.cause_id)
+            .exclude(pk=consultation.pk),
+        ),
         "group_votes": charts.group_vote_bars(
             selectors.group_votes(
                 run_id=run.pk, group_counts=(idea.scores or {}).get("group_counts")

@@ -878,7 +878,7 @@ def _idea_centres(*, run_id: int) -> tuple[list[Idea], np.ndarray]:
     zero centre stays zero), in one query: a national run has a few hundred ideas."""
     rows = list(
         Idea.objects.filter(run_id=run_id, size__gt=0, centroid__isnull=False).only(
-            "id", "number", "label", "size", "share", "centroid"
+            "id", "number", "label", "size", "share", "centroid", "scores"
         )
     )
     if not rows:
@@ -886,6 +886,95 @@ def _idea_centres(*, run_id: int) -> tuple[list[Idea], np.ndarray]:
     centres = np.stack([np.frombuffer(bytes(row.centroid), dtype=np.float32) for row in rows])
     norms = np.linalg.norm(centres, axis=1, keepdims=True)
     return rows, centres / np.where(norms > 0, norms, 1.0)
+
+
+def ideas_model(run: EngineRun) -> str:
+    """The embedding model the run's ideas were found with (a votes-only run took its ideas
+    from an earlier run: that run's model)."""
+    if run.model_name:
+        return run.model_name
+    ideas_from = (run.metrics or {}).get("ideas_from_run")
+    if not ideas_from:
+        return ""
+    return EngineRun.objects.filter(pk=ideas_from).values_list("model_name", flat=True).first() or ""
+
+
+# What an idea is in its own consultation, said from another one
+ZONE_THERE = {
+    "consensus": _("a key idea there"),
+    "controversy": _("controversial there"),
+    "rejection": _("rejected there"),
+}
+
+
+def _there(idea: Idea) -> Idea:
+    idea.there = ZONE_THERE.get((idea.scores or {}).get("zone"), "")
+    return idea
+
+
+def _comparable_runs(consultations) -> list[tuple[Consultation, EngineRun, str]]:
+    """(consultation, published run, its ideas' model) of the consultations that have one."""
+    runs = []
+    for consultation in consultations:
+        run = consultation_current_run(consultation=consultation)
+        model = ideas_model(run) if run is not None else ""
+        if model:
+            runs.append((consultation, run, model))
+    return runs
+
+
+def shared_ideas_across(*, consultations, limit: int = 10) -> list[dict]:
+    """The ideas that came up in several of ``consultations`` (a cause's), as pairs of the same
+    idea in two consultations (``engine.shared.shared_ideas``: each other's nearest idea by
+    meaning, and closer than any other idea of its own consultation), the largest first. Only
+    consultations whose published ideas were found with the same model are compared (a
+    multilingual model compares across languages). Each pair: ``ideas``, two (consultation,
+    idea) in the order given, and ``cosine``."""
+    from .engine.shared import shared_ideas
+
+    runs = _comparable_runs(consultations)
+    pairs = []
+    for x, (ca, ra, model_a) in enumerate(runs):
+        rows_a, a = _idea_centres(run_id=ra.pk)
+        for cb, rb, model_b in runs[x + 1 :]:
+            if model_b != model_a:
+                continue
+            rows_b, b = _idea_centres(run_id=rb.pk)
+            if not rows_a or not rows_b or a.shape[1] != b.shape[1]:
+                continue
+            pairs.extend(
+                {"ideas": [(ca, _there(rows_a[i])), (cb, _there(rows_b[j]))], "cosine": cosine}
+                for i, j, cosine in shared_ideas(a, b)
+            )
+    pairs.sort(key=lambda p: (-sum(idea.size for _c, idea in p["ideas"]), -p["cosine"]))
+    return pairs[:limit]
+
+
+def idea_elsewhere(*, idea: Idea, consultations) -> list[tuple[Consultation, Idea]]:
+    """The same idea in other consultations of ``consultations`` (the other consultations of its
+    cause the viewer may see): (consultation, idea) pairs, closest first."""
+    from .engine.shared import shared_ideas
+
+    run = idea.run
+    model = ideas_model(run)
+    if not model:
+        return []
+    rows, centres = _idea_centres(run_id=run.pk)
+    own = next((i for i, row in enumerate(rows) if row.pk == idea.pk), None)
+    if own is None:
+        return []
+    found = []
+    for consultation, other_run, other_model in _comparable_runs(consultations):
+        if other_model != model or other_run.pk == run.pk:
+            continue
+        other_rows, other = _idea_centres(run_id=other_run.pk)
+        if not other_rows or other.shape[1] != centres.shape[1]:
+            continue
+        for i, j, cosine in shared_ideas(centres, other):
+            if i == own:
+                found.append((cosine, consultation, _there(other_rows[j])))
+    found.sort(key=lambda f: -f[0])
+    return [(consultation, other) for _cosine, consultation, other in found]
 
 
 def idea_neighbours(*, idea: Idea, limit: int = 3) -> list[Idea]:

@@ -899,7 +899,13 @@ def ideas_model(run: EngineRun) -> str:
     return EngineRun.objects.filter(pk=ideas_from).values_list("model_name", flat=True).first() or ""
 
 
-# What an idea is in its own consultation, said from another one
+# What an idea is in its own consultation: said beside it (``zone_name``), and from another
+# consultation (``there``)
+ZONE_NAME = {
+    "consensus": _("key idea"),
+    "controversy": _("controversial"),
+    "rejection": _("rejected"),
+}
 ZONE_THERE = {
     "consensus": _("a key idea there"),
     "controversy": _("controversial there"),
@@ -908,7 +914,8 @@ ZONE_THERE = {
 
 
 def _there(idea: Idea) -> Idea:
-    idea.there = ZONE_THERE.get((idea.scores or {}).get("zone"), "")
+    zone = (idea.scores or {}).get("zone")
+    idea.zone_name, idea.there = ZONE_NAME.get(zone, ""), ZONE_THERE.get(zone, "")
     return idea
 
 

@@ -505,7 +505,9 @@ def most_left_unanswered(*, run: EngineRun, min_shown: int, limit: int = 10) -> 
     half = Value(WILSON_Z) * Sqrt(p * (Value(1.0) - p) / n + z2 / (Value(4.0) * n * n))
     upper = (p + z2 / (Value(2.0) * n) + half) / (Value(1.0) + z2 / n)
     rows = list(
-        ProposalScore.objects.filter(run=run, shown__gte=max(1, min_shown))
+        ProposalScore.objects.filter(
+            run=run, shown__gte=max(1, min_shown), proposal__status=Proposal.Status.ACCEPTED
+        )
         .select_related("proposal")
         .annotate(upper=upper)
         .filter(upper__lt=overall)

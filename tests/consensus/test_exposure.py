@@ -255,3 +255,8 @@ def test_the_proposals_left_unanswered_are_those_clearly_below_the_cards_as_a_wh
         round(100 * ci.low),
         round(100 * ci.high),
     )
+    # a proposal refused since the run is no longer listed (its page is gone)
+    Proposal.objects.filter(pk=first.proposal_id).update(
+        status=Proposal.Status.REFUSED, refusal_reason="insulting"
+    )
+    assert first.pk not in [s.pk for s in selectors.most_left_unanswered(run=run, min_shown=10)]

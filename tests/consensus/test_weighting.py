@@ -13,6 +13,7 @@ from consensus.models import Idea, IdeaMembership, ProposalScore
 from consultations.admin import PopulationSharesFormSet
 from consultations.models import Consultation, Participant, PopulationShare, Proposal, Trust, Vote
 
+from ..admin_forms import consultation_admin_post
 from .engine_data import add_votes, consultation_with_themes
 from .test_results_views import published, start  # noqa: F401 - published: the fixture
 
@@ -293,31 +294,17 @@ def test_a_share_that_is_none_is_refused(row, message):
 
 def admin_save(client, consultation, rows):
     """Saves the consultation's admin page with ``rows`` of population shares."""
-    url = reverse("admin:consultations_consultation_change", args=[consultation.pk])
-    form = client.get(url).context["adminform"].form
-    data = {
-        name: value
-        for name, value in form.initial.items()
-        if value is not None and not isinstance(value, list | dict)
-    }
-    data.update(
-        {
-            "cause": consultation.cause_id,
-            "question": consultation.question,
-            "slug": consultation.slug,
-            "language": consultation.language,
-            "countries": "[]",
-            "starts_at_0": consultation.starts_at.strftime("%Y-%m-%d"),
-            "starts_at_1": consultation.starts_at.strftime("%H:%M:%S"),
-            "population_source": "Census 2025 (test)",
-            "moderator_assignments-TOTAL_FORMS": "0",
-            "moderator_assignments-INITIAL_FORMS": "0",
-            **formset_data(rows),
-        }
+    return consultation_admin_post(
+        client,
+        consultation,
+        fields={"population_source": "Census 2025 (test)"},
+        inlines={
+            "population_shares": [
+                {"dimension": dimension, "value": value, "percent": percent}
+                for dimension, value, percent in rows
+            ]
+        },
     )
-    data.pop("current_run", None)
-    data.pop("ends_at", None)
-    return client.post(url, data)
 
 
 def test_staff_enter_the_population_shares_in_the_consultations_admin(admin_client):

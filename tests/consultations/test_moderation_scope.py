@@ -23,6 +23,7 @@ from consultations.moderation import (
     moderation_scope,
 )
 
+from ..admin_forms import consultation_admin_post
 from ..factories import ConsultationFactory, ProposalFactory, UserFactory
 
 pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("english")]
@@ -163,34 +164,11 @@ def test_staff_assign_moderators_in_the_admin_with_an_audit_entry(client, world)
     url = reverse("admin:consultations_consultation_change", args=[b.pk])
     page = client.get(url)
     assert page.status_code == 200 and "moderator_assignments-TOTAL_FORMS" in page.content.decode()
-    form = page.context["adminform"].form
-    data = {
-        name: value
-        for name, value in form.initial.items()
-        if value is not None and not isinstance(value, list | dict)
-    }
-    data.update(
-        {
-            "cause": b.cause_id,
-            "question": b.question,
-            "slug": b.slug,
-            "language": b.language,
-            "countries": "[]",
-            "starts_at_0": b.starts_at.strftime("%Y-%m-%d"),
-            "starts_at_1": b.starts_at.strftime("%H:%M:%S"),
-            "moderator_assignments-TOTAL_FORMS": "1",
-            "moderator_assignments-INITIAL_FORMS": "0",
-            "moderator_assignments-MIN_NUM_FORMS": "0",
-            "moderator_assignments-MAX_NUM_FORMS": "1000",
-            "moderator_assignments-0-moderator": alice.pk,
-            "moderator_assignments-0-consultation": b.pk,
-            "population_shares-TOTAL_FORMS": "0",
-            "population_shares-INITIAL_FORMS": "0",
-        }
+    response = consultation_admin_post(
+        client,
+        b,
+        inlines={"moderator_assignments": [{"moderator": alice.pk, "consultation": b.pk}]},
     )
-    data.pop("current_run", None)
-    data.pop("ends_at", None)
-    response = client.post(url, data)
     assert response.status_code == 302, response.content.decode()[:3000]
     assignment = ModeratorAssignment.objects.get(moderator=alice, consultation=b)
     assert assignment.assigned_by == root

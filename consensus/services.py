@@ -39,6 +39,7 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.expressions import RawSQL
 from django.db.models.functions import Cast, Greatest
 from django.utils import timezone
 from django.utils.text import Truncator
@@ -2277,6 +2278,30 @@ def _load_exposures(consultation_id: int, pids: np.ndarray) -> tuple[np.ndarray,
     return shown, answered, summary
 
 
+def _participants_saying(participant_ids: np.ndarray, dims: list[str]) -> tuple[np.ndarray, list]:
+    """(ids, per dimension the values) of the participants of ``participant_ids`` (sorted) who
+    said at least one of ``dims`` (Participant columns). PostgreSQL: one query, the ids sent as
+    one array (a hash join; ``pk__in`` with 826k parameters took 15 s); elsewhere batches."""
+    said_any = Q()
+    for dim in dims:
+        said_any |= ~Q(**{dim: ""})
+    ids, said = array("q"), [[] for _ in dims]
+    if connection.vendor == "postgresql":
+        ids_sql = RawSQL("SELECT unnest(%s::bigint[])", [participant_ids.tolist()])
+        batches = [Participant.objects.filter(said_any, pk__in=ids_sql)]
+    else:
+        batches = [
+            Participant.objects.filter(said_any, pk__in=participant_ids[lo : lo + 900].tolist())
+            for lo in range(0, participant_ids.shape[0], 900)
+        ]
+    for qs in batches:
+        for pk, *values in qs.order_by().values_list("pk", *dims).iterator(chunk_size=READ_BATCH):
+            ids.append(pk)
+            for d, value in enumerate(values):
+                said[d].append(value)
+    return np.frombuffer(ids, dtype=np.int64) if ids else np.zeros(0, np.int64), said
+
+
 def _weighting(consultation_id: int, vm, participant_ids: np.ndarray) -> tuple[np.ndarray, dict]:
     """Post-stratification to the consultation's population shares (``PopulationShare``).
 
@@ -2302,12 +2327,11 @@ def _weighting(consultation_id: int, vm, participant_ids: np.ndarray) -> tuple[n
     targets = {dim: np.array([float(p) for d, _v, p in shares if d == dim]) / 100 for dim in dims}
     index = {dim: {v: i for i, v in enumerate(values[dim])} for dim in dims}
     codes = {dim: np.full(participant_ids.shape[0], -1, dtype=np.int64) for dim in dims}
-    for lo in range(0, participant_ids.shape[0], READ_BATCH):
-        batch = participant_ids[lo : lo + READ_BATCH].tolist()
-        for row in Participant.objects.filter(pk__in=batch).values_list("pk", *dims):
-            i = int(np.searchsorted(participant_ids, row[0]))
-            for dim, value in zip(dims, row[1:], strict=True):
-                codes[dim][i] = index[dim].get(value, -1)
+    pks, said = _participants_saying(participant_ids, dims)
+    if pks.shape[0]:
+        rows = np.searchsorted(participant_ids, pks)
+        for d, dim in enumerate(dims):
+            codes[dim][rows] = [index[dim].get(value, -1) for value in said[d]]
     summary: dict[str, Any] = {
         "dimensions": dims,
         "voters": int(participant_ids.shape[0]),
@@ -2698,10 +2722,7 @@ def _votes_stage(run: EngineRun, base: EngineRun | None) -> None:
             _copy_rows(
                 ProposalScore,
                 fields,
-                (
-                    row[:-2] + (json.loads(row[-2]), json.loads(row[-1]))
-                    for row in score_rows()
-                ),
+                (row[:-2] + (json.loads(row[-2]), json.loads(row[-1])) for row in score_rows()),
             )
         if grouped:
             OpinionGroup.objects.bulk_create(

@@ -26,6 +26,7 @@ import numpy as np
 from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import (
+    BooleanField,
     Case,
     Count,
     Exists,
@@ -2280,15 +2281,21 @@ def _load_exposures(consultation_id: int, pids: np.ndarray) -> tuple[np.ndarray,
 
 def _participants_saying(participant_ids: np.ndarray, dims: list[str]) -> tuple[np.ndarray, list]:
     """(ids, per dimension the values) of the participants of ``participant_ids`` (sorted) who
-    said at least one of ``dims`` (Participant columns). PostgreSQL: one query, the ids sent as
-    one array (a hash join; ``pk__in`` with 826k parameters took 15 s); elsewhere batches."""
+    said at least one of ``dims`` (Participant columns). PostgreSQL: one query, ``id = ANY``
+    of the ids as one array (800k voters: 3.3 s; in batches of 10k ids with ``pk__in``, 15.6 s;
+    joined to ``unnest`` of the array, a nested loop that did not finish in 6 minutes behind a
+    cursor); elsewhere batches."""
     said_any = Q()
     for dim in dims:
         said_any |= ~Q(**{dim: ""})
     ids, said = array("q"), [[] for _ in dims]
     if connection.vendor == "postgresql":
-        ids_sql = RawSQL("SELECT unnest(%s::bigint[])", [participant_ids.tolist()])
-        batches = [Participant.objects.filter(said_any, pk__in=ids_sql)]
+        among = RawSQL(
+            f"{Participant._meta.db_table}.id = ANY(%s)",
+            [participant_ids.tolist()],
+            output_field=BooleanField(),
+        )
+        batches = [Participant.objects.filter(said_any, among)]
     else:
         batches = [
             Participant.objects.filter(said_any, pk__in=participant_ids[lo : lo + 900].tolist())

@@ -964,6 +964,9 @@ def idea_elsewhere(*, idea: Idea, consultations) -> list[tuple[Consultation, Ide
     cause the viewer may see): (consultation, idea) pairs, closest first."""
     from .engine.shared import shared_ideas
 
+    consultations = list(consultations)  # a cause of one consultation stops here: one query
+    if not consultations:
+        return []
     run = idea.run
     model = ideas_model(run)
     if not model:

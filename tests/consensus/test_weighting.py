@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import numpy as np
 import pytest
+from django.core.cache import cache
 from django.forms import inlineformset_factory
 from django.urls import reverse
 
@@ -322,3 +323,13 @@ def test_staff_enter_the_population_shares_in_the_consultations_admin(admin_clie
     ) == [("f", Decimal("51.60")), ("m", Decimal("48.40"))]
     consultation.refresh_from_db()
     assert consultation.population_source == "Census 2025 (test)"
+
+
+def test_weights_capped_short_of_the_population_are_said(client, weighted_run):
+    consultation, run = weighted_run
+    assert run.metrics["weighting"]["converged"] is True
+    assert "were capped" not in page_text(client, consultation)
+    run.metrics["weighting"]["converged"] = False
+    run.save(update_fields=["metrics"])
+    cache.clear()
+    assert "their weights were capped at 5 times the mean" in page_text(client, consultation)

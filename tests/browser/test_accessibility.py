@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from consensus import services
 from consensus.models import EngineRun, Idea
-from consultations.models import Proposal
+from consultations.models import Participant, PopulationShare, Proposal
 
 from ..consensus.engine_data import HASHING, add_votes, consultation_with_themes
 from ..factories import UserFactory
@@ -44,8 +44,18 @@ def published():
         question="Comment rendre la ville plus agréable ?",
         ends_at=timezone.now()
         + timedelta(days=30),  # it closes: its final results can be asked for
+        ask_demographics=True,  # the sequence's "Who takes part?" card
     )
     add_votes(consultation)
+    # the results weighted to the population: half the voters said 18-24, the others 65+
+    voters = Participant.objects.filter(votes__proposal__consultation=consultation).distinct()
+    for n, participant in enumerate(voters.order_by("pk")):
+        participant.age_range = "18-24" if n % 3 else "65+"
+        participant.save(update_fields=["age_range"])
+    for value in ("18-24", "65+"):
+        PopulationShare.objects.create(
+            consultation=consultation, dimension="age_range", value=value, percent=50
+        )
     run = services.engine_run_start(consultation=consultation, kind="full", **HASHING)
     run.refresh_from_db()
     assert run.status == EngineRun.Status.DONE, run.error
@@ -87,6 +97,8 @@ def test_public_pages_and_swapped_parts_pass_wcag_a_and_aa(
     for path in paths:
         page.goto(base + path)
         found[path] = axe(page)
+    page.goto(f"{base}/engine/{consultation.slug}/results/")
+    assert page.locator("#weighting-title").count() == 1  # audited above
 
     # the sequence: its first card, then the card once voted (how people voted) and the end card
     page.goto(f"{base}/c/{consultation.slug}/vote/")
@@ -96,6 +108,19 @@ def test_public_pages_and_swapped_parts_pass_wcag_a_and_aa(
     page.keyboard.press("a")
     page.locator("[data-card=qualify]").wait_for()
     found["sequence: voted"] = axe(page)
+    page.keyboard.press("Enter")
+    page.locator("[data-card=vote]").wait_for()
+    page.keyboard.press("d")
+    page.locator("[data-card=qualify]").wait_for()
+    page.keyboard.press("Enter")
+    page.locator("[data-card=demographics]").wait_for()
+    found["sequence: who takes part"] = axe(page)
+    page.fill("#seq-card input[name=postal_area]", "<b>?</b>")
+    page.locator("#seq-card button.primary").click()
+    page.locator("#postal-area-error").wait_for()
+    found["sequence: who takes part, refused"] = axe(page)
+    page.locator("#seq-card button[name=decline]").click()
+    page.locator("[data-card=vote]").wait_for()
 
     # a citizen asks for the results by email (the box HTMX swaps) and reads their data
     user = UserFactory()

@@ -94,7 +94,8 @@ class Consultation(models.Model):
         help_text=_(
             "After the second vote of a sequence, a card asks the participant's age range, "
             "gender and postal area, each optional, once per participant. The results then "
-            "show agreement by age range, gender and postal area (groups of 10 or more only)."
+            "show agreement by age range, gender and postal area, for groups large enough only "
+            "(setting CONSENSUS_MIN_SEGMENT_SIZE)."
         ),
     )
     population_source = models.CharField(

@@ -356,6 +356,8 @@ def _sequence_card(request, consultation, participant, *, demographics_form=None
             **context,
             "card": "demographics",
             "form": demographics_form or DemographicsForm(),
+            # the results' smallest group shown (k-anonymity of the segment tables)
+            "min_segment": max(1, int(getattr(settings, "CONSENSUS_MIN_SEGMENT_SIZE", 10))),
         }
     if state.get("shown", 0) <= position:
         # One write per card, at its first display (the results count the cards shown).

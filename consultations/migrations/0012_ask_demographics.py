@@ -13,7 +13,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='consultation',
             name='ask_demographics',
-            field=models.BooleanField(default=False, help_text="After the second vote of a sequence, a card asks the participant's age range, gender and postal area, each optional, once per participant. The results then show agreement by age range, gender and postal area (groups of 10 or more only).", verbose_name='ask who takes part'),
+            field=models.BooleanField(default=False, help_text="After the second vote of a sequence, a card asks the participant's age range, gender and postal area, each optional, once per participant. The results then show agreement by age range, gender and postal area, for groups large enough only (setting CONSENSUS_MIN_SEGMENT_SIZE).", verbose_name='ask who takes part'),
         ),
         migrations.AddField(
             model_name='participant',

@@ -186,3 +186,9 @@ def test_a_participant_merged_at_login_keeps_having_been_asked():
     participant_merge(source=source, target=target)
     target.refresh_from_db()
     assert target.age_range == "50-64" and target.demographics_asked_at is not None
+
+
+def test_the_card_says_the_smallest_group_the_results_show(consultation, settings):
+    settings.CONSENSUS_MIN_SEGMENT_SIZE = 25
+    _client, html = two_cards_in(consultation)
+    assert "only give figures for groups of at least 25 participants." in html

@@ -268,8 +268,7 @@ def proposal_also_close(*, proposal: Proposal, idea: Idea, limit: int = 2) -> li
     vectors = stored_vectors(run_ids=idea.run.vector_run_ids, proposal_ids=[proposal.pk])
     if not vectors:
         return []
-    rows, centres = _idea_centres(run_id=idea.run_id)
-    own = next((i for i, row in enumerate(rows) if row.pk == idea.pk), None)
+    rows, centres, own = _idea_centres_around(idea)
     if own is None:
         return []
     cosines = centres @ np.frombuffer(bytes(vectors[0][1]), dtype=np.float16).astype(np.float32)
@@ -529,6 +528,7 @@ def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float,
         max(0.0, float((centre - half) / (1 + z * z / n))),
         min(1.0, float((centre + half) / (1 + z * z / n))),
     )
+
 
 # Why the votes' steps were skipped, as the engine's ValueError says it (kept in the metrics as
 # is), in words staff read
@@ -898,7 +898,9 @@ def ideas_model(run: EngineRun) -> str:
     ideas_from = (run.metrics or {}).get("ideas_from_run")
     if not ideas_from:
         return ""
-    return EngineRun.objects.filter(pk=ideas_from).values_list("model_name", flat=True).first() or ""
+    return (
+        EngineRun.objects.filter(pk=ideas_from).values_list("model_name", flat=True).first() or ""
+    )
 
 
 # What an idea is in its own consultation: said beside it (``zone_name``), and from another
@@ -942,13 +944,14 @@ def shared_ideas_across(*, consultations, limit: int = 10) -> list[dict]:
     from .engine.shared import shared_ideas
 
     runs = _comparable_runs(consultations)
+    centres = {run.pk: _idea_centres(run_id=run.pk) for _c, run, _model in runs}  # once each
     pairs = []
     for x, (ca, ra, model_a) in enumerate(runs):
-        rows_a, a = _idea_centres(run_id=ra.pk)
+        rows_a, a = centres[ra.pk]
         for cb, rb, model_b in runs[x + 1 :]:
             if model_b != model_a:
                 continue
-            rows_b, b = _idea_centres(run_id=rb.pk)
+            rows_b, b = centres[rb.pk]
             if not rows_a or not rows_b or a.shape[1] != b.shape[1]:
                 continue
             pairs.extend(
@@ -971,8 +974,7 @@ def idea_elsewhere(*, idea: Idea, consultations) -> list[tuple[Consultation, Ide
     model = ideas_model(run)
     if not model:
         return []
-    rows, centres = _idea_centres(run_id=run.pk)
-    own = next((i for i, row in enumerate(rows) if row.pk == idea.pk), None)
+    rows, centres, own = _idea_centres_around(idea)
     if own is None:
         return []
     found = []
@@ -989,11 +991,16 @@ def idea_elsewhere(*, idea: Idea, consultations) -> list[tuple[Consultation, Ide
     return [(consultation, other) for _cosine, consultation, other in found]
 
 
+def _idea_centres_around(idea: Idea) -> tuple[list[Idea], np.ndarray, int | None]:
+    """``_idea_centres`` of the idea's run, and the idea's row among them (None: no centre)."""
+    rows, centres = _idea_centres(run_id=idea.run_id)
+    return rows, centres, next((i for i, row in enumerate(rows) if row.pk == idea.pk), None)
+
+
 def idea_neighbours(*, idea: Idea, limit: int = 3) -> list[Idea]:
     """The run's ideas whose centres are closest to ``idea``'s (cosine), closest first; an idea
     without a centre (none stored) has no neighbours and is nobody's."""
-    rows, centres = _idea_centres(run_id=idea.run_id)
-    own = next((i for i, row in enumerate(rows) if row.pk == idea.pk), None)
+    rows, centres, own = _idea_centres_around(idea)
     if own is None:
         return []
     cosines = centres @ centres[own]

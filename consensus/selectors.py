@@ -317,6 +317,7 @@ METRIC_LABELS = {
     "n_near_duplicates": _("Near duplicates folded"),
     "silhouette": _("Silhouette (cosine, sample)"),
     "chance_cosine": _("Cosine of two proposals drawn at random"),
+    "keywords": _("How well the keywords describe their ideas"),
     "few_texts_fallback": _("Too few distinct texts: duplicates grouped as ideas"),
     "largest_idea_share": _("Share of the largest idea"),
     "staff_labels_kept": _("Labels written by staff, kept for the same ideas"),
@@ -605,6 +606,15 @@ def metric_text(key: str, value) -> str:
         return gettext("mean %(mean)s, standard deviation %(sd)s") % {
             "mean": metric_text("", value.get("mean")),
             "sd": metric_text("", value.get("sd")),
+        }
+    if key == "keywords" and isinstance(value, dict):
+        return gettext(
+            "%(coverage)s of the proposals in an idea use one of its keywords; of the proposals "
+            "that use a keyword, %(exclusivity)s are in its idea; %(diversity)s of the keywords' "
+            "words are distinct across ideas"
+        ) % {
+            name: _percent(value[name]) if isinstance(value.get(name), (int, float)) else "–"
+            for name in ("coverage", "exclusivity", "diversity")
         }
     if key == "majority" and isinstance(value, dict):
         return gettext("%(agree)s for, %(disagree)s against") % {

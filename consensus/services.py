@@ -1785,6 +1785,15 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
     silhouette = None
     if len(found) >= 2:
         silhouette = _silhouette(rep_x, rep_labels, seed=run.seed)
+    # the clustering's ideas and their words, before staff placements moved any proposal
+    keywords = _keyword_quality(
+        rep_texts,
+        rep_labels,
+        dd.counts,
+        [idea.keywords for idea in found],
+        language=run.consultation.language,
+        seed=run.seed,
+    )
     chance = _chance_cosine(rep_x, seed=run.seed)
     timings["label"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -1863,6 +1872,7 @@ def _ideas_stage(run: EngineRun, base: EngineRun | None) -> None:
             "n_near_duplicates": int(dd.n_near_duplicates),
             "silhouette": silhouette,
             "chance_cosine": chance,
+            "keywords": keywords,
             "few_texts_fallback": fallback,
             "largest_idea_share": round(max((i.share for i in found), default=0.0), 4),
             "staff_labels_kept": n_named,
@@ -2139,6 +2149,49 @@ def _silhouette(
     return round(
         float(silhouette_score(np.asarray(x[ok], dtype=np.float32), labels[ok], metric="cosine")), 4
     )
+
+
+KEYWORD_QUALITY_SAMPLE = 50_000  # distinct texts read; 2M answers would take ~40 s, this ~1 s
+
+
+def _keyword_quality(
+    texts: list[str],
+    labels: np.ndarray,
+    counts: np.ndarray,
+    keywords: list[list[str]],
+    *,
+    language: str,
+    seed: int,
+    sample: int = KEYWORD_QUALITY_SAMPLE,
+) -> dict | None:
+    """How well the ideas' keywords describe them (``engine.coherence``), over a seeded sample
+    of the distinct texts weighted by their duplicates: the share of the proposals in an idea
+    that use one of its keywords (coverage), of those that use a keyword the share in its idea
+    (exclusivity, by idea size), and the share of distinct words among all the ideas' keywords
+    (diversity). None without ideas or keywords."""
+    from .engine.coherence import keyword_diversity, keyword_scores
+
+    if not any(keywords) or not (labels >= 0).any():
+        return None
+    rows = np.arange(len(texts))
+    if rows.shape[0] > sample:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, sample, replace=False))
+    w = np.asarray(counts, dtype=np.float64)[rows]
+    got = keyword_scores(
+        [texts[i] for i in rows], labels[rows], keywords, weights=w, language=language
+    )
+    placed = labels[rows] >= 0
+    sizes = np.bincount(labels[rows][placed], weights=w[placed], minlength=len(keywords))
+
+    def by_size(values: np.ndarray) -> float | None:
+        ok = ~np.isnan(values) & (sizes > 0)
+        return round(float(np.average(values[ok], weights=sizes[ok])), 4) if ok.any() else None
+
+    return {
+        "coverage": by_size(got.coverage),
+        "exclusivity": by_size(got.exclusivity),
+        "diversity": round(keyword_diversity(keywords), 4),
+    }
 
 
 def _chance_cosine(x: np.ndarray, *, seed: int, pairs: int = 10_000) -> dict | None:
@@ -2889,6 +2942,7 @@ def _copy_ideas_from(run: EngineRun, base: EngineRun) -> None:
         "n_near_duplicates",
         "silhouette",
         "chance_cosine",
+        "keywords",
         "dim",
     )
     _record(

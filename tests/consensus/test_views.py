@@ -427,6 +427,7 @@ def test_run_metrics_and_timings_read_as_text_not_as_python_values():
             "bridging": {"rmse": 0.3097, "converged": True, "n_ratings": 5263},
             "ideas_from_run": 1234,
             "chance_cosine": {"mean": 0.17, "sd": 0.0913},
+            "keywords": {"coverage": 0.7421, "exclusivity": 0.5063, "diversity": None},
             "opinion_state": {"hidden": 1},
             # the engine's own words for a step it skipped
             "opinion_skipped": "need at least one participant and one statement",
@@ -461,6 +462,10 @@ def test_run_metrics_and_timings_read_as_text_not_as_python_values():
     assert rows["cluster"] == "0.03" and rows["write_ideas"] == "32.9"
     assert "opinion_state" not in rows and "{" not in "".join(rows.values())
     assert rows["chance_cosine"] == "mean 0.1700, standard deviation 0.0913"
+    assert rows["keywords"] == (
+        "74.2\xa0% of the proposals in an idea use one of its keywords; of the proposals that use "
+        "a keyword, 50.6\xa0% are in its idea; – of the keywords' words are distinct across ideas"
+    )
     assert rows["opinion_skipped"] == "no vote yet"
     assert rows["bridging_skipped"] == (
         "too few votes: it needs participants with 7 votes or more on proposals with 5 or more"
@@ -471,6 +476,7 @@ def test_run_metrics_and_timings_read_as_text_not_as_python_values():
     )
     assert rows["group_sizes"].startswith("groupe 1\xa0: 97")
     assert rows["chance_cosine"] == "moyenne 0,1700, écart type 0,0913"
+    assert rows["keywords"].startswith("74,2\xa0% des propositions d'une idée emploient")
     assert rows["opinion_skipped"] == "pas encore de vote"
     assert rows["bridging_skipped"].startswith("trop peu de votes\xa0: il faut des participants")
     assert rows["n_votes"] == "5\xa0303"

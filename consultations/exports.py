@@ -7,6 +7,8 @@ Datasets (columns and licence in docs/open_data.md):
   scored ones: trusted and sequence votes), qualifications included;
 - ``ideas`` and ``memberships``: the ideas of the published engine run and their proposals;
 - ``scores``: the published run's scores of the accepted proposals;
+- ``groups``: the published run's votes on each accepted proposal per opinion group (one row
+  per proposal and group, as Polis publishes them);
 - ``segments``: vote counts per proposal and segment of one dimension (age range, gender,
   postal area), with every cell of fewer than ``k`` participants suppressed, plus secondary
   suppression so that a suppressed cell cannot be recomputed from the others.
@@ -30,7 +32,7 @@ from django.db.models import Count, IntegerField, Q, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils.translation import gettext as _
 
-from consensus.models import EngineRun, Idea, IdeaMembership, ProposalScore
+from consensus.models import EngineRun, Idea, IdeaMembership, OpinionGroup, ProposalScore
 from consensus.selectors import SEGMENT_DIMENSIONS, consultation_current_run
 
 from .models import Consultation, Proposal, QualificationKey, Trust, Vote, VoteKey
@@ -216,6 +218,25 @@ def scores_rows(*, consultation: Consultation, run: EngineRun, **_params) -> Ite
         yield (run.pk, *row)
 
 
+def groups_rows(*, consultation: Consultation, run: EngineRun, **_params) -> Iterator[tuple]:
+    """Each accepted proposal's votes per opinion group of the run (``ProposalScore.group_counts``:
+    ``[agree, disagree, votes]`` per group in number order); the groups are numbered from 1, as
+    the results pages name them, with their number of participants. No row for a proposal the
+    run scored before it had groups, nor for a run without groups."""
+    groups = list(
+        OpinionGroup.objects.filter(run=run).order_by("number").values_list("number", "size")
+    )
+    qs = (
+        ProposalScore.objects.filter(run=run, proposal__status=Proposal.Status.ACCEPTED)
+        .exclude(group_counts=[])
+        .order_by("proposal_id")
+        .values_list("proposal_id", "group_counts")
+    )
+    for proposal_id, counts in qs.iterator(chunk_size=CHUNK_SIZE):
+        for (number, size), (agree, disagree, votes) in zip(groups, counts, strict=False):
+            yield (run.pk, proposal_id, number + 1, size, agree, disagree, votes)
+
+
 def _suppress(cells: list[list], k: int) -> list[list]:
     """k-anonymity of one proposal's segment cells ``[segment, n, agree, disagree, neutral]``.
 
@@ -354,6 +375,12 @@ DATASETS: dict[str, Dataset] = {
             "min_group_agree:float bridging:float"
         ),
         scores_rows,
+        needs_run=True,
+    ),
+    "groups": Dataset(
+        "groups",
+        _cols("run_id proposal_id group group_participants agree disagree votes"),
+        groups_rows,
         needs_run=True,
     ),
     "segments": Dataset(

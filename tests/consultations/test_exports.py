@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from causes.models import Cause
-from consensus.models import EngineRun, Idea, IdeaMembership, ProposalScore, Theme
+from consensus.models import EngineRun, Idea, IdeaMembership, OpinionGroup, ProposalScore, Theme
 from consultations import exports
 from consultations.models import Participant, Proposal, Trust, Vote, VoteKey
 from consultations.services import counters_rebuild
@@ -146,6 +146,24 @@ def test_run_datasets_leave_out_proposals_no_longer_accepted(client, published):
     assert (ideas[0]["theme_number"], ideas[0]["theme_label"]) == ("0", "Culture")
 
 
+def test_groups_export_has_a_row_per_accepted_proposal_and_opinion_group(client, published):
+    run, (first, second), refused = published["run"], published["accepted"], published["refused"]
+    OpinionGroup.objects.create(run=run, number=0, size=12)
+    OpinionGroup.objects.create(run=run, number=1, size=9)
+    ProposalScore.objects.filter(run=run, proposal=first).update(group_counts=[[3, 1, 5], [0, 2, 2]])
+    ProposalScore.objects.filter(run=run, proposal=refused).update(group_counts=[[1, 0, 1], [0, 0, 0]])
+    rows = read_csv(client.get(export_url(published["consultation"], "groups")))
+    # the second proposal has no counts (scored before the run had groups): no row; the
+    # refused one is not published
+    assert [(int(r["proposal_id"]), r["group"], r["group_participants"]) for r in rows] == [
+        (first.pk, "1", "12"),
+        (first.pk, "2", "9"),
+    ]
+    assert [(r["agree"], r["disagree"], r["votes"]) for r in rows] == [("3", "1", "5"), ("0", "2", "2")]
+    assert {r["run_id"] for r in rows} == {str(run.pk)}
+    assert second.pk not in {int(r["proposal_id"]) for r in rows}
+
+
 @pytest.mark.parametrize("dataset", sorted(set(exports.DATASETS) - {"segments"}))
 def test_parquet_and_csv_have_the_same_rows(client, published, dataset):
     consultation = published["consultation"]
@@ -169,7 +187,7 @@ def test_parquet_is_written_in_row_groups():
 def test_run_datasets_are_404_before_any_published_run(client):
     consultation = ConsultationFactory()
     ProposalFactory(consultation=consultation)
-    for dataset in ("ideas", "memberships", "scores"):
+    for dataset in ("ideas", "memberships", "scores", "groups"):
         response = client.get(export_url(consultation, dataset))
         assert response.status_code == 404
         assert "no published results" in response.json()["error"]["message"]

@@ -42,6 +42,7 @@ from django.views.decorators.http import require_GET
 from actions.selectors import action_public_by_idea
 from config.errors import NotFound
 from config.ratelimit import rate_limit_hit, too_many_requests
+from consultations.exports import download_links
 from consultations.models import Participant, Proposal
 from consultations.selectors import (
     consultation_get_for_user,
@@ -492,6 +493,14 @@ def results(request, slug):
                 run_id=run_id, participant=participant_peek(request)
             )
         context["per_zone"] = IDEAS_PER_ZONE
+        if sections:
+            context["downloads"] = [
+                {
+                    **dataset,
+                    "files": [(DIMENSION_LABELS.get(d, ""), urls) for d, urls in dataset["files"]],
+                }
+                for dataset in download_links(consultation=consultation)
+            ]
         response = render(request, "consensus/results.html", context)
     patch_vary_headers(response, ("HX-Request",))
     return response

@@ -30,7 +30,9 @@ from datetime import datetime
 from django.conf import settings
 from django.db.models import Count, IntegerField, Q, Sum, Value
 from django.db.models.functions import Coalesce
+from django.urls import reverse
 from django.utils.translation import gettext as _
+from django.utils.translation import gettext_lazy
 
 from consensus.models import EngineRun, Idea, IdeaMembership, OpinionGroup, ProposalScore
 from consensus.selectors import SEGMENT_DIMENSIONS, consultation_current_run
@@ -335,6 +337,7 @@ DATASETS: dict[str, Dataset] = {
             "source_votes source_adhesion:float"
         ),
         proposals_rows,
+        description=gettext_lazy("The accepted proposals: text, date and origin, never their author."),
     ),
     "votes": Dataset(
         "votes",
@@ -347,6 +350,9 @@ DATASETS: dict[str, Dataset] = {
             + " ".join(f"qualification_{k}" for k in QUALIFICATION_KEYS)
         ),
         votes_rows,
+        description=gettext_lazy(
+            "The votes on each proposal, by kind, and the qualifications chosen with them."
+        ),
     ),
     "ideas": Dataset(
         "ideas",
@@ -359,12 +365,17 @@ DATASETS: dict[str, Dataset] = {
         ),
         ideas_rows,
         needs_run=True,
+        description=gettext_lazy(
+            "The ideas of these results: label, keywords, size, theme and the votes on their "
+            "proposals."
+        ),
     ),
     "memberships": Dataset(
         "memberships",
         _cols("run_id proposal_id idea_number similarity:float is_central:bool"),
         memberships_rows,
         needs_run=True,
+        description=gettext_lazy("Which idea each proposal is in."),
     ),
     "scores": Dataset(
         "scores",
@@ -376,12 +387,16 @@ DATASETS: dict[str, Dataset] = {
         ),
         scores_rows,
         needs_run=True,
+        description=gettext_lazy(
+            "The scores of each proposal: agreement, zone, consensus across opinion groups."
+        ),
     ),
     "groups": Dataset(
         "groups",
         _cols("run_id proposal_id group group_participants agree disagree votes"),
         groups_rows,
         needs_run=True,
+        description=gettext_lazy("The votes on each proposal in each opinion group."),
     ),
     "segments": Dataset(
         "segments",
@@ -390,8 +405,37 @@ DATASETS: dict[str, Dataset] = {
             "agreement:float"
         ),
         segments_rows,
+        description=gettext_lazy(
+            "The votes on each proposal by age range, gender or postal area, for groups of "
+            "enough participants only."
+        ),
     ),
 }
+
+
+def download_links(*, consultation: Consultation) -> list[dict]:
+    """Every dataset of ``consultation`` with its description and its files, for the results
+    page: ``{"name", "description", "files": [(dimension, [(format, url)])]}``; the dimension is
+    "" except for the segments dataset, which has files per dimension. The datasets of the
+    engine run are left out until results are published, the groups one while the published
+    run has no opinion groups (its file would be empty)."""
+    run_id = consultation.current_run_id
+    grouped = OpinionGroup.objects.filter(run_id=run_id).exists() if run_id else False
+    out = []
+    for name, spec in DATASETS.items():
+        if (spec.needs_run and run_id is None) or (name == "groups" and not grouped):
+            continue
+        files = []
+        for dimension in SEGMENT_DIMENSIONS if name == "segments" else ("",):
+            urls = []
+            for fmt in FORMATS:
+                url = reverse(
+                    "api:export", kwargs={"slug": consultation.slug, "dataset": name, "fmt": fmt}
+                )
+                urls.append((fmt, f"{url}?dimension={dimension}" if dimension else url))
+            files.append((dimension, urls))
+        out.append({"name": name, "description": spec.description, "files": files})
+    return out
 
 
 def export_rows(*, consultation: Consultation, dataset: str, dimension: str = "") -> Iterator[tuple]:

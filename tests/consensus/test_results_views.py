@@ -1065,3 +1065,56 @@ def test_ideas_link_to_the_public_actions_that_build_on_them(client, published):
     card = body.split(f'aria-labelledby="shares-{zone}-{idea.pk}"', 1)[1].split("</li> </ol>", 1)[0]
     assert f'href="{public.get_absolute_url()}"' in card and "Ouvrir des pistes la nuit" in card
     assert "Brouillon secret" not in body and "autre cause" not in body
+
+
+def _download_links(body: str) -> list[str]:
+    section = body[body.index('id="open-data-title"') :]
+    section = section[: section.index("</section>")]
+    return re.findall(r'<a href="([^"]+)" download>', section)
+
+
+def test_the_open_data_section_links_every_dataset_and_each_file_downloads(client, published):
+    from consultations.exports import DATASETS
+
+    consultation, run = published
+    assert OpinionGroup.objects.filter(run=run).exists()
+    body = client.get(results_url(consultation)).content.decode()
+    assert 'href="#open-data-title"' in body
+    links = _download_links(body)
+    # every dataset, in CSV and Parquet; the segments once per dimension
+    assert len(links) == 2 * (len(DATASETS) - 1) + 2 * len(selectors.SEGMENT_DIMENSIONS)
+    for url in links:
+        response = client.get(url.replace("&amp;", "&"))
+        assert response.status_code == 200, url
+        content = b"".join(response.streaming_content)
+        if url.endswith(".csv") or ".csv?" in url:
+            dataset = re.search(r"/export/(\w+)\.csv", url).group(1)
+            header = content.decode().splitlines()[0].split(",")
+            assert header == [c.name for c in DATASETS[dataset].columns]
+        else:
+            assert content[:4] == b"PAR1"
+    groups = client.get(reverse("api:export", args=[consultation.slug, "groups", "csv"]))
+    rows = list(csv.DictReader(io.StringIO(b"".join(groups.streaming_content).decode())))
+    assert {r["group"] for r in rows} == {str(g.number + 1) for g in run.opinion_groups.all()}
+    api = reverse("api:consultation", args=[consultation.slug])
+    assert "Open Database License" in body and f'href="{api}"' in body
+
+
+def test_no_groups_file_without_opinion_groups_nor_api_link_when_private(
+    client, django_capture_on_commit_callbacks
+):
+    consultation = consultation_with_themes()  # proposals, no vote: no opinion group
+    start(consultation, django_capture_on_commit_callbacks)
+    links = _download_links(client.get(results_url(consultation)).content.decode())
+    assert links and not any("/groups." in url for url in links)
+    assert any("/proposals.csv" in url for url in links)
+    member = UserFactory()
+    private = consultation_with_themes(cause=CauseFactory(kind=Cause.Kind.PRIVATE_CONSULTATION))
+    private.cause.members.add(member)
+    start(private, django_capture_on_commit_callbacks)
+    client.force_login(member)
+    body = client.get(results_url(private)).content.decode()
+    links = _download_links(body)  # the members who see the results may download them
+    assert links and client.get(links[0]).status_code == 200
+    api = reverse("api:consultation", args=[private.slug])
+    assert f'href="{api}"' not in body  # the JSON API is for public consultations only

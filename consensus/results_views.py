@@ -60,8 +60,8 @@ from .services import min_zone_votes
 logger = logging.getLogger(__name__)
 
 # 2: the largest ideas section; 3: keywords, idea links, method; 4: the votes at the source;
-# 5: the agreement score, and the categories in the method
-RESULTS_CACHE_VERSION = 5
+# 5: the agreement score, and the categories in the method; 6: the open data section
+RESULTS_CACHE_VERSION = 6
 PARTS = ("counters",)
 
 CENTRAL_PER_IDEA = 3
@@ -319,7 +319,8 @@ def _decorate(ideas: list[Idea], run, consultation) -> None:
 
 
 def _build_sections(consultation, run) -> dict[str, str]:
-    """The run's sections rendered to HTML: ideas (with vote-share bars), groups (with map), method."""
+    """The run's sections rendered to HTML: ideas (with vote-share bars), groups (with map),
+    method, and the open data's files."""
     # Ideas by zone (ranked by ``selectors.key_ideas``) need votes; the largest ideas show what
     # the engine found before anyone votes. An idea may be in both lists (two objects).
     zoned = selectors.key_ideas(run=run, limit=IDEAS_PER_ZONE)
@@ -376,10 +377,20 @@ def _build_sections(consultation, run) -> dict[str, str]:
         "weighting": selectors.weighting_summary(run=run, min_votes=min_votes),
     }
     template = "consensus/_results_sections.html"
-    return {
+    sections = {
         name: _compact(render_to_string(f"{template}#{name}", context)).strip()
         for name in ("ideas", "source_nav", "themes", "groups", "weighting", "method")
     }
+    downloads = [
+        {**dataset, "files": [(DIMENSION_LABELS.get(d, ""), urls) for d, urls in dataset["files"]]}
+        for dataset in download_links(consultation=consultation, grouped=bool(groups))
+    ]
+    sections["open_data"] = _compact(
+        render_to_string(
+            "consensus/_open_data.html", {"consultation": consultation, "downloads": downloads}
+        )
+    ).strip()
+    return sections
 
 
 def results_sections(*, consultation, run_id: int) -> dict[str, str] | None:
@@ -493,14 +504,6 @@ def results(request, slug):
                 run_id=run_id, participant=participant_peek(request)
             )
         context["per_zone"] = IDEAS_PER_ZONE
-        if sections:
-            context["downloads"] = [
-                {
-                    **dataset,
-                    "files": [(DIMENSION_LABELS.get(d, ""), urls) for d, urls in dataset["files"]],
-                }
-                for dataset in download_links(consultation=consultation)
-            ]
         response = render(request, "consensus/results.html", context)
     patch_vary_headers(response, ("HX-Request",))
     return response

@@ -413,14 +413,16 @@ DATASETS: dict[str, Dataset] = {
 }
 
 
-def download_links(*, consultation: Consultation) -> list[dict]:
+def download_links(*, consultation: Consultation, grouped: bool | None = None) -> list[dict]:
     """Every dataset of ``consultation`` with its description and its files, for the results
     page: ``{"name", "description", "files": [(dimension, [(format, url)])]}``; the dimension is
     "" except for the segments dataset, which has files per dimension. The datasets of the
     engine run are left out until results are published, the groups one while the published
-    run has no opinion groups (its file would be empty)."""
+    run has no opinion groups (its file would be empty). ``grouped``: whether it has, when the
+    caller knows (None: asked)."""
     run_id = consultation.current_run_id
-    grouped = OpinionGroup.objects.filter(run_id=run_id).exists() if run_id else False
+    if grouped is None:
+        grouped = bool(run_id) and OpinionGroup.objects.filter(run_id=run_id).exists()
     out = []
     for name, spec in DATASETS.items():
         if (spec.needs_run and run_id is None) or (name == "groups" and not grouped):

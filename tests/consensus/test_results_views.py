@@ -148,8 +148,9 @@ def test_the_method_says_how_the_agreement_score_sets_an_ideas_category(
     assert f"An idea needs {services.min_zone_votes()} trusted votes to have a category." in method
     n_votes, n_participants = run.metrics["n_votes"], run.metrics["n_participants"]
     assert n_votes >= 1000  # grouped by the language: "1,920", "1 920"
-    assert f"<dt>Trusted votes</dt><dd>{n_votes:,}</dd>" in method
-    assert f"<dt>Participants</dt><dd>{n_participants:,}</dd>" in method
+    assert f"<dt>Trusted votes analysed</dt><dd>{n_votes:,}</dd>" in method
+    # not "Participants": the live counters above count every participant, now
+    assert f"<dt>Participants whose votes were analysed</dt><dd>{n_participants:,}</dd>" in method
     # each card's score is the one the category reads, named as such
     voted = max(
         (i for i in Idea.objects.filter(run=run) if i.scores.get("trusted_votes")),

@@ -8,7 +8,7 @@ from django.utils import timezone
 from actions.models import ActionUpdate, Follow, Measurement
 from causes.models import Cause
 from consultations.models import Participant, Proposal, Qualification, ResultsAlert, Vote
-from partners.models import PartnerMembership
+from partners.models import PartnerMembership, PartnerPosition
 
 EXPORT_FORMAT = "concorde.personal-data/1"
 
@@ -152,6 +152,16 @@ def account_data_export(*, user) -> dict:
             "created_at": m.created_at,
         }
         for m in Measurement.objects.filter(entered_by=user).order_by("pk")
+    ]
+    data["partner_contributions"]["positions"] = [
+        {
+            "partner": p.partner.name,
+            "proposal_id": p.proposal_id,
+            "stance": p.stance,
+            "statement": p.statement,
+            "updated_at": p.updated_at,
+        }
+        for p in PartnerPosition.objects.filter(author=user).select_related("partner").order_by("pk")
     ]
     return data
 

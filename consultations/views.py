@@ -16,6 +16,7 @@ from causes.selectors import cause_visible_list
 from config.ratelimit import rate_limited
 from consensus import charts
 from consensus import selectors as consensus_selectors
+from partners.views import positions_context
 
 from . import abuse, alerts
 from . import text as proposal_text
@@ -568,4 +569,5 @@ def proposal_detail(request, slug, pk):
         context["analysis"] = analysis = consensus_selectors.proposal_analysis(proposal=proposal)
         if analysis:
             charts.group_vote_bars(analysis["groups"])
+        context.update(positions_context(proposal=proposal, user=request.user))
     return _render(request, "consultations/proposal_detail.html", context, partial="vote-box")

@@ -2,7 +2,7 @@ from django.contrib import admin
 
 from accounts.admin_audit import AuditedAdminMixin
 
-from .models import CausePartner, Partner, PartnerMembership
+from .models import CausePartner, Partner, PartnerMembership, PartnerPosition
 
 
 class PartnerMembershipInline(admin.TabularInline):
@@ -26,3 +26,18 @@ class CausePartnerAdmin(AuditedAdminMixin, admin.ModelAdmin):
     list_filter = ("kind",)
     list_select_related = ("partner", "cause")
     autocomplete_fields = ("partner", "cause")
+
+
+@admin.register(PartnerPosition)
+class PartnerPositionAdmin(AuditedAdminMixin, admin.ModelAdmin):
+    """Staff read and, if need be, remove a position; partners write them from the proposal
+    page (partners/views.py), so the admin does not add them."""
+
+    list_display = ("partner", "stance", "proposal", "author", "updated_at")
+    list_filter = ("stance", "partner")
+    list_select_related = ("partner", "proposal", "author")
+    search_fields = ("partner__name", "proposal__content", "statement")
+    readonly_fields = ("partner", "proposal", "author", "created_at", "updated_at")
+
+    def has_add_permission(self, request):
+        return False

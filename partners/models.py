@@ -97,3 +97,41 @@ class PartnerMembership(models.Model):
 
     def __str__(self):
         return f"{self.user} @ {self.partner}"
+
+
+class PartnerPosition(models.Model):
+    """A partner's public position on a proposal, in its name: Make.org's organisations vote in
+    public ("X voted on this proposal") and their page lists their positions. A position is not a
+    citizen's vote: it counts in no vote figure, score or analysis."""
+
+    class Stance(models.TextChoices):
+        AGREE = "agree", _("Agrees")
+        DISAGREE = "disagree", _("Disagrees")
+        NEUTRAL = "neutral", _("Takes no side")
+
+    partner = models.ForeignKey(Partner, on_delete=models.CASCADE, related_name="positions")
+    proposal = models.ForeignKey(
+        "consultations.Proposal", on_delete=models.CASCADE, related_name="partner_positions"
+    )
+    stance = models.CharField(_("stance"), max_length=16, choices=Stance.choices)
+    statement = models.TextField(_("statement"), max_length=500, blank=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        on_delete=models.SET_NULL,
+        null=True,
+        blank=True,
+        related_name="+",
+        verbose_name=_("written by"),
+    )
+    created_at = models.DateTimeField(_("created"), auto_now_add=True)
+    updated_at = models.DateTimeField(_("updated"), auto_now=True)
+
+    class Meta:
+        verbose_name = _("partner position")
+        verbose_name_plural = _("partner positions")
+        constraints = [
+            models.UniqueConstraint(fields=["partner", "proposal"], name="partner_position_unique"),
+        ]
+
+    def __str__(self):
+        return f"{self.partner}: {self.get_stance_display()} ({self.proposal_id})"

@@ -15,4 +15,5 @@ urlpatterns = [
         name="space_measurement",
     ),
     path("<slug:slug>/", views.partner_detail, name="detail"),
+    path("<slug:slug>/positions/<int:proposal_pk>/", views.position_save, name="position"),
 ]

@@ -16,18 +16,25 @@ from actions.charts import objective_chart
 from actions.forms import MeasurementForm, StatusUpdateForm
 from actions.models import ActionUpdate
 from causes.selectors import cause_visible_list
+from consultations.models import Proposal
+from consultations.selectors import consultation_get_for_user
 
+from . import selectors as partner_selectors
+from . import services as partner_services
+from .forms import PositionForm
 from .models import Partner, PartnerMembership
 
 
 def partner_detail(request, slug):
-    """A partner's public page: who they are, their causes, their actions and scorecard."""
+    """A partner's public page: who they are, their causes, their actions and scorecard, and
+    the positions they took on proposals."""
     partner = get_object_or_404(Partner, slug=slug)
     causes = (
         cause_visible_list(user=request.user).filter(cause_partners__partner=partner).distinct()
     )
     actions = action_selectors.partner_public_actions(partner=partner, user=request.user)
     rows = action_selectors.actions_progress(actions)
+    positions = partner_selectors.partner_positions(partner=partner, user=request.user)
     return render(
         request,
         "partners/partner_detail.html",
@@ -36,6 +43,8 @@ def partner_detail(request, slug):
             "causes": causes,
             "rows": rows,
             "scorecard": action_selectors.scorecard(rows),
+            "positions": positions[: partner_selectors.PARTNER_PAGE_POSITIONS],
+            "positions_count": positions.count(),
             "is_member": request.user.is_authenticated
             and partner.memberships.filter(user=request.user).exists(),
         },
@@ -175,3 +184,61 @@ def space_status_update(request, pk):
         return redirect("partners:space_action", pk=action.pk)
     context = _space_action_context(request, action, status_form=form)
     return render(request, "partners/space_action.html", context, status=400)
+
+
+# --- Positions on proposals -----------------------------------------------------------------
+
+
+def positions_context(*, proposal, user, forms=None) -> dict:
+    """The proposal page's partner positions: the public list, and a form per partner ``user``
+    speaks for (``forms``: partner pk -> a bound form to show again with its errors)."""
+    positions = partner_selectors.proposal_positions(proposal=proposal)
+    mine = {p.partner_id: p for p in positions}
+    boxes = []
+    for partner in partner_selectors.partners_speaking_for(user=user):
+        position = mine.get(partner.pk)
+        form = (forms or {}).get(partner.pk) or PositionForm(
+            prefix=partner.slug,
+            initial={"stance": position.stance, "statement": position.statement}
+            if position
+            else None,
+        )
+        boxes.append({"partner": partner, "position": position, "form": form})
+    return {"proposal": proposal, "positions": positions, "position_boxes": boxes}
+
+
+@require_POST
+@login_required
+def position_save(request, slug, proposal_pk):
+    """Take, change or (``withdraw``) withdraw a partner's position on an accepted proposal of a
+    consultation the user may see. HTMX gets the positions box back; a plain form, the page."""
+    partner = get_object_or_404(Partner, slug=slug)
+    proposal = get_object_or_404(
+        Proposal.objects.select_related("consultation"),
+        pk=proposal_pk,
+        status=Proposal.Status.ACCEPTED,
+    )
+    consultation_get_for_user(slug=proposal.consultation.slug, user=request.user)  # or 404
+    status = 200
+    forms = {}
+    if request.POST.get("withdraw"):
+        partner_services.position_withdraw(partner=partner, proposal=proposal, user=request.user)
+        message = _("The position of %(partner)s is withdrawn.")
+    else:
+        form = PositionForm(request.POST, prefix=partner.slug)
+        if form.is_valid():
+            partner_services.position_set(
+                partner=partner, proposal=proposal, user=request.user, **form.cleaned_data
+            )
+            message = _("The position of %(partner)s is published.")
+        else:
+            partner_services.check_editor(partner=partner, user=request.user)
+            forms[partner.pk], status, message = form, 400, None
+    if not request.htmx:
+        if message:
+            messages.success(request, message % {"partner": partner.name})
+        else:
+            messages.error(request, " ".join(e for errors in form.errors.values() for e in errors))
+        return redirect(proposal.get_absolute_url())
+    context = positions_context(proposal=proposal, user=request.user, forms=forms)
+    return render(request, "partners/_positions.html", context, status=status)

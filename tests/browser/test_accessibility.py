@@ -13,9 +13,10 @@ from django.utils import timezone
 from consensus import services
 from consensus.models import EngineRun, Idea
 from consultations.models import Participant, PopulationShare, Proposal
+from partners.models import PartnerMembership
 
 from ..consensus.engine_data import HASHING, add_votes, consultation_with_themes
-from ..factories import UserFactory
+from ..factories import PartnerFactory, UserFactory
 from .conftest import open_page, sign_in
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -133,5 +134,21 @@ def test_public_pages_and_swapped_parts_pass_wcag_a_and_aa(
     page.goto(f"{base}/accounts/my-data/")
     found["my data"] = axe(page)
 
+    # a partner's editor takes a position on a proposal (the box HTMX swaps), then its page
+    partner = PartnerFactory()
+    editor = UserFactory()
+    PartnerMembership.objects.create(partner=partner, user=editor)
+    page, errors_partner = open_page(browser)
+    page.context.add_cookies([{"name": "django_language", "value": language, "url": base}])
+    sign_in(page, base, editor.email, f"/c/{consultation.slug}/p/{proposal.pk}/")
+    found["proposal: a partner's position form"] = axe(page)
+    page.locator("#partner-positions input[value=agree]").check()
+    page.locator("#partner-positions textarea").fill("Nous le demandons depuis longtemps.")
+    page.locator("#partner-positions button[type=submit]").first.click()
+    page.locator("#partner-positions button[name=withdraw]").wait_for()
+    found["proposal: a partner's position published"] = axe(page)
+    page.goto(f"{base}/partners/{partner.slug}/")
+    found["partner page with its positions"] = axe(page)
+
     assert {where: v for where, v in found.items() if v} == {}
-    assert errors == [] and errors_signed_in == []
+    assert errors == [] and errors_signed_in == [] and errors_partner == []

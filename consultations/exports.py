@@ -9,6 +9,7 @@ Datasets (columns and licence in docs/open_data.md):
 - ``scores``: the published run's scores of the accepted proposals;
 - ``groups``: the published run's votes on each accepted proposal per opinion group (one row
   per proposal and group, as Polis publishes them);
+- ``positions``: the public positions partners took on accepted proposals, in their own name;
 - ``segments``: vote counts per proposal and segment of one dimension (age range, gender,
   postal area), with every cell of fewer than ``k`` participants suppressed, plus secondary
   suppression so that a suppressed cell cannot be recomputed from the others.
@@ -36,6 +37,7 @@ from django.utils.translation import gettext_lazy
 
 from consensus.models import EngineRun, Idea, IdeaMembership, OpinionGroup, ProposalScore
 from consensus.selectors import SEGMENT_DIMENSIONS, consultation_current_run
+from partners.models import PartnerPosition
 
 from .models import Consultation, Proposal, QualificationKey, Trust, Vote, VoteKey
 
@@ -239,6 +241,21 @@ def groups_rows(*, consultation: Consultation, run: EngineRun, **_params) -> Ite
             yield (run.pk, proposal_id, number + 1, size, agree, disagree, votes)
 
 
+def positions_rows(*, consultation: Consultation, **_params) -> Iterator[tuple]:
+    """The partners' public positions on the accepted proposals (partners/models.py), by
+    proposal then partner; the author of a position is the partner, not the account."""
+    qs = (
+        PartnerPosition.objects.filter(
+            proposal__consultation=consultation, proposal__status=Proposal.Status.ACCEPTED
+        )
+        .order_by("proposal_id", "partner__name")
+        .values_list(
+            "proposal_id", "partner__name", "partner__kind", "stance", "statement", "updated_at"
+        )
+    )
+    yield from qs.iterator(chunk_size=CHUNK_SIZE)
+
+
 def _suppress(cells: list[list], k: int) -> list[list]:
     """k-anonymity of one proposal's segment cells ``[segment, n, agree, disagree, neutral]``.
 
@@ -397,6 +414,17 @@ DATASETS: dict[str, Dataset] = {
         groups_rows,
         needs_run=True,
         description=gettext_lazy("The votes on each proposal in each opinion group."),
+    ),
+    "positions": Dataset(
+        "positions",
+        _cols(
+            "proposal_id partner:str partner_kind:str stance:str statement:str "
+            "updated_at:datetime"
+        ),
+        positions_rows,
+        description=gettext_lazy(
+            "The positions partners took on proposals, in their own name, and why."
+        ),
     ),
     "segments": Dataset(
         "segments",

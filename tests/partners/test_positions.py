@@ -184,3 +184,28 @@ def test_the_account_data_export_lists_the_positions_the_user_wrote(client, worl
     assert written["partner"] == "Les Amis des Musées" and written["statement"] == "Oui"
     world["editor"].delete()
     assert PartnerPosition.objects.get().author is None  # the partner's position stays
+
+
+def test_the_open_data_lists_the_positions_on_accepted_proposals(client, world):
+    import csv
+    import io
+
+    proposal, partner = world["proposal"], world["partner"]
+    other = ProposalFactory(consultation=proposal.consultation)
+    client.force_login(world["editor"])
+    post(client, partner, proposal, stance="agree", statement="=Nous le demandons.")
+    post(client, partner, other, stance="neutral")
+    Proposal.objects.filter(pk=other.pk).update(
+        status=Proposal.Status.REFUSED, refusal_reason=Proposal.RefusalReason.OFF_TOPIC
+    )
+    client.logout()
+    url = reverse("api:export", args=[proposal.consultation.slug, "positions", "csv"])
+    response = client.get(url)
+    rows = list(csv.DictReader(io.StringIO(b"".join(response.streaming_content).decode())))
+    assert [(r["proposal_id"], r["partner"], r["partner_kind"], r["stance"]) for r in rows] == [
+        (str(proposal.pk), "Les Amis des Musées", partner.kind, "agree")
+    ]
+    assert rows[0]["statement"] == "'=Nous le demandons."  # no formula for a spreadsheet
+    assert set(rows[0]) == {
+        "proposal_id", "partner", "partner_kind", "stance", "statement", "updated_at"
+    }  # fmt: skip

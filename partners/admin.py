@@ -30,14 +30,17 @@ class CausePartnerAdmin(AuditedAdminMixin, admin.ModelAdmin):
 
 @admin.register(PartnerPosition)
 class PartnerPositionAdmin(AuditedAdminMixin, admin.ModelAdmin):
-    """Staff read and, if need be, remove a position; partners write them from the proposal
-    page (partners/views.py), so the admin does not add them."""
+    """Staff read and, if need be, remove a position (its removal is audited); only the
+    partner's editors write them, from the proposal page (partners/views.py): staff neither add
+    nor change what a partner says in its own name."""
 
     list_display = ("partner", "stance", "proposal", "author", "updated_at")
     list_filter = ("stance", "partner")
     list_select_related = ("partner", "proposal", "author")
     search_fields = ("partner__name", "proposal__content", "statement")
-    readonly_fields = ("partner", "proposal", "author", "created_at", "updated_at")
 
     def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
         return False

@@ -209,3 +209,24 @@ def test_the_open_data_lists_the_positions_on_accepted_proposals(client, world):
     assert set(rows[0]) == {
         "proposal_id", "partner", "partner_kind", "stance", "statement", "updated_at"
     }  # fmt: skip
+
+
+def test_staff_read_and_remove_a_position_in_the_admin_but_never_rewrite_it(client, world):
+    from accounts.models import AuditEntry
+
+    client.force_login(world["editor"])
+    post(client, world["partner"], world["proposal"], stance="agree", statement="Oui")
+    position = PartnerPosition.objects.get()
+    client.force_login(UserFactory(is_staff=True, is_superuser=True))
+    listing = client.get(reverse("admin:partners_partnerposition_changelist"))
+    assert listing.status_code == 200 and "Les Amis des Musées" in listing.content.decode()
+    change_url = reverse("admin:partners_partnerposition_change", args=[position.pk])
+    page = client.get(change_url).content.decode()
+    assert 'name="_save"' not in page  # view only
+    client.post(change_url, {"stance": "disagree", "statement": "Non"})
+    assert PartnerPosition.objects.get().statement == "Oui"
+    assert client.get(reverse("admin:partners_partnerposition_add")).status_code == 403
+    delete_url = reverse("admin:partners_partnerposition_delete", args=[position.pk])
+    client.post(delete_url, {"post": "yes"})
+    assert not PartnerPosition.objects.exists()
+    assert AuditEntry.objects.filter(action="partnerposition.admin_delete").count() == 1

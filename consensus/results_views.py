@@ -51,6 +51,7 @@ from consultations.selectors import (
     stats_cache_key,
 )
 from consultations.services import participant_peek
+from partners.selectors import idea_positions
 
 from . import charts, selectors
 from .forms import IdeasViewForm, ProposalSearchForm
@@ -674,6 +675,7 @@ def results_idea(request, slug, number):
             .filter(cause_id=consultation.cause_id)
             .exclude(pk=consultation.pk),
         ),
+        "positions": idea_positions(idea=idea),  # partners' public positions (partners app)
         "group_votes": charts.group_vote_bars(
             selectors.group_votes(
                 run_id=run.pk, group_counts=(idea.scores or {}).get("group_counts")

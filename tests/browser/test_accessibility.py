@@ -11,7 +11,7 @@ import pytest
 from django.utils import timezone
 
 from consensus import services
-from consensus.models import EngineRun, Idea
+from consensus.models import EngineRun, Idea, IdeaMembership
 from consultations.models import Participant, PopulationShare, Proposal
 from partners.models import PartnerMembership
 
@@ -149,6 +149,10 @@ def test_public_pages_and_swapped_parts_pass_wcag_a_and_aa(
     found["proposal: a partner's position published"] = axe(page)
     page.goto(f"{base}/partners/{partner.slug}/")
     found["partner page with its positions"] = axe(page)
+    its_idea = IdeaMembership.objects.get(run=run, proposal=proposal).idea
+    page.goto(f"{base}/engine/{consultation.slug}/results/ideas/{its_idea.number}/")
+    assert page.locator("#idea-positions-title").count() == 1
+    found["idea page with the partners' positions"] = axe(page)
 
     assert {where: v for where, v in found.items() if v} == {}
     assert errors == [] and errors_signed_in == [] and errors_partner == []

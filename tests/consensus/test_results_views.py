@@ -419,8 +419,8 @@ def test_an_idea_page_lists_every_proposal_closest_first_a_page_at_a_time(
     monkeypatch.setattr(results_views, "PROPOSALS_PER_PAGE", 4)
     # consultation, run, idea, members count and page, central proposals, vote shares,
     # actions, scores of the page's proposals, its opinion groups, the cause's other
-    # consultations (none: the same idea elsewhere is not looked for)
-    with django_assert_max_num_queries(12):
+    # consultations (none: the same idea elsewhere is not looked for), the partners' positions
+    with django_assert_max_num_queries(13):
         response = client.get(idea_url(consultation, idea.number))
     assert response.status_code == 200
     body = response.content.decode()

@@ -230,3 +230,34 @@ def test_staff_read_and_remove_a_position_in_the_admin_but_never_rewrite_it(clie
     client.post(delete_url, {"post": "yes"})
     assert not PartnerPosition.objects.exists()
     assert AuditEntry.objects.filter(action="partnerposition.admin_delete").count() == 1
+
+
+def test_an_ideas_page_sums_up_the_partners_positions_on_its_proposals(
+    client, django_capture_on_commit_callbacks
+):
+    from consensus.models import Idea, IdeaMembership
+
+    from ..consensus.engine_data import consultation_with_themes
+    from ..consensus.test_results_views import start
+
+    consultation = consultation_with_themes()
+    run = start(consultation, django_capture_on_commit_callbacks)
+    idea = Idea.objects.filter(run=run).order_by("number").first()
+    members = [m.proposal for m in IdeaMembership.objects.filter(idea=idea).order_by("pk")]
+    elsewhere = IdeaMembership.objects.filter(run=run).exclude(idea=idea).first().proposal
+    partner, other = PartnerFactory(name="Vélo Cité"), PartnerFactory(name="Zoo Club")
+    editor = UserFactory()
+    PartnerMembership.objects.create(partner=partner, user=editor)
+    PartnerMembership.objects.create(partner=other, user=editor)
+    client.force_login(editor)
+    for proposal, stance in zip(members[:4], ["agree", "agree", "disagree", "neutral"], strict=True):
+        post(client, partner, proposal, stance=stance)
+    post(client, other, elsewhere, stance="agree")  # a proposal of another idea
+    client.logout()
+    url = reverse("consensus:results_idea", args=[consultation.slug, idea.number])
+    page = client.get(url).content.decode()
+    section = page[page.index('id="idea-positions-title"') :]
+    section = section[: section.index("</section>")]
+    assert "Vélo Cité" in section and "Zoo Club" not in section
+    assert "agrees with 2 of them" in section and "disagrees with 1" in section
+    assert "takes no side on 1" in section

@@ -250,7 +250,9 @@ def test_an_ideas_page_sums_up_the_partners_positions_on_its_proposals(
     PartnerMembership.objects.create(partner=partner, user=editor)
     PartnerMembership.objects.create(partner=other, user=editor)
     client.force_login(editor)
-    for proposal, stance in zip(members[:4], ["agree", "agree", "disagree", "neutral"], strict=True):
+    for proposal, stance in zip(
+        members[:4], ["agree", "agree", "disagree", "neutral"], strict=True
+    ):
         post(client, partner, proposal, stance=stance)
     post(client, other, elsewhere, stance="agree")  # a proposal of another idea
     client.logout()

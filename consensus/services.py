@@ -2151,7 +2151,9 @@ def _silhouette(
     )
 
 
-KEYWORD_QUALITY_SAMPLE = 50_000  # distinct texts read; 2M answers would take ~40 s, this ~1 s
+# distinct texts read for the keywords' figures: 0.7-1.2 s whatever the run's size (counting the
+# words of 1.2M texts took 37 s, docs/bench_engine_scale.md)
+KEYWORD_QUALITY_SAMPLE = 50_000
 
 
 def _keyword_quality(

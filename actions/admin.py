@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import models
 
 from accounts.admin_audit import AuditedAdminMixin
 
@@ -52,6 +53,8 @@ class MeasurementInline(admin.TabularInline):
     model = Measurement
     extra = 0
     raw_id_fields = ("entered_by",)
+    # a link typed without a scheme is read as https:// (Django 6.0's default)
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
 @admin.register(Objective)

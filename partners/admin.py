@@ -1,4 +1,5 @@
 from django.contrib import admin
+from django.db import models
 
 from accounts.admin_audit import AuditedAdminMixin
 
@@ -18,6 +19,8 @@ class PartnerAdmin(AuditedAdminMixin, admin.ModelAdmin):
     search_fields = ("name",)
     prepopulated_fields = {"slug": ("name",)}
     inlines = [PartnerMembershipInline]
+    # a website typed without a scheme is read as https:// (Django 6.0's default)
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}
 
 
 @admin.register(CausePartner)

@@ -702,6 +702,13 @@ def test_degenerate_inputs_end_in_a_sensible_run(
     assert IdeaMembership.objects.filter(run=run).count() + run.metrics["n_noise"] == len(texts)
     assert ProposalScore.objects.filter(run=run).count() == len(texts)
     assert run.metrics.get("opinion_skipped")  # nobody voted
+    figures = run.metrics["keywords"]  # how well the keywords describe the ideas
+    if ideas == 0:
+        assert figures is None
+    elif figures is not None:
+        assert all(v is None or 0 <= v <= 1 for v in figures.values()), figures
+    if len(set(texts)) == 1 and ideas:  # one text: every answer says its idea's words
+        assert figures["coverage"] == figures["exclusivity"] == 1.0
 
 
 def test_the_nightly_task_skips_consultations_where_nothing_changed(

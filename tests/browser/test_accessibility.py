@@ -153,6 +153,11 @@ def test_public_pages_and_swapped_parts_pass_wcag_a_and_aa(
     page.goto(f"{base}/engine/{consultation.slug}/results/ideas/{its_idea.number}/")
     assert page.locator("#idea-positions-title").count() == 1
     found["idea page with the partners' positions"] = axe(page)
+    # the editor withdraws it: HTMX sends the button that was clicked
+    page.goto(f"{base}/c/{consultation.slug}/p/{proposal.pk}/")
+    page.locator("#partner-positions button[name=withdraw]").click()
+    page.locator("#partner-positions button[name=withdraw]").wait_for(state="detached")
+    assert page.locator("#partner-positions .position-list li").count() == 0
 
     assert {where: v for where, v in found.items() if v} == {}
     assert errors == [] and errors_signed_in == [] and errors_partner == []
